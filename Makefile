@@ -1,0 +1,31 @@
+# DermaScan: `make run` serves the embedded system on http://127.0.0.1:8080, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast system-deps rabbitmq bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(PY) -m embedded
+
+system-deps:
+	scripts/system-deps.sh
+
+rabbitmq: system-deps
+	scripts/ensure-rabbitmq.sh
+
+test: $(STAMP) rabbitmq
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,97 @@
+"""Wiring of the gateway: `create_app(settings)` returns the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway import health
+from gateway.errors import error_middleware
+from gateway.keys import BUS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
+from gateway.metrics import GatewayMetrics
+from gateway.predict import IN_FLIGHT, InFlight, predict
+from gateway.settings import GatewaySettings
+from gateway.workers import WorkerDirectory
+from shared.bus import MessageBus, connect_bus
+from shared.metrics import metrics_handler
+from shared.registry import ModelRegistry
+from shared.store import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+async def _join_broker(app: web.Application) -> None:
+    """Declare the queues and listen to worker heartbeats once the broker is reachable."""
+    bus, settings = app[BUS], app[SETTINGS]
+    while True:
+        try:
+            if bus.connected:
+                await bus.declare_queue(settings.predict_queue, max_length=settings.max_queue_length)
+                await bus.subscribe(settings.status_exchange, app[WORKERS].on_status)
+                return
+        except Exception as exc:
+            log.warning("joining the broker failed (%s); retrying", exc)
+        await asyncio.sleep(0.5)
+
+
+def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        own_bus = bus or await connect_bus(settings.broker_url)
+        own_store = store or await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+        app[BUS], app[STORE] = own_bus, own_store
+        app[REGISTRY] = ModelRegistry(own_store)
+        joining = asyncio.create_task(_join_broker(app))
+        yield
+        joining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await joining
+        if bus is None:
+            await own_bus.close()
+        if store is None:
+            await own_store.close()
+
+    return ctx
+
+
+async def index(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    bus: MessageBus | None = None,
+    store: ObjectStore | None = None,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The gateway application. A `bus` or `store` passed in is shared, not closed, by it
+    (the embedded mode); otherwise it opens its own from `settings`."""
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    app = web.Application(
+        middlewares=[metrics.middleware, error_middleware],
+        client_max_size=settings.max_upload_bytes + 1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[WORKERS] = WorkerDirectory(settings.worker_ttl_factor)
+    app[IN_FLIGHT] = InFlight(settings.max_in_flight)
+    app[STARTED] = time.monotonic()
+    app.cleanup_ctx.append(_resources(bus, store))
+    app.router.add_get("/", index)
+    app.router.add_post("/predict", predict)
+    app.router.add_get("/health", health.health)
+    app.router.add_get("/livez", health.livez)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/classes", health.classes)
+    app.router.add_get("/metrics", metrics_handler(registry))
+    return app

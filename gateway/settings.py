@@ -1,0 +1,22 @@
+"""Gateway settings (env prefix `DERMASCAN_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    """How the HTTP gateway listens and how long it waits."""
+
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    http_port: int = Field(8080, description="Port of the API, the UI and /metrics.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest image accepted by /predict.")
+    predict_timeout_s: float = Field(10.0, gt=0, description="Deadline for a prediction (then 504).")
+    max_in_flight: int = Field(
+        256, ge=1, description="Predictions one gateway waits on at once; past it: 429."
+    )
+    worker_ttl_factor: float = Field(
+        3.0, gt=1, description="A worker silent for this many heartbeat intervals counts as gone."
+    )

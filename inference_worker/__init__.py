@@ -1,0 +1,1 @@
+"""The inference worker: consumes prediction requests, micro-batches them through the model."""

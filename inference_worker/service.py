@@ -1,0 +1,213 @@
+"""The inference worker service: predict queue in, micro-batched model calls, replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from pydantic import ValidationError
+
+from inference_worker.batching import MicroBatcher
+from inference_worker.metrics import WorkerMetrics
+from inference_worker.settings import WorkerSettings
+from shared.bus import Delivery, MessageBus, Subscription
+from shared.classifier import Classifier, configure_threads
+from shared.errors import BadRequest, DermaScanError
+from shared.imaging import load_for_model
+from shared.messages import (
+    ClassScore,
+    ErrorInfo,
+    ModelPromoted,
+    Prediction,
+    PredictReply,
+    PredictRequest,
+    WorkerStatus,
+    decode,
+    encode,
+)
+from shared.registry import ModelRegistry
+from shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def to_prediction(probabilities: np.ndarray, classifier: Classifier, top_k: int) -> Prediction:
+    """Turn one row of probabilities into the API's prediction shape."""
+    order = np.argsort(-probabilities)
+    scores = {name: float(p) for name, p in zip(classifier.classes, probabilities, strict=True)}
+    best = int(order[0])
+    return Prediction(
+        label=classifier.classes[best],
+        confidence=float(probabilities[best]),
+        probabilities=scores,
+        top_k=[ClassScore(label=classifier.classes[i], probability=float(probabilities[i]))
+               for i in order[:top_k]],
+        model_version=classifier.version,
+    )
+
+
+def _run_batch(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarray:
+    return classifier.predict(np.stack(images))
+
+
+class InferenceWorker:
+    """One worker process's serving loop. `start()` then `stop()`; loop-only."""
+
+    def __init__(self, settings: WorkerSettings, bus: MessageBus, store: ObjectStore,
+                 metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.registry = ModelRegistry(store)
+        self.metrics = metrics
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.classifier: Classifier | None = None
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, "decode")
+        self._model_pool = ThreadPoolExecutor(settings.streams, "model")
+        self._batcher: MicroBatcher[Classifier, np.ndarray, np.ndarray] | None = None
+        self._subscriptions: list[Subscription] = []
+        self._in_flight = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load the model, then consume. Waits for the broker if it is not up yet."""
+        configure_threads(self.settings.intra_op_threads, self.settings.inter_op_threads)
+        await self._load_initial_model()
+        self._batcher = MicroBatcher(
+            _run_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_ms=self.settings.max_wait_ms,
+            executor=self._model_pool,
+            concurrency=self.settings.streams,
+            on_batch=self.metrics.observe_batch,
+        )
+        while not self.bus.connected:
+            log.info("waiting for the broker")
+            await asyncio.sleep(0.5)
+        await self.bus.declare_queue(
+            self.settings.predict_queue, max_length=self.settings.max_queue_length)
+        prefetch = 2 * self.settings.max_batch_size * self.settings.streams
+        self._subscriptions.append(
+            await self.bus.consume(self.settings.predict_queue, self._on_request, prefetch=prefetch))
+        self._subscriptions.append(
+            await self.bus.subscribe(self.settings.models_exchange, self._on_promotion))
+        self._heartbeat = asyncio.create_task(self._beat())
+        log.info("worker %s serving %s", self.worker_id, self.classifier and self.classifier.version)
+
+    async def _load_initial_model(self) -> None:
+        if self.settings.model_path is not None:
+            classifier = await asyncio.to_thread(Classifier.load, self.settings.model_path)
+        else:
+            version = await self.registry.bootstrap(self.settings.bundled_model_dir)
+            classifier = await self._load_version(version)
+        self._install(classifier)
+
+    async def _load_version(self, version: str) -> Classifier:
+        directory = await self.registry.fetch(version, self.settings.model_cache_dir)
+        return await asyncio.to_thread(Classifier.load, directory)
+
+    def _install(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        self.metrics.model.info({"version": classifier.version})
+        self.metrics.reloads.labels("loaded").inc()
+
+    async def _on_promotion(self, delivery: Delivery) -> None:
+        if self.settings.model_path is not None:
+            return
+        version = decode(ModelPromoted, delivery.body).version
+        async with self._reload_lock:
+            if self.classifier is not None and self.classifier.version == version:
+                return
+            try:
+                new = await self._load_version(version)
+            except Exception:
+                self.metrics.reloads.labels("failed").inc()
+                log.exception("could not load promoted model %s; still serving the old one", version)
+                return
+            self._install(new)  # batches already formed finish on the old model
+        await self._send_status()
+
+    async def _on_request(self, delivery: Delivery) -> None:
+        self._in_flight += 1
+        try:
+            reply = await self._predict(delivery)
+            if reply is not None:
+                await self.bus.reply(delivery, encode(reply))
+        finally:
+            self._in_flight -= 1
+
+    async def _predict(self, delivery: Delivery) -> PredictReply | None:
+        try:
+            request = decode(PredictRequest, delivery.body)
+        except ValidationError as exc:
+            self.metrics.requests.labels("bad_message").inc()
+            error = BadRequest(f"malformed predict request: {exc.error_count()} errors", code="bad_message")
+            return PredictReply(error=ErrorInfo.from_exception(error), worker_id=self.worker_id)
+        now = time.time()
+        self.metrics.queue_seconds.observe(max(0.0, now - request.sent_at))
+        if request.deadline < now:
+            self.metrics.requests.labels("expired").inc()
+            return None  # nobody waits for it any more
+        assert self._batcher is not None and self.classifier is not None
+        classifier = self.classifier
+        loop = asyncio.get_running_loop()
+        try:
+            with self._batcher.incoming():
+                image = await loop.run_in_executor(
+                    self._decode_pool, load_for_model, request.image, classifier.input_size)
+            started = loop.time()
+            probabilities, batch_size = await self._batcher.submit(classifier, image)
+            compute_ms = (loop.time() - started) * 1000
+        except DermaScanError as exc:
+            self.metrics.requests.labels(exc.code).inc()
+            return PredictReply(error=ErrorInfo.from_exception(exc), worker_id=self.worker_id)
+        except Exception as exc:
+            log.exception("prediction failed")
+            self.metrics.requests.labels("internal_error").inc()
+            return PredictReply(error=ErrorInfo.from_exception(exc), worker_id=self.worker_id)
+        prediction = to_prediction(probabilities, classifier, request.top_k)
+        self.metrics.requests.labels("ok").inc()
+        self.metrics.predictions.labels(prediction.label, prediction.model_version).inc()
+        self.metrics.confidence.observe(prediction.confidence)
+        return PredictReply(result=prediction, worker_id=self.worker_id,
+                            queue_ms=(now - request.sent_at) * 1000, compute_ms=compute_ms,
+                            batch_size=batch_size)
+
+    def status(self) -> WorkerStatus:
+        classifier = self.classifier
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            model_version=classifier.version if classifier else None,
+            classes=classifier.classes if classifier else [],
+            interval_s=self.settings.heartbeat_s,
+        )
+
+    async def _send_status(self) -> None:
+        with contextlib.suppress(DermaScanError):
+            await self.bus.broadcast(self.settings.status_exchange, encode(self.status()))
+
+    async def _beat(self) -> None:
+        while True:
+            await self._send_status()
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def stop(self) -> None:
+        """Drain: stop consuming, let in-flight requests finish (bounded), then release."""
+        for subscription in self._subscriptions:
+            await subscription.cancel()
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._batcher is not None:
+            await self._batcher.close()
+        self._decode_pool.shutdown(wait=False)
+        self._model_pool.shutdown(wait=False)

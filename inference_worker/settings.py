@@ -1,0 +1,38 @@
+"""Inference worker settings (env prefix `DERMASCAN_`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import REPO_ROOT, CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    """How one inference worker process runs."""
+
+    metrics_port: int = Field(9100, description="Port of the worker's /metrics endpoint (0: none).")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+    model_path: Path | None = Field(
+        None, description="Serve this .keras file (manifest.json beside it) instead of the registry."
+    )
+    model_cache_dir: Path = Field(
+        REPO_ROOT / "var" / "model-cache", description="Where registry versions are downloaded."
+    )
+    max_batch_size: int = Field(16, ge=1, description="Largest batch given to the model.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest a batch waits for images still being decoded."
+    )
+    streams: int = Field(1, ge=1, description="Model calls run at once (DERMASCAN_WORKER_STREAMS).",
+                         validation_alias="DERMASCAN_WORKER_STREAMS")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
+    intra_op_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="TensorFlow intra-op threads per model call.",
+    )
+    inter_op_threads: int = Field(1, ge=1, description="TensorFlow inter-op threads.")
+    heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
+    drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
+    worker_id: str | None = Field(None, description="Name in /health; default host-pid.")

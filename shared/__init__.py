@@ -1,0 +1,1 @@
+"""Code every DermaScan service shares: settings, messages, bus, store, registry, images."""

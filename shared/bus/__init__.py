@@ -1,0 +1,46 @@
+"""Message buses: RabbitMQ for the distributed mode, in-memory for the embedded one."""
+
+from __future__ import annotations
+
+from shared.bus.base import (
+    BrokerUnavailable,
+    Delivery,
+    Handler,
+    MessageBus,
+    QueueFull,
+    QueueStats,
+    Subscription,
+    Unroutable,
+)
+
+
+async def connect_bus(url: str) -> MessageBus:
+    """Open the bus named by `url`: `memory://` or `amqp://user:pass@host:port/vhost`.
+
+    A RabbitMQ bus keeps reconnecting in the background; it does not fail when the broker
+    is down at start, its operations raise BrokerUnavailable until it is back.
+    """
+    if url.startswith("memory://"):
+        from shared.bus.memory import MemoryBus
+
+        return MemoryBus()
+    if url.startswith(("amqp://", "amqps://")):
+        from shared.bus.rabbitmq import RabbitBus
+
+        bus = RabbitBus(url)
+        await bus.start()
+        return bus
+    raise ValueError(f"unsupported broker URL {url!r}: use memory:// or amqp://")
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "Delivery",
+    "Handler",
+    "MessageBus",
+    "QueueFull",
+    "QueueStats",
+    "Subscription",
+    "Unroutable",
+    "connect_bus",
+]

@@ -1,0 +1,270 @@
+"""The RabbitMQ `MessageBus` (aio-pika): robust connection, publisher confirms, durable queues
+with a dead-letter exchange, and one reply queue per process for RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
+from shared.errors import DeadlineExceeded
+from shared.messages import new_id
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "dermascan.dead-letter"
+#: Dead-lettered messages are kept for inspection, bounded in count and age.
+_DEAD_QUEUE_ARGS = {"x-max-length": 10_000, "x-message-ttl": 86_400_000}
+_RECONNECT_DELAY_S = 1.0
+
+
+def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
+        body=message.body,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        headers=dict(message.headers or {}),
+        redelivered=bool(message.redelivered),
+    )
+
+
+class _Consumer:
+    """A consumer on its own channel; `cancel` stops deliveries, waits for running handlers
+    (so their acks still reach the broker), then closes the channel."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._running: set[asyncio.Task[object]] = set()
+
+    def track(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def cancel(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=30)
+        with contextlib.suppress(Exception):
+            await self._channel.close()
+
+
+class RabbitBus:
+    """A `MessageBus` over RabbitMQ. Loop-only. Call `start()` once, `close()` once."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._dead_letter: AbstractExchange | None = None
+        self._reply_queue = f"dermascan.reply.{new_id()}"
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._ready = asyncio.Event()
+        self._connector: asyncio.Task[None] | None = None
+
+    async def start(self, *, wait: float = 5.0) -> None:
+        """Connect in the background; waits up to `wait` s for the first connection."""
+        self._connector = asyncio.create_task(self._connect_forever())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def _connect_forever(self) -> None:
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(self._url, timeout=5)
+                break
+            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+                log.warning("broker not reachable (%s); retrying", exc)
+                await asyncio.sleep(_RECONNECT_DELAY_S)
+        self._connection = connection
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._channel = channel
+        self._dead_letter = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        reply_channel = await connection.channel(publisher_confirms=False)
+        replies = await reply_channel.declare_queue(
+            self._reply_queue, exclusive=True, auto_delete=True
+        )
+        await replies.consume(self._on_reply, no_ack=True)
+        connection.close_callbacks.add(self._fail_pending)
+        self._ready.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._connection is not None and not self._connection.is_closed
+
+    def _live_channel(self) -> AbstractChannel:
+        if not self.connected or self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("the message broker is not reachable")
+        return self._channel
+
+    async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
+        channel = self._live_channel()
+        assert self._dead_letter is not None
+        dead = await channel.declare_queue(f"{name}.dead", durable=True, arguments=_DEAD_QUEUE_ARGS)
+        await dead.bind(self._dead_letter, routing_key=f"{name}.dead")
+        arguments: dict[str, object] = {
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": f"{name}.dead",
+        }
+        if max_length is not None:
+            arguments.update({"x-max-length": max_length, "x-overflow": "reject-publish"})
+        await channel.declare_queue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+
+    async def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: float | None = None,
+        headers: dict[str, object] | None = None,
+        persistent: bool = True,
+    ) -> None:
+        channel = self._live_channel()
+        message = aio_pika.Message(
+            body,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            expiration=expiration,
+            headers=headers,  # type: ignore[arg-type]
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
+        )
+        try:
+            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+        except aiormq.exceptions.PublishError as exc:
+            raise Unroutable(f"no queue named {queue!r}") from exc
+        except aiormq.exceptions.DeliveryError as exc:
+            raise QueueFull(f"queue {queue!r} refused the message (full)") from exc
+        except (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+                ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"publish failed: {exc}") from exc
+
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> _Consumer:
+        self._live_channel()
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        source = await channel.get_queue(queue, ensure=True)
+        consumer = _Consumer(channel)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            consumer.track()
+            try:
+                async with message.process(requeue=False):
+                    await handler(_delivery(message))
+            except Exception:
+                log.exception("handler failed on %s; message dead-lettered", queue)
+
+        consumer._queue, consumer._tag = source, await source.consume(on_message)
+        return consumer
+
+    async def call(
+        self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
+    ) -> bytes:
+        correlation_id = new_id()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            await self.publish(
+                queue,
+                body,
+                correlation_id=correlation_id,
+                reply_to=self._reply_queue,
+                expiration=timeout,
+                headers=headers,
+                persistent=False,
+            )
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no reply from {queue!r} within {timeout:g} s") from None
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.get(message.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    def _fail_pending(self, *_: object) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable("connection to the broker was lost"))
+
+    async def reply(self, request: Delivery, body: bytes) -> None:
+        if request.reply_to:
+            await self.publish(
+                request.reply_to, body, correlation_id=request.correlation_id, persistent=False
+            )
+
+    async def _fanout(self, channel: AbstractChannel, exchange: str) -> AbstractExchange:
+        return await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+
+    async def broadcast(self, exchange: str, body: bytes) -> None:
+        target = await self._fanout(self._live_channel(), exchange)
+        try:
+            await target.publish(aio_pika.Message(body), routing_key="", mandatory=False)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"broadcast failed: {exc}") from exc
+
+    async def subscribe(self, exchange: str, handler: Handler) -> _Consumer:
+        self._live_channel()
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        source = await self._fanout(channel, exchange)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(source)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                await handler(_delivery(message))
+            except Exception:
+                log.exception("broadcast handler failed on %s", exchange)
+
+        consumer = _Consumer(channel)
+        consumer._queue, consumer._tag = queue, await queue.consume(on_message, no_ack=True)
+        return consumer
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        assert self._connection is not None
+        self._live_channel()
+        # A passive declare that fails closes its channel, so use a throwaway one.
+        channel = await self._connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise Unroutable(f"no queue named {queue!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        result = declared.declaration_result
+        return QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connector
+        self._fail_pending()
+        if self._connection is not None:
+            await self._connection.close()

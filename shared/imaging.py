@@ -1,0 +1,130 @@
+"""Image decoding and preprocessing: the one implementation used by training and serving.
+
+The model receives RGB pixels as float32 in [0, 255], shape (height, width, 3); scaling to the
+backbone's range happens inside the model, so the only policy shared here is geometric:
+centre-crop to the model's aspect ratio, then resize with antialiasing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+#: Formats a client may send; anything else that is an image is answered 415.
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"jpeg", "png", "webp"})
+#: Default bound on decoded pixels (a decompression-bomb guard): 50 megapixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Images smaller than this on either side carry too little to classify.
+MIN_SIDE = 32
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"WEBP", 8, "webp"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"ftypheic", 4, "heic"),
+    (b"ftypavif", 4, "avif"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format named by the first bytes of a file, or None if it is not an image.
+
+    Only magic numbers are read, never names or content types. 16 bytes are enough.
+    """
+    for magic, offset, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "webp" and head[:4] != b"RIFF":
+                continue
+            return name
+    return None
+
+
+def check_format(head: bytes) -> str:
+    """The sniffed format of a supported image; raises BadRequest or UnsupportedMediaType."""
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise BadRequest("the file is not an image (JPEG, PNG or WebP expected)", code="not_an_image")
+    if fmt not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaType(
+            f"{fmt.upper()} images are not supported; send JPEG, PNG or WebP",
+            code="unsupported_format",
+        )
+    return fmt
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode `data` to an RGB image with EXIF orientation applied.
+
+    `draft_size` (width, height) lets JPEG decoding skip resolution the caller will not use.
+    Raises BadRequest (not an image, corrupt, too small), UnsupportedMediaType or
+    PayloadTooLarge (more than `max_pixels`). Thread-safe.
+    """
+    check_format(data[:16])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"image has {width}x{height} pixels; the limit is {max_pixels:,}",
+                    code="too_many_pixels",
+                )
+            if draft_size is not None and image.format == "JPEG":
+                image.draft("RGB", draft_size)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadRequest(f"the image could not be decoded: {exc}", code="corrupt_image") from exc
+    if min(rgb.size) < MIN_SIDE:
+        raise BadRequest(
+            f"image is {rgb.size[0]}x{rgb.size[1]}; both sides must be at least {MIN_SIDE} pixels",
+            code="too_small",
+        )
+    return rgb
+
+
+def fit_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop `image` to the aspect ratio of `size` (height, width) and resize to it.
+
+    Returns uint8 RGB pixels of shape (height, width, 3).
+    """
+    height, width = size
+    src_w, src_h = image.size
+    target_ratio = width / height
+    if src_w / src_h > target_ratio:
+        crop_w, crop_h = round(src_h * target_ratio), src_h
+    else:
+        crop_w, crop_h = src_w, round(src_w / target_ratio)
+    left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+    box = (left, top, left + crop_w, top + crop_h)
+    resized = image.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_for_model(
+    data: bytes, size: tuple[int, int], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode encoded image bytes and fit them to a model input of `size` (height, width).
+
+    The single preprocessing entry point for the inference worker and the trainer.
+    """
+    height, width = size
+    image = decode_image(data, max_pixels=max_pixels, draft_size=(width, height))
+    return fit_to_input(image, size)

@@ -1,0 +1,121 @@
+"""Every message that crosses the broker, one pydantic model per type.
+
+Bodies are JSON (`encode`/`decode`); bytes fields travel base64-encoded. Each message has a
+`schema_version` so a consumer can refuse a shape it does not understand, and `extra="forbid"`
+so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import DermaScanError, error_for_status
+
+M = TypeVar("M", bound="Message")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(BaseModel):
+    """Fields every message carries."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    schema_version: int = Field(1, description="Version of this message's schema.")
+    message_id: str = Field(default_factory=new_id, description="Unique id of this message.")
+
+
+class ErrorInfo(BaseModel):
+    """A failure reported as data instead of an exception."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable machine-readable error name, e.g. 'corrupt_image'.")
+    message: str = Field(description="Human-readable reason.")
+    status: int = Field(500, description="HTTP status the gateway answers with.")
+    retryable: bool = Field(False, description="Whether the same request may succeed later.")
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, DermaScanError):
+            return cls(code=exc.code, message=exc.message, status=exc.status, retryable=exc.retryable)
+        return cls(code="internal_error", message=f"{type(exc).__name__}: {exc}", status=500)
+
+    def to_exception(self) -> DermaScanError:
+        return error_for_status(self.status, self.message, self.code)
+
+
+class PredictRequest(Message):
+    """gateway -> inference worker (RPC over the predict queue)."""
+
+    image: bytes = Field(description="The encoded image exactly as uploaded.")
+    image_format: str = Field(description="Format sniffed by the gateway: jpeg, png or webp.")
+    sent_at: float = Field(default_factory=time.time, description="Unix time it was published.")
+    deadline: float = Field(description="Unix time after which nobody waits for the answer.")
+    top_k: int = Field(3, ge=1, description="How many best classes to list.")
+
+
+class ClassScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(description="Class name.")
+    probability: float = Field(description="Calibrated probability in [0, 1].")
+
+
+class Prediction(BaseModel):
+    """What a model said about one image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(description="Most probable class.")
+    confidence: float = Field(description="Probability of `label`.")
+    probabilities: dict[str, float] = Field(description="Every class the model knows -> probability.")
+    top_k: list[ClassScore] = Field(description="The best classes, most probable first.")
+    model_version: str = Field(description="Registry version of the model that answered.")
+
+
+class PredictReply(Message):
+    """inference worker -> gateway: either a prediction or an error, never both."""
+
+    result: Prediction | None = Field(None, description="The prediction, when it succeeded.")
+    error: ErrorInfo | None = Field(None, description="Why it failed, when it did.")
+    worker_id: str = Field(description="Worker that handled the request.")
+    queue_ms: float = Field(0.0, description="Time the request waited in the broker.")
+    compute_ms: float = Field(0.0, description="Time of the batched model call.")
+    batch_size: int = Field(0, description="Size of the batch the image was part of.")
+
+
+class WorkerStatus(Message):
+    """inference worker -> everyone (fanout), sent periodically: who serves which model."""
+
+    worker_id: str = Field(description="Unique id of the worker process.")
+    model_version: str | None = Field(description="Version being served, None while loading.")
+    classes: list[str] = Field(default_factory=list, description="Classes of that model.")
+    sent_at: float = Field(default_factory=time.time, description="Unix time it was sent.")
+    interval_s: float = Field(5.0, description="How often the worker sends this.")
+
+
+class ModelPromoted(Message):
+    """trainer or operator -> every worker (fanout): serve this version now."""
+
+    version: str = Field(description="The registry version now current.")
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to the JSON body that goes on the wire."""
+    return message.model_dump_json().encode()
+
+
+def decode(kind: type[M], body: bytes) -> M:
+    """Parse a wire body as `kind`; raises pydantic.ValidationError on a bad shape."""
+    return kind.model_validate_json(body)
+
+
+def as_jsonable(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

@@ -1,0 +1,44 @@
+"""Settings every service reads. Each service subclasses `CommonSettings` in its own
+`settings.py`; all variables use the `DERMASCAN_` prefix (plus boto3's standard AWS_* ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CommonSettings(BaseSettings):
+    """Where the broker and the object store are, and the names the services meet under."""
+
+    model_config = SettingsConfigDict(env_prefix="DERMASCAN_", extra="ignore")
+
+    broker_url: str = Field(
+        "memory://",
+        description="`amqp://guest:guest@127.0.0.1:5672/` for RabbitMQ or `memory://` (embedded only).",
+    )
+    store_url: str = Field(
+        "file://./var/store",
+        description="`s3://bucket[/prefix]` or `file:///path` for the object store.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO or another S3 server; unset for AWS."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    predict_queue: str = Field("dermascan.predict", description="Queue of prediction requests.")
+    max_queue_length: int = Field(
+        1024, ge=1, description="Requests the predict queue may hold; past it the gateway answers 429."
+    )
+    status_exchange: str = Field(
+        "dermascan.status", description="Fanout exchange of worker heartbeats."
+    )
+    models_exchange: str = Field(
+        "dermascan.models", description="Fanout exchange announcing model promotions."
+    )
+    bundled_model_dir: Path = Field(
+        REPO_ROOT / "models" / "base",
+        description="Model (model.keras + manifest.json) that seeds an empty registry.",
+    )

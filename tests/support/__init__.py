@@ -1,0 +1,1 @@
+"""Helpers the tests share: servers started as subprocesses, tiny models, fixture images."""
