@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: real RabbitMQ, a real S3 server (moto), tiny models, images."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.models import make_tiny_model
+from tests.support.processes import REPO, free_port, running, wait_http
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RABBIT_URL = os.environ.get("DERMASCAN_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    """The real RabbitMQ that `make test` made sure is running."""
+    return RABBIT_URL
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh name for queues, exchanges and buckets of one test."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server, started as a subprocess on a free loopback port."""
+    for key, value in AWS_ENV.items():
+        os.environ.setdefault(key, value)
+    port = free_port()
+    moto = shutil.which("moto_server", path=str(Path(os.sys.executable).parent)) or "moto_server"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with running([moto, "-H", "127.0.0.1", "-p", str(port)], log=log) as proc:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(f"{endpoint}/moto-api/", timeout=30, proc=proc)
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random CNN with a manifest (3 classes, 32x32 input)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def fixture_images() -> dict[str, list[Path]]:
+    """Committed real HAM10000 images, by class."""
+    root = FIXTURES / "ham10000"
+    return {d.name: sorted(d.glob("*.jpg")) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+@pytest.fixture(scope="session")
+def melanoma_jpeg(fixture_images: dict[str, list[Path]]) -> bytes:
+    return fixture_images["melanoma"][0].read_bytes()

@@ -1,0 +1,112 @@
+"""The micro-batcher's rules, with a fake model that records every call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from inference_worker.batching import MicroBatcher
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class FakeModel:
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self.delay, self.fail_on = delay, fail_on
+
+    def __call__(self, key: str, values: Sequence[int]) -> list[int]:
+        self.calls.append(list(values))
+        time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in values:
+            raise ValueError("model blew up")
+        return [v * 10 for v in values]
+
+
+async def test_a_request_that_arrives_alone_runs_at_once() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=500)
+    started = time.perf_counter()
+    assert await batcher.submit("m", 1) == (10, 1)
+    assert time.perf_counter() - started < 0.1  # far below max_wait
+    await batcher.close()
+
+
+async def test_requests_queued_while_the_model_is_busy_share_one_call() -> None:
+    model = FakeModel(delay=0.05)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.create_task(batcher.submit("m", 0))
+    await asyncio.sleep(0.01)  # the model is now busy with [0]
+    rest = await asyncio.gather(*(batcher.submit("m", i) for i in range(1, 6)))
+    await first
+    assert model.calls == [[0], [1, 2, 3, 4, 5]]
+    assert rest == [(i * 10, 5) for i in range(1, 6)]
+    await batcher.close()
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    model = FakeModel(delay=0.02)
+    batcher = MicroBatcher(model, max_batch_size=4, max_wait_ms=0)
+    results = await asyncio.gather(*(batcher.submit("m", i) for i in range(10)))
+    assert [r for r, _ in results] == [i * 10 for i in range(10)]
+    assert max(len(c) for c in model.calls) <= 4
+    assert sum(len(c) for c in model.calls) == 10
+    await batcher.close()
+
+
+async def test_a_forming_batch_waits_for_requests_still_being_decoded() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=200)
+
+    async def decode_then_submit(value: int, decode_s: float) -> tuple[int, int]:
+        with batcher.incoming():
+            await asyncio.sleep(decode_s)
+        return await batcher.submit("m", value)
+
+    results = await asyncio.gather(decode_then_submit(1, 0.0), decode_then_submit(2, 0.05))
+    assert model.calls == [[1, 2]]
+    assert results == [(10, 2), (20, 2)]
+    await batcher.close()
+
+
+async def test_the_wait_is_bounded_by_max_wait() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=20)
+
+    async def slow_decode() -> None:
+        with batcher.incoming():
+            await asyncio.sleep(0.5)
+
+    slow = asyncio.create_task(slow_decode())
+    started = time.perf_counter()
+    await batcher.submit("m", 1)
+    assert time.perf_counter() - started < 0.3
+    slow.cancel()
+    await batcher.close()
+
+
+async def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    model = FakeModel(delay=0.03, fail_on=13)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0)
+    busy = asyncio.create_task(batcher.submit("m", 13))
+    await asyncio.sleep(0.01)
+    later = asyncio.create_task(batcher.submit("m", 2))
+    with pytest.raises(ValueError):
+        await busy
+    assert await later == (20, 1)  # the next batch is unaffected
+    await batcher.close()
+
+
+async def test_different_models_are_never_mixed_in_one_batch() -> None:
+    model = FakeModel(delay=0.03)
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0)
+    first = asyncio.create_task(batcher.submit("old", 0))
+    await asyncio.sleep(0.01)
+    rest = await asyncio.gather(batcher.submit("old", 1), batcher.submit("new", 2), batcher.submit("old", 3))
+    await first
+    assert [1, 3] in model.calls and [2] in model.calls
+    assert [r for r, _ in rest] == [10, 20, 30]
+    await batcher.close()

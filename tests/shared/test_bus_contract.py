@@ -1,0 +1,115 @@
+"""One contract, two buses: everything here runs against real RabbitMQ and the in-memory bus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.bus import Delivery, MessageBus, QueueFull, Unroutable, connect_bus
+from shared.errors import DeadlineExceeded
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def bus(request: pytest.FixtureRequest, rabbit_url: str) -> AsyncIterator[MessageBus]:
+    bus = await connect_bus("memory://" if request.param == "memory" else rabbit_url)
+    assert bus.connected, "RabbitMQ must be running on 127.0.0.1:5672 (make test starts it)"
+    yield bus
+    await bus.close()
+
+
+async def test_published_messages_reach_a_consumer(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    got: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await got.put(delivery)
+
+    await bus.consume(unique, handler, prefetch=4)
+    await bus.publish(unique, b"hello", headers={"x-kind": "greeting"})
+    delivery = await asyncio.wait_for(got.get(), 5)
+    assert delivery.body == b"hello"
+    assert delivery.headers["x-kind"] == "greeting"
+
+
+async def test_publishing_to_an_undeclared_queue_is_refused(bus: MessageBus, unique: str) -> None:
+    with pytest.raises(Unroutable):
+        await bus.publish(f"{unique}-nowhere", b"lost?")
+
+
+async def test_a_full_queue_refuses_instead_of_dropping(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique, max_length=2)
+    await bus.publish(unique, b"1")
+    await bus.publish(unique, b"2")
+    with pytest.raises(QueueFull):
+        await bus.publish(unique, b"3")
+    assert (await bus.queue_stats(unique)).messages == 2
+
+
+async def test_rpc_call_gets_the_matching_reply(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+
+    async def echo(delivery: Delivery) -> None:
+        await asyncio.sleep(0.01 * (delivery.body[0] % 3))  # answer out of order
+        await bus.reply(delivery, delivery.body.upper())
+
+    await bus.consume(unique, echo, prefetch=8)
+    bodies = [f"{chr(97 + i)}-request".encode() for i in range(8)]
+    replies = await asyncio.gather(*(bus.call(unique, b, timeout=5) for b in bodies))
+    assert replies == [b.upper() for b in bodies]
+
+
+async def test_rpc_call_times_out_and_the_stale_request_expires(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    with pytest.raises(DeadlineExceeded):
+        await bus.call(unique, b"nobody listens", timeout=0.3)
+    await asyncio.sleep(0.3)
+    assert (await bus.queue_stats(unique)).messages == 0  # expired in the queue, not delivered later
+
+
+async def test_a_failing_handler_dead_letters_and_the_consumer_lives_on(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    seen: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.body == b"poison":
+            raise ValueError("cannot handle this")
+        await seen.put(delivery.body)
+
+    await bus.consume(unique, handler, prefetch=1)
+    await bus.publish(unique, b"poison")
+    await bus.publish(unique, b"fine")
+    assert await asyncio.wait_for(seen.get(), 5) == b"fine"
+    for _ in range(50):
+        if (await bus.queue_stats(f"{unique}.dead")).messages == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert (await bus.queue_stats(f"{unique}.dead")).messages == 1
+
+
+async def test_broadcast_reaches_every_subscriber(bus: MessageBus, unique: str) -> None:
+    inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue(), asyncio.Queue()]
+    for inbox in inboxes:
+        async def handler(delivery: Delivery, inbox: asyncio.Queue[bytes] = inbox) -> None:
+            await inbox.put(delivery.body)
+
+        await bus.subscribe(unique, handler)
+    await bus.broadcast(unique, b"model v2 promoted")
+    for inbox in inboxes:
+        assert await asyncio.wait_for(inbox.get(), 5) == b"model v2 promoted"
+
+
+async def test_queue_stats_count_consumers(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+
+    async def handler(_: Delivery) -> None:
+        return None
+
+    subscription = await bus.consume(unique, handler, prefetch=1)
+    assert (await bus.queue_stats(unique)).consumers == 1
+    await subscription.cancel()
+    with pytest.raises(Unroutable):
+        await bus.queue_stats(f"{unique}-missing")

@@ -1,0 +1,107 @@
+"""The README's two ways to run, for real: separate processes on RabbitMQ + S3, and embedded."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AWS_ENV
+from tests.support.processes import free_port, python_module, running, wait_http
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def post_image(url: str, data: bytes, filename: str = "lesion.jpg") -> tuple[int, dict[str, object]]:
+    boundary = "dermascan-test-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def test_distributed_gateway_and_worker_processes_on_rabbitmq_and_s3(
+    rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path, melanoma_jpeg: bytes
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **AWS_ENV,
+        "DERMASCAN_BROKER_URL": rabbit_url,
+        "DERMASCAN_STORE_URL": f"s3://{unique}",
+        "DERMASCAN_S3_ENDPOINT_URL": s3_endpoint,
+        "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
+        "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status",
+        "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
+        "DERMASCAN_HTTP_PORT": str(port),
+        "DERMASCAN_METRICS_PORT": str(metrics_port),
+        "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "DERMASCAN_HEARTBEAT_S": "1",
+    }
+    base = f"http://127.0.0.1:{port}"
+    with running(python_module("gateway"), env=env, log=tmp_path / "gateway.log") as gateway, \
+         running(python_module("inference_worker"), env=env, log=tmp_path / "worker.log") as worker:
+        wait_http(f"{base}/livez", proc=gateway)
+        wait_http(f"{base}/readyz", timeout=120, proc=worker)
+        status, body = post_image(f"{base}/predict", melanoma_jpeg)
+        assert status == 200, body
+        health = get_json(f"{base}/health")
+        assert body["model_version"] in health["model_versions"]  # type: ignore[operator]
+        assert health["store"]["url"].startswith(f"s3://{unique}")  # type: ignore[index]
+        status, body = post_image(f"{base}/predict", b"GIF89a" + b"\x00" * 100)
+        assert status == 415
+        status, body = post_image(f"{base}/predict", melanoma_jpeg[:500])
+        assert status == 400 and body["error"]["code"] == "corrupt_image"  # type: ignore[index]
+        worker_metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        assert 'dermascan_inference_worker_requests_total{status="ok"} 1.0' in worker_metrics
+        assert worker.poll() is None and gateway.poll() is None
+
+
+def test_embedded_mode_serves_ui_and_api_in_one_process(tmp_path: Path, melanoma_jpeg: bytes) -> None:
+    port = free_port()
+    env = {"DERMASCAN_HTTP_PORT": str(port), "DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
+           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    base = f"http://127.0.0.1:{port}"
+    with running(python_module("embedded"), env=env, log=tmp_path / "embedded.log") as proc:
+        wait_http(f"{base}/readyz", timeout=120, proc=proc)
+        status, body = post_image(f"{base}/predict", melanoma_jpeg)
+        assert status == 200, body
+        assert body["label"] in body["probabilities"]  # type: ignore[operator]
+        assert (tmp_path / "var" / "models" / "current.json").is_file()  # registry bootstrapped
+        classify_in_the_browser(base, tmp_path / "lesion.jpg", melanoma_jpeg)
+
+
+def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
+    """What a person does: open the page, choose an image, read the result."""
+    from playwright.sync_api import sync_playwright
+
+    image.write_bytes(data)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(base + "/")
+            page.wait_for_selector("#status .dot.ok", timeout=15_000)
+            page.set_input_files("#file", str(image))
+            label = page.wait_for_selector("#label", timeout=15_000)
+            assert label is not None and label.inner_text().strip()
+            assert "confidence" in page.inner_text("#answer")
+            page.screenshot(path=str(image.with_suffix(".png")))
+        finally:
+            browser.close()
