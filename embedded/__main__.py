@@ -1,54 +1,87 @@
 """`python -m embedded`: DermaScan in one process, no servers needed.
 
-The only module that imports several services: it wires them onto one in-memory bus and one
-local-disk store, and serves the UI, the API and /metrics on DERMASCAN_HTTP_PORT.
+The only module that imports every service: it wires them onto one in-memory bus and one
+local-disk store, seeds an empty store with the committed sample dataset, and serves the UI,
+the API and /metrics (of all services) on DERMASCAN_HTTP_PORT.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import Field
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
+from ingest_service.metrics import IngestMetrics
+from ingest_service.service import IngestService
+from ingest_service.settings import IngestSettings
 from shared.bus import connect_bus
+from shared.catalog import Catalog
 from shared.runtime import run, setup_logging, wait_for_shutdown
-from shared.store import open_store
+from shared.settings import REPO_ROOT, CommonSettings
+from shared.store import ObjectStore, open_store
+from trainer_service.importer import import_dataset
+from trainer_service.metrics import TrainerMetrics
+from trainer_service.service import TrainerService
+from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("embedded")
 
 
-async def serve(gateway_settings: GatewaySettings, worker_settings: WorkerSettings) -> None:
+class EmbeddedSettings(CommonSettings):
+    """What only the embedded mode reads."""
+
+    seed_dataset: Path | None = Field(
+        REPO_ROOT / "data" / "sample",
+        description="Dataset imported into an empty store at start (embedded mode); empty: none.")
+
+
+async def seed(store: ObjectStore, dataset: Path | None) -> None:
+    if dataset is None or not dataset.is_dir() or await Catalog(store).records():
+        return
+    summary = await import_dataset(store, dataset, batch="sample", log=log.debug)
+    log.info("seeded the empty store with %s: %s", dataset, summary)
+
+
+async def serve() -> None:
+    gateway_settings = GatewaySettings()
     registry = CollectorRegistry()
     bus = await connect_bus(gateway_settings.broker_url)
     store = await open_store(gateway_settings.store_url, endpoint_url=gateway_settings.s3_endpoint_url)
-    worker = InferenceWorker(worker_settings, bus, store, WorkerMetrics(registry))
+    services = [
+        InferenceWorker(WorkerSettings(metrics_port=0), bus, store, WorkerMetrics(registry)),
+        IngestService(IngestSettings(metrics_port=0), bus, store, IngestMetrics(registry)),
+        TrainerService(TrainerSettings(metrics_port=0), bus, store, TrainerMetrics(registry)),
+    ]
     runner = web.AppRunner(create_app(gateway_settings, bus=bus, store=store, registry=registry),
                            access_log=None)
     try:
         await runner.setup()
-        await worker.start()
+        await seed(store, EmbeddedSettings().seed_dataset)
+        for service in services:
+            await service.start()
         await web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port).start()
         log.info("DermaScan (embedded) on http://%s:%d/", gateway_settings.http_host,
                  gateway_settings.http_port)
         await wait_for_shutdown()
     finally:
-        await worker.stop()
+        for service in reversed(services):
+            await service.stop()
         await runner.cleanup()
         await bus.close()
         await store.close()
 
 
 def main() -> None:
-    gateway_settings = GatewaySettings()
-    worker_settings = WorkerSettings(metrics_port=0)
-    setup_logging(gateway_settings.log_level)
-    run(lambda: serve(gateway_settings, worker_settings))
+    setup_logging(GatewaySettings().log_level)
+    run(serve)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,17 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import health
+from gateway import health, jobs, models
+from gateway.bulk import upload_bulk
 from gateway.errors import error_middleware
-from gateway.keys import BUS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
+from gateway.keys import BUS, JOBS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
 from gateway.metrics import GatewayMetrics
 from gateway.predict import IN_FLIGHT, InFlight, predict
 from gateway.settings import GatewaySettings
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
 from shared.metrics import metrics_handler
+from shared.jobs import JobStore
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store
 
@@ -29,17 +31,30 @@ STATIC = Path(__file__).parent / "static"
 
 
 async def _join_broker(app: web.Application) -> None:
-    """Declare the queues and listen to worker heartbeats once the broker is reachable."""
+    """Declare the queues and listen to worker heartbeats once the broker is reachable, then
+    keep the queue-depth gauges fresh."""
     bus, settings = app[BUS], app[SETTINGS]
     while True:
         try:
             if bus.connected:
                 await bus.declare_queue(settings.predict_queue, max_length=settings.max_queue_length)
+                await bus.declare_queue(settings.ingest_queue)
+                await bus.declare_queue(settings.train_queue)
                 await bus.subscribe(settings.status_exchange, app[WORKERS].on_status)
-                return
+                break
         except Exception as exc:
             log.warning("joining the broker failed (%s); retrying", exc)
         await asyncio.sleep(0.5)
+    metrics = app[METRICS]
+    queues = (settings.predict_queue, settings.ingest_queue, settings.train_queue)
+    while True:
+        for queue in queues:
+            with contextlib.suppress(Exception):
+                stats = await bus.queue_stats(queue)
+                metrics.queue_depth.labels(queue).set(stats.messages)
+                metrics.queue_consumers.labels(queue).set(stats.consumers)
+        metrics.workers.set(len(app[WORKERS].live()))
+        await asyncio.sleep(settings.queue_poll_s)
 
 
 def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: ignore[no-untyped-def]
@@ -49,6 +64,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         own_store = store or await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)
+        app[JOBS] = JobStore(own_store)
         joining = asyncio.create_task(_join_broker(app))
         yield
         joining.cancel()
@@ -79,7 +95,7 @@ def create_app(
     metrics = GatewayMetrics(registry)
     app = web.Application(
         middlewares=[metrics.middleware, error_middleware],
-        client_max_size=settings.max_upload_bytes + 1024 * 1024,
+        client_max_size=settings.max_file_bytes + 1024 * 1024,
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
@@ -93,5 +109,12 @@ def create_app(
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/classes", health.classes)
+    app.router.add_post("/upload-bulk", upload_bulk)
+    app.router.add_post("/uploads", upload_bulk)
+    app.router.add_get("/jobs/{job_id}", jobs.get_job)
+    app.router.add_post("/retrain", jobs.retrain)
+    app.router.add_get("/models", models.list_models)
+    app.router.add_post("/models/rollback", models.rollback)
+    app.router.add_post("/models/{version}/promote", models.promote)
     app.router.add_get("/metrics", metrics_handler(registry))
     return app

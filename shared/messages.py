@@ -107,6 +107,46 @@ class ModelPromoted(Message):
     version: str = Field(description="The registry version now current.")
 
 
+class StagedFile(BaseModel):
+    """One uploaded file, staged in the object store by the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="Object key of the staged bytes.")
+    filename: str = Field(description="Name the client gave the file (never used as a path).")
+    size: int = Field(description="Bytes staged.")
+
+
+class IngestRequest(Message):
+    """gateway -> ingest service: validate and store the staged files of one upload job."""
+
+    job_id: str = Field(description="The ingest job to report into.")
+    files: list[StagedFile] = Field(description="Staged files, in upload order.")
+    label: str | None = Field(None, description="Explicit class for every file of the request.")
+
+
+class TrainOptions(BaseModel):
+    """What a training run may do; the JSON body of `POST /retrain`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1, le=500, description="Epochs of head training.")
+    fine_tune: bool = Field(False, description="Also fine-tune the backbone (much slower).")
+    promote: bool = Field(True, description="Promote automatically when the gate passes.")
+    max_balanced_accuracy_drop: float | None = Field(
+        None, ge=-1, le=1, description="Gate: most the held-out balanced accuracy may fall "
+        "(negative: the improvement required); default from the trainer's settings.")
+    max_class_recall_drop: float | None = Field(
+        None, ge=-1, le=1, description="Gate: most any class's recall may fall; default from settings.")
+
+
+class TrainRequest(Message):
+    """gateway -> trainer: run one training job."""
+
+    job_id: str = Field(description="The training job to report into.")
+    options: TrainOptions = Field(default_factory=TrainOptions, description="Run options.")
+
+
 def encode(message: Message) -> bytes:
     """Serialise a message to the JSON body that goes on the wire."""
     return message.model_dump_json().encode()

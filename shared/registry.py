@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.manifest import ModelManifest, utcnow
 from shared.store import ObjectStore
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 ARTIFACT = "model.keras"
 MANIFEST = "manifest.json"
 CURRENT_KEY = "models/current.json"
+HISTORY_KEY = "models/history.json"
 
 
 def _key(version: str, name: str) -> str:
@@ -59,11 +60,30 @@ class ModelRegistry:
             content_type="application/json",
         )
 
+    async def history(self) -> list[dict[str, str]]:
+        """Promotions, oldest first: `{"version", "promoted_at"}`."""
+        try:
+            return list(json.loads(await self.store.get(HISTORY_KEY)))
+        except NotFound:
+            return []
+
     async def promote(self, version: str) -> None:
         """Make `version` current; raises NotFound for an unknown version."""
         await self.manifest(version)
         pointer = {"version": version, "promoted_at": utcnow().isoformat()}
+        history = await self.history()
+        history.append(pointer)
+        await self.store.put(HISTORY_KEY, json.dumps(history).encode(), content_type="application/json")
         await self.store.put(CURRENT_KEY, json.dumps(pointer).encode(), content_type="application/json")
+
+    async def rollback(self) -> str:
+        """Promote the version that was current before this one; raises Conflict if none."""
+        current = await self.current_version()
+        earlier = [entry["version"] for entry in await self.history() if entry["version"] != current]
+        if not earlier:
+            raise Conflict("no earlier version to roll back to", code="nothing_to_roll_back")
+        await self.promote(earlier[-1])
+        return earlier[-1]
 
     async def fetch(self, version: str, cache_dir: Path) -> Path:
         """Download `version` into `cache_dir/<version>/` (once) and return that directory."""

@@ -29,6 +29,8 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     predict_queue: str = Field("dermascan.predict", description="Queue of prediction requests.")
+    ingest_queue: str = Field("dermascan.ingest", description="Queue of bulk-upload jobs.")
+    train_queue: str = Field("dermascan.train", description="Queue of training jobs.")
     max_queue_length: int = Field(
         1024, ge=1, description="Requests the predict queue may hold; past it the gateway answers 429."
     )

@@ -27,6 +27,16 @@ class _Queue:
         self.max_length = max_length
         self.consumers = 0
 
+    def depth(self) -> int:
+        """Messages ready, after dropping expired ones at the head (as RabbitMQ does)."""
+        now = time.monotonic()
+        while not self.items.empty():
+            head = self.items._queue[0]  # type: ignore[attr-defined]
+            if head.expires_at is None or head.expires_at >= now:
+                break
+            self.items.get_nowait()
+        return self.items.qsize()
+
 
 class _Consumer:
     """Pulls from one queue and runs up to `prefetch` handlers at a time."""
@@ -115,7 +125,7 @@ class MemoryBus:
         target = self._queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
-        if target.max_length is not None and target.items.qsize() >= target.max_length:
+        if target.max_length is not None and target.depth() >= target.max_length:
             raise QueueFull(f"queue {queue!r} holds its maximum of {target.max_length} messages")
         expires_at = None if expiration is None else time.monotonic() + expiration
         delivery = Delivery(body, correlation_id, reply_to, dict(headers or {}))
@@ -172,7 +182,7 @@ class MemoryBus:
         target = self._queues.get(queue)
         if target is None:
             raise Unroutable(f"no queue named {queue!r}")
-        return QueueStats(messages=target.items.qsize(), consumers=target.consumers)
+        return QueueStats(messages=target.depth(), consumers=target.consumers)
 
     async def _dead_letter(self, queue: str, delivery: Delivery) -> None:
         dead = self._queues.get(f"{queue}.dead")

@@ -15,8 +15,14 @@ from gateway.settings import GatewaySettings
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
+from ingest_service.metrics import IngestMetrics
+from ingest_service.service import IngestService
+from ingest_service.settings import IngestSettings
 from shared.bus import connect_bus
 from shared.store import open_store
+from trainer_service.metrics import TrainerMetrics
+from trainer_service.service import TrainerService
+from trainer_service.settings import TrainerSettings
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
@@ -24,13 +30,23 @@ MakeClient = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
 @pytest.fixture
 async def make_client(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[MakeClient]:
-    """Build a gateway client; `with_worker=False` leaves nobody to answer predictions."""
+    """Build a gateway client; `with_worker=False` leaves nobody to answer predictions,
+    `with_jobs=True` adds the ingest and trainer services."""
     cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    async def make(*, with_worker: bool = True, **overrides: object) -> TestClient:  # type: ignore[type-arg]
+    async def make(*, with_worker: bool = True, with_jobs: bool = False, **overrides: object) -> TestClient:  # type: ignore[type-arg]
         settings = GatewaySettings(store_url=tmp_path.as_uri(), bundled_model_dir=tiny_model_dir, **overrides)
         bus = await connect_bus(settings.broker_url)
         store = await open_store(settings.store_url)
+        if with_jobs:
+            common = {"store_url": settings.store_url, "metrics_port": 0}
+            for service in (
+                IngestService(IngestSettings(**common), bus, store, IngestMetrics(CollectorRegistry())),
+                TrainerService(TrainerSettings(**common, work_dir=tmp_path / "trainer", progress_interval_s=0.2),
+                               bus, store, TrainerMetrics(CollectorRegistry())),
+            ):
+                await service.start()
+                cleanups.append(service.stop)
         if with_worker:
             worker = InferenceWorker(
                 WorkerSettings(store_url=settings.store_url, bundled_model_dir=tiny_model_dir,

@@ -1,0 +1,1 @@
+"""The ingest service: validates uploaded images, strips their metadata, stores them labelled."""

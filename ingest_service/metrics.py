@@ -1,0 +1,24 @@
+"""Prometheus metrics of the ingest service (`dermascan_ingest_service_*`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shared.metrics import LONG_BUCKETS, register_uptime
+
+PREFIX = "dermascan_ingest_service"
+
+
+class IngestMetrics:
+    """Every metric the ingest service exports, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        register_uptime(registry, "ingest_service")
+        self.files = Counter(f"{PREFIX}_files_total", "Uploaded files by outcome and reason.",
+                             ["status", "reason"], registry=registry)
+        self.stored_bytes = Counter(f"{PREFIX}_stored_bytes", "Bytes of images written to the store.",
+                                    registry=registry)
+        self.jobs = Counter(f"{PREFIX}_jobs_total", "Ingest jobs by final state.", ["status"],
+                            registry=registry)
+        self.job_seconds = Histogram(f"{PREFIX}_job_seconds", "Time to process one ingest job.",
+                                     buckets=LONG_BUCKETS, registry=registry)

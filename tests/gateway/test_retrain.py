@@ -1,0 +1,91 @@
+"""Retraining as a client sees it: 202 + job, 409 while busy, gate, promotion, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from shared.store import open_store
+from tests.conftest import FIXTURES
+from tests.gateway.conftest import Client, MakeClient
+from tests.gateway.test_predict import form
+from tests.gateway.test_uploads import wait_job
+from trainer_service.importer import import_dataset
+
+pytestmark = pytest.mark.timeout(120)
+LENIENT = {"epochs": 20, "max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0}
+
+
+async def seeded_client(make_client: MakeClient, tmp_path: Path) -> Client:
+    store = await open_store(tmp_path.as_uri())
+    summary = await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
+    assert summary["stored:train"] + summary["stored:eval"] == 28
+    return await make_client(with_jobs=True)
+
+
+async def predicted_version(client: Client, image: bytes) -> str:
+    response = await client.post("/predict", data=form(image))
+    assert response.status == 200
+    return str((await response.json())["model_version"])
+
+
+async def test_retrain_extends_the_classes_promotes_and_workers_reload(
+        make_client: MakeClient, tmp_path: Path, melanoma_jpeg: bytes) -> None:
+    client = await seeded_client(make_client, tmp_path)
+    assert await predicted_version(client, melanoma_jpeg) == "tiny-v1"
+
+    response = await client.post("/retrain", json=LENIENT)
+    assert response.status == 202
+    accepted = await response.json()
+    assert accepted["state"] == "queued"
+    busy = await client.post("/retrain", json=LENIENT)
+    assert busy.status == 409 and (await busy.json())["job_id"] == accepted["job_id"]
+
+    job = await wait_job(client, accepted["job_id"], timeout=90)
+    assert job["state"] == "succeeded", job
+    assert job["started_at"] and job["finished_at"] and any("training started" in line for line in job["log"])
+    assert job["progress"]["epoch"] == 20
+    version = job["result"]["version"]
+    assert len(job["result"]["classes"]) == 7  # the tiny model knew 3; the data has 7
+
+    models = await (await client.get("/models")).json()
+    assert models["current"] == version and [v["version"] for v in models["versions"]][-1] == version
+    for _ in range(50):  # the promotion broadcast reaches the worker, which reloads
+        if await predicted_version(client, melanoma_jpeg) == version:
+            break
+        await asyncio.sleep(0.1)
+    assert await predicted_version(client, melanoma_jpeg) == version
+    classes = await (await client.get("/classes")).json()
+    assert "vascular_lesion" in classes["predicted"]
+
+    rolled = await client.post("/models/rollback")
+    assert (await rolled.json())["current"] == "tiny-v1"
+    promoted = await client.post(f"/models/{version}/promote")
+    assert promoted.status == 200 and (await promoted.json())["current"] == version
+    assert (await client.post("/models/nope/promote")).status == 404
+
+
+async def test_the_gate_rejects_a_candidate_that_is_not_good_enough(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    client = await seeded_client(make_client, tmp_path)
+    strict = {"epochs": 2, "max_balanced_accuracy_drop": -1.0}  # demand an impossible +1.0
+    accepted = await (await client.post("/retrain", json=strict)).json()
+    job = await wait_job(client, accepted["job_id"], timeout=90)
+    assert job["state"] == "rejected"
+    assert job["error"]["code"] == "gate_rejected" and "balanced accuracy" in job["error"]["message"]
+    assert job["result"]["gate"]["passed"] is False
+    models = await (await client.get("/models")).json()
+    assert models["current"] == "tiny-v1"  # unchanged
+    assert job["result"]["version"] in [v["version"] for v in models["versions"]]  # kept for operators
+    # the next request is accepted: the rejected job no longer blocks retraining
+    assert (await client.post("/retrain", json={"epochs": 1, "promote": False})).status == 202
+
+
+async def test_bad_training_options_are_422(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    response = await client.post("/retrain", json={"epochs": 0})
+    assert response.status == 422
+    response = await client.post("/retrain", json={"learning_rate": 1})
+    assert response.status == 422

@@ -1,0 +1,119 @@
+"""Bulk upload as a client sees it: 202 + job id, then one outcome per file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import FIXTURES
+from tests.gateway.conftest import Client, MakeClient
+
+pytestmark = pytest.mark.timeout(60)
+UPLOADS = FIXTURES / "uploads"
+
+
+def files_form(files: list[tuple[str, bytes]], label: str | None = None) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for name, data in files:
+        form.add_field("files", data, filename=name, content_type="application/octet-stream")
+    if label is not None:
+        form.add_field("label", label)
+    return form
+
+
+async def wait_job(client: Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    for _ in range(int(timeout / 0.1)):
+        job = await (await client.get(f"/jobs/{job_id}")).json()
+        if job["state"] in ("succeeded", "failed", "rejected"):
+            return job  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+async def upload(client: Client, files: list[tuple[str, bytes]], label: str | None = None) -> dict[str, Any]:
+    response = await client.post("/upload-bulk", data=files_form(files, label))
+    assert response.status == 202, await response.text()
+    accepted = await response.json()
+    assert response.headers["Location"] == f"/jobs/{accepted['job_id']}"
+    return await wait_job(client, accepted["job_id"])
+
+
+def outcomes(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {o["filename"]: o for o in job["result"]["files"]}
+
+
+async def test_every_file_gets_an_outcome_and_only_good_images_are_stored(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    files = [(p.name, p.read_bytes()) for p in sorted(UPLOADS.iterdir())]
+    files.append(("../../melanoma_x.jpg", sorted((FIXTURES / "ham10000/melanoma").glob("*.jpg"))[0].read_bytes()))
+    job = await upload(client, files)
+    assert job["state"] == "succeeded" and job["kind"] == "ingest"
+    got = outcomes(job)
+    expected = {
+        "melanoma_0001.jpg": ("stored", None),
+        "basal_cell_carcinoma-12.jpg": ("stored", None),
+        "melanocytic_nevi_wrong_extension.jpg": ("stored", None),
+        "../../melanoma_x.jpg": ("stored", None),
+        "melanoma_truncated.jpg": ("rejected", "corrupt_image"),
+        "melanoma_corrupt.jpg": ("rejected", "corrupt_image"),
+        "melanoma_empty.jpg": ("rejected", "empty_file"),
+        "melanoma_notes.jpg": ("rejected", "not_an_image"),
+        "melanoma_tiny.png": ("rejected", "too_small"),
+        "lupus_0001.jpg": ("rejected", "unknown_class"),
+    }
+    assert {name: (o["status"], o.get("reason")) for name, o in got.items()} == expected
+    assert got["basal_cell_carcinoma-12.jpg"]["label"] == "basal_cell_carcinoma"
+    wrong_ext = got["melanocytic_nevi_wrong_extension.jpg"]
+    assert wrong_ext["key"] == f"images/melanocytic_nevi/{wrong_ext['sha256']}.png"  # format from bytes
+    stored = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*") if p.is_file())
+    assert stored == sorted(o["key"] for o in got.values() if o["status"] == "stored")
+    assert not any(".." in key or "melanoma_x" in key for key in stored)
+    assert job["result"]["stored"] == 4 and job["result"]["rejected"] == 6
+
+
+async def test_the_same_file_twice_is_one_object(make_client: MakeClient, tmp_path: Path) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    data = (UPLOADS / "melanoma_0001.jpg").read_bytes()
+    first = outcomes(await upload(client, [("melanoma_a.jpg", data), ("melanoma_b.jpg", data)]))
+    second = outcomes(await upload(client, [("melanoma_c.jpg", data)]))
+    assert [first["melanoma_a.jpg"]["status"], first["melanoma_b.jpg"]["status"]] == ["stored", "duplicate"]
+    assert second["melanoma_c.jpg"]["status"] == "duplicate"
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
+
+
+async def test_an_explicit_label_and_a_zip_of_class_folders(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    archive = io.BytesIO()
+    nevi = sorted((FIXTURES / "ham10000/melanocytic_nevi").glob("*.jpg"))
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("dataset/melanocytic_nevi/a.jpg", nevi[0].read_bytes())
+        zf.writestr("dataset/vascular_lesion/b.jpg", (FIXTURES / "ham10000/vascular_lesion").glob("*.jpg").__next__().read_bytes())
+        zf.writestr("dataset/unknown_thing/c.jpg", nevi[1].read_bytes())
+    job = await upload(client, [("batch.zip", archive.getvalue())])
+    labels = {o["filename"]: (o["status"], o.get("label"), o.get("reason")) for o in job["result"]["files"]}
+    assert labels == {
+        "batch.zip:dataset/melanocytic_nevi/a.jpg": ("stored", "melanocytic_nevi", None),
+        "batch.zip:dataset/vascular_lesion/b.jpg": ("stored", "vascular_lesion", None),
+        "batch.zip:dataset/unknown_thing/c.jpg": ("rejected", None, "unknown_class"),
+    }
+    labelled = outcomes(await upload(client, [("IMG_0001.jpg", nevi[2].read_bytes())], label="dermatofibroma"))
+    assert labelled["IMG_0001.jpg"]["label"] == "dermatofibroma"
+
+
+async def test_upload_errors(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, with_jobs=True, max_file_bytes=10_000)
+    response = await client.post("/upload-bulk", data=files_form([("x.jpg", b"1")], label="lupus"))
+    assert response.status == 422 and (await response.json())["error"]["code"] == "unknown_label"
+    response = await client.post("/upload-bulk", data=b"raw")
+    assert response.status == 422
+    big = (UPLOADS / "melanocytic_nevi_wrong_extension.jpg").read_bytes()  # 30 kB > 10 kB
+    job = await upload(client, [("melanoma_big.png", big), ("melanoma_0001.jpg", (UPLOADS / "melanoma_0001.jpg").read_bytes())])
+    assert [(o["status"], o.get("reason")) for o in job["result"]["files"]] == [("rejected", "too_large"), ("stored", None)]
+    assert (await client.get("/jobs/doesnotexist")).status == 404

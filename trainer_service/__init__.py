@@ -1,0 +1,1 @@
+"""Trainer service: builds, trains, calibrates and evaluates DermaScan models."""

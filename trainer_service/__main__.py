@@ -1,0 +1,90 @@
+"""`python -m trainer_service [serve|import|train|evaluate]`.
+
+- `serve` (default): consume training jobs from the train queue.
+- `import PATH`: load a labelled dataset into the store (the training set and its held-out part)
+  and cache its embeddings under the current model.
+- `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from shared.bus import connect_bus
+from shared.metrics import serve_metrics
+from shared.registry import ModelRegistry
+from shared.runtime import run, setup_logging, wait_for_shutdown
+from shared.store import open_store
+from trainer_service.settings import TrainerSettings
+
+
+async def serve(settings: TrainerSettings) -> None:
+    from trainer_service.metrics import TrainerMetrics
+    from trainer_service.service import TrainerService
+
+    registry = CollectorRegistry()
+    runner = await serve_metrics(registry, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    bus = await connect_bus(settings.broker_url)
+    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+    service = TrainerService(settings, bus, store, TrainerMetrics(registry))
+    try:
+        await service.start()
+        await wait_for_shutdown()
+    finally:
+        await service.stop()
+        await bus.close()
+        await store.close()
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -> None:
+    from trainer_service.importer import import_dataset
+    from trainer_service.retrain import Progress, ensure_embeddings, load_current
+
+    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+    try:
+        summary = await import_dataset(store, root)
+        print(f"imported: {summary}", flush=True)
+        if embed:
+            from shared.catalog import Catalog
+
+            registry = ModelRegistry(store)
+            await registry.bootstrap(settings.bundled_model_dir)
+            model, manifest = await load_current(registry, settings.work_dir)
+            records = await Catalog(store).records()
+            await ensure_embeddings(store, model, manifest, records, batch_size=settings.embed_batch_size,
+                                    progress=Progress(), log=lambda line: print(line, flush=True))
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and not argv[0].startswith("-") else "serve"
+    if command in ("train", "evaluate"):
+        from trainer_service import cli
+
+        return int((cli.train_main if command == "train" else cli.evaluate_main)(argv))
+    settings = TrainerSettings()
+    setup_logging(settings.log_level)
+    if command == "import":
+        parser = argparse.ArgumentParser(prog="python -m trainer_service import")
+        parser.add_argument("path", type=Path, help="class-per-folder dataset, or one with train/ and eval/")
+        parser.add_argument("--no-embed", action="store_true", help="skip caching embeddings")
+        args = parser.parse_args(argv)
+        run(lambda: import_and_embed(settings, args.path, not args.no_embed))
+        return 0
+    if command == "serve":
+        run(lambda: serve(settings))
+        return 0
+    print(f"unknown command {command!r}; use serve, import, train or evaluate", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

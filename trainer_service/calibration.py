@@ -1,0 +1,54 @@
+"""Temperature scaling and expected calibration error, on logits held out from training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `logits / temperature`, numerically stable."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean cross-entropy of `labels` under softmax(logits / temperature)."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, low: float = 0.05, high: float = 20.0) -> float:
+    """The temperature in [low, high] minimising held-out NLL (golden-section on log T).
+
+    NLL is unimodal in log T for a fixed set of logits, so the search converges to the optimum.
+    Raises ValueError on empty input.
+    """
+    if len(labels) == 0:
+        raise ValueError("no held-out examples to fit a temperature on")
+    a, b = np.log(low), np.log(high)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(80):
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        if negative_log_likelihood(logits, labels, np.exp(c)) < negative_log_likelihood(logits, labels, np.exp(d)):
+            b = d
+        else:
+            a = c
+    return float(np.exp((a + b) / 2.0))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
+    """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| * share."""
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
+    return float(ece)

@@ -1,0 +1,69 @@
+"""Cached image embeddings, per backbone, so head-only retrains skip the expensive forward pass.
+
+Shards live at `embeddings/<backbone>/<batch>.npz` (arrays `hashes` and float16 `vectors`);
+each run adds one shard with what it had to compute and reads all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from shared.catalog import ImageRecord
+from shared.imaging import load_for_model
+from shared.store import ObjectStore
+
+_FETCH_CONCURRENCY = 16
+
+
+async def load_cache(store: ObjectStore, backbone: str) -> dict[str, np.ndarray]:
+    """Every cached embedding of `backbone`, by image hash."""
+    cache: dict[str, np.ndarray] = {}
+    for key in await store.list(f"embeddings/{backbone}/"):
+        with np.load(io.BytesIO(await store.get(key))) as shard:
+            for sha, vector in zip(shard["hashes"], shard["vectors"], strict=True):
+                cache[str(sha)] = vector
+    return cache
+
+
+async def save_shard(store: ObjectStore, backbone: str, computed: dict[str, np.ndarray]) -> None:
+    if not computed:
+        return
+    buffer = io.BytesIO()
+    hashes = np.array(sorted(computed))
+    np.savez(buffer, hashes=hashes, vectors=np.stack([computed[h] for h in hashes]).astype(np.float16))
+    await store.put(f"embeddings/{backbone}/{time.strftime('%Y%m%dT%H%M%S')}-{hashes[0][:12]}.npz",
+                    buffer.getvalue())
+
+
+async def embed(
+    store: ObjectStore,
+    records: Sequence[ImageRecord],
+    embedder: Callable[[np.ndarray], np.ndarray],
+    input_size: tuple[int, int],
+    *,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Embeddings of `records` (fetched, decoded with the shared preprocessing, run through
+    `embedder` in a thread), by hash."""
+    limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
+
+    async def pixels(record: ImageRecord) -> np.ndarray:
+        async with limit:
+            data = await store.get(record.key)
+        return await asyncio.to_thread(load_for_model, data, input_size)
+
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        images = np.stack(await asyncio.gather(*(pixels(r) for r in chunk)))
+        vectors = await asyncio.to_thread(embedder, images)
+        out.update({r.sha256: v for r, v in zip(chunk, vectors, strict=True)})
+        if on_progress is not None:
+            on_progress(len(out))
+    return out

@@ -1,0 +1,98 @@
+"""Classifier metrics on a labelled set: the figures `evaluate` prints and manifests record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+from trainer_service.calibration import expected_calibration_error
+
+
+def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A traced-once `tf.function` calling `model` in inference mode on any batch size."""
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """The model's outputs for uint8 or float images (n, h, w, 3), as a float64 array."""
+    forward = compiled_forward(model)
+    outputs = [
+        np.asarray(forward(tf.constant(images[i : i + batch_size], tf.float32)))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs).astype(np.float64)
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Balanced accuracy, accuracy, per-class recall/precision/support, confusion matrix
+    (rows = true class, columns = predicted), macro one-vs-rest AUC and top-label ECE.
+
+    Classes without examples are left out of balanced accuracy and AUC (their recall is None);
+    AUC is None when fewer than two classes are present.
+    """
+    k = len(classes)
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
+    support = matrix.sum(axis=1)
+    predicted_counts = matrix.sum(axis=0)
+    present = support > 0
+    recall = np.where(present, np.diag(matrix) / np.maximum(support, 1), np.nan)
+    precision = np.where(predicted_counts > 0, np.diag(matrix) / np.maximum(predicted_counts, 1), np.nan)
+    per_class = {
+        name: {
+            "recall": None if np.isnan(recall[i]) else float(recall[i]),
+            "precision": None if np.isnan(precision[i]) else float(precision[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    }
+    return {
+        "images": int(len(labels)),
+        "balanced_accuracy": float(np.nanmean(recall)),
+        "accuracy": float((predicted == labels).mean()),
+        "macro_auc_ovr": _macro_auc(probabilities, labels, present),
+        "ece": expected_calibration_error(probabilities, labels),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "classes": list(classes),
+    }
+
+
+def _macro_auc(probabilities: np.ndarray, labels: np.ndarray, present: np.ndarray) -> float | None:
+    """Mean over present classes of the one-vs-rest ROC AUC."""
+    aucs = [
+        roc_auc_score(labels == c, probabilities[:, c])
+        for c in np.flatnonzero(present)
+        if 0 < (labels == c).sum() < len(labels)
+    ]
+    return float(np.mean(aucs)) if len(aucs) >= 2 else None
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """A human-readable table of `classification_metrics` output."""
+    classes = metrics["classes"]
+    auc = metrics["macro_auc_ovr"]
+    lines = [
+        f"images: {metrics['images']}",
+        f"balanced accuracy: {metrics['balanced_accuracy']:.4f}   accuracy: {metrics['accuracy']:.4f}",
+        f"macro AUC (one-vs-rest): {'n/a' if auc is None else f'{auc:.4f}'}   ECE: {metrics['ece']:.4f}",
+    ]
+    if "ece_uncalibrated" in metrics:
+        lines.append(f"ECE at temperature 1: {metrics['ece_uncalibrated']:.4f}")
+    lines += ["", f"{'class':<22} {'recall':>7} {'precision':>9} {'support':>7}"]
+    for name in classes:
+        row = metrics["per_class"][name]
+        rec = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        pre = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        lines.append(f"{name:<22} {rec:>7} {pre:>9} {row['support']:>7}")
+    short = [name[:6] for name in classes]
+    lines += ["", "confusion matrix (rows true, columns predicted):", " " * 8 + " ".join(f"{s:>6}" for s in short)]
+    for name, row in zip(short, metrics["confusion_matrix"]):
+        lines.append(f"{name:>7} " + " ".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)

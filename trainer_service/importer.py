@@ -1,0 +1,80 @@
+"""`python -m trainer_service import PATH`: load a labelled dataset into the store's catalog.
+
+Layouts: `PATH/<class>/*` (split held out by lesion from a `metadata.csv` when present, else by
+image hash), or `PATH/train/<class>/*` + `PATH/eval/<class>/*` (HAM10000 as shipped here:
+the given split is kept). Images are validated and stripped of metadata like uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from shared.catalog import Catalog, ImageRecord, Split, image_key, split_for
+from shared.errors import DermaScanError
+from shared.imaging import DEFAULT_MAX_PIXELS
+from shared.sanitize import clean_image
+from shared.store import ObjectStore
+from shared.taxonomy import is_known
+from trainer_service.dataset import IMAGE_SUFFIXES, read_lesion_ids
+
+_CHUNK = 64
+
+
+def _layout(root: Path) -> list[tuple[Split | None, Path]]:
+    if (root / "train").is_dir():
+        splits: list[tuple[Split | None, Path]] = [("train", root / "train")]
+        if (root / "eval").is_dir():
+            splits.append(("eval", root / "eval"))
+        return splits
+    return [(None, root)]
+
+
+async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = None,
+                         log: Any = print) -> dict[str, Any]:
+    """Import every image under `root`; returns counts of stored, duplicate and skipped files.
+    Raises FileNotFoundError when `root` is not a folder."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    catalog = Catalog(store)
+    lesions = read_lesion_ids(root)
+    batch = batch or f"{root.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    tally: Counter[str] = Counter()
+    records: list[ImageRecord] = []
+    seen: set[str] = set()
+
+    async def one(path: Path, label: str, given: Split | None) -> None:
+        try:
+            image = await asyncio.to_thread(clean_image, path.read_bytes(), max_pixels=DEFAULT_MAX_PIXELS)
+        except DermaScanError as exc:
+            tally[f"rejected:{exc.code}"] += 1
+            return
+        if image.sha256 in seen or await catalog.find(image.sha256) is not None:
+            tally["duplicate"] += 1
+            return
+        seen.add(image.sha256)
+        group = lesions.get(path.stem)
+        record = ImageRecord(sha256=image.sha256, label=label, key=image_key(label, image.sha256, image.format),
+                             split=given or split_for(image.sha256, group), source="import",
+                             filename=path.name, job_id=batch, group=group, width=image.width,
+                             height=image.height, format=image.format, bytes=len(image.data))
+        await catalog.add_image(record, image.data)
+        records.append(record)
+        tally[f"stored:{record.split}"] += 1
+
+    for given, folder in _layout(root):
+        for class_dir in sorted(d for d in folder.iterdir() if d.is_dir()):
+            label = class_dir.name.lower()
+            files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not is_known(label):
+                tally["skipped_unknown_class"] += len(files)
+                log(f"skipping {class_dir.name}/: not a class of the taxonomy")
+                continue
+            for start in range(0, len(files), _CHUNK):
+                await asyncio.gather(*(one(p, label, given) for p in files[start : start + _CHUNK]))
+            log(f"{given or 'auto'}/{label}: {len(files)} files")
+    await catalog.write_batch("import", batch, records)
+    return {"batch": batch, **dict(sorted(tally.items()))}

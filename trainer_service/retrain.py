@@ -1,0 +1,201 @@
+"""Retraining from the object store: a new head on cached embeddings of the current backbone.
+
+The dataset is the catalog's `train` images (imported set plus uploads); the held-out `eval`
+images decide the promotion gate. Classes the current model lacks but the uploads have extend
+the head; the current head's weights warm-start the classes it knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from shared.catalog import Catalog, ImageRecord, counts, digest
+from shared.errors import Unprocessable
+from shared.manifest import ModelManifest
+from shared.messages import TrainOptions
+from shared.registry import ModelRegistry
+from shared.store import ObjectStore
+from trainer_service.artifacts import code_version, save_artifact
+from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
+from trainer_service.classifier import LOGITS, build_classifier, embedding_model, temperature_of
+from trainer_service.embeddings import embed, load_cache, save_shard
+from trainer_service.evaluation import classification_metrics, compiled_forward
+from trainer_service.gate import GateResult, apply_gate
+
+Log = Callable[[str], None]
+VALIDATION_EVERY = 10  # one training image in ten calibrates the temperature
+
+
+@dataclass
+class Outcome:
+    """A trained candidate, on disk, with the gate's verdict."""
+
+    manifest: ModelManifest
+    directory: Path
+    gate: GateResult
+    snapshot: list[str]
+
+
+@dataclass
+class Progress:
+    """What a running job reports; read by the job heartbeat while training runs in threads."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, **values: Any) -> None:
+        self.values.update(values)
+
+
+def _is_validation(record: ImageRecord) -> bool:
+    return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int,
+             init: tuple[np.ndarray, np.ndarray] | None, on_epoch: Callable[[int, dict[str, float]], None]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced softmax regression on `features`; returns the Dense (kernel, bias)."""
+    dense = keras.layers.Dense(num_classes)
+    head = keras.Sequential([keras.Input((features.shape[1],)), dense])
+    if init is not None:
+        dense.set_weights(list(init))
+    present = np.bincount(labels, minlength=num_classes)
+    weights = {c: len(labels) / (np.count_nonzero(present) * n) for c, n in enumerate(present) if n}
+    head.compile(optimizer=keras.optimizers.Adam(1e-3),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    callback = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}))
+    head.fit(features, labels, epochs=epochs, batch_size=256, class_weight=weights, verbose=0,
+             callbacks=[callback], shuffle=True)
+    kernel, bias = dense.get_weights()
+    return kernel, bias
+
+
+def _warm_start(old_kernel: np.ndarray, old_bias: np.ndarray, old_classes: list[str],
+                classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 0.01, (old_kernel.shape[0], len(classes))).astype(np.float32)
+    bias = np.full(len(classes), float(old_bias.min()), np.float32)
+    for j, name in enumerate(classes):
+        if name in old_classes:
+            i = old_classes.index(name)
+            kernel[:, j], bias[j] = old_kernel[:, i], old_bias[i]
+    return kernel, bias
+
+
+def _expand(probabilities: np.ndarray, own: list[str], classes: list[str]) -> np.ndarray:
+    """Probabilities over `own` classes laid out over `classes` (unknown classes get 0)."""
+    out = np.zeros((len(probabilities), len(classes)))
+    for i, name in enumerate(own):
+        out[:, classes.index(name)] = probabilities[:, i]
+    return out
+
+
+async def load_current(registry: ModelRegistry, work_dir: Path) -> tuple[keras.Model, ModelManifest]:
+    """The current model and its manifest; raises Unprocessable for an empty registry."""
+    current = await registry.current_version()
+    if current is None:
+        raise Unprocessable("the registry has no current model to retrain from", code="no_current_model")
+    directory = await registry.fetch(current, work_dir / "models")
+    model = await asyncio.to_thread(keras.saving.load_model, directory / "model.keras", compile=False)
+    return model, await registry.manifest(current)
+
+
+async def ensure_embeddings(store: ObjectStore, model: keras.Model, manifest: ModelManifest,
+                            records: list[ImageRecord], *, batch_size: int, progress: Progress,
+                            log: Log) -> tuple[str, dict[str, np.ndarray]]:
+    """Embeddings of `records` under `model`'s backbone: cached ones read, missing ones computed
+    and cached. Returns (backbone id, embeddings by hash)."""
+    backbone_id = str(getattr(manifest, "backbone_version", None) or manifest.version)
+    cache = await load_cache(store, backbone_id)
+    missing = [r for r in records if r.sha256 not in cache]
+    progress.update(phase="embedding", embedded=0, to_embed=len(missing), cached=len(cache))
+    if missing:
+        forward = compiled_forward(embedding_model(model))
+        computed = await embed(
+            store, missing, lambda images: np.asarray(forward(images.astype(np.float32))),
+            tuple(manifest.input_size), batch_size=batch_size,
+            on_progress=lambda n: progress.update(embedded=n))
+        await save_shard(store, backbone_id, computed)
+        cache.update(computed)
+    log(f"embeddings: {len(missing)} computed, {len(records) - len(missing)} from the cache")
+    return backbone_id, cache
+
+
+async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: TrainOptions, *,
+                       version: str, work_dir: Path, embed_batch_size: int, progress: Progress,
+                       log: Log, max_bacc_drop: float, max_recall_drop: float) -> Outcome:
+    """Train a candidate from the store's catalog and judge it; does not publish or promote.
+
+    Raises Unprocessable when there is nothing to train on or no current model to start from.
+    """
+    started = time.monotonic()
+    records = await Catalog(store).records()
+    train = [r for r in records if r.split == "train"]
+    held = [r for r in records if r.split == "eval"]
+    if not train:
+        raise Unprocessable("no training images: import a dataset or upload labelled images first",
+                            code="no_training_data")
+    model, parent = await load_current(registry, work_dir)
+    current = parent.version
+    log(f"dataset: {counts(records)}; retraining the head of {current}")
+
+    backbone_id, cache = await ensure_embeddings(store, model, parent, train + held,
+                                                 batch_size=embed_batch_size, progress=progress, log=log)
+
+    classes = sorted(set(parent.classes) | {r.label for r in train})
+    index = {name: i for i, name in enumerate(classes)}
+    fit = [r for r in train if not _is_validation(r)] or train
+    validation = [r for r in train if _is_validation(r)] or train
+    held = held or validation
+
+    def arrays(subset: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.stack([cache[r.sha256] for r in subset]).astype(np.float32),
+                np.array([index[r.label] for r in subset]))
+
+    x_fit, y_fit = arrays(fit)
+    old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
+    init = _warm_start(old_kernel, old_bias, parent.classes, classes)
+    progress.update(phase="training", epoch=0, epochs=options.epochs)
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        progress.update(epoch=epoch, loss=round(logs.get("loss", 0.0), 4), accuracy=round(logs.get("accuracy", 0.0), 4))
+
+    kernel, bias = await asyncio.to_thread(
+        fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch)
+    x_val, y_val = arrays(validation)
+    temperature = fit_temperature(x_val @ kernel + bias, y_val)
+    x_held, y_held = arrays(held)
+    logits = x_held @ kernel + bias
+    candidate = classification_metrics(softmax(logits, temperature), y_held, tuple(classes))
+    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held)
+    baseline = classification_metrics(
+        _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes),
+        y_held, tuple(classes))
+    gate = apply_gate(candidate, baseline, max_balanced_accuracy_drop=max_bacc_drop,
+                      max_class_recall_drop=max_recall_drop)
+    log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
+        f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}")
+
+    progress.update(phase="saving")
+    new_model = build_classifier(model.get_layer("backbone"), len(classes), temperature=temperature)
+    new_model.get_layer(LOGITS).set_weights([kernel, bias])
+    snapshot = sorted(r.sha256 for r in train)
+    manifest = ModelManifest(
+        version=version, classes=classes, input_size=parent.input_size, backbone=parent.backbone,
+        temperature=temperature, parent_version=current, code_version=code_version(),
+        training_data={"images": len(train), "held_out": len(held), "counts": counts(records),
+                       "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},
+        metrics={"eval": candidate, "current_on_same_eval": {
+            k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
+        backbone_version=backbone_id, gate=gate.model_dump(), recipe={"kind": "head_only", **options.model_dump()},
+        training_seconds=round(time.monotonic() - started, 2))
+    directory = await asyncio.to_thread(save_artifact, new_model, manifest, work_dir / "versions" / version)
+    return Outcome(manifest, directory, gate, snapshot)

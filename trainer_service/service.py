@@ -1,0 +1,150 @@
+"""The trainer service: one training job at a time from the train queue.
+
+The message is acknowledged only when the job is final. A job found `running` on redelivery
+belonged to a trainer that died: it is marked failed, and the current model was never touched
+(the registry pointer moves only after a candidate passed the gate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+
+from shared.bus import Delivery, MessageBus, Subscription
+from shared.classifier import configure_threads
+from shared.errors import DermaScanError, NotFound
+from shared.jobs import ACTIVE_TRAINING_KEY, Job, JobStore
+from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
+from shared.registry import ModelRegistry
+from shared.store import ObjectStore
+from trainer_service.metrics import TrainerMetrics
+from trainer_service.retrain import Progress, retrain_head
+from trainer_service.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+def new_version() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%d-%H%M%S")
+
+
+class TrainerService:
+    """Consumes training jobs. `start()` then `stop()`; loop-only."""
+
+    def __init__(self, settings: TrainerSettings, bus: MessageBus, store: ObjectStore,
+                 metrics: TrainerMetrics) -> None:
+        self.settings, self.bus, self.store, self.metrics = settings, bus, store, metrics
+        self.jobs = JobStore(store)
+        self.registry = ModelRegistry(store)
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        configure_threads(self.settings.intra_op_threads, 1)
+        while not self.bus.connected:
+            await asyncio.sleep(0.5)
+        await self.bus.declare_queue(self.settings.train_queue)
+        current = await self.registry.current_version()
+        if current:
+            self.metrics.current_model.info({"version": current})
+        self._subscription = await self.bus.consume(self.settings.train_queue, self._on_job, prefetch=1)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+
+    async def _on_job(self, delivery: Delivery) -> None:
+        request = decode(TrainRequest, delivery.body)
+        try:
+            job = await self.jobs.get(request.job_id)
+        except NotFound:
+            log.error("training job %s has no record; dead-lettering", request.job_id)
+            raise
+        if job.final:
+            return
+        if job.state == "running":
+            await self._finish(job, "failed", ErrorInfo(
+                code="trainer_crashed", status=500,
+                message="the trainer stopped while running this job; the current model is unchanged"))
+            return
+        await self._run(job, request)
+
+    async def _run(self, job: Job, request: TrainRequest) -> None:
+        started = time.monotonic()
+        progress = Progress({"phase": "starting"})
+        job.state = "running"
+        job.note("training started")
+        await self.jobs.save(job)
+        beat = asyncio.create_task(self._heartbeat(job, progress))
+        self.metrics.running.inc()
+        options = request.options
+        try:
+            outcome = await retrain_head(
+                self.store, self.registry, options, version=new_version(), work_dir=self.settings.work_dir,
+                embed_batch_size=self.settings.embed_batch_size, progress=progress, log=job.note,
+                max_bacc_drop=(options.max_balanced_accuracy_drop
+                               if options.max_balanced_accuracy_drop is not None
+                               else self.settings.max_balanced_accuracy_drop),
+                max_recall_drop=(options.max_class_recall_drop if options.max_class_recall_drop is not None
+                                 else self.settings.max_class_recall_drop))
+        except Exception as exc:
+            log.exception("training job %s failed", job.job_id)
+            await self._stop_beat(beat)
+            await self._finish(job, "failed", ErrorInfo.from_exception(exc))
+            return
+        finally:
+            self.metrics.running.dec()
+        await self._stop_beat(beat)
+        manifest = outcome.manifest
+        await self.registry.publish(outcome.directory / "model.keras", manifest)
+        await self.store.put(f"models/{manifest.version}/snapshot.json", json.dumps(outcome.snapshot).encode())
+        evaluation = manifest.metrics["eval"]
+        self.metrics.balanced_accuracy.set(evaluation["balanced_accuracy"])
+        for name, row in evaluation["per_class"].items():
+            if row["recall"] is not None:
+                self.metrics.class_recall.labels(name).set(row["recall"])
+        self.metrics.training_seconds.observe(time.monotonic() - started)
+        job.progress = {**progress.values, "phase": "done"}
+        job.result = {"version": manifest.version, "gate": outcome.gate.model_dump(),
+                      "classes": manifest.classes, "balanced_accuracy": evaluation["balanced_accuracy"],
+                      "per_class_recall": {k: v["recall"] for k, v in evaluation["per_class"].items()},
+                      "training_seconds": manifest.model_extra.get("training_seconds") if manifest.model_extra else None,
+                      "promoted": False}
+        if not outcome.gate.passed:
+            await self._finish(job, "rejected", ErrorInfo(
+                code="gate_rejected", status=422, message="; ".join(outcome.gate.reasons)))
+            return
+        if options.promote:
+            await self.registry.promote(manifest.version)
+            job.result["promoted"] = True
+            self.metrics.current_model.info({"version": manifest.version})
+            with contextlib.suppress(DermaScanError):
+                await self.bus.broadcast(self.settings.models_exchange, encode(ModelPromoted(version=manifest.version)))
+            job.note(f"promoted {manifest.version}")
+        await self._finish(job, "succeeded", None)
+
+    async def _heartbeat(self, job: Job, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_interval_s)
+            job.progress = dict(progress.values)
+            with contextlib.suppress(DermaScanError):
+                await self.jobs.save(job)
+
+    @staticmethod
+    async def _stop_beat(beat: asyncio.Task[None]) -> None:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+    async def _finish(self, job: Job, state: str, error: ErrorInfo | None) -> None:
+        job.state, job.error = state, error  # type: ignore[assignment]
+        if error is not None:
+            job.note(f"{state}: {error.message}")
+        await self.jobs.save(job)
+        self.metrics.jobs.labels(state).inc()
+        with contextlib.suppress(NotFound, ValueError, KeyError):
+            if json.loads(await self.store.get(ACTIVE_TRAINING_KEY))["job_id"] == job.job_id:
+                await self.store.delete(ACTIVE_TRAINING_KEY)
