@@ -132,6 +132,8 @@ class TrainOptions(BaseModel):
 
     epochs: int = Field(30, ge=1, le=500, description="Epochs of head training.")
     fine_tune: bool = Field(False, description="Also fine-tune the backbone (much slower).")
+    fine_tune_epochs: int = Field(3, ge=1, le=100, description="Passes over the training set when fine-tuning.")
+    max_minutes: float = Field(30.0, gt=0, description="Time budget of fine-tuning; the best epoch so far is kept.")
     promote: bool = Field(True, description="Promote automatically when the gate passes.")
     max_balanced_accuracy_drop: float | None = Field(
         None, ge=-1, le=1, description="Gate: most the held-out balanced accuracy may fall "

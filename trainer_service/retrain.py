@@ -25,7 +25,9 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from trainer_service.artifacts import code_version, save_artifact
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
-from trainer_service.classifier import LOGITS, build_classifier, embedding_model, temperature_of
+from trainer_service.classifier import LOGITS, build_classifier, embedding_model, temperature_of, with_temperature
+from trainer_service.dataset import ImageSet
+from trainer_service.training import Recipe, fine_tune, held_out_logits
 from trainer_service.embeddings import embed, load_cache, save_shard
 from trainer_service.evaluation import classification_metrics, compiled_forward
 from trainer_service.gate import GateResult, apply_gate
@@ -96,6 +98,20 @@ def _expand(probabilities: np.ndarray, own: list[str], classes: list[str]) -> np
     for i, name in enumerate(own):
         out[:, classes.index(name)] = probabilities[:, i]
     return out
+
+
+async def load_images(store: ObjectStore, records: list[ImageRecord], classes: list[str],
+                      input_size: tuple[int, int]) -> ImageSet:
+    """Decoded images of `records` as a training set (for fine-tuning)."""
+    from shared.imaging import load_for_model
+
+    async def pixels(record: ImageRecord) -> np.ndarray:
+        return await asyncio.to_thread(load_for_model, await store.get(record.key), input_size)
+
+    images = [await pixels(r) for r in records]
+    return ImageSet(np.stack(images), np.array([classes.index(r.label) for r in records], np.int32),
+                    tuple(classes), tuple(r.key for r in records), tuple(r.sha256 for r in records),
+                    tuple(r.group or r.sha256 for r in records))
 
 
 async def load_current(registry: ModelRegistry, work_dir: Path) -> tuple[keras.Model, ModelManifest]:
@@ -171,22 +187,35 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     kernel, bias = await asyncio.to_thread(
         fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch)
     x_val, y_val = arrays(validation)
-    temperature = fit_temperature(x_val @ kernel + bias, y_val)
     x_held, y_held = arrays(held)
-    logits = x_held @ kernel + bias
-    candidate = classification_metrics(softmax(logits, temperature), y_held, tuple(classes))
-    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held)
     baseline = classification_metrics(
         _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes),
         y_held, tuple(classes))
+    new_model = build_classifier(model.get_layer("backbone"), len(classes))
+    new_model.get_layer(LOGITS).set_weights([kernel, bias])
+    if options.fine_tune:
+        progress.update(phase="fine-tuning")
+        sets = [await load_images(store, subset, classes, tuple(parent.input_size))
+                for subset in (fit, validation, held)]
+        recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
+                        steps_per_epoch=max(1, len(fit) // Recipe.batch_size),
+                        first_trainable=Recipe.first_trainable if parent.backbone == "efficientnet_lite0" else None)
+        await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log)
+        val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
+        logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
+        backbone_id = version  # the backbone changed: its embeddings are cached under this version
+    else:
+        val_logits, logits = x_val @ kernel + bias, x_held @ kernel + bias
+    temperature = fit_temperature(val_logits, y_val)
+    new_model = with_temperature(new_model, temperature)
+    candidate = classification_metrics(softmax(logits, temperature), y_held, tuple(classes))
+    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held)
     gate = apply_gate(candidate, baseline, max_balanced_accuracy_drop=max_bacc_drop,
                       max_class_recall_drop=max_recall_drop)
     log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
         f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}")
 
     progress.update(phase="saving")
-    new_model = build_classifier(model.get_layer("backbone"), len(classes), temperature=temperature)
-    new_model.get_layer(LOGITS).set_weights([kernel, bias])
     snapshot = sorted(r.sha256 for r in train)
     manifest = ModelManifest(
         version=version, classes=classes, input_size=parent.input_size, backbone=parent.backbone,
@@ -195,7 +224,7 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                        "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},
         metrics={"eval": candidate, "current_on_same_eval": {
             k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
-        backbone_version=backbone_id, gate=gate.model_dump(), recipe={"kind": "head_only", **options.model_dump()},
+        backbone_version=backbone_id, gate=gate.model_dump(), recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
         training_seconds=round(time.monotonic() - started, 2))
     directory = await asyncio.to_thread(save_artifact, new_model, manifest, work_dir / "versions" / version)
     return Outcome(manifest, directory, gate, snapshot)

@@ -89,3 +89,15 @@ async def test_bad_training_options_are_422(make_client: MakeClient) -> None:
     assert response.status == 422
     response = await client.post("/retrain", json={"learning_rate": 1})
     assert response.status == 422
+
+
+async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeClient, tmp_path: Path) -> None:
+    client = await seeded_client(make_client, tmp_path)
+    options = {**LENIENT, "epochs": 5, "fine_tune": True, "fine_tune_epochs": 1}
+    accepted = await (await client.post("/retrain", json=options)).json()
+    job = await wait_job(client, accepted["job_id"], timeout=110)
+    assert job["state"] == "succeeded", job
+    assert any("fine-tune" in line for line in job["log"])
+    models = await (await client.get("/models")).json()
+    newest = models["versions"][-1]
+    assert newest["version"] == job["result"]["version"] and models["current"] == newest["version"]
