@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -41,6 +41,11 @@ class EmbeddedSettings(CommonSettings):
     seed_dataset: Path | None = Field(
         REPO_ROOT / "data" / "sample",
         description="Dataset imported into an empty store at start (embedded mode); empty: none.")
+
+    @field_validator("seed_dataset", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
 
 async def seed(store: ObjectStore, dataset: Path | None) -> None:

@@ -13,7 +13,7 @@ from shared.settings import REPO_ROOT, CommonSettings
 class WorkerSettings(CommonSettings):
     """How one inference worker process runs."""
 
-    metrics_port: int = Field(9100, description="Port of the worker's /metrics endpoint (0: none).")
+    metrics_port: int = Field(9100, description="Port of the service's /metrics endpoint (0: none).")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
     model_path: Path | None = Field(
         None, description="Serve this .keras file (manifest.json beside it) instead of the registry."
@@ -25,7 +25,7 @@ class WorkerSettings(CommonSettings):
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a batch waits for images still being decoded."
     )
-    streams: int = Field(1, ge=1, description="Model calls run at once (DERMASCAN_WORKER_STREAMS).",
+    streams: int = Field(1, ge=1, description="Model calls run at once (also `--concurrency`).",
                          validation_alias="DERMASCAN_WORKER_STREAMS")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
     intra_op_threads: int = Field(

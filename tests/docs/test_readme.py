@@ -1,0 +1,33 @@
+"""The README stays true: the two commands, every setting, every route."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.support.processes import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_two_commands_are_first() -> None:
+    assert "make run" in README and "make test" in README
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    spec = importlib.util.spec_from_file_location("settings_table", REPO / "scripts" / "settings_table.py")
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    missing = [name for name in table.variables() if f"`{name}`" not in README]
+    assert not missing, f"README lacks {missing}: run scripts/settings_table.py"
+
+
+def test_every_route_is_documented() -> None:
+    app = create_app(GatewaySettings())
+    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    documented = set(re.findall(r"`(?:GET|POST) (/[^` ?]*)", README))
+    assert routes - {"/"} <= documented | {"/"}, routes - documented
