@@ -1,0 +1,46 @@
+"""SIGTERM drains a worker: what it took gets answered, what it had not started goes to a peer."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.bus import connect_bus
+from shared.messages import PredictReply, PredictRequest, decode, encode
+from tests.support.processes import python_module, running
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+async def test_a_stopping_worker_loses_no_request(rabbit_url: str, unique: str, tiny_model_dir: Path,
+                                                  tmp_path: Path, fixture_images: dict[str, list[Path]]) -> None:
+    env = {"DERMASCAN_BROKER_URL": rabbit_url, "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
+           "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status", "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
+           "DERMASCAN_MODEL_PATH": str(tiny_model_dir / "model.keras"), "DERMASCAN_METRICS_PORT": "0",
+           "DERMASCAN_STORE_URL": (tmp_path / "store").as_uri(), "DERMASCAN_MAX_BATCH_SIZE": "4"}
+    bus = await connect_bus(rabbit_url)
+    await bus.declare_queue(f"{unique}.predict", max_length=1024)
+    images = [p.read_bytes() for paths in fixture_images.values() for p in paths]
+    with running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "a"}, log=tmp_path / "a.log") as a, \
+         running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "b"}, log=tmp_path / "b.log"):
+        for _ in range(600):
+            if (await bus.queue_stats(f"{unique}.predict")).consumers == 2:
+                break
+            await asyncio.sleep(0.1)
+
+        async def predict(image: bytes) -> PredictReply:
+            request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + 60)
+            return decode(PredictReply, await bus.call(f"{unique}.predict", encode(request), timeout=60))
+
+        calls = [asyncio.create_task(predict(images[i % len(images)])) for i in range(80)]
+        await asyncio.sleep(0.3)
+        a.send_signal(signal.SIGTERM)
+        replies = await asyncio.gather(*calls)
+        assert a.wait(30) == 0  # it exited cleanly after draining
+    assert all(reply.result is not None for reply in replies), [r.error for r in replies if r.error][:3]
+    assert {reply.worker_id for reply in replies} == {"a", "b"}
+    await bus.close()
