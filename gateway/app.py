@@ -21,8 +21,8 @@ from gateway.predict import IN_FLIGHT, InFlight, predict
 from gateway.settings import GatewaySettings
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
-from shared.metrics import metrics_handler
 from shared.jobs import JobStore
+from shared.metrics import metrics_handler
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store
 

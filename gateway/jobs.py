@@ -15,7 +15,6 @@ from shared.manifest import utcnow
 from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
 
 
-
 async def load_job(jobs: JobStore, job_id: str, stale_after_s: float) -> Job:
     """The job, with a running job that stopped reporting turned into a failed one."""
     job = await jobs.get(job_id)

@@ -14,13 +14,13 @@ from typing import Any
 
 from ingest_service import archives
 from ingest_service.metrics import IngestMetrics
-from shared.sanitize import clean_image
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound
 from shared.jobs import JobStore
 from shared.messages import ErrorInfo, IngestRequest, decode
+from shared.sanitize import clean_image
 from shared.store import ObjectStore
 from shared.taxonomy import class_from_filename
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+
+from shared.bus import MessageBus, connect_bus
+from shared.metrics import serve_metrics
+from shared.store import ObjectStore, open_store
 
 
 def setup_logging(level: str) -> None:
@@ -27,10 +35,53 @@ async def wait_for_shutdown() -> None:
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run `main` on uvloop when it is installed, else on asyncio's default loop."""
+    """Run `main` on uvloop when it is installed, else on asyncio's default loop.
+
+    DERMASCAN_UVLOOP=0 forces asyncio's loop (read here, before any settings exist, because the
+    loop must be chosen before the service starts); bench/serve.py uses it to measure both.
+    """
+    if os.environ.get("DERMASCAN_UVLOOP", "1").lower() in {"0", "false", "no"}:
+        asyncio.run(main())
+        return
     try:
         import uvloop
     except ImportError:
         asyncio.run(main())
     else:
         uvloop.run(main())
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServiceSettings(Protocol):
+    broker_url: str
+    store_url: str
+    s3_endpoint_url: str | None
+    metrics_host: str
+    metrics_port: int
+
+
+async def serve_service(
+    settings: ServiceSettings, build: Callable[[MessageBus, ObjectStore, CollectorRegistry], Service]
+) -> None:
+    """Run one broker-driven service process: /metrics, bus and store opened here and closed
+    here, the service started, then drained on SIGTERM or SIGINT."""
+    registry = CollectorRegistry()
+    runner = await serve_metrics(registry, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    bus = await connect_bus(settings.broker_url)
+    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+    service = build(bus, store, registry)
+    try:
+        await service.start()
+        await wait_for_shutdown()
+        logging.getLogger(__name__).info("draining")
+    finally:
+        await service.stop()
+        await bus.close()
+        await store.close()
+        if runner is not None:
+            await runner.cleanup()

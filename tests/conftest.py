@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.models import make_tiny_model
-from tests.support.processes import REPO, free_port, running, wait_http
+from tests.support.processes import free_port, running, wait_http
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RABBIT_URL = os.environ.get("DERMASCAN_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -12,34 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from shared.bus import connect_bus
-from shared.metrics import serve_metrics
 from shared.registry import ModelRegistry
-from shared.runtime import run, setup_logging, wait_for_shutdown
+from shared.runtime import run, serve_service, setup_logging
 from shared.store import open_store
 from trainer_service.settings import TrainerSettings
-
-
-async def serve(settings: TrainerSettings) -> None:
-    from trainer_service.metrics import TrainerMetrics
-    from trainer_service.service import TrainerService
-
-    registry = CollectorRegistry()
-    runner = await serve_metrics(registry, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
-    bus = await connect_bus(settings.broker_url)
-    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
-    service = TrainerService(settings, bus, store, TrainerMetrics(registry))
-    try:
-        await service.start()
-        await wait_for_shutdown()
-    finally:
-        await service.stop()
-        await bus.close()
-        await store.close()
-        if runner is not None:
-            await runner.cleanup()
 
 
 async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -> None:
@@ -80,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         run(lambda: import_and_embed(settings, args.path, not args.no_embed))
         return 0
     if command == "serve":
-        run(lambda: serve(settings))
+        from trainer_service.metrics import TrainerMetrics
+        from trainer_service.service import TrainerService
+
+        run(lambda: serve_service(
+            settings, lambda bus, store, registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
     print(f"unknown command {command!r}; use serve, import, train or evaluate", file=sys.stderr)
     return 2

@@ -25,12 +25,18 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from trainer_service.artifacts import code_version, save_artifact
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
-from trainer_service.classifier import LOGITS, build_classifier, embedding_model, temperature_of, with_temperature
+from trainer_service.classifier import (
+    LOGITS,
+    build_classifier,
+    embedding_model,
+    temperature_of,
+    with_temperature,
+)
 from trainer_service.dataset import ImageSet
-from trainer_service.training import Recipe, fine_tune, held_out_logits
 from trainer_service.embeddings import embed, load_cache, save_shard
 from trainer_service.evaluation import classification_metrics, compiled_forward
 from trainer_service.gate import GateResult, apply_gate
+from trainer_service.training import Recipe, fine_tune, held_out_logits
 
 Log = Callable[[str], None]
 VALIDATION_EVERY = 10  # one training image in ten calibrates the temperature

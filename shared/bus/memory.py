@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
-from shared.errors import DeadlineExceeded
+from shared.bus.rpc import PendingReplies
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ class MemoryBus:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
         self._subscribers: dict[str, list[_Subscriber]] = {}
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
-        self._reply_queue = f"amq.gen-{new_id()}"
+        self._replies = PendingReplies(f"amq.gen-{new_id()}")
         self._closed = False
 
     @property
@@ -117,10 +116,8 @@ class MemoryBus:
     ) -> None:
         if self._closed:
             raise BrokerUnavailable("the bus is closed")
-        if queue == self._reply_queue:
-            future = self._pending.get(correlation_id or "")
-            if future is not None and not future.done():
-                future.set_result(body)
+        if queue == self._replies.reply_to:
+            self._replies.resolve(correlation_id, body)
             return
         target = self._queues.get(queue)
         if target is None:
@@ -140,23 +137,11 @@ class MemoryBus:
     async def call(
         self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
     ) -> bytes:
-        correlation_id = new_id()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            await self.publish(
-                queue,
-                body,
-                correlation_id=correlation_id,
-                reply_to=self._reply_queue,
-                expiration=timeout,
-                headers=headers,
-            )
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(f"no reply from {queue!r} within {timeout:g} s") from None
-        finally:
-            self._pending.pop(correlation_id, None)
+        async def publish(correlation_id: str) -> None:
+            await self.publish(queue, body, correlation_id=correlation_id, reply_to=self._replies.reply_to,
+                               expiration=timeout, headers=headers)
+
+        return await self._replies.call(publish, queue=queue, timeout=timeout)
 
     async def reply(self, request: Delivery, body: bytes) -> None:
         if request.reply_to:
@@ -191,6 +176,4 @@ class MemoryBus:
 
     async def close(self) -> None:
         self._closed = True
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(DeadlineExceeded("the bus was closed"))
+        self._replies.fail_all(BrokerUnavailable("the bus was closed"))

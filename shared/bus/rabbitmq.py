@@ -18,7 +18,7 @@ from aio_pika.abc import (
 )
 
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
-from shared.errors import DeadlineExceeded
+from shared.bus.rpc import PendingReplies
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,7 @@ class RabbitBus:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._dead_letter: AbstractExchange | None = None
-        self._reply_queue = f"dermascan.reply.{new_id()}"
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._replies = PendingReplies(f"dermascan.reply.{new_id()}")
         self._ready = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
 
@@ -100,7 +99,7 @@ class RabbitBus:
         )
         reply_channel = await connection.channel(publisher_confirms=False)
         replies = await reply_channel.declare_queue(
-            self._reply_queue, exclusive=True, auto_delete=True
+            self._replies.reply_to, exclusive=True, auto_delete=True
         )
         await replies.consume(self._on_reply, no_ack=True)
         connection.close_callbacks.add(self._fail_pending)
@@ -182,34 +181,17 @@ class RabbitBus:
     async def call(
         self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
     ) -> bytes:
-        correlation_id = new_id()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            await self.publish(
-                queue,
-                body,
-                correlation_id=correlation_id,
-                reply_to=self._reply_queue,
-                expiration=timeout,
-                headers=headers,
-                persistent=False,
-            )
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(f"no reply from {queue!r} within {timeout:g} s") from None
-        finally:
-            self._pending.pop(correlation_id, None)
+        async def publish(correlation_id: str) -> None:
+            await self.publish(queue, body, correlation_id=correlation_id, reply_to=self._replies.reply_to,
+                               expiration=timeout, headers=headers, persistent=False)
+
+        return await self._replies.call(publish, queue=queue, timeout=timeout)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
-        if future is not None and not future.done():
-            future.set_result(message.body)
+        self._replies.resolve(message.correlation_id, message.body)
 
     def _fail_pending(self, *_: object) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BrokerUnavailable("connection to the broker was lost"))
+        self._replies.fail_all(BrokerUnavailable("connection to the broker was lost"))
 
     async def reply(self, request: Delivery, body: bytes) -> None:
         if request.reply_to:
