@@ -105,3 +105,15 @@ async def test_no_broker_means_503(make_client: MakeClient, melanoma_jpeg: bytes
     ready = await client.get("/readyz")
     assert ready.status == 503 and "broker unreachable" in (await ready.json())["problems"]
     assert (await client.get("/livez")).status == 200
+
+
+async def test_a_malformed_message_gets_an_error_reply_and_the_worker_lives_on(
+        make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+    from gateway.keys import BUS, SETTINGS
+    from shared.messages import PredictReply, decode
+
+    client = await make_client()
+    bus, queue = client.app[BUS], client.app[SETTINGS].predict_queue
+    reply = decode(PredictReply, await bus.call(queue, b'{"not": "a predict request"}', timeout=5))
+    assert reply.result is None and reply.error is not None and reply.error.code == "bad_message"
+    assert (await client.post("/predict", data=form(melanoma_jpeg))).status == 200
