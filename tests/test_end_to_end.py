@@ -102,6 +102,13 @@ def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
             label = page.wait_for_selector("#label", timeout=15_000)
             assert label is not None and label.inner_text().strip()
             assert "confidence" in page.inner_text("#answer")
+            named = image.with_name("melanoma_from_the_browser.jpg")
+            named.write_bytes(data[: len(data) // 2])  # truncated: the job must say why it was rejected
+            page.set_input_files("#upload-files", [str(named)])
+            page.click("#upload-button")
+            summary = page.wait_for_selector("#upload-summary", timeout=30_000)
+            assert summary is not None and "1 rejected" in summary.inner_text()
+            assert "corrupt_image" in page.inner_text("#upload-status")
             page.screenshot(path=str(image.with_suffix(".png")))
         finally:
             browser.close()
