@@ -38,6 +38,8 @@ class GatewayMetrics:
         self.workers = Gauge(f"{PREFIX}_live_workers", "Inference workers heard from recently.",
                              registry=registry)
 
+        self.rpc_seconds.labels("ok")
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
         started = time.perf_counter()

@@ -30,6 +30,9 @@ class WorkerMetrics:
         self.model = Info(f"{PREFIX}_model", "Model version being served.", registry=registry)
         self.reloads = Counter(f"{PREFIX}_model_reloads_total", "Model loads by outcome.",
                                ["status"], registry=registry)
+        self.requests.labels("ok")
+        for status in ("loaded", "failed"):
+            self.reloads.labels(status)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

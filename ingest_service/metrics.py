@@ -20,5 +20,7 @@ class IngestMetrics:
                                     registry=registry)
         self.jobs = Counter(f"{PREFIX}_jobs_total", "Ingest jobs by final state.", ["status"],
                             registry=registry)
+        for status in ("succeeded", "failed"):
+            self.jobs.labels(status)  # exported from the start, so increase() sees the first job
         self.job_seconds = Histogram(f"{PREFIX}_job_seconds", "Time to process one ingest job.",
                                      buckets=LONG_BUCKETS, registry=registry)

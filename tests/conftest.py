@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +30,40 @@ def rabbit_url() -> str:
     return RABBIT_URL
 
 
+TEST_PREFIX = f"t{uuid.uuid4().hex[:6]}"
+
+
 @pytest.fixture
 def unique() -> str:
-    """A fresh name for queues, exchanges and buckets of one test."""
-    return f"t{uuid.uuid4().hex[:12]}"
+    """A fresh name for queues, exchanges and buckets of one test (this session's prefix)."""
+    return f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def delete_test_queues() -> Iterator[None]:
+    """At the end, delete the broker queues and exchanges this session's tests created (by
+    their unique prefix), so a shared RabbitMQ does not fill up run after run."""
+    yield
+    asyncio.run(_delete_named(TEST_PREFIX))
+
+
+async def _delete_named(prefix: str) -> None:
+    import aio_pika
+
+    try:
+        listing = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+        exchanges = subprocess.run(["rabbitmqctl", "list_exchanges", "-q", "--no-table-headers", "name"],
+                                   capture_output=True, text=True, timeout=30).stdout.split()
+        connection = await aio_pika.connect(RABBIT_URL, timeout=5)
+    except (OSError, subprocess.SubprocessError, asyncio.TimeoutError):
+        return
+    async with connection:
+        channel = await connection.channel()
+        for name in (n for n in listing if n.startswith(prefix)):
+            await channel.queue_delete(name)
+        for name in (n for n in exchanges if n.startswith(prefix)):
+            await channel.exchange_delete(name)
 
 
 @pytest.fixture(scope="session")

@@ -41,20 +41,25 @@ class TrainerService:
         self.jobs = JobStore(store)
         self.registry = ModelRegistry(store)
         self._subscription: Subscription | None = None
+        self._promotions: Subscription | None = None
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
         while not self.bus.connected:
             await asyncio.sleep(0.5)
         await self.bus.declare_queue(self.settings.train_queue)
-        current = await self.registry.current_version()
-        if current:
-            self.metrics.current_model.info({"version": current})
+        current = await self.registry.bootstrap(self.settings.bundled_model_dir)
+        self.metrics.current_model.info({"version": current})
+        self._promotions = await self.bus.subscribe(self.settings.models_exchange, self._on_promotion)
         self._subscription = await self.bus.consume(self.settings.train_queue, self._on_job, prefetch=1)
 
+    async def _on_promotion(self, delivery: Delivery) -> None:
+        self.metrics.current_model.info({"version": decode(ModelPromoted, delivery.body).version})
+
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.cancel()
+        for subscription in (self._subscription, self._promotions):
+            if subscription is not None:
+                await subscription.cancel()
 
     async def _on_job(self, delivery: Delivery) -> None:
         request = decode(TrainRequest, delivery.body)
