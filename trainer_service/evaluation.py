@@ -53,7 +53,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
         for i, name in enumerate(classes)
     }
     return {
-        "images": int(len(labels)),
+        "images": len(labels),
         "balanced_accuracy": float(np.nanmean(recall)),
         "accuracy": float((predicted == labels).mean()),
         "macro_auc_ovr": _macro_auc(probabilities, labels, present),

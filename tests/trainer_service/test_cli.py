@@ -1,0 +1,80 @@
+"""`train` and `evaluate` as a user runs them, on the committed fixture images.
+
+`evaluate` runs on a tiny untrained artifact (seconds); the training smoke run traces the full
+Lite0 gradient graph, which takes 30-90 s on 2 CPU cores, so it is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.manifest import ModelManifest
+from trainer_service.artifacts import load_artifact, save_artifact
+from trainer_service.backbones import efficientnet_lite0
+from trainer_service.classifier import build_classifier
+from trainer_service.cli import evaluate_main, train_main
+
+HAM = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermatofibroma",
+       "melanocytic_nevi", "melanoma", "vascular_lesion"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32x32 model trained for one step from the committed ImageNet backbone."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    root = Path(__file__).resolve().parents[1] / "fixtures" / "ham10000"
+    status = train_main([
+        str(root), "--out", str(out), "--version", "smoke-1", "--input-size", "32", "32",
+        "--epochs", "1", "--steps-per-epoch", "1", "--head-epochs", "1", "--batch-size", "8",
+        "--validation-fraction", "0.25", "--warmup-steps", "1",
+    ])
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 32x32 artifact for the seven HAM10000 classes."""
+    out = tmp_path_factory.mktemp("artifacts") / "untrained"
+    model = build_classifier(efficientnet_lite0((32, 32)), len(HAM))
+    save_artifact(model, ModelManifest(version="untrained", classes=HAM, input_size=(32, 32)), out)
+    return out
+
+
+def test_evaluate_prints_and_writes_metrics(
+    untrained: Path, ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate_main([str(untrained), str(ham_root), "--json", str(tmp_path / "m.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "balanced accuracy" in printed and "confusion matrix" in printed
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["images"] == 28 and metrics["model_version"] == "untrained"
+    assert np.sum(metrics["confusion_matrix"]) == 28
+    assert np.trace(metrics["confusion_matrix"]) == round(metrics["accuracy"] * 28)
+    assert 0.0 <= metrics["balanced_accuracy"] <= 1.0 and 0.0 <= metrics["macro_auc_ovr"] <= 1.0
+    assert [row["support"] for row in metrics["per_class"].values()] == [4] * 7
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_writes_a_versioned_artifact(trained: Path, ham_root: Path) -> None:
+    manifest = ModelManifest.model_validate_json((trained / "manifest.json").read_text())
+    assert manifest.version == "smoke-1"
+    assert manifest.classes == sorted(p.name for p in ham_root.iterdir() if p.is_dir())
+    assert tuple(manifest.input_size) == (32, 32) and manifest.backbone == "efficientnet_lite0"
+    assert manifest.training_data["images"] == 28
+    assert manifest.training_data["train"]["images"] + manifest.training_data["held_out"]["images"] == 28
+    validation = manifest.metrics["validation"]
+    assert {"balanced_accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= validation.keys()
+    model, _ = load_artifact(trained)
+    probs = model(np.zeros((2, 32, 32, 3), np.float32)).numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert model.get_layer("temperature").scale == pytest.approx(1.0 / manifest.temperature)
+
+
+def test_train_refuses_to_overwrite(untrained: Path, ham_root: Path) -> None:
+    assert train_main([str(ham_root), "--out", str(untrained)]) == 2

@@ -1,0 +1,125 @@
+"""Command-line entry points: `train` a model artifact, `evaluate` one on a labelled set.
+
+`python -m trainer_service train|evaluate ...` routes here (`train_main`, `evaluate_main`);
+`python -m trainer_service.cli train|evaluate ...` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def configure_threads(threads: int) -> None:
+    """Bound TensorFlow's CPU threads. Once TensorFlow has run anything in this process (as in
+    a test session) the setting can no longer change, and the existing one is kept."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+    except RuntimeError:
+        pass
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """Arguments of `train`; defaults are the base model's recipe."""
+    from trainer_service.backbones import BACKBONES
+    from trainer_service.training import Recipe
+
+    d = Recipe()
+    p = argparse.ArgumentParser(prog="trainer_service train", description="Train a classifier on a class-per-folder dataset.")
+    p.add_argument("data", type=Path, help="class-per-folder training images (metadata.csv in it or its parent)")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to create (model.keras + manifest.json)")
+    p.add_argument("--version", default=f"lite0-{dt.date.today().isoformat()}", help="version name in the manifest")
+    p.add_argument("--parent-version", default=None)
+    p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0",
+                   help="efficientnet_lite0 (committed ImageNet weights, offline) or mobilenet_v2 "
+                        "(Keras ImageNet weights, downloaded on first use: needs network)")
+    p.add_argument("--random-init", action="store_true", help="do not load pretrained backbone weights")
+    p.add_argument("--input-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    p.add_argument("--eval-data", type=Path, default=None, help="also evaluate on this set (never used to fit)")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--head-epochs", type=int, default=d.head_epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--sampling-power", type=float, default=d.sampling_power)
+    p.add_argument("--first-trainable", default=d.first_trainable,
+                   help="first backbone layer to fine-tune ('' = all)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop fine-tuning after this long")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`train`: write an artifact directory; prints progress and the validation report."""
+    args = train_parser().parse_args(argv)
+    configure_threads(args.threads)
+    from trainer_service.artifacts import save_artifact
+    from trainer_service.evaluation import format_report
+    from trainer_service.train_job import JobSpec, run_job
+    from trainer_service.training import Recipe
+
+    recipe = Recipe(
+        batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps, sampling_power=args.sampling_power,
+        first_trainable=args.first_trainable or None, max_minutes=args.max_minutes, seed=args.seed,
+    )
+    spec = JobSpec(
+        data=args.data, backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
+        validation_fraction=args.validation_fraction, eval_data=args.eval_data, pretrained=not args.random_init,
+    )
+    if (args.out / "model.keras").exists():
+        print(f"error: {args.out} already holds a model", file=sys.stderr)
+        return 2
+    model, manifest = run_job(spec, args.version, _log, parent_version=args.parent_version)
+    save_artifact(model, manifest, args.out)
+    print(format_report(manifest.metrics["validation"]))
+    _log(f"wrote {args.out}")
+    return 0
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """`evaluate`: print the metrics of an artifact on a class-per-folder set; `--json` saves them."""
+    p = argparse.ArgumentParser(prog="trainer_service evaluate", description="Evaluate a model artifact.")
+    p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
+    p.add_argument("data", type=Path, help="class-per-folder labelled images")
+    p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    configure_threads(args.threads)
+    from trainer_service.artifacts import load_artifact
+    from trainer_service.evaluation import format_report
+    from trainer_service.train_job import evaluate_on
+
+    model, manifest = load_artifact(args.artifact)
+    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes))
+    metrics["model_version"] = manifest.version
+    print(f"model {manifest.version} on {args.data}")
+    print(format_report(metrics))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+COMMANDS = {"train": train_main, "evaluate": evaluate_main}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: python -m trainer_service.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
