@@ -45,7 +45,7 @@ def train_parser() -> argparse.ArgumentParser:
                    help="efficientnet_lite0 (committed ImageNet weights, offline) or mobilenet_v2 "
                         "(Keras ImageNet weights, downloaded on first use: needs network)")
     p.add_argument("--random-init", action="store_true", help="do not load pretrained backbone weights")
-    p.add_argument("--input-size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
+    p.add_argument("--input-size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
     p.add_argument("--eval-data", type=Path, default=None, help="also evaluate on this set (never used to fit)")
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -25,7 +25,7 @@ class JobSpec:
 
     data: Path
     backbone: str = "efficientnet_lite0"
-    input_size: tuple[int, int] = (128, 128)
+    input_size: tuple[int, int] = (160, 160)
     recipe: Recipe = field(default_factory=Recipe)
     validation_fraction: float = 0.1
     eval_data: Path | None = None

@@ -31,7 +31,7 @@ class Recipe:
     batch_size: int = 32
     head_epochs: int = 30
     head_learning_rate: float = 1e-3
-    epochs: int = 12
+    epochs: int = 7
     steps_per_epoch: int = 200
     learning_rate: float = 5e-4
     warmup_steps: int = 100
