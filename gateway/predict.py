@@ -36,9 +36,14 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)
 async def predict(request: web.Request) -> web.Response:
     """Classify the uploaded image. The gateway only sniffs the format: decoding happens in
     the worker, so that it scales with the workers."""
+    started = time.perf_counter()
+    with request.app[IN_FLIGHT]:  # counted from the start: past the bound, the upload is not even read
+        return await _predict(request, started)
+
+
+async def _predict(request: web.Request, started: float) -> web.Response:
     app = request.app
     settings, metrics = app[SETTINGS], app[METRICS]
-    started = time.perf_counter()
     image = await read_single_file(request, "file", settings.max_upload_bytes)
     if not image:
         raise BadRequest("the file is empty", code="empty_file")
@@ -51,7 +56,7 @@ async def predict(request: web.Request) -> web.Response:
         deadline=time.time() + settings.predict_timeout_s,
         top_k=max(1, top_k),
     )
-    with app[IN_FLIGHT], metrics.in_flight.track_inprogress():
+    with metrics.in_flight.track_inprogress():
         waited = time.perf_counter()
         try:
             body = await app[BUS].call(

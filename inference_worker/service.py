@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
@@ -78,7 +79,8 @@ class InferenceWorker:
 
     async def start(self) -> None:
         """Load the model, then consume. Waits for the broker if it is not up yet."""
-        configure_threads(self.settings.intra_op_threads, self.settings.inter_op_threads)
+        configure_threads(self.settings.intra_op_threads,
+                          max(self.settings.inter_op_threads, self.settings.streams))
         await self._load_initial_model()
         self._batcher = MicroBatcher(
             _run_batch,
@@ -103,7 +105,7 @@ class InferenceWorker:
 
     async def _load_initial_model(self) -> None:
         if self.settings.model_path is not None:
-            classifier = await asyncio.to_thread(Classifier.load, self.settings.model_path)
+            classifier = await asyncio.to_thread(self._load_warm, self.settings.model_path)
         else:
             version = await self.registry.bootstrap(self.settings.bundled_model_dir)
             classifier = await self._load_version(version)
@@ -111,7 +113,13 @@ class InferenceWorker:
 
     async def _load_version(self, version: str) -> Classifier:
         directory = await self.registry.fetch(version, self.settings.model_cache_dir)
-        return await asyncio.to_thread(Classifier.load, directory)
+        return await asyncio.to_thread(self._load_warm, directory)
+
+    def _load_warm(self, path: Path) -> Classifier:
+        """Load a model and run it once per batch size, before it serves (runs in a thread)."""
+        classifier = Classifier.load(path)
+        classifier.warm_up(self.settings.max_batch_size)
+        return classifier
 
     def _install(self, classifier: Classifier) -> None:
         self.classifier = classifier

@@ -21,18 +21,23 @@ class WorkerSettings(CommonSettings):
     model_cache_dir: Path = Field(
         REPO_ROOT / "var" / "model-cache", description="Where registry versions are downloaded."
     )
-    max_batch_size: int = Field(16, ge=1, description="Largest batch given to the model.")
+    # Defaults measured with bench/serve.py on a 2-core host (see its README section): the base
+    # model (EfficientNet-Lite0) serves 32 clients fastest with 2 streams of at most 8 images.
+    max_batch_size: int = Field(8, ge=1, description="Largest batch given to the model.")
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a batch waits for images still being decoded."
     )
-    streams: int = Field(1, ge=1, description="Model calls run at once (also `--concurrency`).",
+    streams: int = Field(2, ge=1, description="Model calls run at once (also `--concurrency`).",
                          validation_alias="DERMASCAN_WORKER_STREAMS")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
     intra_op_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         description="TensorFlow intra-op threads per model call.",
     )
-    inter_op_threads: int = Field(1, ge=1, description="TensorFlow inter-op threads.")
+    inter_op_threads: int = Field(
+        2, ge=1, description="TensorFlow inter-op threads; the worker uses at least `streams`, "
+        "since streams sharing one inter-op thread run one after the other.",
+    )
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
     drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
     worker_id: str | None = Field(None, description="Name in /health; default host-pid.")

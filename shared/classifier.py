@@ -78,6 +78,13 @@ class Classifier:
         model = keras.saving.load_model(artifact, compile=False)
         return cls(model, _manifest_for(artifact, model))
 
+    def warm_up(self, max_batch_size: int) -> None:
+        """Run every batch size up to `max_batch_size` once, so that no request pays for the
+        first call of a new input shape (TensorFlow sets up kernels per shape on first use)."""
+        height, width = self.input_size
+        for size in range(1, max_batch_size + 1):
+            self._forward(np.zeros((size, height, width, 3), np.uint8))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for uint8 images (n, height, width, 3)."""
         scores = np.asarray(self._forward(images), dtype=np.float64)

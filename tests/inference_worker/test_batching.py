@@ -110,3 +110,20 @@ async def test_different_models_are_never_mixed_in_one_batch() -> None:
     assert [1, 3] in model.calls and [2] in model.calls
     assert [r for r, _ in rest] == [10, 20, 30]
     await batcher.close()
+
+
+async def test_a_full_batch_runs_at_once_even_while_more_are_being_decoded() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=4, max_wait_ms=5000)
+
+    async def slow_decode() -> None:
+        with batcher.incoming():
+            await asyncio.sleep(2.0)
+
+    slow = asyncio.create_task(slow_decode())
+    started = time.perf_counter()
+    results = await asyncio.gather(*(batcher.submit("m", i) for i in range(4)))
+    assert time.perf_counter() - started < 1.0  # filled by size, not by time
+    assert model.calls == [[0, 1, 2, 3]] and results == [(i * 10, 4) for i in range(4)]
+    slow.cancel()
+    await batcher.close()

@@ -1,0 +1,85 @@
+"""The worker as the gateway sees it over the bus: replies per request, bad images and expired
+requests handled one by one, never at the expense of the others."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from inference_worker.metrics import WorkerMetrics
+from inference_worker.service import InferenceWorker
+from inference_worker.settings import WorkerSettings
+from shared.bus import MessageBus, connect_bus
+from shared.errors import DeadlineExceeded
+from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.store import open_store
+
+pytestmark = pytest.mark.timeout(60)
+QUEUE = "dermascan.predict"
+
+
+@pytest.fixture
+async def served(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[tuple[MessageBus, CollectorRegistry]]:
+    """A worker on the in-memory bus serving the tiny model; yields the bus and its metrics."""
+    settings = WorkerSettings(store_url=tmp_path.as_uri(), model_path=tiny_model_dir / "model.keras",
+                              metrics_port=0, max_batch_size=8, max_wait_ms=20)
+    bus = await connect_bus("memory://")
+    store = await open_store(settings.store_url)
+    registry = CollectorRegistry()
+    worker = InferenceWorker(settings, bus, store, WorkerMetrics(registry))
+    await worker.start()
+    yield bus, registry
+    await worker.stop()
+    await bus.close()
+    await store.close()
+
+
+async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0, timeout: float = 10.0) -> PredictReply:
+    request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + deadline_in)
+    return decode(PredictReply, await bus.call(QUEUE, encode(request), timeout=timeout))
+
+
+def model_calls(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("dermascan_inference_worker_batch_size_count") or 0.0
+
+
+async def test_concurrent_requests_each_get_their_own_reply_from_a_shared_batch(
+    served: tuple[MessageBus, CollectorRegistry], fixture_images: dict[str, list[Path]]
+) -> None:
+    bus, registry = served
+    images = [path.read_bytes() for paths in fixture_images.values() for path in paths][:16]
+    alone = [await ask(bus, image) for image in images[:4]]
+    together = await asyncio.gather(*(ask(bus, image) for image in images))
+    for single, batched in zip(alone, together, strict=False):
+        assert single.result is not None and batched.result is not None
+        assert batched.result.probabilities == pytest.approx(single.result.probabilities, abs=1e-5)
+    assert max(reply.batch_size for reply in together) > 1
+    assert model_calls(registry) < 4 + len(images)
+
+
+async def test_a_bad_image_fails_only_itself(
+    served: tuple[MessageBus, CollectorRegistry], melanoma_jpeg: bytes
+) -> None:
+    bus, _ = served
+    replies = await asyncio.gather(ask(bus, melanoma_jpeg), ask(bus, melanoma_jpeg[:400]), ask(bus, melanoma_jpeg))
+    good, bad, other = replies
+    assert good.result is not None and other.result is not None
+    assert bad.result is None and bad.error is not None and bad.error.code == "corrupt_image"
+    assert bad.error.status == 400
+
+
+async def test_an_expired_request_gets_no_reply_and_no_model_call(
+    served: tuple[MessageBus, CollectorRegistry], melanoma_jpeg: bytes
+) -> None:
+    bus, registry = served
+    with pytest.raises(DeadlineExceeded):
+        await ask(bus, melanoma_jpeg, deadline_in=-1.0, timeout=0.5)
+    assert registry.get_sample_value("dermascan_inference_worker_requests_total", {"status": "expired"}) == 1
+    assert model_calls(registry) == 0
+    assert (await ask(bus, melanoma_jpeg)).result is not None  # the worker is still serving
+    assert model_calls(registry) == 1
