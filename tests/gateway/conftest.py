@@ -39,7 +39,7 @@ async def make_client(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Mak
         bus = await connect_bus(settings.broker_url)
         store = await open_store(settings.store_url)
         if with_jobs:
-            common = {"store_url": settings.store_url, "metrics_port": 0}
+            common = {"store_url": settings.store_url, "metrics_port": 0, "bundled_model_dir": tiny_model_dir}
             for service in (
                 IngestService(IngestSettings(**common), bus, store, IngestMetrics(CollectorRegistry())),
                 TrainerService(TrainerSettings(**common, work_dir=tmp_path / "trainer", progress_interval_s=0.2),
