@@ -23,7 +23,7 @@ class GatewaySettings(CommonSettings):
     )
     predict_timeout_s: float = Field(10.0, gt=0, description="Deadline for a prediction (then 504).")
     max_in_flight: int = Field(
-        256, ge=1, description="Predictions one gateway waits on at once; past it: 429."
+        128, ge=1, description="Predictions one gateway waits on at once; past it: 429."
     )
     queue_poll_s: float = Field(5.0, gt=0, description="Seconds between queue-depth samples for /metrics.")
     worker_ttl_factor: float = Field(

@@ -21,9 +21,10 @@ class WorkerSettings(CommonSettings):
     model_cache_dir: Path = Field(
         REPO_ROOT / "var" / "model-cache", description="Where registry versions are downloaded."
     )
-    # Defaults measured with bench/serve.py on a 2-core host (see its README section): the base
-    # model (EfficientNet-Lite0) serves 32 clients fastest with 2 streams of at most 8 images.
-    max_batch_size: int = Field(8, ge=1, description="Largest batch given to the model.")
+    # Defaults measured with bench/serve.py on a 2-core host (README, "Serving benchmark"): both
+    # the base model and a MobileNetV2 serve 32 clients fastest with 2 single-thread streams of
+    # at most 4 images (batch 8: 5 % slower; the in-process optimum is batch 2-4 per stream too).
+    max_batch_size: int = Field(4, ge=1, description="Largest batch given to the model.")
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a batch waits for images still being decoded."
     )
@@ -31,8 +32,11 @@ class WorkerSettings(CommonSettings):
                          validation_alias="DERMASCAN_WORKER_STREAMS")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
     intra_op_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
-        description="TensorFlow intra-op threads per model call.",
+        default_factory=lambda data: max(1, (os.cpu_count() or 1) // data["streams"]),
+        ge=1,
+        json_schema_extra={"default_text": "cores ÷ streams"},
+        description="TensorFlow intra-op threads per model call (streams running at once "
+        "then share the cores instead of fighting over them).",
     )
     inter_op_threads: int = Field(
         2, ge=1, description="TensorFlow inter-op threads; the worker uses at least `streams`, "

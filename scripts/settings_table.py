@@ -39,7 +39,8 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
 
 def _default(info: FieldInfo) -> str:
     if info.default_factory is not None and info.default is PydanticUndefined:
-        return "number of cores" if "thread" in (info.description or "") else "generated"
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        return str(extra.get("default_text", "generated"))
     default = info.get_default()
     return "unset" if default is None else str(default).replace(str(REPO_ROOT), ".")
 

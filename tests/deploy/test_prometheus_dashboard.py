@@ -264,17 +264,23 @@ def test_every_dashboard_query_returns_data_from_a_running_system(
     assert train_job["state"] in {"succeeded", "rejected"}, train_job  # rejected: the gate said no
 
     # Rates need two scrapes that saw the traffic: keep a trickle going while Prometheus catches up.
+    # A promoted model starts new (label, model_version) series, and increase() needs two samples
+    # of a series, so predictions must go on until the new series have grown too.
     expressions = queries(load_dashboard())
+    by_panel = {name: expr for name, expr in expressions}
+
+    def predicted() -> float:
+        return sum(float(s["value"][1]) for s in prometheus.query(by_panel["Predictions by label / A"]))
+
     deadline = time.monotonic() + 30
     while True:
         predict(images[int(time.monotonic()) % len(images)][1])
         predict(b"not an image")
         missing = [(name, expr) for name, expr in expressions if not has_data(prometheus.query(expr))]
-        if not missing or time.monotonic() > deadline:
+        if (not missing and predicted() > 0) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert missing == [], "dashboard queries without data:\n" + "\n".join(f"{n}: {e}" for n, e in missing)
-    by_panel = {name: expr for name, expr in expressions}
     uptime_jobs = {s["metric"]["job"] for s in prometheus.query(by_panel["Uptime per service / A"])}
     assert uptime_jobs == set(SERVICES)
     # What the traffic above must show, not just "some series".
@@ -284,7 +290,7 @@ def test_every_dashboard_query_returns_data_from_a_running_system(
     # when the last two scrapes straddle a pause in the trickle, so the value is not checked).
     assert any(s["metric"] == predictions for s in requests), requests
     assert "/metrics" not in {s["metric"]["route"] for s in requests}
-    assert sum(float(s["value"][1]) for s in prometheus.query(by_panel["Predictions by label / A"])) > 0
+    assert predicted() > 0
     recall = prometheus.query(by_panel["Last trained model: held-out metrics / B"])
     assert {s["metric"]["label"]: float(s["value"][1]) for s in recall} == {
         label: value for label, value in train_job["result"]["per_class_recall"].items() if value is not None}
