@@ -9,7 +9,10 @@ For each model, in one run on this machine:
    (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py` at each client
    count, then 2 and 3 worker processes, then an overload of 256 clients against a gateway
    bounded to `--max-in-flight` (fast 429s expected, with Retry-After honoured by the clients);
-3. the naive server (`bench/naive_server.py`, `model.predict` per request) driven the same way.
+3. the naive server (`bench/naive_server.py`, `model.predict` per request) driven the same way;
+4. the headline ratios again, `--pairs` times back to back (raw limit at its best batch size, then
+   DermaScan and the naive server at `--pair-clients`), with the median: this shared machine's
+   speed drifts by 10-20 % over minutes, and a ratio is only fair between neighbouring runs.
 Every row gives img/s, p50/p90/p99 latency, errors, 429s, mean batch size (reported by the
 workers), the ratio to the raw limit, and the CPU milliseconds spent per answered image by the
 gateway, the workers, the load generator and RabbitMQ. `--model` is `standin` (a random-weight
@@ -40,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from bench.cpu import CpuSnapshot, find_pids, wait_idle
 from bench.inputs import make_images, make_standin
 from bench.loadgen import LoadResult, drive
+from gateway.settings import GatewaySettings
 from tests.support.processes import free_port, python_module, running, wait_http
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -62,6 +66,19 @@ class Row:
     note: str = ""
 
 
+def run_raw(model: Path, images: Path, seconds: float, extra: list[str]) -> list[dict[str, float]]:
+    """One `bench/raw_limit.py` run in its own process (its TensorFlow threads set from `extra`)."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "raw_limit.py"), str(model), str(images),
+                          "--seconds", str(seconds), *extra], cwd=REPO, env={**os.environ, **QUIET},
+                         capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def overlapped(cores: int, batch: int) -> list[str]:
+    """raw_limit.py arguments of `cores` single-thread streams at one batch size."""
+    return ["--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", str(batch)]
+
+
 def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[list[Row], dict[str, float]]:
     """Rows of the in-process measurements, and the figures the other rows are compared with."""
     runs = {
@@ -73,16 +90,15 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
     rows, best = [], {}
     for name, extra in runs.items():
         quiet_machine()
-        out = subprocess.run([sys.executable, str(REPO / "bench" / "raw_limit.py"), str(model), str(images),
-                              "--seconds", str(seconds), *extra], cwd=REPO, env={**os.environ, **QUIET},
-                             capture_output=True, text=True, check=True).stdout
-        results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        results = run_raw(model, images, seconds, extra)
         for r in results:
             rows.append(Row(f"{name}, batch {r['batch']}", r["streams"], r["rate"], r["p50_ms"], r["p90_ms"],
                             float("nan"), mean_batch=r["batch"]))
         best[name] = max(r["rate"] for r in results)
         if "sequential" in name:
             best["batch1_p50_ms"] = next(r["p50_ms"] for r in results if r["batch"] == 1)
+        else:
+            best["overlapped_batch"] = max(results, key=lambda r: r["rate"])["batch"]
     best["limit"] = max(v for k, v in best.items() if k.startswith("raw"))
     return rows, best
 
@@ -130,6 +146,18 @@ def deployment(model: Path, workdir: Path, workers: int, worker_env: dict[str, s
             yield f"{base}/predict", {"gateway": [gateway.pid], "workers": [p.pid for p in procs]}
         finally:
             asyncio.run(_delete_queues(tag))
+
+
+@contextmanager
+def naive_server(model: Path, workdir: Path) -> Iterator[tuple[str, dict[str, list[int]]]]:
+    """The naive baseline server; yields its /predict URL and PID."""
+    port = free_port()
+    quiet_machine()
+    with running([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model), "--port", str(port)],
+                 env=QUIET, log=workdir / "naive.log") as proc:
+        wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
+        warm_up(f"http://127.0.0.1:{port}/predict", workdir)
+        yield f"http://127.0.0.1:{port}/predict", {"gateway": [proc.pid], "workers": []}
 
 
 def warm_up(url: str, workdir: Path) -> None:
@@ -235,22 +263,73 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
                     rows.append(measure(f"DermaScan, {workers} workers x 1 stream x {threads} TF thread(s)",
                                         url, images, clients, args, pids))
     if not args.skip_naive:
-        port = free_port()
-        quiet_machine()
-        with running([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model), "--port", str(port)],
-                     env=QUIET, log=workdir / "naive.log") as proc:
-            wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
-            warm_up(f"http://127.0.0.1:{port}/predict", workdir)
+        with naive_server(model, workdir) as (url, pids):
             for clients in args.clients:
-                rows.append(measure("naive: model.predict per request", f"http://127.0.0.1:{port}/predict",
-                                    images, clients, args, {"gateway": [proc.pid], "workers": []}))
+                rows.append(measure("naive: model.predict per request", url, images, clients, args, pids))
+    pairs = paired_ratios(model, image_dir, images, args, workdir, worker_env, gateway_env,
+                          int(best.get("overlapped_batch", 8))) if args.pairs else []
     lines = [f"### {label}", ""]
     if best:
         lines.append(f"Raw limit (best in-process rate): **{limit:.1f} img/s**; raw batch-1 latency p50 "
                      f"{best['batch1_p50_ms']:.1f} ms.")
         lines.append("")
     lines += [HEADER, *(format_row(row, limit) for row in rows), ""]
+    if pairs:
+        lines += [f"Back to back, {len(pairs)} times (the raw limit re-measured just before each pair of "
+                  f"{args.pair_clients}-client rows, so slow spells of this shared machine hit all three):", "",
+                  PAIR_HEADER, *(format_pair(i + 1, pair) for i, pair in enumerate(pairs)),
+                  format_pair("median", median_pair(pairs)), ""]
     return "\n".join(lines)
+
+
+@dataclass
+class Pair:
+    """One back-to-back measurement of the raw limit, DermaScan and the naive server."""
+
+    raw: float
+    dermascan: float
+    naive: float
+
+    @property
+    def ratio(self) -> float:
+        return self.dermascan / self.raw
+
+    @property
+    def speedup(self) -> float:
+        return self.dermascan / self.naive
+
+
+PAIR_HEADER = ("| run | raw limit img/s | DermaScan img/s | naive img/s | DermaScan / raw | DermaScan / naive |\n"
+               "|---|---|---|---|---|---|")
+
+
+def format_pair(name: object, pair: Pair) -> str:
+    return (f"| {name} | {pair.raw:.1f} | {pair.dermascan:.1f} | {pair.naive:.1f} | {pair.ratio:.2f} | "
+            f"{pair.speedup:.1f} |")
+
+
+def median_pair(pairs: list[Pair]) -> Pair:
+    """The pair with the median DermaScan / raw ratio (its other figures come with it)."""
+    return sorted(pairs, key=lambda pair: pair.ratio)[len(pairs) // 2]
+
+
+def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argparse.Namespace, workdir: Path,
+                  worker_env: dict[str, str], gateway_env: dict[str, str], batch: int) -> list[Pair]:
+    """The headline ratios, measured `args.pairs` times in a row: raw overlapped limit (at its best
+    batch size), DermaScan with one worker, the naive server, all at `args.pair_clients` clients.
+    Both servers stay up (idle) while the raw limit runs."""
+    cores = os.cpu_count() or 1
+    pairs = []
+    with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids), \
+            naive_server(model, workdir) as (naive_url, naive_pids):
+        for _ in range(args.pairs):
+            quiet_machine()
+            raw = run_raw(model, image_dir, args.raw_seconds, overlapped(cores, batch))[0]["rate"]
+            dermascan = measure("DermaScan, 1 worker (pair)", url, images, args.pair_clients, args, pids)
+            naive = measure("naive (pair)", naive_url, images, args.pair_clients, args, naive_pids)
+            pairs.append(Pair(raw, dermascan.rate, naive.rate))
+            print(format_pair(len(pairs), pairs[-1]), flush=True)
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="*", default=[2, 3], help="horizontal configurations")
     parser.add_argument("--horizontal-clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--overload", type=int, default=256, help="clients of the overload row (0: none)")
-    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=3, help="back-to-back raw / DermaScan / naive runs (0: none)")
+    parser.add_argument("--pair-clients", type=int, default=32)
+    parser.add_argument("--max-in-flight", type=int, default=GatewaySettings().max_in_flight,
+                        help="the gateway's bound (default: DERMASCAN_MAX_IN_FLIGHT's default)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--uvloop-off", action="store_true", help="gateway and workers on asyncio's loop")
