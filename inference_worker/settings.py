@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 
+from shared.host import usable_cpus
 from shared.settings import REPO_ROOT, CommonSettings
 
 
@@ -32,11 +32,11 @@ class WorkerSettings(CommonSettings):
                          validation_alias="DERMASCAN_WORKER_STREAMS")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
     intra_op_threads: int = Field(
-        default_factory=lambda data: max(1, (os.cpu_count() or 1) // data["streams"]),
+        default_factory=lambda data: max(1, usable_cpus() // data["streams"]),
         ge=1,
-        json_schema_extra={"default_text": "cores ÷ streams"},
-        description="TensorFlow intra-op threads per model call (streams running at once "
-        "then share the cores instead of fighting over them).",
+        json_schema_extra={"default_text": "CPUs ÷ streams"},
+        description="TensorFlow intra-op threads per model call (streams running at once then "
+        "share the CPUs instead of fighting over them; CPUs: affinity mask capped by the cgroup quota).",
     )
     inter_op_threads: int = Field(
         2, ge=1, description="TensorFlow inter-op threads; the worker uses at least `streams`, "

@@ -145,7 +145,8 @@ class MemoryBus:
 
     async def reply(self, request: Delivery, body: bytes) -> None:
         if request.reply_to:
-            await self.publish(request.reply_to, body, correlation_id=request.correlation_id)
+            with contextlib.suppress(Unroutable):  # the caller is gone; nobody waits for it
+                await self.publish(request.reply_to, body, correlation_id=request.correlation_id)
 
     async def broadcast(self, exchange: str, body: bytes) -> None:
         for subscriber in list(self._subscribers.get(exchange, [])):

@@ -72,6 +72,7 @@ class RabbitBus:
         self._url = url
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._reply_channel: AbstractChannel | None = None
         self._dead_letter: AbstractExchange | None = None
         self._replies = PendingReplies(f"dermascan.reply.{new_id()}")
         self._ready = asyncio.Event()
@@ -98,6 +99,7 @@ class RabbitBus:
             DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
         reply_channel = await connection.channel(publisher_confirms=False)
+        self._reply_channel = reply_channel
         replies = await reply_channel.declare_queue(
             self._replies.reply_to, exclusive=True, auto_delete=True
         )
@@ -194,10 +196,18 @@ class RabbitBus:
         self._replies.fail_all(BrokerUnavailable("connection to the broker was lost"))
 
     async def reply(self, request: Delivery, body: bytes) -> None:
-        if request.reply_to:
-            await self.publish(
-                request.reply_to, body, correlation_id=request.correlation_id, persistent=False
-            )
+        """Send a reply without a publisher confirm: a reply queue is its caller's own, and when
+        it is gone nobody waits any more (the caller's deadline covers a lost reply)."""
+        if not request.reply_to:
+            return
+        channel = self._reply_channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("the message broker is not reachable")
+        message = aio_pika.Message(body, correlation_id=request.correlation_id)
+        try:
+            await channel.default_exchange.publish(message, routing_key=request.reply_to)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"reply failed: {exc}") from exc
 
     async def _fanout(self, channel: AbstractChannel, exchange: str) -> AbstractExchange:
         return await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)

@@ -62,6 +62,10 @@ async def test_rpc_call_gets_the_matching_reply(bus: MessageBus, unique: str) ->
     assert replies == [b.upper() for b in bodies]
 
 
+async def test_a_reply_to_a_caller_that_is_gone_is_dropped(bus: MessageBus, unique: str) -> None:
+    await bus.reply(Delivery(b"question", correlation_id="c1", reply_to=f"{unique}-gone"), b"answer")
+
+
 async def test_rpc_call_times_out_and_the_stale_request_expires(bus: MessageBus, unique: str) -> None:
     await bus.declare_queue(unique)
     with pytest.raises(DeadlineExceeded):
