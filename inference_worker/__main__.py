@@ -14,9 +14,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m inference_worker", description=__doc__)
     parser.add_argument("--concurrency", type=int, help="model streams (DERMASCAN_WORKER_STREAMS)")
     args = parser.parse_args()
-    settings = WorkerSettings()
-    if args.concurrency:
-        settings = settings.model_copy(update={"streams": args.concurrency})
+    # Built anew rather than copied, so that defaults derived from the streams follow them.
+    settings = WorkerSettings(streams=args.concurrency) if args.concurrency else WorkerSettings()
     setup_logging(settings.log_level)
     run(lambda: serve_service(
         settings, lambda bus, store, registry: InferenceWorker(settings, bus, store, WorkerMetrics(registry))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from shared.host import usable_cpus
 from shared.settings import REPO_ROOT, CommonSettings
@@ -12,6 +13,8 @@ from shared.settings import REPO_ROOT, CommonSettings
 
 class WorkerSettings(CommonSettings):
     """How one inference worker process runs."""
+
+    model_config = SettingsConfigDict(populate_by_name=True)  # `streams=` as well as its variable
 
     metrics_port: int = Field(9100, description="Port of the service's /metrics endpoint (0: none).")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")

@@ -133,7 +133,8 @@ def fine_tune(model: keras.Model, train: ImageSet, held_out: ImageSet, recipe: R
     )
     best = BestOnValidation(model, held_out, log, recipe.max_minutes)
     log(f"fine-tune: {model.count_params():,} params, {_trainable(model):,} trainable, {total} steps")
-    model.fit(stream, epochs=recipe.epochs, steps_per_epoch=recipe.steps_per_epoch, callbacks=[best], verbose=0)
+    model.fit(stream, epochs=recipe.epochs, steps_per_epoch=recipe.steps_per_epoch, callbacks=[best], verbose=0,
+              shuffle=False)  # the stream is shuffled per class already
     set_backbone_trainable(model, False)
     return best.history
 
