@@ -1,11 +1,14 @@
 """The naive baseline: one HTTP server that calls `model.predict` once per request.
 
-    .venv/bin/python bench/naive_server.py MODEL_DIR --port 8099
+    .venv/bin/python bench/naive_server.py MODEL_DIR --port 8099 [--framework fastapi|aiohttp]
 
-What a first FastAPI/Flask deployment of a Keras model looks like: a synchronous handler run in a
-thread pool (FastAPI's `def` endpoints), decoding the upload and calling `model.predict` on a
-batch of one, with TensorFlow's default threading. Same preprocessing as DermaScan
-(`shared.imaging.load_for_model`), so only the serving differs. Answers `{"label", "confidence"}`.
+What a first deployment of a Keras model looks like: a synchronous handler run in a thread pool,
+decoding the upload and calling `model.predict` on a batch of one, with TensorFlow's default
+threading. `fastapi` (the default) is exactly that: a FastAPI `def` endpoint taking an
+`UploadFile`, served by uvicorn (Starlette runs `def` endpoints in AnyIO's 40-thread pool).
+`aiohttp` is the same handler behind aiohttp and a 40-thread pool: a cheaper HTTP layer, so a
+stronger baseline. Both use DermaScan's preprocessing (`shared.imaging.load_for_model`), so only
+the serving differs. Both answer `{"label", "confidence"}` and `GET /livez`.
 """
 
 from __future__ import annotations
@@ -13,31 +16,57 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from aiohttp import web
+from fastapi import FastAPI, File, UploadFile  # at module level: FastAPI resolves the annotations here
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.imaging import load_for_model
 
+THREADS = 40  # AnyIO's default thread limit, which FastAPI's `def` endpoints run under
 
-def create_app(model_dir: Path, threads: int) -> web.Application:
+
+def load_classify(model_dir: Path) -> Callable[[bytes], dict[str, object]]:
+    """`classify(image bytes)`: decode, `model.predict` on a batch of one, best label."""
     import keras
 
     from shared.manifest import ModelManifest
 
     model = keras.saving.load_model(model_dir / "model.keras", compile=False)
     manifest = ModelManifest.model_validate_json((model_dir / "manifest.json").read_text())
-    pool = ThreadPoolExecutor(threads)  # FastAPI runs `def` endpoints in a 40-thread pool
 
     def classify(data: bytes) -> dict[str, object]:
         pixels = load_for_model(data, manifest.input_size).astype(np.float32)
         probabilities = model.predict(pixels[None], verbose=0)[0]
         best = int(np.argmax(probabilities))
         return {"label": manifest.classes[best], "confidence": float(probabilities[best])}
+
+    return classify
+
+
+def fastapi_app(classify: Callable[[bytes], dict[str, object]]) -> Any:
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(...)) -> dict[str, object]:  # noqa: B008 (FastAPI's idiom)
+        return classify(file.file.read())
+
+    @app.get("/livez")
+    def livez() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def aiohttp_app(classify: Callable[[bytes], dict[str, object]]) -> Any:
+    from aiohttp import web
+
+    pool = ThreadPoolExecutor(THREADS)
 
     async def predict(request: web.Request) -> web.Response:
         form = await request.post()
@@ -60,10 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path)
     parser.add_argument("--port", type=int, default=8099)
-    parser.add_argument("--threads", type=int, default=40)
+    parser.add_argument("--framework", choices=["fastapi", "aiohttp"], default="fastapi")
     args = parser.parse_args(argv)
-    web.run_app(create_app(args.model, args.threads), host="127.0.0.1", port=args.port,
-                access_log=None, print=None)
+    classify = load_classify(args.model)
+    if args.framework == "fastapi":
+        import uvicorn
+
+        uvicorn.run(fastapi_app(classify), host="127.0.0.1", port=args.port, log_level="warning",
+                    access_log=False)
+    else:
+        from aiohttp import web
+
+        web.run_app(aiohttp_app(classify), host="127.0.0.1", port=args.port, access_log=None, print=None)
     return 0
 
 

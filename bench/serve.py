@@ -9,9 +9,10 @@ For each model, in one run on this machine:
    (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py` at each client
    count, then 2 and 3 worker processes, then an overload of 256 clients against a gateway
    bounded to `--max-in-flight` (fast 429s expected, with Retry-After honoured by the clients);
-3. the naive server (`bench/naive_server.py`, `model.predict` per request) driven the same way;
+3. the naive servers (`bench/naive_server.py`, `model.predict` per request, behind FastAPI as in
+   the issue's reference and behind aiohttp as a stronger baseline) driven the same way;
 4. the headline ratios again, `--pairs` times back to back (raw limit at its best batch size, then
-   DermaScan and the naive server at `--pair-clients`), with the median: this shared machine's
+   DermaScan and both naive servers at `--pair-clients`), with the median: this shared machine's
    speed drifts by 10-20 % over minutes, and a ratio is only fair between neighbouring runs.
 Every row gives img/s, p50/p90/p99 latency, errors, 429s, mean batch size (reported by the
 workers), the ratio to the raw limit, and the CPU milliseconds spent per answered image by the
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,7 @@ from bench.loadgen import LoadResult, drive
 from gateway.settings import GatewaySettings
 from tests.support.processes import free_port, python_module, running, wait_http
 
+NAIVE = {"fastapi": "FastAPI", "aiohttp": "aiohttp"}  # naive_server.py --framework -> row label
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -149,12 +152,12 @@ def deployment(model: Path, workdir: Path, workers: int, worker_env: dict[str, s
 
 
 @contextmanager
-def naive_server(model: Path, workdir: Path) -> Iterator[tuple[str, dict[str, list[int]]]]:
-    """The naive baseline server; yields its /predict URL and PID."""
+def naive_server(model: Path, workdir: Path, framework: str) -> Iterator[tuple[str, dict[str, list[int]]]]:
+    """A naive baseline server (`fastapi` or `aiohttp`); yields its /predict URL and PID."""
     port = free_port()
     quiet_machine()
-    with running([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model), "--port", str(port)],
-                 env=QUIET, log=workdir / "naive.log") as proc:
+    with running([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model), "--port", str(port),
+                  "--framework", framework], env=QUIET, log=workdir / f"naive-{framework}.log") as proc:
         wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
         warm_up(f"http://127.0.0.1:{port}/predict", workdir)
         yield f"http://127.0.0.1:{port}/predict", {"gateway": [proc.pid], "workers": []}
@@ -263,9 +266,11 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
                     rows.append(measure(f"DermaScan, {workers} workers x 1 stream x {threads} TF thread(s)",
                                         url, images, clients, args, pids))
     if not args.skip_naive:
-        with naive_server(model, workdir) as (url, pids):
-            for clients in args.clients:
-                rows.append(measure("naive: model.predict per request", url, images, clients, args, pids))
+        for framework in NAIVE:
+            with naive_server(model, workdir, framework) as (url, pids):
+                for clients in args.clients:
+                    rows.append(measure(f"naive {NAIVE[framework]}: model.predict per request", url, images,
+                                        clients, args, pids))
     pairs = paired_ratios(model, image_dir, images, args, workdir, worker_env, gateway_env,
                           int(best.get("overlapped_batch", 8))) if args.pairs else []
     lines = [f"### {label}", ""]
@@ -278,17 +283,18 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
         lines += [f"Back to back, {len(pairs)} times (the raw limit re-measured just before each pair of "
                   f"{args.pair_clients}-client rows, so slow spells of this shared machine hit all three):", "",
                   PAIR_HEADER, *(format_pair(i + 1, pair) for i, pair in enumerate(pairs)),
-                  format_pair("median", median_pair(pairs)), ""]
+                  format_median(pairs), ""]
     return "\n".join(lines)
 
 
 @dataclass
 class Pair:
-    """One back-to-back measurement of the raw limit, DermaScan and the naive server."""
+    """One back-to-back measurement of the raw limit, DermaScan and the naive servers."""
 
     raw: float
     dermascan: float
-    naive: float
+    naive: float  # FastAPI, the issue's reference
+    naive_aiohttp: float
 
     @property
     def ratio(self) -> float:
@@ -299,35 +305,42 @@ class Pair:
         return self.dermascan / self.naive
 
 
-PAIR_HEADER = ("| run | raw limit img/s | DermaScan img/s | naive img/s | DermaScan / raw | DermaScan / naive |\n"
-               "|---|---|---|---|---|---|")
+PAIR_HEADER = ("| run | raw limit img/s | DermaScan img/s | naive FastAPI img/s | naive aiohttp img/s | "
+               "DermaScan / raw | DermaScan / naive FastAPI | DermaScan / naive aiohttp |\n|" + "---|" * 8)
 
 
 def format_pair(name: object, pair: Pair) -> str:
-    return (f"| {name} | {pair.raw:.1f} | {pair.dermascan:.1f} | {pair.naive:.1f} | {pair.ratio:.2f} | "
-            f"{pair.speedup:.1f} |")
+    return (f"| {name} | {pair.raw:.1f} | {pair.dermascan:.1f} | {pair.naive:.1f} | {pair.naive_aiohttp:.1f} | "
+            f"{pair.ratio:.2f} | {pair.speedup:.1f} | {pair.dermascan / pair.naive_aiohttp:.1f} |")
 
 
-def median_pair(pairs: list[Pair]) -> Pair:
-    """The pair with the median DermaScan / raw ratio (its other figures come with it)."""
-    return sorted(pairs, key=lambda pair: pair.ratio)[len(pairs) // 2]
+def format_median(pairs: list[Pair]) -> str:
+    """Each column's median over the runs (ratios included: the median of the ratios)."""
+    columns = [[pair.raw for pair in pairs], [pair.dermascan for pair in pairs], [pair.naive for pair in pairs],
+               [pair.naive_aiohttp for pair in pairs]]
+    ratios = [[pair.ratio for pair in pairs], [pair.speedup for pair in pairs],
+              [pair.dermascan / pair.naive_aiohttp for pair in pairs]]
+    return ("| median | " + " | ".join(f"{statistics.median(c):.1f}" for c in columns) + " | "
+            + " | ".join(f"{statistics.median(r):.{2 if i == 0 else 1}f}" for i, r in enumerate(ratios)) + " |")
 
 
 def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argparse.Namespace, workdir: Path,
                   worker_env: dict[str, str], gateway_env: dict[str, str], batch: int) -> list[Pair]:
     """The headline ratios, measured `args.pairs` times in a row: raw overlapped limit (at its best
-    batch size), DermaScan with one worker, the naive server, all at `args.pair_clients` clients.
+    batch size), DermaScan with one worker, both naive servers, all at `args.pair_clients` clients.
     Both servers stay up (idle) while the raw limit runs."""
     cores = os.cpu_count() or 1
     pairs = []
     with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids), \
-            naive_server(model, workdir) as (naive_url, naive_pids):
+            naive_server(model, workdir, "fastapi") as (naive_url, naive_pids), \
+            naive_server(model, workdir, "aiohttp") as (aiohttp_url, aiohttp_pids):
         for _ in range(args.pairs):
             quiet_machine()
             raw = run_raw(model, image_dir, args.raw_seconds, overlapped(cores, batch))[0]["rate"]
             dermascan = measure("DermaScan, 1 worker (pair)", url, images, args.pair_clients, args, pids)
-            naive = measure("naive (pair)", naive_url, images, args.pair_clients, args, naive_pids)
-            pairs.append(Pair(raw, dermascan.rate, naive.rate))
+            naive = measure("naive FastAPI (pair)", naive_url, images, args.pair_clients, args, naive_pids)
+            aiohttp = measure("naive aiohttp (pair)", aiohttp_url, images, args.pair_clients, args, aiohttp_pids)
+            pairs.append(Pair(raw, dermascan.rate, naive.rate, aiohttp.rate))
             print(format_pair(len(pairs), pairs[-1]), flush=True)
     return pairs
 
