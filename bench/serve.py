@@ -1,6 +1,6 @@
 """Serving benchmark: DermaScan against the model's raw limit and a naive server, one run, one box.
 
-    .venv/bin/python bench/serve.py --model standin --model base --out /tmp/serving.md
+    .venv/bin/python bench/serve.py --model standin --model base --readme README.md
 
 For each model, in one run on this machine:
 1. the raw in-process limit (`bench/raw_limit.py`): decode + preprocess + compiled forward,
@@ -273,7 +273,7 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
                                         clients, args, pids))
     pairs = paired_ratios(model, image_dir, images, args, workdir, worker_env, gateway_env,
                           int(best.get("overlapped_batch", 8))) if args.pairs else []
-    lines = [f"### {label}", ""]
+    lines = [f"#### {label}", ""]
     if best:
         lines.append(f"Raw limit (best in-process rate): **{limit:.1f} img/s**; raw batch-1 latency p50 "
                      f"{best['batch1_p50_ms']:.1f} ms.")
@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-dermascan", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dermascan-bench")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--readme", type=Path, help="write the report into this README's serving-benchmark block")
     args = parser.parse_args(argv)
     workdir = args.workdir
     image_dir = workdir / "images"
@@ -387,7 +388,21 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         args.out.write_text(report + "\n")
+    if args.readme:
+        write_readme(args.readme, report)
     return 0
+
+
+README_START, README_END = "<!-- serving-benchmark:start -->", "<!-- serving-benchmark:end -->"
+
+
+def write_readme(readme: Path, report: str) -> None:
+    """Replace what lies between the README's serving-benchmark markers with `report`."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block to write the results into")
+    readme.write_text(f"{text[:start]}{README_START}\n{report}\n{text[end:]}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import BOUNDARY, drive, multipart
-from bench.serve import Pair, format_median
+from bench.serve import README_END, README_START, Pair, format_median, write_readme
 from tests.support.processes import free_port, running, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +42,20 @@ def test_a_naive_server_answers_under_load(framework: str, tiny_model_dir: Path,
 def test_the_summary_row_is_each_columns_median() -> None:
     pairs = [Pair(100, 80, 10, 20), Pair(120, 90, 20, 15), Pair(110, 70, 14, 14)]
     assert format_median(pairs) == "| median | 110.0 | 80.0 | 14.0 | 15.0 | 0.75 | 5.0 | 5.0 |"
+
+
+def test_the_report_replaces_only_the_readme_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
+    write_readme(readme, "Command: `x`\n\n| new | table |")
+    assert readme.read_text() == f"# Title\n\nbefore\n{README_START}\nCommand: `x`\n\n| new | table |\n{README_END}\nafter\n"
+    write_readme(readme, "again")  # idempotent: the markers stay
+    assert readme.read_text().count(README_START) == 1 and "again" in readme.read_text()
+
+
+def test_a_readme_without_the_block_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n")
+    with pytest.raises(SystemExit, match="no <!-- serving-benchmark:start -->"):
+        write_readme(readme, "table")
+    assert readme.read_text() == "# Title\n"
