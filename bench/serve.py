@@ -46,6 +46,7 @@ from bench.cpu import CpuSnapshot, find_pids, wait_idle
 from bench.inputs import make_images, make_standin
 from bench.loadgen import LoadResult, drive
 from gateway.settings import GatewaySettings
+from shared.host import usable_cpus
 from tests.support.processes import free_port, python_module, running, wait_http
 
 NAIVE = {"fastapi": "FastAPI", "aiohttp": "aiohttp"}  # naive_server.py --framework -> row label
@@ -77,9 +78,9 @@ def run_raw(model: Path, images: Path, seconds: float, extra: list[str]) -> list
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def overlapped(cores: int, batch: int) -> list[str]:
-    """raw_limit.py arguments of `cores` single-thread streams at one batch size."""
-    return ["--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", str(batch)]
+def overlapped(cores: int, *batches: int) -> list[str]:
+    """raw_limit.py arguments of `cores` single-thread streams at the given batch sizes."""
+    return ["--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", *map(str, batches)]
 
 
 def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[list[Row], dict[str, float]]:
@@ -87,8 +88,7 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
     runs = {
         f"raw sequential, {cores} TF threads": ["--intra", str(cores), "--streams", "1",
                                                  "--batch-sizes", "1", "2", "4", "8", "16", "32"],
-        f"raw {cores} overlapped streams, 1 TF thread each": [
-            "--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", "1", "4", "8", "16"],
+        f"raw {cores} overlapped streams, 1 TF thread each": overlapped(cores, 1, 4, 8, 16),
     }
     rows, best = [], {}
     for name, extra in runs.items():
@@ -242,7 +242,7 @@ HEADER = ("| system | clients | img/s | p50 ms | p90 ms | p99 ms | errors | 429s
 
 def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespace, workdir: Path) -> str:
     images = [p.read_bytes() for p in sorted(image_dir.glob("*.jpg"))]
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     rows, best = raw_limits(model, image_dir, args.raw_seconds, cores) if not args.skip_raw else ([], {})
     limit = best.get("limit", float("nan"))
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
@@ -304,24 +304,33 @@ class Pair:
     def speedup(self) -> float:
         return self.dermascan / self.naive
 
+    @property
+    def speedup_aiohttp(self) -> float:
+        return self.dermascan / self.naive_aiohttp
+
+    def figures(self) -> list[float]:
+        """The table's columns after the run's name."""
+        return [self.raw, self.dermascan, self.naive, self.naive_aiohttp, self.ratio, self.speedup,
+                self.speedup_aiohttp]
+
 
 PAIR_HEADER = ("| run | raw limit img/s | DermaScan img/s | naive FastAPI img/s | naive aiohttp img/s | "
                "DermaScan / raw | DermaScan / naive FastAPI | DermaScan / naive aiohttp |\n|" + "---|" * 8)
 
 
+def _pair_row(name: object, figures: list[float]) -> str:
+    rates, ratio, speedups = figures[:4], figures[4], figures[5:]
+    return (f"| {name} | " + " | ".join(f"{v:.1f}" for v in rates) + f" | {ratio:.2f} | "
+            + " | ".join(f"{v:.1f}" for v in speedups) + " |")
+
+
 def format_pair(name: object, pair: Pair) -> str:
-    return (f"| {name} | {pair.raw:.1f} | {pair.dermascan:.1f} | {pair.naive:.1f} | {pair.naive_aiohttp:.1f} | "
-            f"{pair.ratio:.2f} | {pair.speedup:.1f} | {pair.dermascan / pair.naive_aiohttp:.1f} |")
+    return _pair_row(name, pair.figures())
 
 
 def format_median(pairs: list[Pair]) -> str:
     """Each column's median over the runs (ratios included: the median of the ratios)."""
-    columns = [[pair.raw for pair in pairs], [pair.dermascan for pair in pairs], [pair.naive for pair in pairs],
-               [pair.naive_aiohttp for pair in pairs]]
-    ratios = [[pair.ratio for pair in pairs], [pair.speedup for pair in pairs],
-              [pair.dermascan / pair.naive_aiohttp for pair in pairs]]
-    return ("| median | " + " | ".join(f"{statistics.median(c):.1f}" for c in columns) + " | "
-            + " | ".join(f"{statistics.median(r):.{2 if i == 0 else 1}f}" for i, r in enumerate(ratios)) + " |")
+    return _pair_row("median", [statistics.median(column) for column in zip(*(p.figures() for p in pairs))])
 
 
 def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argparse.Namespace, workdir: Path,
@@ -329,7 +338,7 @@ def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argpa
     """The headline ratios, measured `args.pairs` times in a row: raw overlapped limit (at its best
     batch size), DermaScan with one worker, both naive servers, all at `args.pair_clients` clients.
     Both servers stay up (idle) while the raw limit runs."""
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     pairs = []
     with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids), \
             naive_server(model, workdir, "fastapi") as (naive_url, naive_pids), \

@@ -111,10 +111,12 @@ class RabbitBus:
     def connected(self) -> bool:
         return self._ready.is_set() and self._connection is not None and not self._connection.is_closed
 
-    def _live_channel(self) -> AbstractChannel:
-        if not self.connected or self._channel is None or self._channel.is_closed:
+    def _live_channel(self, replies: bool = False) -> AbstractChannel:
+        """The publishing channel (with confirms), or with `replies` the reply channel (without)."""
+        channel = self._reply_channel if replies else self._channel
+        if not self.connected or channel is None or channel.is_closed:
             raise BrokerUnavailable("the message broker is not reachable")
-        return self._channel
+        return channel
 
     async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
         channel = self._live_channel()
@@ -200,9 +202,7 @@ class RabbitBus:
         it is gone nobody waits any more (the caller's deadline covers a lost reply)."""
         if not request.reply_to:
             return
-        channel = self._reply_channel
-        if channel is None or channel.is_closed:
-            raise BrokerUnavailable("the message broker is not reachable")
+        channel = self._live_channel(replies=True)
         message = aio_pika.Message(body, correlation_id=request.correlation_id)
         try:
             await channel.default_exchange.publish(message, routing_key=request.reply_to)
