@@ -117,13 +117,16 @@ class InferenceWorker:
 
     def _load_warm(self, path: Path) -> Classifier:
         """Load a model and run it once per batch size, before it serves (runs in a thread)."""
-        classifier = Classifier.load(path)
-        classifier.warm_up(self.settings.max_batch_size)
+        classifier = Classifier.load(path, engine=self.settings.inference_engine,
+                                     threads=self.settings.intra_op_threads,
+                                     cache_dir=self.settings.model_cache_dir / "litert")
+        classifier.warm_up(self.settings.max_batch_size, self.settings.streams)
+        log.info("model %s runs on %s", classifier.version, classifier.engine)
         return classifier
 
     def _install(self, classifier: Classifier) -> None:
         self.classifier = classifier
-        self.metrics.model.info({"version": classifier.version})
+        self.metrics.model.info({"version": classifier.version, "engine": classifier.engine})
         self.metrics.reloads.labels("loaded").inc()
 
     async def _on_promotion(self, delivery: Delivery) -> None:

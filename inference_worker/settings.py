@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -22,7 +23,13 @@ class WorkerSettings(CommonSettings):
         None, description="Serve this .keras file (manifest.json beside it) instead of the registry."
     )
     model_cache_dir: Path = Field(
-        REPO_ROOT / "var" / "model-cache", description="Where registry versions are downloaded."
+        REPO_ROOT / "var" / "model-cache",
+        description="Where registry versions are downloaded and LiteRT conversions kept (`litert/`).",
+    )
+    inference_engine: Literal["litert", "tensorflow"] = Field(
+        "litert", description="`litert`: the model converted once to LiteRT (XNNPACK kernels, 1.5-2x "
+        "faster per core), kept only if its outputs match Keras, else TensorFlow serves; "
+        "`tensorflow`: the Keras model in a compiled tf.function.",
     )
     # Defaults measured with bench/serve.py on a 2-core host (README, "Serving benchmark"): both
     # the base model and a MobileNetV2 serve 32 clients fastest with 2 single-thread streams of
@@ -38,7 +45,7 @@ class WorkerSettings(CommonSettings):
         default_factory=lambda data: max(1, usable_cpus() // data["streams"]),
         ge=1,
         json_schema_extra={"default_text": "CPUs ÷ streams"},
-        description="TensorFlow intra-op threads per model call (streams running at once then "
+        description="Threads per model call, LiteRT's or TensorFlow's intra-op (streams running at once then "
         "share the CPUs instead of fighting over them; CPUs: affinity mask capped by the cgroup quota).",
     )
     inter_op_threads: int = Field(

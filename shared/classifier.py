@@ -1,16 +1,19 @@
-"""A loaded model ready to serve: the Keras model behind one compiled call, plus its manifest.
-
-Importing this module imports TensorFlow; only processes that run models do.
+"""A loaded model ready to serve: the model behind one thread-safe call (LiteRT or TensorFlow),
+plus its manifest. Only processes that run models import TensorFlow (when they build one).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.manifest import ModelManifest
+
+if TYPE_CHECKING:
+    from shared.litert import LiteRTForward
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,26 @@ def _manifest_for(artifact: Path, model: object) -> ModelManifest:
     )
 
 
-class Classifier:
-    """Runs a batch of preprocessed images through the model. `predict` is thread-safe
-    (TensorFlow releases the GIL), so several batches may run at once."""
+ENGINES = ("litert", "tensorflow")
+PARITY_TOLERANCE = 1e-4  # largest probability gap allowed between the LiteRT and Keras outputs
 
-    def __init__(self, model: object, manifest: ModelManifest) -> None:
+
+class Classifier:
+    """Runs a batch of preprocessed images through the model. `predict` is thread-safe (both
+    engines release the GIL), so several batches may run at once.
+
+    `engine` is `litert` (the model converted to LiteRT; kept only if its outputs match Keras on
+    a probe, else TensorFlow is used and a warning logged) or `tensorflow` (the Keras model behind
+    one compiled `tf.function` with a free batch dimension, so no batch size retraces). `threads`
+    are LiteRT's threads per call; TensorFlow's come from `configure_threads`.
+    """
+
+    def __init__(self, model: object, manifest: ModelManifest, *, engine: str = "litert",
+                 threads: int = 1, artifact: Path | None = None, cache_dir: Path | None = None) -> None:
         import tensorflow as tf
 
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
         self.manifest = manifest
         self.version = manifest.version
         self.classes = list(manifest.classes)
@@ -61,34 +77,70 @@ class Classifier:
             return model(tf.cast(images, tf.float32), training=False)  # type: ignore[operator]
 
         self._forward = forward
-        self._model = model
-        probe = np.asarray(forward(np.zeros((1, height, width, 3), np.uint8)))
-        self._softmax = not (np.all(probe >= 0) and np.allclose(probe.sum(axis=-1), 1.0, atol=1e-3))
-        if probe.shape[-1] != len(self.classes):
+        self._lite: LiteRTForward | None = None
+        probe = np.random.default_rng(0).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+        expected = np.asarray(forward(probe))
+        self._softmax = not (np.all(expected >= 0) and np.allclose(expected.sum(axis=-1), 1.0, atol=1e-3))
+        if expected.shape[-1] != len(self.classes):
             raise ValueError(
-                f"model has {probe.shape[-1]} outputs but its manifest names {len(self.classes)} classes"
+                f"model has {expected.shape[-1]} outputs but its manifest names {len(self.classes)} classes"
             )
+        if engine == "litert":
+            self._use_litert(model, artifact, cache_dir, threads, probe, expected)
+
+    def _use_litert(self, model: object, artifact: Path | None, cache_dir: Path | None, threads: int,
+                    probe: np.ndarray, expected: np.ndarray) -> None:
+        from shared.litert import LiteRTForward, convert
+
+        try:
+            if artifact is None:
+                raise ValueError("LiteRT needs the model's file")
+            lite = LiteRTForward(convert(model, artifact, cache_dir), threads)
+            gap = float(np.abs(self._probabilities(lite(probe)) - self._probabilities(expected)).max())
+        except Exception as exc:  # a layer LiteRT cannot convert, a missing runtime, ...
+            log.warning("model %s: LiteRT unavailable (%s); serving with TensorFlow", self.version, exc)
+            return
+        if gap > PARITY_TOLERANCE:
+            log.warning("model %s: LiteRT output differs from Keras by %.2g; serving with TensorFlow",
+                        self.version, gap)
+            return
+        self._lite = lite
+
+    @property
+    def engine(self) -> str:
+        """The engine actually serving: `litert` or `tensorflow`."""
+        return "tensorflow" if self._lite is None else "litert"
 
     @classmethod
-    def load(cls, path: Path) -> Classifier:
-        """Load `path`: a `.keras` file or a directory holding `model.keras` (+ `manifest.json`)."""
+    def load(cls, path: Path, *, engine: str = "litert", threads: int = 1,
+             cache_dir: Path | None = None) -> Classifier:
+        """Load `path`: a `.keras` file or a directory holding `model.keras` (+ `manifest.json`).
+        `cache_dir` keeps LiteRT conversions between loads of the same file."""
         import keras
 
         artifact = path / "model.keras" if path.is_dir() else path
         model = keras.saving.load_model(artifact, compile=False)
-        return cls(model, _manifest_for(artifact, model))
+        return cls(model, _manifest_for(artifact, model), engine=engine, threads=threads,
+                   artifact=artifact, cache_dir=cache_dir)
 
-    def warm_up(self, max_batch_size: int) -> None:
-        """Run every batch size up to `max_batch_size` once, so that no request pays for the
-        first call of a new input shape (TensorFlow sets up kernels per shape on first use)."""
+    def warm_up(self, max_batch_size: int, streams: int = 1) -> None:
+        """Prepare every call the worker will make, so that no request pays for a first call:
+        TensorFlow sets up kernels per input shape (every batch size up to `max_batch_size`),
+        LiteRT needs an interpreter per concurrent call (`streams`)."""
+        if self._lite is not None:
+            self._lite.prepare(streams)
+            return
         height, width = self.input_size
         for size in range(1, max_batch_size + 1):
             self._forward(np.zeros((size, height, width, 3), np.uint8))
 
+    def _probabilities(self, scores: object) -> np.ndarray:
+        probabilities = np.asarray(scores, dtype=np.float64)
+        if self._softmax:
+            probabilities = np.exp(probabilities - probabilities.max(axis=-1, keepdims=True))
+            probabilities /= probabilities.sum(axis=-1, keepdims=True)
+        return probabilities
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for uint8 images (n, height, width, 3)."""
-        scores = np.asarray(self._forward(images), dtype=np.float64)
-        if self._softmax:
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            scores /= scores.sum(axis=-1, keepdims=True)
-        return scores
+        return self._probabilities(self._forward(images) if self._lite is None else self._lite(images))
