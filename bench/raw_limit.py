@@ -1,14 +1,16 @@
 """The model's in-process limit on this machine: decode + preprocess + compiled forward, no serving.
 
     .venv/bin/python bench/raw_limit.py MODEL_DIR IMAGE_DIR --intra 2 --streams 1 --batch-sizes 1 8 16
+    [--engine litert|tensorflow]
 
 Uses exactly what the inference worker uses (`shared.imaging.load_for_model` and
 `shared.classifier.Classifier`), so the serving benchmark compares like with like. `--streams N`
 runs N threads, each decoding and predicting its own batches, sharing one model (what the
-worker's streams do); TensorFlow's thread pools are set from `--intra`/`--inter` first, which is
-why this runs in its own process. `--padding` instead times batches of mixed sizes run as they
-are against the same batches zero-padded to a power of two, and the first call of a new size.
-Prints one JSON object per line.
+worker's streams do), on the worker's default engine unless `--engine` says otherwise; `--intra`
+is the threads of each model call (LiteRT's or TensorFlow's intra-op pool), and TensorFlow's pools
+are set first, which is why this runs in its own process. `--padding` instead times batches of
+mixed sizes run as they are against the same batches zero-padded to a power of two, and the first
+call of a new size. Prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.classifier import Classifier, configure_threads
+from inference_worker.settings import WorkerSettings
+from shared.classifier import ENGINES, Classifier, configure_threads
 from shared.imaging import load_for_model
 
 
@@ -109,12 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intra", type=int, default=2)
     parser.add_argument("--inter", type=int, default=1)
     parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--engine", choices=ENGINES, default=WorkerSettings().inference_engine)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--padding", action="store_true", help="run the padding check instead")
     args = parser.parse_args(argv)
     configure_threads(args.intra, args.inter)
-    classifier = Classifier.load(args.model)
+    classifier = Classifier.load(args.model, engine=args.engine, threads=args.intra,
+                                 cache_dir=WorkerSettings().litert_cache_dir)
+    if classifier.engine != args.engine:
+        raise SystemExit(f"{args.model} cannot run on {args.engine}")
     blobs = [p.read_bytes() for p in sorted(args.images.rglob("*.jpg"))]
     if args.padding:
         print(json.dumps(padding_check(classifier, blobs, max_batch=max(args.batch_sizes), calls=60)), flush=True)
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.batch_sizes:
         run_streams(classifier, blobs, batch=batch, streams=args.streams, seconds=min(1.0, args.seconds))
         row = run_streams(classifier, blobs, batch=batch, streams=args.streams, seconds=args.seconds)
-        print(json.dumps({"intra": args.intra, "inter": args.inter, **row}), flush=True)
+        print(json.dumps({"engine": args.engine, "intra": args.intra, "inter": args.inter, **row}), flush=True)
     return 0
 
 

@@ -3,8 +3,9 @@
     .venv/bin/python bench/serve.py --model standin --model base --readme README.md
 
 For each model, in one run on this machine:
-1. the raw in-process limit (`bench/raw_limit.py`): decode + preprocess + compiled forward,
-   sequential at each batch size with all cores, and two overlapped single-thread streams;
+1. the raw in-process limit (`bench/raw_limit.py`): decode + preprocess + forward on the
+   worker's engine, sequential at each batch size with all cores, and two overlapped
+   single-thread streams; then the overlapped streams on the other engine, for context;
 2. DermaScan distributed: a gateway process and inference worker processes on the real RabbitMQ
    (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py` at each client
    count, then 2 and 3 worker processes, then an overload of 256 clients against a gateway
@@ -46,6 +47,8 @@ from bench.cpu import CpuSnapshot, find_pids, wait_idle
 from bench.inputs import make_images, make_standin
 from bench.loadgen import LoadResult, drive
 from gateway.settings import GatewaySettings
+from inference_worker.settings import WorkerSettings
+from shared.classifier import ENGINES
 from shared.host import usable_cpus
 from tests.support.processes import free_port, python_module, running, wait_http
 
@@ -84,11 +87,16 @@ def overlapped(cores: int, *batches: int) -> list[str]:
 
 
 def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[list[Row], dict[str, float]]:
-    """Rows of the in-process measurements, and the figures the other rows are compared with."""
+    """Rows of the in-process measurements, and the figures the other rows are compared with: the
+    limit is the best rate on the worker's engine. The same model on the other engine (TensorFlow,
+    which the naive servers use too) is measured for context."""
+    engine = WorkerSettings().inference_engine
+    other = next(e for e in ENGINES if e != engine)
     runs = {
-        f"raw sequential, {cores} TF threads": ["--intra", str(cores), "--streams", "1",
-                                                 "--batch-sizes", "1", "2", "4", "8", "16", "32"],
-        f"raw {cores} overlapped streams, 1 TF thread each": overlapped(cores, 1, 4, 8, 16),
+        f"raw sequential, {cores} threads": ["--intra", str(cores), "--streams", "1",
+                                             "--batch-sizes", "1", "2", "4", "8", "16", "32"],
+        f"raw {cores} overlapped streams, 1 thread each": overlapped(cores, 1, 4, 8, 16),
+        f"raw {cores} overlapped streams, 1 thread each, {other}": [*overlapped(cores, 1, 4, 8), "--engine", other],
     }
     rows, best = [], {}
     for name, extra in runs.items():
@@ -96,13 +104,13 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
         results = run_raw(model, images, seconds, extra)
         for r in results:
             rows.append(Row(f"{name}, batch {r['batch']}", r["streams"], r["rate"], r["p50_ms"], r["p90_ms"],
-                            float("nan"), mean_batch=r["batch"]))
+                            float("nan"), mean_batch=r["batch"], note=str(r["engine"])))
         best[name] = max(r["rate"] for r in results)
         if "sequential" in name:
             best["batch1_p50_ms"] = next(r["p50_ms"] for r in results if r["batch"] == 1)
-        else:
+        elif other not in name:
             best["overlapped_batch"] = max(results, key=lambda r: r["rate"])["batch"]
-    best["limit"] = max(v for k, v in best.items() if k.startswith("raw"))
+    best["limit"] = max(v for k, v in best.items() if k.startswith("raw") and other not in k)
     return rows, best
 
 
@@ -263,7 +271,7 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
             env = {"DERMASCAN_WORKER_STREAMS": "1", "DERMASCAN_INTRA_OP_THREADS": str(threads), **worker_env}
             with deployment(model, workdir, workers, env, gateway_env) as (url, pids):
                 for clients in args.horizontal_clients:
-                    rows.append(measure(f"DermaScan, {workers} workers x 1 stream x {threads} TF thread(s)",
+                    rows.append(measure(f"DermaScan, {workers} workers x 1 stream x {threads} thread(s)",
                                         url, images, clients, args, pids))
     if not args.skip_naive:
         for framework in NAIVE:

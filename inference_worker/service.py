@@ -119,7 +119,7 @@ class InferenceWorker:
         """Load a model and run it once per batch size, before it serves (runs in a thread)."""
         classifier = Classifier.load(path, engine=self.settings.inference_engine,
                                      threads=self.settings.intra_op_threads,
-                                     cache_dir=self.settings.model_cache_dir / "litert")
+                                     cache_dir=self.settings.litert_cache_dir)
         classifier.warm_up(self.settings.max_batch_size, self.settings.streams)
         log.info("model %s runs on %s", classifier.version, classifier.engine)
         return classifier

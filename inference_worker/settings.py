@@ -34,7 +34,7 @@ class WorkerSettings(CommonSettings):
     # Defaults measured with bench/serve.py on a 2-core host (README, "Serving benchmark"): both
     # the base model and a MobileNetV2 serve 32 clients fastest with 2 single-thread streams of
     # at most 4 images (batch 8: 5 % slower; the in-process optimum is batch 2-4 per stream too).
-    max_batch_size: int = Field(4, ge=1, description="Largest batch given to the model.")
+    max_batch_size: int = Field(8, ge=1, description="Largest batch given to the model.")
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a batch waits for images still being decoded."
     )
@@ -55,3 +55,8 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
     drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
     worker_id: str | None = Field(None, description="Name in /health; default host-pid.")
+
+    @property
+    def litert_cache_dir(self) -> Path:
+        """Where LiteRT conversions are kept, keyed by the model file's hash."""
+        return self.model_cache_dir / "litert"
