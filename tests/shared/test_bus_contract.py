@@ -94,6 +94,47 @@ async def test_a_failing_handler_dead_letters_and_the_consumer_lives_on(bus: Mes
     assert (await bus.queue_stats(f"{unique}.dead")).messages == 1
 
 
+async def test_messages_handled_out_of_order_are_all_acknowledged(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        await asyncio.sleep(0.002 * (delivery.body[0] % 5))  # finish out of order, often together
+        handled.append(delivery.body)
+
+    subscription = await bus.consume(unique, handler, prefetch=8)
+    for i in range(60):
+        await bus.publish(unique, bytes([i]))
+    while len(handled) < 60:  # an unacknowledged message would hold its prefetch slot for good
+        await asyncio.sleep(0.01)
+    await subscription.cancel()  # what is still unacknowledged goes back to the queue here
+    assert (await bus.queue_stats(unique)).messages == 0
+    assert sorted(handled) == [bytes([i]) for i in range(60)]
+
+
+async def test_a_slow_message_does_not_hold_back_the_others(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    others_done = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.body == b"slow":
+            await others_done.wait()  # done only after 20 later messages passed a 3-slot window
+        handled.append(delivery.body)
+        if len(handled) == 20:
+            others_done.set()
+
+    subscription = await bus.consume(unique, handler, prefetch=3)
+    for body in [b"slow", *(f"fast-{i}".encode() for i in range(20))]:
+        await bus.publish(unique, body)
+    await asyncio.wait_for(others_done.wait(), 10)
+    while len(handled) < 21:
+        await asyncio.sleep(0.01)
+    await subscription.cancel()
+    assert (await bus.queue_stats(unique)).messages == 0
+    assert handled[-1] == b"slow"
+
+
 async def test_broadcast_reaches_every_subscriber(bus: MessageBus, unique: str) -> None:
     inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue(), asyncio.Queue()]
     for inbox in inboxes:
