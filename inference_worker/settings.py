@@ -31,9 +31,9 @@ class WorkerSettings(CommonSettings):
         "faster per core), kept only if its outputs match Keras, else TensorFlow serves; "
         "`tensorflow`: the Keras model in a compiled tf.function.",
     )
-    # Defaults measured with bench/serve.py on a 2-core host (README, "Serving benchmark"): both
-    # the base model and a MobileNetV2 serve 32 clients fastest with 2 single-thread streams of
-    # at most 4 images (batch 8: 5 % slower; the in-process optimum is batch 2-4 per stream too).
+    # Defaults measured with bench/serve.py on a 2-core host (README, "Serving fast"): on LiteRT a
+    # MobileNetV2 serves 32 clients fastest with 2 single-thread streams of at most 8 images
+    # (batches of 4: 7 % slower, as the worker wakes up twice as often per image).
     max_batch_size: int = Field(8, ge=1, description="Largest batch given to the model.")
     max_wait_ms: float = Field(
         5.0, ge=0, description="Longest a batch waits for images still being decoded."

@@ -8,11 +8,11 @@ model's outputs against Keras before serving it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import queue
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,14 @@ def convert(model: object, artifact: Path, cache_dir: Path | None) -> bytes:
 
     flatbuffer: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     if cached is not None:
+        part = cached.with_suffix(f".{os.getpid()}.part")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as part:
-                part.write(flatbuffer)
-            os.replace(part.name, cached)  # atomic: workers sharing the cache never read half a file
+            part.write_bytes(flatbuffer)
+            part.replace(cached)  # atomic: workers sharing the cache never read half a file
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()
             log.warning("could not cache the converted model in %s: %s", cache_dir, exc)
     return flatbuffer
 

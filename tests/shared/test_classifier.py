@@ -76,3 +76,11 @@ def test_tensorflow_serves_when_litert_answers_differently(
 def test_an_unknown_engine_is_refused(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown engine"):
         Classifier.load(tiny_model_dir, engine="onnx")
+
+
+def test_an_unwritable_cache_still_serves_litert(tiny_model_dir: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    not_a_directory = tmp_path / "cache"
+    not_a_directory.write_text("a file where the cache directory should be")
+    assert Classifier.load(tiny_model_dir, cache_dir=not_a_directory).engine == "litert"
+    assert "could not cache" in caplog.text
