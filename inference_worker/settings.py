@@ -23,8 +23,13 @@ class WorkerSettings(CommonSettings):
         None, description="Serve this .keras file (manifest.json beside it) instead of the registry."
     )
     model_cache_dir: Path = Field(
-        REPO_ROOT / "var" / "model-cache",
-        description="Where registry versions are downloaded and LiteRT conversions kept (`litert/`).",
+        REPO_ROOT / "var" / "model-cache", description="Where registry versions are downloaded."
+    )
+    litert_cache_dir: Path = Field(
+        default_factory=lambda data: data["model_cache_dir"] / "litert",
+        json_schema_extra={"default_text": "DERMASCAN_MODEL_CACHE_DIR/litert"},
+        description="Where LiteRT conversions are kept, named by the model file's SHA-256 (safe to "
+        "share between workers and hosts: a volume here spares each worker the conversion).",
     )
     inference_engine: Literal["litert", "tensorflow"] = Field(
         "litert", description="`litert`: the model converted once to LiteRT (XNNPACK kernels, 1.5-2x "
@@ -55,8 +60,3 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
     drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
     worker_id: str | None = Field(None, description="Name in /health; default host-pid.")
-
-    @property
-    def litert_cache_dir(self) -> Path:
-        """Where LiteRT conversions are kept, keyed by the model file's hash."""
-        return self.model_cache_dir / "litert"

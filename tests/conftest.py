@@ -40,6 +40,15 @@ def unique() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def shared_litert_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One LiteRT conversion cache for the whole session (entries are named by the model file's
+    hash, so sharing is safe): each model is converted once, not once per test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DERMASCAN_LITERT_CACHE_DIR", str(tmp_path_factory.mktemp("litert-cache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def delete_test_queues() -> Iterator[None]:
     """At the end, delete the broker queues and exchanges this session's tests created (by
     their unique prefix), so a shared RabbitMQ does not fill up run after run."""
