@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import queue
@@ -31,7 +32,8 @@ def convert(model: object, artifact: Path, cache_dir: Path | None) -> bytes:
             return cached.read_bytes()
     import tensorflow as tf
 
-    flatbuffer: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel it exports on the way
+        flatbuffer: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     if cached is not None:
         part = cached.with_suffix(f".{os.getpid()}.part")
         try:
