@@ -17,6 +17,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from shared.bus.acks import Acks
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
 from shared.bus.rpc import PendingReplies
 from shared.messages import new_id
@@ -39,15 +40,40 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
     )
 
 
-class _Consumer:
-    """A consumer on its own channel; `cancel` stops deliveries, waits for running handlers
-    (so their acks still reach the broker), then closes the channel."""
+_BATCH_HEADER = "x-dermascan-replies"  # [[correlation id, body length], ...] of a batched reply
 
-    def __init__(self, channel: AbstractChannel) -> None:
+
+def _reply_message(replies: list[tuple[str, bytes]]) -> aio_pika.Message:
+    """One reply as itself; several as one message: their bodies one after the other, and the
+    correlation id and length of each in a header."""
+    if len(replies) == 1:
+        correlation_id, body = replies[0]
+        return aio_pika.Message(body, correlation_id=correlation_id)
+    return aio_pika.Message(b"".join(body for _, body in replies),
+                            headers={_BATCH_HEADER: [[cid, len(body)] for cid, body in replies]})
+
+
+def _split_replies(message: AbstractIncomingMessage) -> list[tuple[str | None, bytes]]:
+    index = (message.headers or {}).get(_BATCH_HEADER)
+    if not isinstance(index, list):
+        return [(message.correlation_id, message.body)]
+    replies, start = [], 0
+    for correlation_id, length in index:
+        replies.append((str(correlation_id), message.body[start:start + int(length)]))
+        start += int(length)
+    return replies
+
+
+class _Consumer:
+    """A consumer on its own channel; `cancel` stops deliveries, waits for running handlers,
+    sends their acks, then closes the channel."""
+
+    def __init__(self, channel: AbstractChannel, acks: Acks | None = None) -> None:
         self._channel = channel
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._running: set[asyncio.Task[object]] = set()
+        self.acks = acks
 
     def track(self) -> None:
         task = asyncio.current_task()
@@ -61,6 +87,8 @@ class _Consumer:
                 await self._queue.cancel(self._tag)
         if self._running:
             await asyncio.wait(set(self._running), timeout=30)
+        if self.acks is not None:
+            await self.acks.drain()
         with contextlib.suppress(Exception):
             await self._channel.close()
 
@@ -75,6 +103,8 @@ class RabbitBus:
         self._reply_channel: AbstractChannel | None = None
         self._dead_letter: AbstractExchange | None = None
         self._replies = PendingReplies(f"dermascan.reply.{new_id()}")
+        self._outbox: dict[str, list[tuple[str, bytes]]] = {}  # reply queue -> replies of this turn
+        self._sending: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
 
@@ -169,15 +199,19 @@ class RabbitBus:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         source = await channel.get_queue(queue, ensure=True)
-        consumer = _Consumer(channel)
+        acks = Acks(before=self._replies_sent)
+        consumer = _Consumer(channel, acks)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             consumer.track()
+            acks.delivered(message)
             try:
-                async with message.process(requeue=False):
-                    await handler(_delivery(message))
+                await handler(_delivery(message))
             except Exception:
                 log.exception("handler failed on %s; message dead-lettered", queue)
+                await acks.rejected(message)
+            else:
+                acks.handled(message)
 
         consumer._queue, consumer._tag = source, await source.consume(on_message)
         return consumer
@@ -192,22 +226,38 @@ class RabbitBus:
         return await self._replies.call(publish, queue=queue, timeout=timeout)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        self._replies.resolve(message.correlation_id, message.body)
+        for correlation_id, body in _split_replies(message):
+            self._replies.resolve(correlation_id, body)
 
     def _fail_pending(self, *_: object) -> None:
         self._replies.fail_all(BrokerUnavailable("connection to the broker was lost"))
 
     async def reply(self, request: Delivery, body: bytes) -> None:
-        """Send a reply without a publisher confirm: a reply queue is its caller's own, and when
-        it is gone nobody waits any more (the caller's deadline covers a lost reply)."""
+        """Queue a reply; the replies of one turn of the event loop leave together, one message
+        per reply queue. No publisher confirm: a reply queue is its caller's own, and when it is
+        gone nobody waits any more (the caller's deadline covers a lost reply)."""
         if not request.reply_to:
             return
-        channel = self._live_channel(replies=True)
-        message = aio_pika.Message(body, correlation_id=request.correlation_id)
-        try:
-            await channel.default_exchange.publish(message, routing_key=request.reply_to)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BrokerUnavailable(f"reply failed: {exc}") from exc
+        self._live_channel(replies=True)
+        if not self._outbox:
+            task = asyncio.get_running_loop().create_task(self._send_replies())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self._outbox.setdefault(request.reply_to, []).append((request.correlation_id or "", body))
+
+    async def _replies_sent(self) -> None:
+        """Wait until the replies queued so far are handed to the connection."""
+        if self._sending:
+            await asyncio.wait(set(self._sending))
+
+    async def _send_replies(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for reply_to, replies in outbox.items():
+            try:
+                channel = self._live_channel(replies=True)
+                await channel.default_exchange.publish(_reply_message(replies), routing_key=reply_to)
+            except (BrokerUnavailable, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                log.warning("%d replies to %s lost: %s", len(replies), reply_to, exc)
 
     async def _fanout(self, channel: AbstractChannel, exchange: str) -> AbstractExchange:
         return await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)

@@ -62,6 +62,22 @@ async def test_rpc_call_gets_the_matching_reply(bus: MessageBus, unique: str) ->
     assert replies == [b.upper() for b in bodies]
 
 
+async def test_replies_given_together_each_reach_their_caller(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    waiting: list[Delivery] = []
+
+    async def answer_in_one_go(delivery: Delivery) -> None:
+        waiting.append(delivery)
+        if len(waiting) == 8:  # like a micro-batch: every reply in the same turn of the loop
+            for request in waiting:
+                await bus.reply(request, request.body[::-1])
+
+    await bus.consume(unique, answer_in_one_go, prefetch=8)
+    bodies = [f"request-{i}".encode() for i in range(8)]
+    replies = await asyncio.gather(*(bus.call(unique, b, timeout=5) for b in bodies))
+    assert replies == [b[::-1] for b in bodies]
+
+
 async def test_a_reply_to_a_caller_that_is_gone_is_dropped(bus: MessageBus, unique: str) -> None:
     await bus.reply(Delivery(b"question", correlation_id="c1", reply_to=f"{unique}-gone"), b"answer")
 
