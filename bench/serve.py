@@ -90,27 +90,24 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
     """Rows of the in-process measurements, and the figures the other rows are compared with: the
     limit is the best rate on the worker's engine. The same model on the other engine (TensorFlow,
     which the naive servers use too) is measured for context."""
-    engine = WorkerSettings().inference_engine
-    other = next(e for e in ENGINES if e != engine)
-    runs = {
-        f"raw sequential, {cores} threads": ["--intra", str(cores), "--streams", "1",
-                                             "--batch-sizes", "1", "2", "4", "8", "16", "32"],
-        f"raw {cores} overlapped streams, 1 thread each": overlapped(cores, 1, 4, 8, 16),
-        f"raw {cores} overlapped streams, 1 thread each, {other}": [*overlapped(cores, 1, 4, 8), "--engine", other],
-    }
-    rows, best = [], {}
-    for name, extra in runs.items():
+    other = next(e for e in ENGINES if e != WorkerSettings().inference_engine)
+    runs = [
+        (f"raw sequential, {cores} threads",
+         ["--intra", str(cores), "--streams", "1", "--batch-sizes", "1", "2", "4", "8", "16", "32"]),
+        (f"raw {cores} overlapped streams, 1 thread each", overlapped(cores, 1, 4, 8, 16)),
+        (f"raw {cores} overlapped streams, 1 thread each, {other}", [*overlapped(cores, 1, 4, 8), "--engine", other]),
+    ]
+    measured = []
+    for _, extra in runs:
         quiet_machine()
-        results = run_raw(model, images, seconds, extra)
-        for r in results:
-            rows.append(Row(f"{name}, batch {r['batch']}", r["streams"], r["rate"], r["p50_ms"], r["p90_ms"],
-                            float("nan"), mean_batch=r["batch"], note=str(r["engine"])))
-        best[name] = max(r["rate"] for r in results)
-        if "sequential" in name:
-            best["batch1_p50_ms"] = next(r["p50_ms"] for r in results if r["batch"] == 1)
-        elif other not in name:
-            best["overlapped_batch"] = max(results, key=lambda r: r["rate"])["batch"]
-    best["limit"] = max(v for k, v in best.items() if k.startswith("raw") and other not in k)
+        measured.append(run_raw(model, images, seconds, extra))
+    sequential, overlapping, _ = measured
+    rows = [Row(f"{name}, batch {r['batch']}", r["streams"], r["rate"], r["p50_ms"], r["p90_ms"], float("nan"),
+                mean_batch=r["batch"], note=str(r["engine"]))
+            for (name, _), results in zip(runs, measured, strict=True) for r in results]
+    best = {"limit": max(r["rate"] for r in sequential + overlapping),
+            "batch1_p50_ms": next(r["p50_ms"] for r in sequential if r["batch"] == 1),
+            "overlapped_batch": max(overlapping, key=lambda r: r["rate"])["batch"]}
     return rows, best
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.classifier import Engine
 from shared.host import usable_cpus
 from shared.settings import REPO_ROOT, CommonSettings
 
@@ -31,7 +31,7 @@ class WorkerSettings(CommonSettings):
         description="Where LiteRT conversions are kept, named by the model file's SHA-256 (safe to "
         "share between workers and hosts: a volume here spares each worker the conversion).",
     )
-    inference_engine: Literal["litert", "tensorflow"] = Field(
+    inference_engine: Engine = Field(
         "litert", description="`litert`: the model converted once to LiteRT (XNNPACK kernels, 1.5-2x "
         "faster per core), kept only if its outputs match Keras, else TensorFlow serves; "
         "`tensorflow`: the Keras model in a compiled tf.function.",

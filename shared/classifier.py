@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
@@ -43,7 +43,8 @@ def _manifest_for(artifact: Path, model: object) -> ModelManifest:
     )
 
 
-ENGINES = ("litert", "tensorflow")
+Engine = Literal["litert", "tensorflow"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 PARITY_TOLERANCE = 1e-4  # largest probability gap allowed between the LiteRT and Keras outputs
 
 

@@ -62,7 +62,7 @@ class LiteRTForward:
         self._idle: queue.SimpleQueue[object] = queue.SimpleQueue()
         first = self._new_interpreter()
         details = first.get_input_details()[0]
-        self._input, self._dtype = details["index"], details["dtype"]
+        self._input, self._dtype, self._shape = details["index"], details["dtype"], details["shape"]
         self._output = first.get_output_details()[0]["index"]
         self._idle.put(first)
 
@@ -77,7 +77,7 @@ class LiteRTForward:
         """Create interpreters up front for `callers` concurrent calls, and run each once."""
         spare = [self._borrow() for _ in range(callers)]
         for interpreter in spare:
-            self._run(interpreter, np.zeros(interpreter.get_input_details()[0]["shape"], np.uint8))
+            self._run(interpreter, np.zeros(self._shape, np.uint8))
             self._idle.put(interpreter)
 
     def _borrow(self) -> object:
