@@ -41,7 +41,7 @@ def load_classify(model_dir: Path) -> Callable[[bytes], dict[str, object]]:
     manifest = ModelManifest.model_validate_json((model_dir / "manifest.json").read_text())
 
     def classify(data: bytes) -> dict[str, object]:
-        pixels = load_for_model(data, manifest.input_size).astype(np.float32)
+        pixels = load_for_model(data, manifest.input_size, policy=manifest.preprocessing).astype(np.float32)
         probabilities = model.predict(pixels[None], verbose=0)[0]
         best = int(np.argmax(probabilities))
         return {"label": manifest.classes[best], "confidence": float(probabilities[best])}

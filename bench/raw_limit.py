@@ -45,7 +45,7 @@ def run_streams(classifier: Classifier, blobs: list[bytes], *, batch: int, strea
         start.wait()
         while time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
-            pixels = np.stack([load_for_model(blobs[(i + j) % len(blobs)], size) for j in range(batch)])
+            pixels = np.stack([load_for_model(blobs[(i + j) % len(blobs)], size, policy=classifier.preprocessing) for j in range(batch)])
             classifier.predict(pixels)
             latencies[k].append(time.perf_counter() - t0)
             counts[k] += batch
@@ -70,7 +70,7 @@ def run_streams(classifier: Classifier, blobs: list[bytes], *, batch: int, strea
 def padding_check(classifier: Classifier, blobs: list[bytes], *, max_batch: int, calls: int) -> dict[str, object]:
     """Forward-only ms per image for mixed batch sizes, exact shape vs padded to a power of two."""
     height, width = classifier.input_size
-    pixels = np.stack([load_for_model(blob, (height, width)) for blob in blobs])
+    pixels = np.stack([load_for_model(blob, (height, width), policy=classifier.preprocessing) for blob in blobs])
     rng = random.Random(0)
     sizes = [rng.randint(1, max_batch) for _ in range(calls)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -29,27 +30,40 @@ from shared.messages import (
     Prediction,
     PredictReply,
     PredictRequest,
+    Referral,
     WorkerStatus,
     decode,
     encode,
 )
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
+from shared.taxonomy import roll_up
 
 log = logging.getLogger(__name__)
 
 
 def to_prediction(probabilities: np.ndarray, classifier: Classifier, top_k: int) -> Prediction:
-    """Turn one row of probabilities into the API's prediction shape."""
-    order = np.argsort(-probabilities)
-    scores = {name: float(p) for name, p in zip(classifier.classes, probabilities, strict=True)}
-    best = int(order[0])
+    """Turn one row of the model's probabilities into the API's prediction shape.
+
+    The label is the most probable output (the finest class), with its parent; reported
+    probabilities roll up (a parent's includes its children's); referral flags compare the
+    rolled-up probability of each malignant class with the manifest's threshold.
+    """
+    manifest = classifier.manifest
+    parents = manifest.parents
+    leaves = {name: float(p) for name, p in zip(classifier.classes, probabilities, strict=True)}
+    scores = roll_up(leaves, parents)
+    best = classifier.classes[int(np.argmax(probabilities))]
+    ranked = sorted(scores, key=lambda name: -scores[name])[:top_k]
     return Prediction(
-        label=classifier.classes[best],
-        confidence=float(probabilities[best]),
+        label=best,
+        parent=parents.get(best),
+        confidence=scores[best],
         probabilities=scores,
-        top_k=[ClassScore(label=classifier.classes[i], probability=float(probabilities[i]))
-               for i in order[:top_k]],
+        top_k=[ClassScore(label=name, probability=scores[name], parent=parents.get(name)) for name in ranked],
+        referral=[Referral(label=name, probability=scores[name], threshold=point.threshold)
+                  for name, point in manifest.referral.items()
+                  if name in scores and scores[name] >= point.threshold],
         model_version=classifier.version,
     )
 
@@ -172,7 +186,8 @@ class InferenceWorker:
         try:
             with self._batcher.incoming():
                 image = await loop.run_in_executor(
-                    self._decode_pool, load_for_model, request.image, classifier.input_size)
+                    self._decode_pool, functools.partial(
+                        load_for_model, request.image, classifier.input_size, policy=classifier.preprocessing))
             started = loop.time()
             probabilities, batch_size = await self._batcher.submit(classifier, image)
             compute_ms = (loop.time() - started) * 1000

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
+from shared.imaging import check_policy
 from shared.manifest import ModelManifest
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Classifier:
         self.classes = list(manifest.classes)
         height, width = manifest.input_size
         self.input_size: tuple[int, int] = (height, width)
+        self.preprocessing = check_policy(manifest.preprocessing)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)],

@@ -1,14 +1,21 @@
 """Image decoding and preprocessing: the one implementation used by training and serving.
 
 The model receives RGB pixels as float32 in [0, 255], shape (height, width, 3); scaling to the
-backbone's range happens inside the model, so the only policy shared here is geometric:
-centre-crop to the model's aspect ratio, then resize with antialiasing.
+backbone's range happens inside the model. What happens before is a named *policy*, recorded in
+every model's manifest, so a model is always served the pixels it was trained on:
+
+- `center_crop_resize_bilinear/v1`: centre-crop to the model's aspect ratio, resize.
+- `resize_bilinear_shades_of_gray/v2`: resize the whole frame to the input (no crop: ISIC
+  2017's copies are already squashed to 256x256, so HAM10000's 200x150 frames are squashed the
+  same way and the two sources look alike), then Shades of Gray colour constancy (Minkowski
+  p = 6), which takes out most of a dermatoscope's colour cast.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -118,13 +125,66 @@ def fit_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def load_for_model(
-    data: bytes, size: tuple[int, int], *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """Decode encoded image bytes and fit them to a model input of `size` (height, width).
+def resize_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The whole of `image` resized to `size` (height, width), aspect ratio not kept; uint8 RGB."""
+    height, width = size
+    resized = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)
 
-    The single preprocessing entry point for the inference worker and the trainer.
+
+def shades_of_gray(pixels: np.ndarray, power: int = 6) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) on uint8 RGB pixels.
+
+    The illuminant of each channel is its Minkowski p-norm mean; each channel is scaled so the
+    illuminant becomes grey at the same overall level. p = 1 is grey-world, p -> inf max-RGB.
+    Returns uint8 pixels of the same shape.
     """
+    x = pixels.astype(np.float32)
+    illuminant = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1.0 / power)
+    gains = float(illuminant.mean()) / np.maximum(illuminant, 1e-3)
+    return np.clip(np.rint(x * gains), 0, 255).astype(np.uint8)
+
+
+def _crop_policy(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    return fit_to_input(image, size)
+
+
+def _colour_constant_policy(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    return shades_of_gray(resize_to_input(image, size))
+
+
+CENTER_CROP_V1 = "center_crop_resize_bilinear/v1"
+SHADES_OF_GRAY_V2 = "resize_bilinear_shades_of_gray/v2"
+#: Preprocessing policies by the name a manifest records: decoded image -> uint8 model input.
+POLICIES: dict[str, Callable[[Image.Image, tuple[int, int]], np.ndarray]] = {
+    CENTER_CROP_V1: _crop_policy,
+    SHADES_OF_GRAY_V2: _colour_constant_policy,
+}
+#: The policy new models are trained with.
+DEFAULT_POLICY = SHADES_OF_GRAY_V2
+
+
+def check_policy(policy: str) -> str:
+    """`policy` if it is known; raises ValueError naming the known ones otherwise."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown preprocessing policy {policy!r}; known: {', '.join(POLICIES)}")
+    return policy
+
+
+def load_for_model(
+    data: bytes,
+    size: tuple[int, int],
+    *,
+    policy: str = DEFAULT_POLICY,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode encoded image bytes and prepare them for a model input of `size` (height, width)
+    with the preprocessing `policy` named in the model's manifest.
+
+    The single preprocessing entry point for the inference worker and the trainer. Returns
+    uint8 (height, width, 3); raises as `decode_image`, and ValueError for an unknown policy.
+    """
+    prepare = POLICIES[check_policy(policy)]
     height, width = size
     image = decode_image(data, max_pixels=max_pixels, draft_size=(width, height))
-    return fit_to_input(image, size)
+    return prepare(image, size)

@@ -7,12 +7,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: Name of the one preprocessing policy implemented by `shared.imaging.load_for_model`.
+#: Preprocessing policy of manifests that name none (models made before policies had names).
 PREPROCESSING = "center_crop_resize_bilinear/v1"
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class ReferralThreshold(BaseModel):
+    """When a malignant class is flagged for referral, whatever the top label: the threshold on
+    its calibrated (rolled-up) probability, chosen on validation for a recall target."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(ge=0.0, le=1.0, description="Flag when the class's probability is at least this.")
+    target_recall: float = Field(ge=0.0, le=1.0, description="Recall the threshold was chosen for, on validation.")
+    validation_recall: dict[str, float] = Field(default_factory=dict, description="Recall reached, per source.")
+    validation_specificity: dict[str, float] = Field(
+        default_factory=dict, description="Share of other images not flagged, per source.")
 
 
 class ModelManifest(BaseModel):
@@ -42,3 +55,11 @@ class ModelManifest(BaseModel):
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Evaluation figures on the held-out set."
     )
+    parents: dict[str, str] = Field(
+        default_factory=dict,
+        description="Class -> the class it is a kind of (e.g. seborrheic_keratosis -> benign_keratosis), "
+                    "for the classes of this model; a parent's probability includes its children's.")
+    referral: dict[str, ReferralThreshold] = Field(
+        default_factory=dict, description="Malignant classes flagged for referral above their threshold.")
+    class_bias: list[float] = Field(
+        default_factory=list, description="Per-class logit offsets fitted on validation (already in the model).")

@@ -62,10 +62,23 @@ class PredictRequest(Message):
 
 
 class ClassScore(BaseModel):
+    """One class and its calibrated probability (its own plus its descendants')."""
+
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(description="Class name.")
     probability: float = Field(description="Calibrated probability in [0, 1].")
+    parent: str | None = Field(None, description="The class this one is a kind of, if any.")
+
+
+class Referral(BaseModel):
+    """A malignant class whose probability reached its referral threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(description="The malignant class, e.g. 'melanoma'.")
+    probability: float = Field(description="Its calibrated probability (with any descendants').")
+    threshold: float = Field(description="The model's threshold for it, chosen on validation for a recall target.")
 
 
 class Prediction(BaseModel):
@@ -73,10 +86,17 @@ class Prediction(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(description="Most probable class.")
+    label: str = Field(description="Most probable class: the finest the model can tell.")
+    parent: str | None = Field(None, description="The class `label` is a kind of (e.g. benign_keratosis "
+                                                 "for seborrheic_keratosis), or None.")
     confidence: float = Field(description="Probability of `label`.")
-    probabilities: dict[str, float] = Field(description="Every class the model knows -> probability.")
+    probabilities: dict[str, float] = Field(
+        description="Every class the model knows -> probability; a parent's includes its children's, "
+                    "so the classes without a parent sum to 1.")
     top_k: list[ClassScore] = Field(description="The best classes, most probable first.")
+    referral: list[Referral] = Field(
+        default_factory=list, description="Malignant classes above their referral threshold, whatever the "
+                                          "top label (empty when none): see a clinician.")
     model_version: str = Field(description="Registry version of the model that answered.")
 
 

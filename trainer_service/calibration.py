@@ -13,15 +13,20 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """Mean cross-entropy of `labels` under softmax(logits / temperature)."""
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].mean())
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float,
+                            allowed: np.ndarray | None = None) -> float:
+    """Mean cross-entropy of `labels` under softmax(logits / temperature); with `allowed` (the
+    `shared.taxonomy.admissible` matrix) a label's probability is that of all it admits."""
+    probs = softmax(logits, temperature)
+    if allowed is None:
+        picked = probs[np.arange(len(labels)), labels]
+    else:
+        picked = (probs * allowed[labels]).sum(axis=1)
+    return float(-np.log(np.maximum(picked, 1e-300)).mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, low: float = 0.05, high: float = 20.0) -> float:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, low: float = 0.05, high: float = 20.0,
+                    allowed: np.ndarray | None = None) -> float:
     """The temperature in [low, high] minimising held-out NLL (golden-section on log T).
 
     NLL is unimodal in log T for a fixed set of logits, so the search converges to the optimum.
@@ -33,17 +38,26 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, low: float = 0.05
     ratio = (np.sqrt(5.0) - 1.0) / 2.0
     for _ in range(80):
         c, d = b - ratio * (b - a), a + ratio * (b - a)
-        if negative_log_likelihood(logits, labels, np.exp(c)) < negative_log_likelihood(logits, labels, np.exp(d)):
+        if negative_log_likelihood(logits, labels, np.exp(c), allowed) < negative_log_likelihood(
+                logits, labels, np.exp(d), allowed):
             b = d
         else:
             a = c
     return float(np.exp((a + b) / 2.0))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
-    """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| * share."""
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, allowed: np.ndarray | None = None,
+                               *, bins: int = 15) -> float:
+    """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| * share.
+
+    With `allowed` (`shared.taxonomy.admissible`) a top label its true label admits is correct.
+    """
     confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    top = probabilities.argmax(axis=1)
+    if allowed is None:
+        correct = (top == labels).astype(np.float64)
+    else:
+        correct = allowed[labels, top].astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     ece = 0.0

@@ -32,12 +32,14 @@ def _log(message: str) -> None:
 
 def train_parser() -> argparse.ArgumentParser:
     """Arguments of `train`; defaults are the base model's recipe."""
+    from shared.imaging import DEFAULT_POLICY, POLICIES
     from trainer_service.backbones import BACKBONES
     from trainer_service.training import Recipe
 
     d = Recipe()
     p = argparse.ArgumentParser(prog="trainer_service train", description="Train a classifier on a class-per-folder dataset.")
-    p.add_argument("data", type=Path, help="class-per-folder training images (metadata.csv in it or its parent)")
+    p.add_argument("data", type=Path, nargs="+",
+                   help="class-per-folder training images, one root per source (metadata.csv in it or its parent)")
     p.add_argument("--out", type=Path, required=True, help="artifact directory to create (model.keras + manifest.json)")
     p.add_argument("--version", default=f"lite0-{dt.date.today().isoformat()}", help="version name in the manifest")
     p.add_argument("--parent-version", default=None)
@@ -46,8 +48,15 @@ def train_parser() -> argparse.ArgumentParser:
                         "(Keras ImageNet weights, downloaded on first use: needs network)")
     p.add_argument("--random-init", action="store_true", help="do not load pretrained backbone weights")
     p.add_argument("--input-size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
-    p.add_argument("--eval-data", type=Path, default=None, help="also evaluate on this set (never used to fit)")
-    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--eval-data", type=Path, nargs="*", default=[],
+                   help="also evaluate on these sets (never used to fit or choose anything)")
+    p.add_argument("--validation-fraction", type=float, nargs="+", default=[0.1],
+                   help="held-out share of each source's lesions (one value, or one per source)")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES), help="preprocessing policy")
+    p.add_argument("--referral-recall", type=float, default=0.85,
+                   help="validation recall each malignant class's referral threshold is chosen for")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="decoded-image cache and checkpoints (default: OUT.work); the same command resumes")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--head-epochs", type=int, default=d.head_epochs)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -57,7 +66,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampling-power", type=float, default=d.sampling_power)
     p.add_argument("--first-trainable", default=d.first_trainable,
                    help="first backbone layer to fine-tune ('' = all)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop fine-tuning after this long")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop fine-tuning after this long (checkpointed: the same command resumes)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=2)
     return p
@@ -79,15 +89,18 @@ def train_main(argv: list[str] | None = None) -> int:
         first_trainable=args.first_trainable or None, max_minutes=args.max_minutes, seed=args.seed,
     )
     spec = JobSpec(
-        data=args.data, backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
-        validation_fraction=args.validation_fraction, eval_data=args.eval_data, pretrained=not args.random_init,
+        data=tuple(args.data), backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
+        validation_fraction=tuple(args.validation_fraction), eval_data=tuple(args.eval_data),
+        pretrained=not args.random_init, policy=args.policy, referral_recall=args.referral_recall,
+        work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"),
     )
     if (args.out / "model.keras").exists():
         print(f"error: {args.out} already holds a model", file=sys.stderr)
         return 2
     model, manifest = run_job(spec, args.version, _log, parent_version=args.parent_version)
     save_artifact(model, manifest, args.out)
-    print(format_report(manifest.metrics["validation"]))
+    for name, figures in manifest.metrics["validation"].items():
+        print(f"validation {name}:\n{format_report(figures)}\n")
     _log(f"wrote {args.out}")
     return 0
 
@@ -106,7 +119,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from trainer_service.train_job import evaluate_on
 
     model, manifest = load_artifact(args.artifact)
-    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes))
+    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes), manifest.preprocessing)
     metrics["model_version"] = manifest.version
     print(f"model {manifest.version} on {args.data}")
     print(format_report(metrics))

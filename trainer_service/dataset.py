@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.imaging import load_for_model
+from shared.imaging import DEFAULT_POLICY, load_for_model
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
@@ -88,9 +88,11 @@ def load_image_set(
     size: tuple[int, int],
     *,
     classes: tuple[str, ...] | None = None,
+    policy: str = DEFAULT_POLICY,
     workers: int = 2,
 ) -> ImageSet:
-    """Decode every image under `root` to `size` (height, width) with `load_for_model`.
+    """Decode every image under `root` to `size` (height, width) with `load_for_model` and the
+    preprocessing `policy` of the model being trained or evaluated.
 
     `classes` fixes the label order (a model's classes); folders not in it are skipped and
     classes without a folder simply have no images. Default: the folders found. An image
@@ -110,7 +112,7 @@ def load_image_set(
         raise FileNotFoundError(f"no images of classes {order} under {root}")
     blobs = [p.read_bytes() for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(lambda b: load_for_model(b, size), blobs))
+        images = list(pool.map(lambda b: load_for_model(b, size, policy=policy), blobs))
     lesions = read_lesion_ids(root)
     return ImageSet(
         images=np.stack(images),

@@ -46,17 +46,18 @@ async def embed(
     embedder: Callable[[np.ndarray], np.ndarray],
     input_size: tuple[int, int],
     *,
+    policy: str,
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Embeddings of `records` (fetched, decoded with the shared preprocessing, run through
-    `embedder` in a thread), by hash."""
+    """Embeddings of `records` (fetched, decoded with the shared preprocessing and the model's
+    `policy`, run through `embedder` in a thread), by hash."""
     limit = asyncio.Semaphore(_FETCH_CONCURRENCY)
 
     async def pixels(record: ImageRecord) -> np.ndarray:
         async with limit:
             data = await store.get(record.key)
-        return await asyncio.to_thread(load_for_model, data, input_size)
+        return await asyncio.to_thread(load_for_model, data, input_size, policy=policy)
 
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(records), batch_size):

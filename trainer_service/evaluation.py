@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from shared.taxonomy import admissible
 from trainer_service.calibration import expected_calibration_error
 
 
@@ -30,48 +31,62 @@ def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64) -> 
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Balanced accuracy, accuracy, per-class recall/precision/support, confusion matrix
+    """Balanced accuracy, accuracy, per-class recall/precision/support/AUC, confusion matrix
     (rows = true class, columns = predicted), macro one-vs-rest AUC and top-label ECE.
 
-    Classes without examples are left out of balanced accuracy and AUC (their recall is None);
-    AUC is None when fewer than two classes are present.
+    The class hierarchy (`shared.taxonomy.covers`) is honoured: a label admits its descendants,
+    so a seborrheic keratosis predicted for a HAM10000 benign keratosis is right; a prediction
+    is counted in the column of its nearest ancestor-or-self among the labels present, and a
+    class's AUC ranks its rolled-up probability (its own plus its descendants'). Classes without
+    examples are left out of balanced accuracy and AUC (their recall is None); AUC is None when
+    fewer than two classes are present.
     """
     k = len(classes)
-    predicted = probabilities.argmax(axis=1)
+    allowed = admissible(classes)
+    present = np.bincount(labels, minlength=k) > 0
+    predicted = _nearest_present(probabilities.argmax(axis=1), allowed, present)
     matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
     support = matrix.sum(axis=1)
     predicted_counts = matrix.sum(axis=0)
-    present = support > 0
     recall = np.where(present, np.diag(matrix) / np.maximum(support, 1), np.nan)
     precision = np.where(predicted_counts > 0, np.diag(matrix) / np.maximum(predicted_counts, 1), np.nan)
+    rolled = probabilities @ allowed.T
+    aucs = {c: _auc(labels == c, rolled[:, c]) for c in np.flatnonzero(present)}
     per_class = {
         name: {
             "recall": None if np.isnan(recall[i]) else float(recall[i]),
             "precision": None if np.isnan(precision[i]) else float(precision[i]),
             "support": int(support[i]),
+            "auc": aucs.get(i),
         }
         for i, name in enumerate(classes)
     }
+    valid = [a for a in aucs.values() if a is not None]
     return {
         "images": len(labels),
         "balanced_accuracy": float(np.nanmean(recall)),
         "accuracy": float((predicted == labels).mean()),
-        "macro_auc_ovr": _macro_auc(probabilities, labels, present),
-        "ece": expected_calibration_error(probabilities, labels),
+        "macro_auc_ovr": float(np.mean(valid)) if len(valid) >= 2 else None,
+        "ece": expected_calibration_error(probabilities, labels, allowed),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
         "classes": list(classes),
     }
 
 
-def _macro_auc(probabilities: np.ndarray, labels: np.ndarray, present: np.ndarray) -> float | None:
-    """Mean over present classes of the one-vs-rest ROC AUC."""
-    aucs = [
-        roc_auc_score(labels == c, probabilities[:, c])
-        for c in np.flatnonzero(present)
-        if 0 < (labels == c).sum() < len(labels)
-    ]
-    return float(np.mean(aucs)) if len(aucs) >= 2 else None
+def _nearest_present(predicted: np.ndarray, allowed: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each predicted output as the most specific present label that admits it (else itself)."""
+    out = predicted.copy()
+    for j in np.unique(predicted):
+        owners = [i for i in np.flatnonzero(present & (allowed[:, j] > 0))]
+        if owners and not present[j]:
+            out[predicted == j] = min(owners, key=lambda i: allowed[i].sum())
+    return out
+
+
+def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """One-vs-rest ROC AUC, or None when only one side is present."""
+    return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else None
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -85,12 +100,13 @@ def format_report(metrics: dict[str, Any]) -> str:
     ]
     if "ece_uncalibrated" in metrics:
         lines.append(f"ECE at temperature 1: {metrics['ece_uncalibrated']:.4f}")
-    lines += ["", f"{'class':<22} {'recall':>7} {'precision':>9} {'support':>7}"]
+    lines += ["", f"{'class':<22} {'recall':>7} {'precision':>9} {'auc':>7} {'support':>7}"]
     for name in classes:
         row = metrics["per_class"][name]
         rec = "-" if row["recall"] is None else f"{row['recall']:.3f}"
         pre = "-" if row["precision"] is None else f"{row['precision']:.3f}"
-        lines.append(f"{name:<22} {rec:>7} {pre:>9} {row['support']:>7}")
+        auc = "-" if row.get("auc") is None else f"{row['auc']:.3f}"
+        lines.append(f"{name:<22} {rec:>7} {pre:>9} {auc:>7} {row['support']:>7}")
     short = [name[:6] for name in classes]
     lines += ["", "confusion matrix (rows true, columns predicted):", " " * 8 + " ".join(f"{s:>6}" for s in short)]
     for name, row in zip(short, metrics["confusion_matrix"]):

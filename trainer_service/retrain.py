@@ -23,6 +23,7 @@ from shared.manifest import ModelManifest
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
+from shared.taxonomy import PARENTS
 from trainer_service.artifacts import code_version, save_artifact
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
 from trainer_service.classifier import (
@@ -107,12 +108,12 @@ def _expand(probabilities: np.ndarray, own: list[str], classes: list[str]) -> np
 
 
 async def load_images(store: ObjectStore, records: list[ImageRecord], classes: list[str],
-                      input_size: tuple[int, int]) -> ImageSet:
+                      input_size: tuple[int, int], policy: str) -> ImageSet:
     """Decoded images of `records` as a training set (for fine-tuning)."""
     from shared.imaging import load_for_model
 
     async def pixels(record: ImageRecord) -> np.ndarray:
-        return await asyncio.to_thread(load_for_model, await store.get(record.key), input_size)
+        return await asyncio.to_thread(load_for_model, await store.get(record.key), input_size, policy=policy)
 
     images = [await pixels(r) for r in records]
     return ImageSet(np.stack(images), np.array([classes.index(r.label) for r in records], np.int32),
@@ -143,7 +144,7 @@ async def ensure_embeddings(store: ObjectStore, model: keras.Model, manifest: Mo
         forward = compiled_forward(embedding_model(model))
         computed = await embed(
             store, missing, lambda images: np.asarray(forward(images.astype(np.float32))),
-            tuple(manifest.input_size), batch_size=batch_size,
+            tuple(manifest.input_size), policy=manifest.preprocessing, batch_size=batch_size,
             on_progress=lambda n: progress.update(embedded=n))
         await save_shard(store, backbone_id, computed)
         cache.update(computed)
@@ -201,7 +202,7 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     new_model.get_layer(LOGITS).set_weights([kernel, bias])
     if options.fine_tune:
         progress.update(phase="fine-tuning")
-        sets = [await load_images(store, subset, classes, tuple(parent.input_size))
+        sets = [await load_images(store, subset, classes, tuple(parent.input_size), parent.preprocessing)
                 for subset in (fit, validation, held)]
         recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
                         steps_per_epoch=max(1, len(fit) // Recipe.batch_size),
@@ -224,7 +225,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     progress.update(phase="saving")
     snapshot = sorted(r.sha256 for r in train)
     manifest = ModelManifest(
-        version=version, classes=classes, input_size=parent.input_size, backbone=parent.backbone,
+        version=version, classes=classes, input_size=parent.input_size, preprocessing=parent.preprocessing,
+        backbone=parent.backbone, parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
         temperature=temperature, parent_version=current, code_version=code_version(),
         training_data={"images": len(train), "held_out": len(held), "counts": counts(records),
                        "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},

@@ -1,4 +1,5 @@
-"""One training job end to end: data -> split -> head -> fine-tune -> temperature -> manifest."""
+"""One training job end to end: sources -> split -> head -> fine-tune -> biases, temperature,
+referral thresholds (all on validation) -> manifest."""
 
 from __future__ import annotations
 
@@ -8,86 +9,162 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
+from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest
+from shared.taxonomy import MALIGNANT, PARENTS, admissible
 from trainer_service.artifacts import code_version
 from trainer_service.backbones import build_backbone
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
-from trainer_service.classifier import build_classifier, logits_model, with_temperature
-from trainer_service.dataset import ImageSet, data_summary, grouped_split, load_image_set
+from trainer_service.checkpoint import Checkpoint
+from trainer_service.classifier import LOGITS, build_classifier, logits_model, with_temperature
+from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
-from trainer_service.training import Log, Recipe, fine_tune, held_out_logits, train_head
+from trainer_service.operating import Scored, calibrated, fit_class_bias, referral_thresholds
+from trainer_service.sources import Source, combined, load_sources, source_name
+from trainer_service.training import Log, Recipe, fine_tune, train_head
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What to train: data, backbone, input size, recipe, held-out share, optional eval set."""
+    """What to train: sources, backbone, input size, recipe, held-out shares, optional eval sets."""
 
-    data: Path
+    data: tuple[Path, ...]
     backbone: str = "efficientnet_lite0"
     input_size: tuple[int, int] = (160, 160)
     recipe: Recipe = field(default_factory=Recipe)
-    validation_fraction: float = 0.1
-    eval_data: Path | None = None
+    validation_fraction: tuple[float, ...] = (0.1,)
+    eval_data: tuple[Path, ...] = ()
     pretrained: bool = True
+    policy: str = DEFAULT_POLICY
+    referral_recall: float = 0.85
+    work_dir: Path | None = None
+
+
+def _source_scores(model: keras.Model, sources: list[Source]) -> list[Scored]:
+    forward = logits_model(model)
+    return [Scored(s.name, predict(forward, s.validation.images), s.validation.labels) for s in sources]
+
+
+def selection_scorer(sources: list[Source], allowed: np.ndarray, classes: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """Per epoch: the mean over sources of (balanced accuracy + melanoma AUC) / 2 on validation
+    (balanced accuracy alone where a source has no melanoma)."""
+
+    def score(model: keras.Model) -> tuple[float, dict[str, float]]:
+        figures: dict[str, float] = {}
+        parts = []
+        for scored in _source_scores(model, sources):
+            m = classification_metrics(softmax(scored.values), scored.labels, classes)
+            figures[f"{scored.source}_bacc"] = m["balanced_accuracy"]
+            auc = m["per_class"].get("melanoma", {}).get("auc")
+            if auc is not None:
+                figures[f"{scored.source}_mel_auc"] = auc
+                parts.append((m["balanced_accuracy"] + auc) / 2)
+            else:
+                parts.append(m["balanced_accuracy"])
+        return float(np.mean(parts)), figures
+
+    return score
 
 
 def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None = None) -> tuple[keras.Model, ModelManifest]:
-    """Train, calibrate on the held-out split of `spec.data`, and describe the result.
+    """Train on every source of `spec.data`, fit the operating points on their validation parts,
+    and describe the result.
 
-    Returns the calibrated model (probabilities out) and its manifest; metrics hold validation
-    figures (ECE before/after temperature scaling) and, with `spec.eval_data`, the same on that
-    set. The temperature is never fitted on `spec.eval_data`. Raises FileNotFoundError for a
-    missing dataset.
+    Returns the calibrated model (probabilities out) and its manifest. Nothing is fitted or chosen
+    on `spec.eval_data`; those sets are only measured. With `spec.work_dir` the decoded images are
+    cached and fine-tuning checkpoints there, so the same call resumes an interrupted run.
+    Raises FileNotFoundError for a missing dataset.
     """
     started = time.monotonic()
     keras.utils.set_random_seed(spec.recipe.seed)
-    data = load_image_set(spec.data, spec.input_size)
-    train_index, held_index = grouped_split(data, spec.validation_fraction, spec.recipe.seed)
-    train, held_out = data.subset(train_index), data.subset(held_index)
-    log(f"data: {len(data.files)} images, {len(train.files)} train / {len(held_out.files)} held out; {data.counts()}")
+    cache = spec.work_dir / "decoded" if spec.work_dir else None
+    classes, sources = load_sources(list(spec.data), spec.input_size, policy=spec.policy,
+                                    fractions=list(spec.validation_fraction), seed=spec.recipe.seed, cache_dir=cache)
+    train, strata = combined(sources)
+    allowed = admissible(classes)
+    for s in sources:
+        log(f"data {s.name}: {len(s.fit.files)} fit / {len(s.validation.files)} validation; {s.fit.counts()}")
+    log(f"data: {time.monotonic() - started:.0f}s")
 
     backbone = build_backbone(spec.backbone, spec.input_size, pretrained=spec.pretrained)
-    model = build_classifier(backbone, len(data.classes))
-    train_head(model, train, spec.recipe, log)
-    history = fine_tune(model, train, held_out, spec.recipe, log)
+    model = build_classifier(backbone, len(classes))
+    checkpoint = Checkpoint(spec.work_dir / "checkpoint") if spec.work_dir else None
+    if checkpoint is None or not checkpoint.exists():
+        train_head(model, train, spec.recipe, log)
+    history = fine_tune(model, train, sources[0].validation, spec.recipe, log, strata=strata, admissible=allowed,
+                        score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
 
-    logits = held_out_logits(model, held_out)
-    temperature = fit_temperature(logits, held_out.labels)
-    calibrated = with_temperature(model, temperature)
-    validation = classification_metrics(softmax(logits, temperature), held_out.labels, data.classes)
-    validation["ece_uncalibrated"] = expected_calibration_error(softmax(logits), held_out.labels)
-    log(f"temperature {temperature:.3f}: val ECE {validation['ece_uncalibrated']:.4f} -> {validation['ece']:.4f}")
-    metrics: dict[str, Any] = {"validation": validation}
-    if spec.eval_data is not None:
-        metrics["eval"] = evaluate_on(calibrated, spec.eval_data, spec.input_size, data.classes)
-        log(f"eval: balanced accuracy {metrics['eval']['balanced_accuracy']:.4f}")
+    model, operating = fit_operating_points(model, sources, classes, spec.referral_recall, log)
+    metrics: dict[str, Any] = {"validation": operating.pop("validation")}
+    for root in spec.eval_data:
+        name = f"{source_name(root)}/{root.name}"
+        metrics.setdefault("eval", {})[name] = evaluate_on(model, root, spec.input_size, classes, spec.policy)
+        log(f"eval {name}: balanced accuracy {metrics['eval'][name]['balanced_accuracy']:.4f}")
 
     manifest = ModelManifest(
         version=version,
-        classes=list(data.classes),
+        classes=list(classes),
         input_size=spec.input_size,
+        preprocessing=spec.policy,
         backbone=spec.backbone,
-        temperature=temperature,
+        temperature=operating["temperature"],
         parent_version=parent_version,
         code_version=code_version(),
         training_data={
-            "source": str(spec.data),
-            **data_summary(data),
-            "train": data_summary(train),
-            "held_out": data_summary(held_out),
+            "sources": {s.name: {"fit": data_summary(s.fit), "validation": data_summary(s.validation)} for s in sources},
+            **data_summary(train),
         },
         metrics=metrics,
-        recipe={**asdict(spec.recipe), "validation_fraction": spec.validation_fraction, "pretrained": spec.pretrained},
+        parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
+        referral=operating["referral"],
+        class_bias=operating["class_bias"],
+        recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
+                "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
+                "sources": [str(p) for p in spec.data]},
         history=history,
         training_seconds=round(time.monotonic() - started, 1),
     )
-    return calibrated, manifest
+    return model, manifest
 
 
-def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...]) -> dict[str, Any]:
+def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...], referral_recall: float,
+                         log: Log) -> tuple[keras.Model, dict[str, Any]]:
+    """Class biases (into the logits layer), temperature, referral thresholds, all on validation.
+
+    Returns the calibrated model and {temperature, class_bias, referral, validation: per-source
+    metrics with ECE before and after}.
+    """
+    allowed = admissible(classes)
+    raw = _source_scores(model, sources)
+    bias = fit_class_bias(raw, allowed)
+    dense = model.get_layer(LOGITS)
+    kernel, old_bias = dense.get_weights()
+    dense.set_weights([kernel, old_bias + bias.astype(np.float32)])
+    adjusted = [Scored(s.source, s.values + bias, s.labels) for s in raw]
+    pooled_logits = np.concatenate([s.values for s in adjusted])
+    pooled_labels = np.concatenate([s.labels for s in adjusted])
+    temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
+    probabilities = calibrated(adjusted, temperature)
+    referral = referral_thresholds(probabilities, list(classes), MALIGNANT, allowed, target_recall=referral_recall)
+    validation: dict[str, Any] = {}
+    for before, after in zip(adjusted, probabilities):
+        m = classification_metrics(after.values, after.labels, classes)
+        m["ece_uncalibrated"] = expected_calibration_error(softmax(before.values), before.labels, allowed)
+        validation[before.source] = m
+        log(f"validation {before.source}: balanced accuracy {m['balanced_accuracy']:.4f}, "
+            f"ECE {m['ece_uncalibrated']:.4f} -> {m['ece']:.4f}")
+    log(f"class bias {np.round(bias, 2).tolist()}, temperature {temperature:.3f}, referral "
+        + ", ".join(f"{k} >= {v.threshold:.3f}" for k, v in referral.items()))
+    return with_temperature(model, temperature), {
+        "temperature": temperature, "class_bias": bias.tolist(), "referral": referral, "validation": validation}
+
+
+def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],
+                policy: str) -> dict[str, Any]:
     """Metrics of a calibrated `model` on the class-per-folder set at `root`, with ECE at T=1."""
-    data = load_image_set(root, input_size, classes=classes)
+    data = load_image_set(root, input_size, classes=classes, policy=policy)
     metrics = classification_metrics(predict(model, data.images), data.labels, classes)
     metrics["ece_uncalibrated"] = _ece_at_unit_temperature(model, data)
     metrics["data"] = data_summary(data)
@@ -96,5 +173,4 @@ def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], cla
 
 def _ece_at_unit_temperature(model: keras.Model, data: ImageSet) -> float:
     logits = predict(logits_model(model), data.images)
-    return expected_calibration_error(softmax(logits), data.labels)
-
+    return expected_calibration_error(softmax(logits), data.labels, admissible(data.classes))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -19,7 +20,8 @@ import numpy as np
 from trainer_service.classifier import LOGITS, embedding_model, logits_model, set_backbone_trainable
 from trainer_service.dataset import ImageSet
 from trainer_service.evaluation import predict
-from trainer_service.pipeline import class_sampling, training_stream
+from trainer_service.checkpoint import Checkpoint, TrainingState
+from trainer_service.pipeline import class_sampling, set_cross_entropy, training_stream
 
 Log = Callable[[str], None]
 
@@ -75,68 +77,87 @@ def balanced_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) 
     return float(np.mean(recalls))
 
 
-class BestOnValidation(keras.callbacks.Callback):
-    """Scores balanced accuracy on held-out images after each epoch; restores the best at the end.
+#: Scores a model on held-out data after an epoch: (selection score, figures to log and record).
+Scorer = Callable[[keras.Model], tuple[float, dict[str, float]]]
 
-    Also stops training once `max_minutes` have passed since the start of `fit`.
+
+def balanced_accuracy_on(held_out: ImageSet) -> Scorer:
+    """The default scorer: balanced accuracy of the argmax on `held_out`."""
+
+    def score(model: keras.Model) -> tuple[float, dict[str, float]]:
+        logits = predict(logits_model(model), held_out.images)
+        value = balanced_accuracy(logits, held_out.labels, len(held_out.classes))
+        return value, {"val_balanced_accuracy": value}
+
+    return score
+
+
+def fine_tune(
+    model: keras.Model,
+    train: ImageSet,
+    held_out: ImageSet,
+    recipe: Recipe,
+    log: Log,
+    *,
+    strata: np.ndarray | None = None,
+    admissible: np.ndarray | None = None,
+    score: Scorer | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> list[dict[str, Any]]:
+    """Stage 2 (see module doc). Returns the per-epoch history; `model` ends at the best epoch.
+
+    `strata` and `admissible` are passed to the stream and the loss (`training_stream`,
+    `set_cross_entropy`); `score` picks the best epoch (default: balanced accuracy on
+    `held_out`). With `checkpoint`, every finished epoch is saved and a saved run resumes
+    where it stopped; `recipe.max_minutes` bounds this call, not the whole run.
     """
-
-    def __init__(self, classifier: keras.Model, held_out: ImageSet, log: Log, max_minutes: float | None) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.held_out = held_out
-        self.log = log
-        self.max_seconds = None if max_minutes is None else max_minutes * 60.0
-        self.best = -1.0
-        self.best_epoch = -1
-        self.best_weights: list[np.ndarray] | None = None
-        self.history: list[dict[str, float]] = []
-
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        self.started = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logits = predict(logits_model(self.classifier), self.held_out.images)
-        score = balanced_accuracy(logits, self.held_out.labels, len(self.held_out.classes))
-        elapsed = time.monotonic() - self.started
-        loss = (logs or {}).get("loss", float("nan"))
-        self.history.append({"epoch": epoch + 1, "loss": float(loss), "val_balanced_accuracy": score})
-        self.log(f"epoch {epoch + 1}: loss {loss:.4f} val balanced acc {score:.4f} ({elapsed / 60:.1f} min)")
-        if score > self.best:
-            self.best, self.best_epoch = score, epoch + 1
-            self.best_weights = [np.array(w) for w in self.classifier.get_weights()]
-        if self.max_seconds is not None and elapsed > self.max_seconds:
-            self.log("time budget reached: stopping")
-            self.classifier.stop_training = True
-
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-        if self.best_weights is not None:
-            self.classifier.set_weights(self.best_weights)
-            self.log(f"restored epoch {self.best_epoch} (val balanced acc {self.best:.4f})")
-
-
-def fine_tune(model: keras.Model, train: ImageSet, held_out: ImageSet, recipe: Recipe, log: Log) -> list[dict[str, float]]:
-    """Stage 2 (see module doc). Returns the per-epoch history; `model` ends at the best epoch."""
     set_backbone_trainable(model, True, first_trainable=recipe.first_trainable)
     total = recipe.epochs * recipe.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, max(total - recipe.warmup_steps, 1), warmup_target=recipe.learning_rate,
         warmup_steps=recipe.warmup_steps,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-    )
-    stream = training_stream(
-        train.images, train.labels, len(train.classes),
-        batch_size=recipe.batch_size, power=recipe.sampling_power, seed=recipe.seed,
-    )
-    best = BestOnValidation(model, held_out, log, recipe.max_minutes)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+    num_classes = len(train.classes)
+    model.compile(optimizer=optimizer, loss=set_cross_entropy(
+        np.eye(num_classes) if admissible is None else admissible))
+    scorer = score or balanced_accuracy_on(held_out)
+    state, best_weights = TrainingState(), None
+    if checkpoint is not None and checkpoint.exists():
+        state = checkpoint.restore(model, optimizer)
+        best_weights = checkpoint.best_weights()
+        log(f"fine-tune: resumed after epoch {state.epoch} (best {state.best:.4f} at epoch {state.best_epoch})")
     log(f"fine-tune: {model.count_params():,} params, {_trainable(model):,} trainable, {total} steps")
-    model.fit(stream, epochs=recipe.epochs, steps_per_epoch=recipe.steps_per_epoch, callbacks=[best], verbose=0,
-              shuffle=False)  # the stream is shuffled per class already
+    started = time.monotonic()
+    first = state.epoch
+    for epoch in range(first, recipe.epochs):
+        if epoch > first and recipe.max_minutes is not None and time.monotonic() - started > recipe.max_minutes * 60:
+            log(f"time budget reached after epoch {epoch}: stopping (the same command resumes)")
+            break
+        keras.utils.set_random_seed(recipe.seed * 1000 + epoch)
+        stream = training_stream(
+            train.images, train.labels, num_classes, batch_size=recipe.batch_size,
+            power=recipe.sampling_power, seed=recipe.seed * 1000 + epoch, strata=strata,
+        )
+        fitted = model.fit(stream, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=recipe.steps_per_epoch,
+                           verbose=0, shuffle=False)  # the stream is shuffled per stratum already
+        value, figures = scorer(model)
+        loss = float(fitted.history["loss"][-1])
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, "loss": loss, "score": value, **figures})
+        shown = " ".join(f"{k} {v:.4f}" for k, v in figures.items())
+        log(f"epoch {epoch + 1}: loss {loss:.4f} score {value:.4f} ({shown}) "
+            f"({(time.monotonic() - started) / 60:.1f} min)")
+        if value > state.best:
+            state.best, state.best_epoch = value, epoch + 1
+            best_weights = [np.array(w) for w in model.get_weights()]
+        if checkpoint is not None:
+            checkpoint.save(model, optimizer, state, best_weights=best_weights if state.best_epoch == epoch + 1 else None)
+    if best_weights is not None:
+        model.set_weights(best_weights)
+        log(f"restored epoch {state.best_epoch} (score {state.best:.4f})")
     set_backbone_trainable(model, False)
-    return best.history
+    return state.history
 
 
 def _trainable(model: keras.Model) -> int:

@@ -69,3 +69,28 @@ def test_load_for_model_gives_the_model_input(melanoma_jpeg: bytes) -> None:
     pixels = load_for_model(melanoma_jpeg, (96, 128))
     assert pixels.shape == (96, 128, 3)
     assert 20 < pixels.mean() < 240
+
+
+def test_shades_of_gray_removes_a_colour_cast() -> None:
+    from shared.imaging import shades_of_gray
+
+    rng = np.random.default_rng(0)
+    scene = rng.integers(40, 200, (64, 64, 1)).repeat(3, axis=2).astype(np.float64)
+    cast = np.clip(scene * np.array([1.25, 1.0, 0.7]), 0, 255).astype(np.uint8)  # a warm dermatoscope
+    corrected = shades_of_gray(cast).astype(np.float64)
+    means = corrected.reshape(-1, 3).mean(axis=0)
+    assert means.max() / means.min() < 1.03  # grey again
+    before = cast.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    assert before.max() / before.min() > 1.6
+    assert shades_of_gray(cast).dtype == np.uint8
+
+
+def test_each_policy_gives_its_own_pixels(melanoma_jpeg: bytes) -> None:
+    from shared.imaging import CENTER_CROP_V1, SHADES_OF_GRAY_V2, load_for_model
+
+    crop = load_for_model(melanoma_jpeg, (64, 64), policy=CENTER_CROP_V1)
+    whole = load_for_model(melanoma_jpeg, (64, 64), policy=SHADES_OF_GRAY_V2)
+    assert crop.shape == whole.shape == (64, 64, 3)
+    assert np.abs(crop.astype(int) - whole.astype(int)).mean() > 2
+    with pytest.raises(ValueError, match="unknown preprocessing policy"):
+        load_for_model(melanoma_jpeg, (64, 64), policy="sharpen/v9")

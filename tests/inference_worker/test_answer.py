@@ -1,0 +1,41 @@
+"""The answer a clinician gets: the finest class with its parent, rolled-up probabilities, referral flags."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from inference_worker.service import to_prediction
+from shared.manifest import ModelManifest, ReferralThreshold
+
+CLASSES = ["benign_keratosis", "melanocytic_nevi", "melanoma", "seborrheic_keratosis"]
+
+
+def classifier(referral: dict[str, float]) -> SimpleNamespace:
+    manifest = ModelManifest(
+        version="v2-test", classes=CLASSES, input_size=(32, 32),
+        parents={"seborrheic_keratosis": "benign_keratosis"},
+        referral={k: ReferralThreshold(threshold=v, target_recall=0.8) for k, v in referral.items()})
+    return SimpleNamespace(manifest=manifest, classes=CLASSES, version=manifest.version)
+
+
+def test_the_finest_class_comes_with_its_parent_and_probabilities_roll_up() -> None:
+    answer = to_prediction(np.array([0.1, 0.2, 0.15, 0.55]), classifier({}), top_k=3)  # type: ignore[arg-type]
+    assert (answer.label, answer.parent) == ("seborrheic_keratosis", "benign_keratosis")
+    assert answer.confidence == pytest.approx(0.55)
+    assert answer.probabilities["benign_keratosis"] == pytest.approx(0.65)
+    top_level = [p for name, p in answer.probabilities.items() if name != "seborrheic_keratosis"]
+    assert sum(top_level) == pytest.approx(1.0)
+    assert [s.label for s in answer.top_k] == ["benign_keratosis", "seborrheic_keratosis", "melanocytic_nevi"]
+    assert answer.top_k[1].parent == "benign_keratosis" and answer.top_k[0].parent is None
+
+
+def test_a_melanoma_above_its_threshold_is_flagged_whatever_the_top_label() -> None:
+    answer = to_prediction(np.array([0.05, 0.6, 0.3, 0.05]), classifier({"melanoma": 0.2}), top_k=3)  # type: ignore[arg-type]
+    assert answer.label == "melanocytic_nevi"
+    assert [(r.label, r.threshold) for r in answer.referral] == [("melanoma", 0.2)]
+    assert answer.referral[0].probability == pytest.approx(0.3)
+    calm = to_prediction(np.array([0.05, 0.8, 0.1, 0.05]), classifier({"melanoma": 0.2}), top_k=3)  # type: ignore[arg-type]
+    assert calm.referral == [] and calm.parent is None

@@ -1,0 +1,102 @@
+"""Operating points chosen on validation: class biases for balanced accuracy, referral thresholds.
+
+Both are fitted on held-out validation images of every source, never on an evaluation split.
+The class biases are added to the logits layer's bias (the model stays plain Keras); referral
+thresholds are compared with the calibrated, rolled-up probability of a malignant class and
+travel in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.manifest import ReferralThreshold
+from trainer_service.calibration import softmax
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One source's held-out outputs: logits (or probabilities) and labels, with its name."""
+
+    source: str
+    values: np.ndarray
+    labels: np.ndarray
+
+
+def balanced_accuracy_admitted(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
+    """Mean over the labels present of the share of images whose top output the label admits."""
+    correct = allowed[labels, logits.argmax(axis=1)]
+    return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
+
+
+def fit_class_bias(sets: list[Scored], allowed: np.ndarray, *, span: float = 3.0, step: float = 0.1,
+                   passes: int = 3) -> np.ndarray:
+    """Per-class logit offsets maximising the mean over sources of balanced accuracy.
+
+    Coordinate ascent on a grid of [-span, span]; a change is kept only when it raises the
+    objective (ties keep the smaller offset), so with nothing to gain the offsets stay 0.
+    """
+    k = allowed.shape[0]
+    bias = np.zeros(k)
+    grid = np.round(np.arange(-span, span + step / 2, step), 6)
+
+    def objective(b: np.ndarray) -> float:
+        return float(np.mean([balanced_accuracy_admitted(s.values + b, s.labels, allowed) for s in sets]))
+
+    best = objective(bias)
+    for _ in range(passes):
+        changed = False
+        for c in range(k):
+            for value in sorted(grid, key=abs):
+                trial = bias.copy()
+                trial[c] = value
+                score = objective(trial)
+                if score > best + 1e-9:
+                    best, bias, changed = score, trial, True
+        if not changed:
+            break
+    return bias
+
+
+def referral_thresholds(sets: list[Scored], classes: list[str], referral: tuple[str, ...], allowed: np.ndarray,
+                        *, target_recall: float, min_positives: int = 10) -> dict[str, ReferralThreshold]:
+    """For each class of `referral` the model predicts, the highest probability threshold at which
+    every source with at least `min_positives` held-out cases reaches `target_recall`.
+
+    `sets` hold calibrated probabilities. The recall and specificity each source gets at the
+    threshold are recorded with it. Classes with too few cases anywhere are left out.
+    """
+    out: dict[str, ReferralThreshold] = {}
+    for name in referral:
+        if name not in classes:
+            continue
+        c = classes.index(name)
+        per_source: dict[str, np.ndarray] = {}
+        candidates: list[float] = []
+        for s in sets:
+            rolled = s.values @ allowed[c]
+            positives = np.sort(rolled[s.labels == c])[::-1]
+            if len(positives) >= min_positives:
+                candidates.append(float(positives[int(np.ceil(target_recall * len(positives))) - 1]))
+            per_source[s.source] = rolled
+        if not candidates:
+            continue
+        threshold = min(candidates)
+        recall, specificity = {}, {}
+        for s in sets:
+            flagged = per_source[s.source] >= threshold
+            positive = s.labels == c
+            if positive.any():
+                recall[s.source] = float(flagged[positive].mean())
+            if (~positive).any():
+                specificity[s.source] = float((~flagged[~positive]).mean())
+        out[name] = ReferralThreshold(threshold=threshold, target_recall=target_recall,
+                                      validation_recall=recall, validation_specificity=specificity)
+    return out
+
+
+def calibrated(sets: list[Scored], temperature: float) -> list[Scored]:
+    """The same sets with logits turned into probabilities at `temperature`."""
+    return [Scored(s.source, softmax(s.values, temperature), s.labels) for s in sets]
