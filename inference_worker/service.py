@@ -42,14 +42,18 @@ from shared.taxonomy import roll_up
 log = logging.getLogger(__name__)
 
 
-def to_prediction(probabilities: np.ndarray, classifier: Classifier, top_k: int) -> Prediction:
-    """Turn one row of the model's probabilities into the API's prediction shape.
+def to_prediction(scores_row: np.ndarray, classifier: Classifier, top_k: int) -> Prediction:
+    """Turn one row of `Classifier.predict_scores` (class probabilities, then the OOD score) into
+    the API's prediction shape.
 
     The label is the most probable output (the finest class), with its parent; reported
     probabilities roll up (a parent's includes its children's); referral flags compare the
-    rolled-up probability of each malignant class with the manifest's threshold.
+    rolled-up probability of each malignant class with the manifest's threshold; the OOD score
+    and the confidence are judged by the manifest's detector and uncertainty threshold.
     """
     manifest = classifier.manifest
+    probabilities, ood = scores_row[:-1], float(scores_row[-1])
+    detector = manifest.ood if not np.isnan(ood) else None
     parents = manifest.parents
     leaves = {name: float(p) for name, p in zip(classifier.classes, probabilities, strict=True)}
     scores = roll_up(leaves, parents)
@@ -64,12 +68,16 @@ def to_prediction(probabilities: np.ndarray, classifier: Classifier, top_k: int)
         referral=[Referral(label=name, probability=scores[name], threshold=point.threshold)
                   for name, point in manifest.referral.items()
                   if name in scores and scores[name] >= point.threshold],
+        out_of_distribution=detector is not None and ood > detector.threshold,
+        ood_score=None if detector is None else round(ood, 4),
+        ood_threshold=None if detector is None else detector.threshold,
+        uncertain=manifest.uncertainty is not None and scores[best] < manifest.uncertainty.threshold,
         model_version=classifier.version,
     )
 
 
 def _run_batch(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarray:
-    return classifier.predict(np.stack(images))
+    return classifier.predict_scores(np.stack(images))
 
 
 class InferenceWorker:

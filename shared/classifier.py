@@ -76,20 +76,34 @@ class Classifier:
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)],
             reduce_retracing=True,
         )
-        def forward(images: tf.Tensor) -> tf.Tensor:
-            return model(tf.cast(images, tf.float32), training=False)  # type: ignore[operator]
+        def forward(images: tf.Tensor) -> list[tf.Tensor]:
+            outputs = model(tf.cast(images, tf.float32), training=False)  # type: ignore[operator]
+            return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
         self._forward = forward
         self._lite: LiteRTForward | None = None
         probe = np.random.default_rng(0).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
-        expected = np.asarray(forward(probe))
-        self._softmax = not (np.all(expected >= 0) and np.allclose(expected.sum(axis=-1), 1.0, atol=1e-3))
-        if expected.shape[-1] != len(self.classes):
-            raise ValueError(
-                f"model has {expected.shape[-1]} outputs but its manifest names {len(self.classes)} classes"
-            )
+        expected = self._split([np.asarray(t) for t in forward(probe)])
+        self.has_ood = not np.isnan(expected[:, -1]).all()
+        probs = expected[:, :-1]
+        self._softmax = not (np.all(probs >= 0) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3))
         if engine == "litert":
             self._use_litert(model, artifact, cache_dir, threads, probe, expected)
+
+    def _split(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """Model outputs -> (n, classes + 1): the class scores, then the OOD score (NaN if none).
+
+        Outputs are told apart by width (the class scores have one column per class, the OOD
+        score one), not by order, which LiteRT's conversion may change. Raises ValueError for a
+        model whose outputs do not fit its manifest.
+        """
+        scores = [o for o in outputs if o.shape[-1] == len(self.classes)]
+        extra = [o for o in outputs if o.shape[-1] == 1 and len(self.classes) != 1]
+        if len(scores) != 1 or len(outputs) > 2 or (len(outputs) == 2 and len(extra) != 1):
+            raise ValueError(f"model outputs {[o.shape for o in outputs]} do not fit the manifest's "
+                             f"{len(self.classes)} classes (+ an optional OOD score)")
+        ood = extra[0].reshape(-1, 1) if extra else np.full((len(scores[0]), 1), np.nan)
+        return np.concatenate([scores[0].astype(np.float64), ood.astype(np.float64)], axis=1)
 
     def _use_litert(self, model: object, artifact: Path | None, cache_dir: Path | None, threads: int,
                     probe: np.ndarray, expected: np.ndarray) -> None:
@@ -99,7 +113,10 @@ class Classifier:
             if artifact is None:
                 raise ValueError("LiteRT needs the model's file")
             lite = LiteRTForward(convert(model, artifact, cache_dir), threads)
-            gap = float(np.abs(self._probabilities(lite(probe)) - self._probabilities(expected)).max())
+            got = self._split(lite(probe))
+            gap = float(np.abs(self._probabilities(got[:, :-1]) - self._probabilities(expected[:, :-1])).max())
+            if self.has_ood:  # distances are large numbers: compare them relatively
+                gap = max(gap, float(np.abs(got[:, -1] - expected[:, -1]).max() / (np.abs(expected[:, -1]).max() + 1)))
         except Exception as exc:  # a layer LiteRT cannot convert, a missing runtime, ...
             log.warning("model %s: LiteRT unavailable (%s); serving with TensorFlow", self.version, exc)
             return
@@ -144,6 +161,14 @@ class Classifier:
             probabilities /= probabilities.sum(axis=-1, keepdims=True)
         return probabilities
 
+    def predict_scores(self, images: np.ndarray) -> np.ndarray:
+        """(n, classes + 1) for uint8 images (n, height, width, 3): the class probabilities, then
+        the out-of-distribution score (NaN when the model has no detector)."""
+        raw = self._forward(images) if self._lite is None else self._lite(images)
+        out = self._split([np.asarray(t) for t in raw])
+        out[:, :-1] = self._probabilities(out[:, :-1])
+        return out
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for uint8 images (n, height, width, 3)."""
-        return self._probabilities(self._forward(images) if self._lite is None else self._lite(images))
+        return self.predict_scores(images)[:, :-1]

@@ -48,7 +48,8 @@ def convert(model: object, artifact: Path, cache_dir: Path | None) -> bytes:
 
 
 class LiteRTForward:
-    """`forward(images)`: raw model outputs (n, outputs) for uint8 images (n, height, width, 3).
+    """`forward(images)`: the raw model outputs (a list, one (n, ...) array per model output) for
+    uint8 images (n, height, width, 3).
 
     Thread-safe: each call borrows an interpreter from a pool (an interpreter serves one caller at
     a time) and creates one when all are busy, so the pool grows to the number of concurrent
@@ -63,7 +64,7 @@ class LiteRTForward:
         first = self._new_interpreter()
         details = first.get_input_details()[0]
         self._input, self._dtype, self._shape = details["index"], details["dtype"], details["shape"]
-        self._output = first.get_output_details()[0]["index"]
+        self._outputs = [d["index"] for d in first.get_output_details()]
         self._idle.put(first)
 
     def _new_interpreter(self) -> object:
@@ -86,14 +87,16 @@ class LiteRTForward:
         except queue.Empty:
             return self._new_interpreter()
 
-    def _run(self, interpreter: object, image: np.ndarray) -> np.ndarray:
+    def _run(self, interpreter: object, image: np.ndarray) -> list[np.ndarray]:
         interpreter.set_tensor(self._input, image.astype(self._dtype, copy=False))  # type: ignore[attr-defined]
         interpreter.invoke()  # type: ignore[attr-defined]
-        return interpreter.get_tensor(self._output)  # type: ignore[attr-defined,no-any-return]
+        return [interpreter.get_tensor(i) for i in self._outputs]  # type: ignore[attr-defined]
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model, each (n, ...), in the interpreter's output order."""
         interpreter = self._borrow()
         try:
-            return np.concatenate([self._run(interpreter, images[i:i + 1]) for i in range(len(images))])
+            rows = [self._run(interpreter, images[i:i + 1]) for i in range(len(images))]
         finally:
             self._idle.put(interpreter)
+        return [np.concatenate([row[k] for row in rows]) for k in range(len(self._outputs))]

@@ -28,6 +28,32 @@ class ReferralThreshold(BaseModel):
         default_factory=dict, description="Share of other images not flagged, per source.")
 
 
+class OodDetector(BaseModel):
+    """The model's own "is this like my training images?" test: the model's "ood" output (the
+    embedding's Mahalanobis distance to the nearest class, per dimension) against a threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("mahalanobis_nearest_class/v1", description="How the score is computed.")
+    dims: int = Field(description="Whitened principal directions the distance is measured in.")
+    threshold: float = Field(description="Scores above this are out of distribution.")
+    validation_flagged: dict[str, float] = Field(
+        default_factory=dict, description="Share of held-out in-distribution images flagged, per source.")
+
+
+class Uncertainty(BaseModel):
+    """When an answer is too unsure to name one class: the top probability below `threshold`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(ge=0.0, le=1.0, description="Answers whose confidence is below this are uncertain.")
+    target_accuracy: float = Field(description="Validation accuracy the answered share was held to.")
+    validation_coverage: float = Field(description="Share of validation images answered (not uncertain).")
+    validation_accuracy: float = Field(description="Accuracy on that share.")
+    trade_off: list[dict[str, float]] = Field(
+        default_factory=list, description="Coverage and accuracy of the answered share at other thresholds.")
+
+
 class ModelManifest(BaseModel):
     """What a model artifact is, what it predicts and how it was made.
 
@@ -61,5 +87,7 @@ class ModelManifest(BaseModel):
                     "for the classes of this model; a parent's probability includes its children's.")
     referral: dict[str, ReferralThreshold] = Field(
         default_factory=dict, description="Malignant classes flagged for referral above their threshold.")
+    ood: OodDetector | None = Field(None, description="Out-of-distribution detector, when the model has one.")
+    uncertainty: Uncertainty | None = Field(None, description="Confidence below which answers are uncertain.")
     class_bias: list[float] = Field(
         default_factory=list, description="Per-class logit offsets fitted on validation (already in the model).")

@@ -97,6 +97,15 @@ class Prediction(BaseModel):
     referral: list[Referral] = Field(
         default_factory=list, description="Malignant classes above their referral threshold, whatever the "
                                           "top label (empty when none): see a clinician.")
+    out_of_distribution: bool = Field(
+        False, description="True when the image does not look like the dermoscopic images the model was "
+                           "trained on: the label then means nothing.")
+    ood_score: float | None = Field(
+        None, description="The model's out-of-distribution score (None for a model without a detector).")
+    ood_threshold: float | None = Field(None, description="Scores above this are out of distribution.")
+    uncertain: bool = Field(
+        False, description="True when the confidence is below the model's calibrated threshold: read the "
+                           "top classes, not the label, and see a dermatologist.")
     model_version: str = Field(description="Registry version of the model that answered.")
 
 

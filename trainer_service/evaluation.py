@@ -20,13 +20,16 @@ def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
 
-def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """The model's outputs for uint8 or float images (n, h, w, 3), as a float64 array."""
+def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64, output: int = 0) -> np.ndarray:
+    """The model's outputs for uint8 or float images (n, h, w, 3), as a float64 array; of a model
+    with several outputs (probabilities and "ood"), the one at index `output`."""
     forward = compiled_forward(model)
-    outputs = [
-        np.asarray(forward(tf.constant(images[i : i + batch_size], tf.float32)))
-        for i in range(0, len(images), batch_size)
-    ]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = forward(tf.constant(batch, tf.float32))
+        return np.asarray(out[output] if isinstance(out, (list, tuple)) else out)
+
+    outputs = [run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs).astype(np.float64)
 
 

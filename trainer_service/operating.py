@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.manifest import ReferralThreshold
+from shared.manifest import ReferralThreshold, Uncertainty
 from trainer_service.calibration import softmax
 
 
@@ -95,6 +95,27 @@ def referral_thresholds(sets: list[Scored], classes: list[str], referral: tuple[
         out[name] = ReferralThreshold(threshold=threshold, target_recall=target_recall,
                                       validation_recall=recall, validation_specificity=specificity)
     return out
+
+
+def uncertainty_threshold(sets: list[Scored], allowed: np.ndarray, *, target_accuracy: float) -> Uncertainty:
+    """The lowest confidence threshold at which the answered share of the pooled validation sets
+    (calibrated probabilities) reaches `target_accuracy`; the trade-off at other thresholds is
+    recorded. A model that never reaches it answers "uncertain" below 1.0 (almost always)."""
+    probabilities = np.concatenate([s.values for s in sets])
+    labels = np.concatenate([s.labels for s in sets])
+    confidence = probabilities.max(axis=1)
+    correct = allowed[labels, probabilities.argmax(axis=1)]
+
+    def at(t: float) -> tuple[float, float]:
+        answered = confidence >= t
+        return float(answered.mean()), float(correct[answered].mean()) if answered.any() else 1.0
+
+    grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
+    chosen = next((float(t) for t in grid if at(t)[1] >= target_accuracy), 1.0)
+    coverage, accuracy = at(chosen)
+    trade = [{"threshold": float(t), "coverage": at(t)[0], "accuracy": at(t)[1]} for t in np.arange(0.0, 1.0, 0.1)]
+    return Uncertainty(threshold=chosen, target_accuracy=target_accuracy, validation_coverage=coverage,
+                       validation_accuracy=accuracy, trade_off=trade)
 
 
 def calibrated(sets: list[Scored], temperature: float) -> list[Scored]:

@@ -12,18 +12,23 @@ import keras
 import numpy as np
 
 from shared.imaging import DEFAULT_POLICY
-from shared.manifest import ModelManifest
+from shared.manifest import ModelManifest, OodDetector
 from shared.taxonomy import MALIGNANT, PARENTS, admissible
 from trainer_service.artifacts import code_version
 from trainer_service.backbones import build_backbone
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
 from trainer_service.checkpoint import Checkpoint
-from trainer_service.classifier import LOGITS, build_classifier, logits_model, with_temperature
+from trainer_service.classifier import LOGITS, build_classifier, embedding_model, logits_model, with_temperature
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
-from trainer_service.operating import Scored, calibrated, fit_class_bias, referral_thresholds
+from trainer_service.ood import fit_ood, threshold_for, with_ood_output
+from trainer_service.operating import Scored, calibrated, fit_class_bias, referral_thresholds, uncertainty_threshold
 from trainer_service.sources import Source, combined, load_sources, source_name
 from trainer_service.training import Log, Recipe, fine_tune, train_head
+
+
+#: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
+UNCERTAIN_BELOW_ACCURACY = 0.9
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
                         score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
 
     model, operating = fit_operating_points(model, sources, classes, spec.referral_recall, log)
+    model, detector = fit_detector(model, train, sources, log)
     metrics: dict[str, Any] = {"validation": operating.pop("validation")}
     for root in spec.eval_data:
         name = f"{source_name(root)}/{root.name}"
@@ -119,6 +125,8 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
         metrics=metrics,
         parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
         referral=operating["referral"],
+        ood=detector,
+        uncertainty=operating["uncertainty"],
         class_bias=operating["class_bias"],
         recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
                 "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
@@ -148,6 +156,7 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
     probabilities = calibrated(adjusted, temperature)
     referral = referral_thresholds(probabilities, list(classes), MALIGNANT, allowed, target_recall=referral_recall)
+    uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=UNCERTAIN_BELOW_ACCURACY)
     validation: dict[str, Any] = {}
     for before, after in zip(adjusted, probabilities):
         m = classification_metrics(after.values, after.labels, classes)
@@ -158,7 +167,22 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     log(f"class bias {np.round(bias, 2).tolist()}, temperature {temperature:.3f}, referral "
         + ", ".join(f"{k} >= {v.threshold:.3f}" for k, v in referral.items()))
     return with_temperature(model, temperature), {
-        "temperature": temperature, "class_bias": bias.tolist(), "referral": referral, "validation": validation}
+        "temperature": temperature, "class_bias": bias.tolist(), "referral": referral, "uncertainty": uncertainty,
+        "validation": validation}
+
+
+def fit_detector(model: keras.Model, train: ImageSet, sources: list[Source], log: Log,
+                 *, flagged: float = 0.01) -> tuple[keras.Model, OodDetector]:
+    """Fit the out-of-distribution detector on the training embeddings, set its threshold so that
+    `flagged` of the pooled validation images score above it, and add it as the "ood" output."""
+    embed = embedding_model(model)
+    fit = fit_ood(predict(embed, train.images), train.labels)
+    scores = {s.name: fit.scores(predict(embed, s.validation.images)) for s in sources}
+    threshold = threshold_for(np.concatenate(list(scores.values())), flagged=flagged)
+    detector = OodDetector(dims=fit.projection.shape[1], threshold=threshold,
+                           validation_flagged={k: float((v > threshold).mean()) for k, v in scores.items()})
+    log(f"ood: threshold {threshold:.3f}, validation flagged {detector.validation_flagged}")
+    return with_ood_output(model, fit), detector
 
 
 def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],

@@ -68,7 +68,7 @@ def test_tensorflow_serves_when_litert_answers_differently(
 ) -> None:
     answer = litert.LiteRTForward.__call__
     monkeypatch.setattr(litert.LiteRTForward, "__call__",
-                        lambda self, images: answer(self, images)[:, ::-1])  # classes swapped
+                        lambda self, images: [o[:, ::-1] for o in answer(self, images)])  # classes swapped
     assert Classifier.load(tiny_model_dir, cache_dir=tmp_path).engine == "tensorflow"
     assert "differs from Keras" in caplog.text
 
