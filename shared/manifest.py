@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.verdict import GateResult
+
 #: Preprocessing policy of manifests that name none (models made before policies had names).
 PREPROCESSING = "center_crop_resize_bilinear/v1"
 
@@ -89,5 +91,11 @@ class ModelManifest(BaseModel):
         default_factory=dict, description="Malignant classes flagged for referral above their threshold.")
     ood: OodDetector | None = Field(None, description="Out-of-distribution detector, when the model has one.")
     uncertainty: Uncertainty | None = Field(None, description="Confidence below which answers are uncertain.")
+    backbone_version: str | None = Field(
+        None, description="Version whose backbone this one shares (the key of its cached embeddings).")
+    gate: GateResult | None = Field(None, description="The promotion gate's verdict on this version.")
+    recipe: dict[str, Any] = Field(default_factory=dict, description="How it was trained (options, hyper-parameters).")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="Per-epoch training figures.")
+    training_seconds: float | None = Field(None, description="Wall time of the training run.")
     class_bias: list[float] = Field(
         default_factory=list, description="Per-class logit offsets fitted on validation (already in the model).")

@@ -19,11 +19,12 @@ import numpy as np
 
 from shared.catalog import Catalog, ImageRecord, counts, digest
 from shared.errors import Unprocessable
-from shared.manifest import ModelManifest
+from shared.manifest import ModelManifest, OodDetector
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from shared.taxonomy import PARENTS
+from shared.taxonomy import MALIGNANT, PARENTS, admissible
+from shared.verdict import GateResult
 from trainer_service.artifacts import code_version, save_artifact
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
 from trainer_service.classifier import (
@@ -35,8 +36,11 @@ from trainer_service.classifier import (
 )
 from trainer_service.dataset import ImageSet
 from trainer_service.embeddings import embed, load_cache, save_shard
-from trainer_service.evaluation import classification_metrics, compiled_forward
-from trainer_service.gate import GateResult, apply_gate
+from trainer_service.evaluation import classification_metrics, compiled_forward, predict
+from trainer_service.gate import apply_gate
+from trainer_service.ood import fit_ood, threshold_for, with_ood_output
+from trainer_service.operating import Scored, referral_thresholds, uncertainty_threshold
+from trainer_service.settings import TrainerSettings
 from trainer_service.training import Recipe, fine_tune, held_out_logits
 
 Log = Callable[[str], None]
@@ -67,11 +71,30 @@ def _is_validation(record: ImageRecord) -> bool:
     return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
 
 
+def toward(start: np.ndarray, strength: float) -> Callable[[object], object]:
+    """An L2 penalty on the distance from `start` (L2-SP, Li et al. 2018): the head may move only
+    as far as the data pull it, so a small catalog cannot wipe out what the current head knows."""
+    anchor = keras.ops.convert_to_tensor(start)
+
+    def penalty(weights: object) -> object:
+        return strength * keras.ops.sum(keras.ops.square(weights - anchor))
+
+    return penalty
+
+
 def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int,
-             init: tuple[np.ndarray, np.ndarray] | None, on_epoch: Callable[[int, dict[str, float]], None]
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced softmax regression on `features`; returns the Dense (kernel, bias)."""
-    dense = keras.layers.Dense(num_classes)
+             init: tuple[np.ndarray, np.ndarray] | None, on_epoch: Callable[[int, dict[str, float]], None],
+             anchor_strength: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced softmax regression on `features`; returns the Dense (kernel, bias).
+
+    With `init`, training starts from it and (with `anchor_strength` > 0) is pulled back towards
+    it, more strongly the fewer the images (the penalty is per batch, the data term an average).
+    """
+    regularise = init is not None and anchor_strength > 0
+    dense = keras.layers.Dense(
+        num_classes,
+        kernel_regularizer=toward(init[0], anchor_strength) if regularise and init is not None else None,
+        bias_regularizer=toward(init[1], anchor_strength) if regularise and init is not None else None)
     head = keras.Sequential([keras.Input((features.shape[1],)), dense])
     if init is not None:
         dense.set_weights(list(init))
@@ -153,27 +176,29 @@ async def ensure_embeddings(store: ObjectStore, model: keras.Model, manifest: Mo
 
 
 async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: TrainOptions, *,
-                       version: str, work_dir: Path, embed_batch_size: int, progress: Progress,
-                       log: Log, max_bacc_drop: float, max_recall_drop: float) -> Outcome:
+                       version: str, settings: TrainerSettings, progress: Progress, log: Log) -> Outcome:
     """Train a candidate from the store's catalog and judge it; does not publish or promote.
 
-    Raises Unprocessable when there is nothing to train on or no current model to start from.
+    Data: the catalog's `train` images (one in ten validates: temperature, thresholds, detector)
+    and its `eval` images (the gate only). The gate policy, referral recall and uncertainty target
+    come from `settings`. Raises Unprocessable when there is nothing to train on or no current
+    model to start from.
     """
     started = time.monotonic()
     records = await Catalog(store).records()
+    model, parent = await load_current(registry, settings.work_dir)
+    current = parent.version
+    classes = sorted(set(parent.classes) | {r.label for r in records if r.split == "train"})
     train = [r for r in records if r.split == "train"]
-    held = [r for r in records if r.split == "eval"]
+    held = [r for r in records if r.split == "eval" and r.label in classes]
     if not train:
         raise Unprocessable("no training images: import a dataset or upload labelled images first",
                             code="no_training_data")
-    model, parent = await load_current(registry, work_dir)
-    current = parent.version
     log(f"dataset: {counts(records)}; retraining the head of {current}")
 
     backbone_id, cache = await ensure_embeddings(store, model, parent, train + held,
-                                                 batch_size=embed_batch_size, progress=progress, log=log)
+                                                 batch_size=settings.embed_batch_size, progress=progress, log=log)
 
-    classes = sorted(set(parent.classes) | {r.label for r in train})
     index = {name: i for i, name in enumerate(classes)}
     fit = [r for r in train if not _is_validation(r)] or train
     validation = [r for r in train if _is_validation(r)] or train
@@ -192,12 +217,13 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         progress.update(epoch=epoch, loss=round(logs.get("loss", 0.0), 4), accuracy=round(logs.get("accuracy", 0.0), 4))
 
     kernel, bias = await asyncio.to_thread(
-        fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch)
+        fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch,
+        anchor_strength=settings.head_anchor_strength)
     x_val, y_val = arrays(validation)
     x_held, y_held = arrays(held)
-    baseline = classification_metrics(
-        _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes),
-        y_held, tuple(classes))
+    allowed = admissible(classes)
+    baseline_probs = _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes)
+    baseline = classification_metrics(baseline_probs, y_held, tuple(classes))
     new_model = build_classifier(model.get_layer("backbone"), len(classes))
     new_model.get_layer(LOGITS).set_weights([kernel, bias])
     if options.fine_tune:
@@ -207,20 +233,32 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
                         steps_per_epoch=max(1, len(fit) // Recipe.batch_size),
                         first_trainable=Recipe.first_trainable if parent.backbone == "efficientnet_lite0" else None)
-        await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log)
+        await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log, admissible=allowed)
         val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
         logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
+        embed_now = embedding_model(new_model)
+        x_fit = await asyncio.to_thread(predict, embed_now, sets[0].images)
+        x_val = await asyncio.to_thread(predict, embed_now, sets[1].images)
         backbone_id = version  # the backbone changed: its embeddings are cached under this version
     else:
         val_logits, logits = x_val @ kernel + bias, x_held @ kernel + bias
-    temperature = fit_temperature(val_logits, y_val)
+    progress.update(phase="calibrating")
+    temperature = fit_temperature(val_logits, y_val, allowed=allowed)
     new_model = with_temperature(new_model, temperature)
-    candidate = classification_metrics(softmax(logits, temperature), y_held, tuple(classes))
-    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held)
-    gate = apply_gate(candidate, baseline, max_balanced_accuracy_drop=max_bacc_drop,
-                      max_class_recall_drop=max_recall_drop)
+    held_probs = softmax(logits, temperature)
+    candidate = classification_metrics(held_probs, y_held, tuple(classes))
+    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held, allowed)
+    gate = apply_gate(y_held, allowed[y_held, held_probs.argmax(axis=1)], allowed[y_held, baseline_probs.argmax(axis=1)],
+                      classes, settings.gate_policy())
     log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
-        f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}")
+        f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "
+        + "; ".join(gate.reasons))
+
+    detector_fit = fit_ood(x_fit, y_fit)
+    val_scores = detector_fit.scores(x_val)
+    ood_threshold = threshold_for(val_scores)
+    new_model = with_ood_output(new_model, detector_fit)
+    checked = [Scored("catalog", softmax(val_logits, temperature), y_val)]
 
     progress.update(phase="saving")
     snapshot = sorted(r.sha256 for r in train)
@@ -232,7 +270,12 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                        "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},
         metrics={"eval": candidate, "current_on_same_eval": {
             k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
-        backbone_version=backbone_id, gate=gate.model_dump(), recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
+        referral=referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall),
+        uncertainty=uncertainty_threshold(checked, allowed, target_accuracy=settings.uncertain_below_accuracy),
+        ood=OodDetector(dims=detector_fit.projection.shape[1], threshold=ood_threshold,
+                        validation_flagged={"catalog": float((val_scores > ood_threshold).mean())}),
+        backbone_version=backbone_id, gate=gate,
+        recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
         training_seconds=round(time.monotonic() - started, 2))
-    directory = await asyncio.to_thread(save_artifact, new_model, manifest, work_dir / "versions" / version)
+    directory = await asyncio.to_thread(save_artifact, new_model, manifest, settings.work_dir / "versions" / version)
     return Outcome(manifest, directory, gate, snapshot)

@@ -87,14 +87,8 @@ class TrainerService:
         self.metrics.running.inc()
         options = request.options
         try:
-            outcome = await retrain_head(
-                self.store, self.registry, options, version=new_version(), work_dir=self.settings.work_dir,
-                embed_batch_size=self.settings.embed_batch_size, progress=progress, log=job.note,
-                max_bacc_drop=(options.max_balanced_accuracy_drop
-                               if options.max_balanced_accuracy_drop is not None
-                               else self.settings.max_balanced_accuracy_drop),
-                max_recall_drop=(options.max_class_recall_drop if options.max_class_recall_drop is not None
-                                 else self.settings.max_class_recall_drop))
+            outcome = await retrain_head(self.store, self.registry, options, version=new_version(),
+                                         settings=self.settings, progress=progress, log=job.note)
         except Exception as exc:
             log.exception("training job %s failed", job.job_id)
             await self._stop_beat(beat)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.settings import REPO_ROOT, CommonSettings
+from shared.taxonomy import MALIGNANT
+from shared.verdict import GatePolicy
 
 
 class TrainerSettings(CommonSettings):
@@ -18,7 +20,31 @@ class TrainerSettings(CommonSettings):
     max_balanced_accuracy_drop: float = Field(
         0.02, ge=0, le=1, description="Gate: most the held-out balanced accuracy may fall.")
     max_class_recall_drop: float = Field(
-        0.05, ge=0, le=1, description="Gate: most any class's held-out recall may fall.")
+        0.05, ge=0, le=1, description="Gate: most a benign class's held-out recall may fall (beyond its noise).")
+    gate_malignant_max_recall_drop: float = Field(
+        0.0, ge=0, le=1, description="Gate: most a malignant class's recall may fall beyond its noise (0: not at all).")
+    gate_min_class_support: int = Field(
+        10, ge=1, description="Gate: held-out images a class needs before its recall is judged.")
+    gate_accept_benign_for_malignant: bool = Field(
+        True, description="Gate: accept a benign class's drop when a malignant class's recall rose beyond its noise.")
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1, description="Gate: confidence of the bootstrap intervals.")
+    gate_resamples: int = Field(2000, ge=100, description="Gate: paired bootstrap resamples.")
+    referral_recall: float = Field(
+        0.85, gt=0, le=1, description="Validation recall each malignant class's referral threshold is chosen for.")
+    uncertain_below_accuracy: float = Field(
+        0.9, gt=0, le=1, description="Answers are uncertain below the confidence where validation accuracy reaches this.")
+    head_anchor_strength: float = Field(
+        1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
     embed_batch_size: int = Field(64, ge=1, description="Images per forward pass when computing embeddings.")
     intra_op_threads: int = Field(2, ge=1, description="TensorFlow intra-op threads for training.")
+
+    def gate_policy(self) -> GatePolicy:
+        """The promotion gate's policy, as recorded with every verdict."""
+        return GatePolicy(
+            max_balanced_accuracy_drop=self.max_balanced_accuracy_drop,
+            max_class_recall_drop=self.max_class_recall_drop,
+            malignant_max_recall_drop=self.gate_malignant_max_recall_drop, malignant=list(MALIGNANT),
+            min_class_support=self.gate_min_class_support,
+            accept_benign_for_malignant=self.gate_accept_benign_for_malignant,
+            confidence=self.gate_confidence, resamples=self.gate_resamples)
