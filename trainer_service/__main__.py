@@ -4,6 +4,7 @@
 - `import PATH`: load a labelled dataset into the store (the training set and its held-out part)
   and cache its embeddings under the current model.
 - `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/cli.py).
+- `evaluate-ood`: the out-of-distribution detector on in- and out-of-distribution folders.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service import cli
 
         return int((cli.train_main if command == "train" else cli.evaluate_main)(argv))
+    if command == "evaluate-ood":
+        from trainer_service import ood_report
+
+        return ood_report.main(argv)
     settings = TrainerSettings()
     setup_logging(settings.log_level)
     if command == "import":
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         run(lambda: serve_service(
             settings, lambda bus, store, registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train or evaluate", file=sys.stderr)
+    print(f"unknown command {command!r}; use serve, import, train, evaluate or evaluate-ood", file=sys.stderr)
     return 2
 
 

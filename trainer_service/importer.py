@@ -1,8 +1,8 @@
 """`python -m trainer_service import PATH`: load a labelled dataset into the store's catalog.
 
 Layouts: `PATH/<class>/*` (split held out by lesion from a `metadata.csv` when present, else by
-image hash), or `PATH/train/<class>/*` + `PATH/eval/<class>/*` (HAM10000 as shipped here:
-the given split is kept). Images are validated and stripped of metadata like uploads.
+image hash), or `PATH/train/<class>/*` + `PATH/eval/<class>/*` or `PATH/val/<class>/*` (HAM10000 and
+ISIC 2017 as shipped here: the given split is kept). Images are validated and stripped of metadata like uploads.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from shared.taxonomy import is_known
 from trainer_service.dataset import IMAGE_SUFFIXES, read_lesion_ids
 
 _CHUNK = 64
+#: Folders beside `train/` whose images are held out: HAM10000's `eval/`, ISIC 2017's `val/`.
+HELD_OUT_FOLDERS = ("eval", "val")
 
 
 def _layout(root: Path) -> list[tuple[Split | None, Path]]:
     if (root / "train").is_dir():
         splits: list[tuple[Split | None, Path]] = [("train", root / "train")]
-        if (root / "eval").is_dir():
-            splits.append(("eval", root / "eval"))
+        for held_out in HELD_OUT_FOLDERS:
+            if (root / held_out).is_dir():
+                splits.append(("eval", root / held_out))
         return splits
     return [(None, root)]
 
