@@ -21,13 +21,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def convert(model: object, artifact: Path, cache_dir: Path | None) -> bytes:
-    """The LiteRT flatbuffer of `model` (loaded from `artifact`), from `cache_dir` when an earlier
-    load converted the same file (keyed by the file's SHA-256), else converted and cached there."""
+def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str = "") -> bytes:
+    """The LiteRT flatbuffer of `model` (loaded from `artifact`, or a `part` of it such as
+    "embedding"), from `cache_dir` when an earlier load converted the same file and part (keyed by
+    the file's SHA-256), else converted and cached there."""
     cached = None
     if cache_dir is not None:
         digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-        cached = cache_dir / f"{digest}.tflite"
+        cached = cache_dir / f"{digest}{'-' + part if part else ''}.tflite"
         if cached.is_file():
             return cached.read_bytes()
     import tensorflow as tf

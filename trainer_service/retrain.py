@@ -151,22 +151,48 @@ async def load_current(registry: ModelRegistry, work_dir: Path) -> tuple[keras.M
         raise Unprocessable("the registry has no current model to retrain from", code="no_current_model")
     directory = await registry.fetch(current, work_dir / "models")
     model = await asyncio.to_thread(keras.saving.load_model, directory / "model.keras", compile=False)
+    model._dermascan_file = directory / "model.keras"  # where it came from: keys the LiteRT conversion cache
     return model, await registry.manifest(current)
+
+
+def embedder(model: keras.Model, cache_dir: Path | None, log: Log) -> Callable[[np.ndarray], np.ndarray]:
+    """images -> embeddings, on LiteRT (its conversion of the embedding part cached in `cache_dir`
+    by the model file's hash) when it converts and matches TensorFlow within 1e-3, else TensorFlow."""
+    forward = compiled_forward(embedding_model(model))
+
+    def tensorflow(images: np.ndarray) -> np.ndarray:
+        return np.asarray(forward(images.astype(np.float32)))
+
+    artifact = getattr(model, "_dermascan_file", None)
+    if artifact is None:
+        return tensorflow
+    try:
+        from shared.litert import LiteRTForward, convert
+
+        lite = LiteRTForward(convert(embedding_model(model), artifact, cache_dir, part="embedding"), threads=2)
+        probe = np.random.default_rng(0).integers(0, 256, (2, *model.input_shape[1:]), dtype=np.uint8)
+        gap = float(np.abs(lite(probe)[0] - tensorflow(probe)).max())
+        if gap > 1e-3 * (1.0 + float(np.abs(tensorflow(probe)).max())):
+            raise ValueError(f"LiteRT embeddings differ from TensorFlow's by {gap:.3g}")
+    except Exception as exc:  # a layer LiteRT cannot convert, a missing runtime, a mismatch
+        log(f"embeddings on TensorFlow: LiteRT unavailable ({exc})")
+        return tensorflow
+    return lambda images: np.asarray(lite(images)[0])
 
 
 async def ensure_embeddings(store: ObjectStore, model: keras.Model, manifest: ModelManifest,
                             records: list[ImageRecord], *, batch_size: int, progress: Progress,
-                            log: Log) -> tuple[str, dict[str, np.ndarray]]:
+                            log: Log, cache_dir: Path | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """Embeddings of `records` under `model`'s backbone: cached ones read, missing ones computed
-    and cached. Returns (backbone id, embeddings by hash)."""
-    backbone_id = str(getattr(manifest, "backbone_version", None) or manifest.version)
+    (on LiteRT, see `embedder`; its conversion cached in `cache_dir`) and cached. Returns
+    (backbone id, embeddings by hash)."""
+    backbone_id = manifest.backbone_version or manifest.version
     cache = await load_cache(store, backbone_id)
     missing = [r for r in records if r.sha256 not in cache]
     progress.update(phase="embedding", embedded=0, to_embed=len(missing), cached=len(cache))
     if missing:
-        forward = compiled_forward(embedding_model(model))
         computed = await embed(
-            store, missing, lambda images: np.asarray(forward(images.astype(np.float32))),
+            store, missing, await asyncio.to_thread(embedder, model, cache_dir, log),
             tuple(manifest.input_size), policy=manifest.preprocessing, batch_size=batch_size,
             on_progress=lambda n: progress.update(embedded=n))
         await save_shard(store, backbone_id, computed)
@@ -197,7 +223,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     log(f"dataset: {counts(records)}; retraining the head of {current}")
 
     backbone_id, cache = await ensure_embeddings(store, model, parent, train + held,
-                                                 batch_size=settings.embed_batch_size, progress=progress, log=log)
+                                                 batch_size=settings.embed_batch_size, progress=progress, log=log,
+                                                 cache_dir=settings.work_dir / "litert")
 
     index = {name: i for i, name in enumerate(classes)}
     fit = [r for r in train if not _is_validation(r)] or train
