@@ -13,17 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def configure_threads(threads: int) -> None:
-    """Bound TensorFlow's CPU threads. Once TensorFlow has run anything in this process (as in
-    a test session) the setting can no longer change, and the existing one is kept."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
-    except RuntimeError:
-        pass
+from shared.classifier import configure_threads
 
 
 def _log(message: str) -> None:
@@ -76,7 +66,7 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv: list[str] | None = None) -> int:
     """`train`: write an artifact directory; prints progress and the validation report."""
     args = train_parser().parse_args(argv)
-    configure_threads(args.threads)
+    configure_threads(args.threads, max(1, args.threads // 2))
     from trainer_service.artifacts import save_artifact
     from trainer_service.evaluation import format_report
     from trainer_service.train_job import JobSpec, run_job
@@ -113,7 +103,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    configure_threads(args.threads)
+    configure_threads(args.threads, max(1, args.threads // 2))
     from trainer_service.artifacts import load_artifact
     from trainer_service.evaluation import format_report
     from trainer_service.train_job import evaluate_on

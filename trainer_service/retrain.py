@@ -38,6 +38,7 @@ from trainer_service.dataset import ImageSet
 from trainer_service.embeddings import embed, load_cache, save_shard
 from trainer_service.evaluation import classification_metrics, compiled_forward, predict
 from trainer_service.gate import apply_gate
+from trainer_service.head import fit_head
 from trainer_service.ood import fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, referral_thresholds, uncertainty_threshold
 from trainer_service.settings import TrainerSettings
@@ -69,45 +70,6 @@ class Progress:
 
 def _is_validation(record: ImageRecord) -> bool:
     return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
-
-
-def toward(start: np.ndarray, strength: float) -> Callable[[object], object]:
-    """An L2 penalty on the distance from `start` (L2-SP, Li et al. 2018): the head may move only
-    as far as the data pull it, so a small catalog cannot wipe out what the current head knows."""
-    anchor = keras.ops.convert_to_tensor(start)
-
-    def penalty(weights: object) -> object:
-        return strength * keras.ops.sum(keras.ops.square(weights - anchor))
-
-    return penalty
-
-
-def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epochs: int,
-             init: tuple[np.ndarray, np.ndarray] | None, on_epoch: Callable[[int, dict[str, float]], None],
-             anchor_strength: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced softmax regression on `features`; returns the Dense (kernel, bias).
-
-    With `init`, training starts from it and (with `anchor_strength` > 0) is pulled back towards
-    it, more strongly the fewer the images (the penalty is per batch, the data term an average).
-    """
-    regularise = init is not None and anchor_strength > 0
-    dense = keras.layers.Dense(
-        num_classes,
-        kernel_regularizer=toward(init[0], anchor_strength) if regularise and init is not None else None,
-        bias_regularizer=toward(init[1], anchor_strength) if regularise and init is not None else None)
-    head = keras.Sequential([keras.Input((features.shape[1],)), dense])
-    if init is not None:
-        dense.set_weights(list(init))
-    present = np.bincount(labels, minlength=num_classes)
-    weights = {c: len(labels) / (np.count_nonzero(present) * n) for c, n in enumerate(present) if n}
-    head.compile(optimizer=keras.optimizers.Adam(1e-3),
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    callback = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}))
-    head.fit(features, labels, epochs=epochs, batch_size=256, class_weight=weights, verbose=0,
-             callbacks=[callback], shuffle=True)
-    kernel, bias = dense.get_weights()
-    return kernel, bias
 
 
 def _warm_start(old_kernel: np.ndarray, old_bias: np.ndarray, old_classes: list[str],

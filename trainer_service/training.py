@@ -21,7 +21,8 @@ from trainer_service.classifier import LOGITS, embedding_model, logits_model, se
 from trainer_service.dataset import ImageSet
 from trainer_service.evaluation import predict
 from trainer_service.checkpoint import Checkpoint, TrainingState
-from trainer_service.pipeline import class_sampling, set_cross_entropy, training_stream
+from trainer_service.head import fit_head
+from trainer_service.pipeline import set_cross_entropy, training_stream
 
 Log = Callable[[str], None]
 
@@ -49,24 +50,9 @@ def train_head(model: keras.Model, train: ImageSet, recipe: Recipe, log: Log) ->
     t0 = time.monotonic()
     features = predict(embedding_model(model), train.images)
     log(f"head: embedded {len(features)} images in {time.monotonic() - t0:.0f}s")
-    _, weights = class_sampling(train.labels, len(train.classes), power=1.0)
-    head = keras.Sequential(
-        [keras.Input((features.shape[1],)), model.get_layer("head_dropout"), model.get_layer(LOGITS)]
-    )
-    head.compile(
-        optimizer=keras.optimizers.Adam(recipe.head_learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        weighted_metrics=["accuracy"],
-    )
-    head.fit(
-        features.astype(np.float32),
-        train.labels,
-        sample_weight=weights[train.labels].astype(np.float32),
-        batch_size=64,
-        epochs=recipe.head_epochs,
-        shuffle=True,
-        verbose=0,
-    )
+    kernel, bias = fit_head(features.astype(np.float32), train.labels, len(train.classes),
+                            epochs=recipe.head_epochs, learning_rate=recipe.head_learning_rate, batch_size=64)
+    model.get_layer(LOGITS).set_weights([kernel, bias])
     log(f"head: done in {time.monotonic() - t0:.0f}s")
 
 
