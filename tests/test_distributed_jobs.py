@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import AWS_ENV, FIXTURES
+from tests.support.http import post_image
 from tests.support.processes import free_port, python_module, running, wait_http
-from tests.test_end_to_end import post_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -9,23 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AWS_ENV
+from tests.support.http import post_image
 from tests.support.processes import free_port, python_module, running, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-def post_image(url: str, data: bytes, filename: str = "lesion.jpg") -> tuple[int, dict[str, object]]:
-    boundary = "dermascan-test-boundary"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def get_json(url: str) -> dict[str, object]:

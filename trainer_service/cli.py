@@ -109,10 +109,16 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from trainer_service.train_job import evaluate_on
 
     model, manifest = load_artifact(args.artifact)
-    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes), manifest.preprocessing)
+    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes), manifest.preprocessing,
+                          manifest)
     metrics["model_version"] = manifest.version
     print(f"model {manifest.version} on {args.data}")
     print(format_report(metrics))
+    for name, row in metrics.get("operating_points", {}).get("referral", {}).items():
+        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}, specificity {row['specificity']}")
+    for key in ("uncertainty", "ood_flagged"):
+        if key in metrics.get("operating_points", {}):
+            print(f"{key}: {metrics['operating_points'][key]}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -186,13 +186,47 @@ def fit_detector(model: keras.Model, train: ImageSet, sources: list[Source], log
 
 
 def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],
-                policy: str) -> dict[str, Any]:
-    """Metrics of a calibrated `model` on the class-per-folder set at `root`, with ECE at T=1."""
+                policy: str, manifest: ModelManifest | None = None) -> dict[str, Any]:
+    """Metrics of a calibrated `model` on the class-per-folder set at `root`, with ECE at T=1.
+
+    With the model's `manifest`, also what its operating points do on this set: each referral
+    threshold's recall and specificity, the share flagged out of distribution, and the coverage
+    and accuracy of the answers not marked uncertain.
+    """
     data = load_image_set(root, input_size, classes=classes, policy=policy)
-    metrics = classification_metrics(predict(model, data.images), data.labels, classes)
+    probabilities = predict(model, data.images)
+    metrics = classification_metrics(probabilities, data.labels, classes)
     metrics["ece_uncalibrated"] = _ece_at_unit_temperature(model, data)
     metrics["data"] = data_summary(data)
+    if manifest is not None:
+        metrics["operating_points"] = operating_figures(model, manifest, data, probabilities)
     return metrics
+
+
+def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSet,
+                      probabilities: np.ndarray) -> dict[str, Any]:
+    """Referral recall/specificity, OOD flagged share and uncertain coverage on `data`."""
+    allowed = admissible(data.classes)
+    out: dict[str, Any] = {"referral": {}}
+    for name, point in manifest.referral.items():
+        c = data.classes.index(name)
+        flagged = probabilities @ allowed[c] >= point.threshold
+        positive = data.labels == c
+        out["referral"][name] = {
+            "threshold": point.threshold,
+            "recall": float(flagged[positive].mean()) if positive.any() else None,
+            "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
+            "positives": int(positive.sum())}
+    if manifest.uncertainty is not None:
+        answered = probabilities.max(axis=1) >= manifest.uncertainty.threshold
+        correct = allowed[data.labels, probabilities.argmax(axis=1)]
+        out["uncertainty"] = {"threshold": manifest.uncertainty.threshold, "coverage": float(answered.mean()),
+                              "accuracy_answered": float(correct[answered].mean()) if answered.any() else None,
+                              "accuracy_all": float(correct.mean())}
+    if manifest.ood is not None and isinstance(model.output, (list, tuple)):
+        scores = predict(model, data.images, output=1).reshape(-1)
+        out["ood_flagged"] = float((scores > manifest.ood.threshold).mean())
+    return out
 
 
 def _ece_at_unit_temperature(model: keras.Model, data: ImageSet) -> float:

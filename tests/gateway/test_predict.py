@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 
-import aiohttp
 import pytest
 from PIL import Image
 
 from tests.gateway.conftest import MakeClient
+from tests.support.http import form
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def form(data: bytes, name: str = "file", filename: str = "image.jpg") -> aiohttp.FormData:
-    payload = aiohttp.FormData()
-    payload.add_field(name, data, filename=filename, content_type="application/octet-stream")
-    return payload
 
 
 def gif() -> bytes:

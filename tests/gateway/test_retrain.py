@@ -10,8 +10,7 @@ import pytest
 from shared.store import open_store
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
-from tests.gateway.test_predict import form
-from tests.gateway.test_uploads import wait_job
+from tests.support.http import form, wait_job
 from trainer_service.importer import import_dataset
 
 pytestmark = pytest.mark.timeout(120)

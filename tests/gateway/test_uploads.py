@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
+from tests.support.http import files_form, wait_job
 
 pytestmark = pytest.mark.timeout(60)
 UPLOADS = FIXTURES / "uploads"
-
-
-def files_form(files: list[tuple[str, bytes]], label: str | None = None) -> aiohttp.FormData:
-    form = aiohttp.FormData()
-    for name, data in files:
-        form.add_field("files", data, filename=name, content_type="application/octet-stream")
-    if label is not None:
-        form.add_field("label", label)
-    return form
-
-
-async def wait_job(client: Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    for _ in range(int(timeout / 0.1)):
-        job = await (await client.get(f"/jobs/{job_id}")).json()
-        if job["state"] in ("succeeded", "failed", "rejected"):
-            return job  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
 async def upload(client: Client, files: list[tuple[str, bytes]], label: str | None = None) -> dict[str, Any]:
