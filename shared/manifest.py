@@ -28,6 +28,8 @@ class ReferralThreshold(BaseModel):
     validation_recall: dict[str, float] = Field(default_factory=dict, description="Recall reached, per source.")
     validation_specificity: dict[str, float] = Field(
         default_factory=dict, description="Share of other images not flagged, per source.")
+    basis: str = Field("validation", description="Where it comes from: 'validation', or 'inherited from "
+                                                 "<version>' when a retrain had too few cases to choose one.")
 
 
 class OodDetector(BaseModel):
@@ -41,6 +43,8 @@ class OodDetector(BaseModel):
     threshold: float = Field(description="Scores above this are out of distribution.")
     validation_flagged: dict[str, float] = Field(
         default_factory=dict, description="Share of held-out in-distribution images flagged, per source.")
+    basis: str = Field("fitted", description="'fitted' on this version's training embeddings, or 'inherited "
+                                             "from <version>' (a head-only retrain on too few images).")
 
 
 class Uncertainty(BaseModel):

@@ -23,15 +23,16 @@ OOD = "ood"
 
 @dataclass(frozen=True)
 class OodFit:
-    """A fitted detector: embedding mean, whitening projection (d, k), class centres (c, k)."""
+    """A fitted detector: whitening projection (d, k) and offset (k,) (the embedding mean,
+    projected), class centres (c, k) in the whitened space."""
 
-    mean: np.ndarray
+    offset: np.ndarray
     projection: np.ndarray
     centres: np.ndarray
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Distance to the nearest class centre / dims, for each embedding (numpy reference)."""
-        u = (embeddings - self.mean) @ self.projection
+        u = embeddings @ self.projection - self.offset
         d = ((u[:, None, :] - self.centres[None, :, :]) ** 2).sum(axis=2)
         return d.min(axis=1) / self.projection.shape[1]
 
@@ -53,7 +54,17 @@ def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 64, shrin
     top = np.argsort(values)[::-1][:k]
     projection = vectors[:, top] / np.sqrt(values[top])
     centres = np.stack([(class_means[c] - mean) @ projection for c in present])
-    return OodFit(mean.astype(np.float32), projection.astype(np.float32), centres.astype(np.float32))
+    return OodFit((mean @ projection).astype(np.float32), projection.astype(np.float32), centres.astype(np.float32))
+
+
+def ood_of(model: keras.Model) -> OodFit | None:
+    """The detector built into `model` (see `with_ood_output`), or None if it has none."""
+    try:
+        kernel, bias = model.get_layer("ood_whiten").get_weights()
+        (dots,) = model.get_layer("ood_dot").get_weights()
+    except ValueError:
+        return None
+    return OodFit(-bias, kernel, dots.T.copy())
 
 
 def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
@@ -68,7 +79,7 @@ def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     c = len(fit.centres)
     whiten = layers.Dense(k, name="ood_whiten")
     u = whiten(embedding)
-    whiten.set_weights([fit.projection, -(fit.mean @ fit.projection)])
+    whiten.set_weights([fit.projection, -fit.offset])
     norm = layers.Dense(1, use_bias=False, name="ood_norm")
     squared = norm(layers.Multiply(name="ood_square")([u, u]))
     norm.set_weights([np.ones((k, 1), np.float32)])

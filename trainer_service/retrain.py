@@ -39,7 +39,7 @@ from trainer_service.embeddings import embed, load_cache, save_shard
 from trainer_service.evaluation import classification_metrics, compiled_forward, predict
 from trainer_service.gate import apply_gate
 from trainer_service.head import fit_head
-from trainer_service.ood import fit_ood, threshold_for, with_ood_output
+from trainer_service.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
 from trainer_service.operating import Scored, referral_thresholds, uncertainty_threshold
 from trainer_service.settings import TrainerSettings
 from trainer_service.training import Recipe, fine_tune, held_out_logits
@@ -70,6 +70,23 @@ class Progress:
 
 def _is_validation(record: ImageRecord) -> bool:
     return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
+
+
+def _detector(model: keras.Model, parent: ModelManifest, x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray,
+              *, refit: bool) -> tuple[OodFit, OodDetector]:
+    """The candidate's out-of-distribution detector: refitted on the catalog's embeddings, or (a
+    head-only retrain on a small catalog, where the backbone and so the embeddings are unchanged)
+    the current model's, which was fitted on far more images."""
+    inherited = None if refit or parent.ood is None else ood_of(model)
+    if inherited is not None and parent.ood is not None:
+        flagged = float((inherited.scores(x_val) > parent.ood.threshold).mean())
+        return inherited, parent.ood.model_copy(update={
+            "basis": f"inherited from {parent.version}", "validation_flagged": {"catalog": flagged}})
+    fit = fit_ood(x_fit, y_fit)
+    scores = fit.scores(x_val)
+    threshold = threshold_for(scores)
+    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold,
+                            validation_flagged={"catalog": float((scores > threshold).mean())})
 
 
 def _warm_start(old_kernel: np.ndarray, old_bias: np.ndarray, old_classes: list[str],
@@ -243,11 +260,14 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "
         + "; ".join(gate.reasons))
 
-    detector_fit = fit_ood(x_fit, y_fit)
-    val_scores = detector_fit.scores(x_val)
-    ood_threshold = threshold_for(val_scores)
-    new_model = with_ood_output(new_model, detector_fit)
+    detector = _detector(model, parent, x_fit, y_fit, x_val,
+                         refit=options.fine_tune or len(x_fit) >= settings.ood_refit_min_images)
+    new_model = with_ood_output(new_model, detector[0])
     checked = [Scored("catalog", softmax(val_logits, temperature), y_val)]
+    referral = referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall)
+    for name, point in parent.referral.items():  # too few validation cases to choose one: keep the current one
+        if name in classes and name not in referral:
+            referral[name] = point.model_copy(update={"basis": f"inherited from {current}"})
 
     progress.update(phase="saving")
     snapshot = sorted(r.sha256 for r in train)
@@ -259,10 +279,9 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                        "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},
         metrics={"eval": candidate, "current_on_same_eval": {
             k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
-        referral=referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall),
+        referral=referral,
         uncertainty=uncertainty_threshold(checked, allowed, target_accuracy=settings.uncertain_below_accuracy),
-        ood=OodDetector(dims=detector_fit.projection.shape[1], threshold=ood_threshold,
-                        validation_flagged={"catalog": float((val_scores > ood_threshold).mean())}),
+        ood=detector[1],
         backbone_version=backbone_id, gate=gate,
         recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
         training_seconds=round(time.monotonic() - started, 2))

@@ -33,6 +33,9 @@ class TrainerSettings(CommonSettings):
         0.85, gt=0, le=1, description="Validation recall each malignant class's referral threshold is chosen for.")
     uncertain_below_accuracy: float = Field(
         0.9, gt=0, le=1, description="Answers are uncertain below the confidence where validation accuracy reaches this.")
+    ood_refit_min_images: int = Field(
+        1000, ge=2, description="Head retrains refit the OOD detector from this many catalog images; "
+                                "below, the current model's (same backbone) is kept.")
     head_anchor_strength: float = Field(
         1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
