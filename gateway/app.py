@@ -12,13 +12,17 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import health, jobs, models
+from gateway import audit, health, jobs, models
+from gateway.audit import AUDIT, AuditLog
+from gateway.auth import TOKENS, guard
 from gateway.bulk import upload_bulk
 from gateway.errors import error_middleware
 from gateway.keys import BUS, JOBS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
 from gateway.metrics import GatewayMetrics
+from gateway.origins import cors_middleware, origin_middleware
 from gateway.predict import IN_FLIGHT, InFlight, predict
 from gateway.settings import GatewaySettings
+from gateway.tokens import Role, TokenBook
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
 from shared.jobs import JobStore
@@ -65,6 +69,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)
         app[JOBS] = JobStore(own_store)
+        app[AUDIT] = AuditLog(own_store)
         joining = asyncio.create_task(_join_broker(app))
         yield
         joining.cancel()
@@ -90,31 +95,41 @@ def create_app(
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The gateway application. A `bus` or `store` passed in is shared, not closed, by it
-    (the embedded mode); otherwise it opens its own from `settings`."""
+    (the embedded mode); otherwise it opens its own from `settings`. Raises ValueError or
+    OSError when the token file of `settings` is malformed or unreadable.
+
+    Open to anyone: the UI, health, /classes, /metrics, `GET /models`, `GET /jobs/{id}` and (by
+    default) /predict. Uploads need the `contribute` role; retraining, promotion, rollback and
+    the audit log `operator` (gateway/auth.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
-        middlewares=[metrics.middleware, error_middleware],
+        middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware],
         client_max_size=settings.max_file_bytes + 1024 * 1024,
     )
     app[SETTINGS] = settings
+    app[TOKENS] = TokenBook.from_settings(settings)
+    if not app[TOKENS]:
+        log.warning("no API tokens are configured: uploads, retraining and promotion will be refused "
+                    "(set DERMASCAN_OPERATOR_TOKEN or DERMASCAN_API_TOKENS_FILE)")
     app[METRICS] = metrics
     app[WORKERS] = WorkerDirectory(settings.worker_ttl_factor)
     app[IN_FLIGHT] = InFlight(settings.max_in_flight)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_resources(bus, store))
     app.router.add_get("/", index)
-    app.router.add_post("/predict", predict)
+    app.router.add_post("/predict", guard(Role.PREDICT, predict))
     app.router.add_get("/health", health.health)
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/classes", health.classes)
-    app.router.add_post("/upload-bulk", upload_bulk)
-    app.router.add_post("/uploads", upload_bulk)
+    app.router.add_post("/upload-bulk", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
+    app.router.add_post("/uploads", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_get("/jobs/{job_id}", jobs.get_job)
-    app.router.add_post("/retrain", jobs.retrain)
+    app.router.add_post("/retrain", guard(Role.OPERATOR, jobs.retrain, action="retrain"))
     app.router.add_get("/models", models.list_models)
-    app.router.add_post("/models/rollback", models.rollback)
-    app.router.add_post("/models/{version}/promote", models.promote)
+    app.router.add_post("/models/rollback", guard(Role.OPERATOR, models.rollback, action="rollback"))
+    app.router.add_post("/models/{version}/promote", guard(Role.OPERATOR, models.promote, action="promote"))
+    app.router.add_get("/audit", guard(Role.OPERATOR, audit.list_events))
     app.router.add_get("/metrics", metrics_handler(registry))
     return app

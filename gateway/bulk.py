@@ -1,4 +1,5 @@
-"""`POST /upload-bulk` (alias `/uploads`): many labelled files in, one ingest job out (202).
+"""`POST /upload-bulk` (alias `/uploads`; the `contribute` role): many labelled files in, one
+ingest job out (202).
 
 Files are streamed part by part and staged in the object store before the job is queued, so an
 accepted upload survives a gateway restart; nothing is decoded here.
@@ -11,6 +12,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
+from gateway.audit import AUDIT_DRAFT
 from gateway.keys import BUS, JOBS, METRICS, SETTINGS, STORE
 from gateway.uploads import read_part
 from shared.errors import DermaScanError, PayloadTooLarge, Unprocessable
@@ -30,6 +32,8 @@ async def upload_bulk(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise Unprocessable("send multipart/form-data with one or more 'files' fields", code="missing_field")
     job = Job(kind="ingest")
+    draft = request[AUDIT_DRAFT]
+    draft.target = job.job_id
     staged: list[StagedFile] = []
     outcomes: list[dict[str, Any]] = []
     label: str | None = None
@@ -73,6 +77,7 @@ async def upload_bulk(request: web.Request) -> web.Response:
     job.progress = {"files": len(staged) + len(outcomes), "done": len(outcomes)}
     job.result = {"files": outcomes}
     job.note(f"received {len(staged) + len(outcomes)} files ({total:,} bytes)")
+    draft.detail = {"files": len(staged) + len(outcomes), "bytes": total, "label": label}
     if not staged:
         job.state = "succeeded"
         await jobs.save(job)

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from shared.errors import DermaScanError, Overloaded, ServiceUnavailable
+from shared.errors import DermaScanError, Overloaded, ServiceUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,17 @@ def error_response(status: int, code: str, message: str, *, retry_after: int | N
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Map DermaScanError, aiohttp's HTTP errors and anything unexpected to JSON errors."""
+    """Map DermaScanError, aiohttp's HTTP errors and anything unexpected to JSON errors; a 401
+    carries `WWW-Authenticate: Bearer`."""
     try:
         return await handler(request)
     except DermaScanError as exc:
         retry = 1 if isinstance(exc, Overloaded | ServiceUnavailable) else None
-        return error_response(exc.status, exc.code, exc.message, retry_after=retry)
+        response = error_response(exc.status, exc.code, exc.message, retry_after=retry)
+        if isinstance(exc, Unauthorized):  # RFC 6750: say which scheme, and why it failed
+            error = "invalid_token" if exc.code == "invalid_token" else "invalid_request"
+            response.headers["WWW-Authenticate"] = f'Bearer realm="dermascan", error="{error}"'
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

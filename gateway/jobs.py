@@ -1,4 +1,5 @@
-"""`GET /jobs/{id}` and `POST /retrain` (202 + job id, 409 while one is active)."""
+"""`GET /jobs/{id}` (open: a job id is an unguessable capability) and `POST /retrain`
+(operators; 202 + job id, 409 while one is active)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import datetime as dt
 import json
 
 from aiohttp import web
-from pydantic import ValidationError
 
+from gateway.audit import AUDIT_DRAFT
+from gateway.json_body import read_json
 from gateway.keys import BUS, JOBS, SETTINGS, STORE
-from shared.errors import DermaScanError, NotFound, Unprocessable
+from shared.errors import DermaScanError, NotFound
 from shared.jobs import ACTIVE_TRAINING_KEY, Job, JobStore
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
@@ -45,21 +47,22 @@ async def _active_training(request: web.Request) -> Job | None:
 
 
 async def retrain(request: web.Request) -> web.Response:
+    """Queue a training job with the body's `TrainOptions` (JSON or no body; gate margins are
+    the trainer's settings, never the caller's: a body naming them is 422)."""
     app = request.app
-    try:
-        raw = await request.read()
-        options = TrainOptions.model_validate_json(raw) if raw.strip() else TrainOptions()
-    except ValidationError as exc:
-        raise Unprocessable(f"invalid training options: {exc.errors(include_url=False)}",
-                            code="invalid_options") from None
+    options = await read_json(request, TrainOptions, what="the training options")
+    draft = request[AUDIT_DRAFT]
+    draft.detail = {"options": options.model_dump()}
     active = await _active_training(request)
     if active is not None:
+        draft.target, draft.outcome = active.job_id, "training_in_progress"
         return web.json_response(
             {"error": {"code": "training_in_progress",
                        "message": f"training job {active.job_id} is {active.state}; wait for it"},
              "job_id": active.job_id},
             status=409)
     job = Job(kind="train")
+    draft.target = job.job_id
     job.progress = {"phase": "queued"}
     job.note(f"queued with options {options.model_dump_json()}")
     await app[JOBS].save(job)

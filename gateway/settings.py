@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings
 
+#: Shortest token accepted from the environment: refuses placeholders like "change-me".
+MIN_TOKEN_LENGTH = 16
+
 
 class GatewaySettings(CommonSettings):
-    """How the HTTP gateway listens and how long it waits."""
+    """How the HTTP gateway listens, how long it waits, and whom it lets change things."""
 
     http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     http_port: int = Field(8080, description="Port of the API, the UI and /metrics.")
@@ -29,3 +37,52 @@ class GatewaySettings(CommonSettings):
     worker_ttl_factor: float = Field(
         3.0, gt=1, description="A worker silent for this many heartbeat intervals counts as gone."
     )
+    operator_token: SecretStr | None = Field(
+        None, description="Bearer token of the `operator` role (named `operator` in the audit log): "
+        f"uploads, retraining, promotion, rollback, forced promotion, /audit. At least {MIN_TOKEN_LENGTH} "
+        "characters; unset or empty: none (the embedded mode then generates one and prints it).")
+    contributor_token: SecretStr | None = Field(
+        None, description="Bearer token of the `contribute` role (named `contributor`): bulk uploads. "
+        f"At least {MIN_TOKEN_LENGTH} characters; unset or empty: none.")
+    api_tokens_file: Path | None = Field(
+        None, description="JSON Lines file of named tokens stored as SHA-256 digests, "
+        '`{"name": ..., "role": ..., "sha256": ...}` per line (`python -m gateway token` writes one); '
+        "read at start; unset: none.")
+    open_predict: bool = Field(
+        True, description="`POST /predict` needs no token; false: a token of any role is needed.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, json_schema_extra={"default_text": "none"},
+        description="Comma-separated browser origins (`https://host[:port]`) besides the gateway's own "
+        "that may send state-changing requests; CORS headers are sent only to these (none: CORS off).")
+
+    @field_validator("operator_token", "contributor_token", mode="before")
+    @classmethod
+    def _token(cls, value: object) -> object:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is None or (isinstance(text, str) and not text.strip()):
+            return None
+        if isinstance(text, str) and len(text.strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"a token needs at least {MIN_TOKEN_LENGTH} characters "
+                             "(`python -m gateway token` makes one)")
+        return text.strip() if isinstance(text, str) else text
+
+    @field_validator("api_tokens_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return items
+        origins = []
+        for item in (str(i).strip().rstrip("/").lower() for i in items):
+            if not item:
+                continue
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ValueError(f"{item!r} is not an origin like https://example.org[:port]")
+            origins.append(item)
+        return origins

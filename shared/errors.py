@@ -29,6 +29,21 @@ class BadRequest(DermaScanError):
     default_code = "bad_request"
 
 
+class Unauthorized(DermaScanError):
+    """No credentials, or credentials nobody issued: the caller must say who it is (401).
+    The gateway adds `WWW-Authenticate: Bearer` to the answer."""
+
+    status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(DermaScanError):
+    """The caller is known but may not do this (403): a role too low, or a foreign origin."""
+
+    status = 403
+    default_code = "forbidden"
+
+
 class NotFound(DermaScanError):
     status = 404
     default_code = "not_found"
@@ -82,6 +97,8 @@ _BY_STATUS: dict[int, type[DermaScanError]] = {
     cls.status: cls
     for cls in (
         BadRequest,
+        Unauthorized,
+        Forbidden,
         NotFound,
         Conflict,
         PayloadTooLarge,

@@ -164,11 +164,8 @@ class TrainOptions(BaseModel):
     fine_tune_epochs: int = Field(3, ge=1, le=100, description="Passes over the training set when fine-tuning.")
     max_minutes: float = Field(30.0, gt=0, description="Time budget of fine-tuning; the best epoch so far is kept.")
     promote: bool = Field(True, description="Promote automatically when the gate passes.")
-    max_balanced_accuracy_drop: float | None = Field(
-        None, ge=-1, le=1, description="Gate: most the held-out balanced accuracy may fall "
-        "(negative: the improvement required); default from the trainer's settings.")
-    max_class_recall_drop: float | None = Field(
-        None, ge=-1, le=1, description="Gate: most any class's recall may fall; default from settings.")
+    # No gate margins here: they are policy, so they come from the trainer's settings only
+    # (a body naming one is refused, extra="forbid").
 
 
 class TrainRequest(Message):

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.store import open_store
+from shared.verdict import GateResult
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form, wait_job
+from tests.support.tokens import OPERATOR
+from trainer_service import retrain
 from trainer_service.importer import import_dataset
 
 pytestmark = pytest.mark.timeout(120)
-LENIENT = {"epochs": 20, "max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0}
+#: Trainer settings under which any candidate passes the gate (margins are the trainer's policy).
+LENIENT_GATE = {"max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0,
+                "gate_malignant_max_recall_drop": 1.0}
 
 
-async def seeded_client(make_client: MakeClient, tmp_path: Path) -> Client:
+async def seeded_client(make_client: MakeClient, tmp_path: Path, gate: dict[str, object] | None = None) -> Client:
     store = await open_store(tmp_path.as_uri())
     summary = await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
     assert summary["stored:train"] + summary["stored:eval"] == 28
-    return await make_client(with_jobs=True)
+    return await make_client(with_jobs=True, trainer=LENIENT_GATE if gate is None else gate)
 
 
 async def predicted_version(client: Client, image: bytes) -> str:
@@ -35,11 +41,11 @@ async def test_retrain_extends_the_classes_promotes_and_workers_reload(
     client = await seeded_client(make_client, tmp_path)
     assert await predicted_version(client, melanoma_jpeg) == "tiny-v1"
 
-    response = await client.post("/retrain", json=LENIENT)
+    response = await client.post("/retrain", json={"epochs": 20}, headers=OPERATOR)
     assert response.status == 202
     accepted = await response.json()
     assert accepted["state"] == "queued"
-    busy = await client.post("/retrain", json=LENIENT)
+    busy = await client.post("/retrain", json={"epochs": 20}, headers=OPERATOR)
     assert busy.status == 409 and (await busy.json())["job_id"] == accepted["job_id"]
 
     job = await wait_job(client, accepted["job_id"], timeout=90)
@@ -59,41 +65,69 @@ async def test_retrain_extends_the_classes_promotes_and_workers_reload(
     classes = await (await client.get("/classes")).json()
     assert "vascular_lesion" in classes["predicted"]
 
-    rolled = await client.post("/models/rollback")
+    rolled = await client.post("/models/rollback", headers=OPERATOR)
     assert (await rolled.json())["current"] == "tiny-v1"
-    promoted = await client.post(f"/models/{version}/promote")
+    promoted = await client.post(f"/models/{version}/promote", headers=OPERATOR)
     assert promoted.status == 200 and (await promoted.json())["current"] == version
-    assert (await client.post("/models/nope/promote")).status == 404
+    assert (await client.post("/models/nope/promote", headers=OPERATOR)).status == 404
 
 
-async def test_the_gate_rejects_a_candidate_that_is_not_good_enough(
-        make_client: MakeClient, tmp_path: Path) -> None:
+async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_serves_it(
+        make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_gate = retrain.apply_gate
+
+    def unconvinced(*args: Any, **kwargs: Any) -> GateResult:
+        """The real verdict, turned into a rejection: the gate's judgement itself is tested in
+        tests/trainer_service/test_gate.py, this test is about what happens after a no."""
+        verdict = real_gate(*args, **kwargs)
+        return verdict.model_copy(update={"passed": False, "reasons": ["balanced accuracy fell 0.500"]})
+
+    monkeypatch.setattr(retrain, "apply_gate", unconvinced)
     client = await seeded_client(make_client, tmp_path)
-    strict = {"epochs": 2, "max_balanced_accuracy_drop": -1.0}  # demand an impossible +1.0
-    accepted = await (await client.post("/retrain", json=strict)).json()
+    accepted = await (await client.post("/retrain", json={"epochs": 2}, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=90)
     assert job["state"] == "rejected"
     assert job["error"]["code"] == "gate_rejected" and "balanced accuracy" in job["error"]["message"]
     assert job["result"]["gate"]["passed"] is False
     models = await (await client.get("/models")).json()
     assert models["current"] == "tiny-v1"  # unchanged
-    assert job["result"]["version"] in [v["version"] for v in models["versions"]]  # kept for operators
+    version = job["result"]["version"]
+    assert version in [v["version"] for v in models["versions"]]  # kept for operators
+
+    refused = await client.post(f"/models/{version}/promote", headers=OPERATOR)
+    assert refused.status == 409 and "balanced accuracy fell" in (await refused.json())["error"]["message"]
+    forced = await client.post(f"/models/{version}/promote", headers=OPERATOR,
+                               json={"force": True, "reason": "reviewed the per-class recall by hand"})
+    assert forced.status == 200 and (await (await client.get("/models")).json())["current"] == version
+    audit = (await (await client.get("/audit", headers=OPERATOR)).json())["events"]
+    assert [(e["action"], e["outcome"], e["forced"]) for e in audit] == [
+        ("promote", "ok", True), ("promote", "gate_rejected", False), ("retrain", "ok", False)]
+    assert audit[2]["target"] == job["job_id"] and audit[0]["reason"] == "reviewed the per-class recall by hand"
     # the next request is accepted: the rejected job no longer blocks retraining
-    assert (await client.post("/retrain", json={"epochs": 1, "promote": False})).status == 202
+    assert (await client.post("/retrain", json={"epochs": 1, "promote": False}, headers=OPERATOR)).status == 202
 
 
 async def test_bad_training_options_are_422(make_client: MakeClient) -> None:
     client = await make_client(with_worker=False, with_jobs=True)
-    response = await client.post("/retrain", json={"epochs": 0})
+    response = await client.post("/retrain", json={"epochs": 0}, headers=OPERATOR)
     assert response.status == 422
-    response = await client.post("/retrain", json={"learning_rate": 1})
+    response = await client.post("/retrain", json={"learning_rate": 1}, headers=OPERATOR)
     assert response.status == 422
+
+
+@pytest.mark.parametrize("margin", ["max_balanced_accuracy_drop", "max_class_recall_drop"])
+async def test_the_caller_cannot_set_the_gate_margins(make_client: MakeClient, margin: str) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    response = await client.post("/retrain", json={"epochs": 1, margin: 1.0}, headers=OPERATOR)
+    assert response.status == 422
+    assert margin in (await response.json())["error"]["message"]
+    assert (await (await client.get("/audit", headers=OPERATOR)).json())["events"][0]["outcome"] == "invalid_options"
 
 
 async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeClient, tmp_path: Path) -> None:
     client = await seeded_client(make_client, tmp_path)
-    options = {**LENIENT, "epochs": 5, "fine_tune": True, "fine_tune_epochs": 1}
-    accepted = await (await client.post("/retrain", json=options)).json()
+    options = {"epochs": 5, "fine_tune": True, "fine_tune_epochs": 1}
+    accepted = await (await client.post("/retrain", json=options, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=110)
     assert job["state"] == "succeeded", job
     assert any("fine-tune" in line for line in job["log"])

@@ -12,13 +12,14 @@ import pytest
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import files_form, wait_job
+from tests.support.tokens import CONTRIBUTOR
 
 pytestmark = pytest.mark.timeout(60)
 UPLOADS = FIXTURES / "uploads"
 
 
 async def upload(client: Client, files: list[tuple[str, bytes]], label: str | None = None) -> dict[str, Any]:
-    response = await client.post("/upload-bulk", data=files_form(files, label))
+    response = await client.post("/upload-bulk", data=files_form(files, label), headers=CONTRIBUTOR)
     assert response.status == 202, await response.text()
     accepted = await response.json()
     assert response.headers["Location"] == f"/jobs/{accepted['job_id']}"
@@ -90,9 +91,9 @@ async def test_an_explicit_label_and_a_zip_of_class_folders(make_client: MakeCli
 
 async def test_upload_errors(make_client: MakeClient) -> None:
     client = await make_client(with_worker=False, with_jobs=True, max_file_bytes=10_000)
-    response = await client.post("/upload-bulk", data=files_form([("x.jpg", b"1")], label="lupus"))
+    response = await client.post("/upload-bulk", data=files_form([("x.jpg", b"1")], label="lupus"), headers=CONTRIBUTOR)
     assert response.status == 422 and (await response.json())["error"]["code"] == "unknown_label"
-    response = await client.post("/upload-bulk", data=b"raw")
+    response = await client.post("/upload-bulk", data=b"raw", headers=CONTRIBUTOR)
     assert response.status == 422
     big = (UPLOADS / "melanocytic_nevi_wrong_extension.jpg").read_bytes()  # 30 kB > 10 kB
     job = await upload(client, [("melanoma_big.png", big), ("melanoma_0001.jpg", (UPLOADS / "melanoma_0001.jpg").read_bytes())])
