@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
 import pytest
 
-from inference_worker.batching import MicroBatcher
+from inference_worker.batching import BatcherFailed, MicroBatcher
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -127,3 +128,61 @@ async def test_a_full_batch_runs_at_once_even_while_more_are_being_decoded() -> 
     assert model.calls == [[0, 1, 2, 3]] and results == [(i * 10, 4) for i in range(4)]
     slow.cancel()
     await batcher.close()
+
+
+class FlakyMetrics:
+    """An `on_batch` callback that raises for its first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, 0
+
+    def __call__(self, size: int, seconds: float) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("metrics backend down")
+
+
+async def test_a_loop_that_dies_fails_every_waiting_request_at_once_and_serves_the_next(
+        caplog: pytest.LogCaptureFixture) -> None:
+    model = FakeModel(delay=0.05)
+    batcher = MicroBatcher(model, max_batch_size=2, max_wait_ms=0, on_batch=FlakyMetrics(failures=1))
+    running = asyncio.create_task(batcher.submit("m", 1))
+    await asyncio.sleep(0.01)  # [1] is in the model; the rest wait in the queue
+    queued = [asyncio.create_task(batcher.submit("m", i)) for i in (2, 3, 4)]
+    with caplog.at_level(logging.ERROR, logger="inference_worker.batching"):
+        outcomes = await asyncio.wait_for(asyncio.gather(running, *queued, return_exceptions=True), 1)
+    assert all(isinstance(o, BatcherFailed) for o in outcomes), outcomes  # not left to time out
+    assert all("metrics backend down" in str(o) for o in outcomes)
+    assert isinstance(outcomes[0].__cause__, OSError)
+    assert "loop died; 4 waiting requests failed; restarting it" in caplog.text
+    assert "metrics backend down" in caplog.text  # the traceback says why
+    assert await asyncio.wait_for(batcher.submit("m", 5), 1) == (50, 1)  # served by the new loop
+    await batcher.close()
+
+
+async def test_a_loop_that_keeps_dying_is_restarted_only_so_often_then_refuses_at_once() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, on_batch=FlakyMetrics(failures=99),
+                           max_restarts=2, restart_window_s=60)
+    for value in range(3):  # the first death and two restarts
+        with pytest.raises(BatcherFailed, match="loop failed"):
+            await asyncio.wait_for(batcher.submit("m", value), 1)
+    with pytest.raises(BatcherFailed, match="stopped after 3 loop failures"):
+        await batcher.submit("m", 3)
+    assert model.calls == [[0], [1], [2]]  # the refused request never reached the model
+    await batcher.close()
+
+
+async def test_close_fails_running_and_queued_requests_and_refuses_later_ones() -> None:
+    model = FakeModel(delay=0.2)
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=0)
+    running = asyncio.create_task(batcher.submit("m", 1))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(batcher.submit("m", 2))
+    await asyncio.sleep(0)
+    await batcher.close()
+    for request in (running, queued):
+        with pytest.raises(BatcherFailed, match="closed"):
+            await asyncio.wait_for(request, 1)
+    with pytest.raises(BatcherFailed, match="closed"):
+        await batcher.submit("m", 3)
