@@ -2,7 +2,9 @@
 
 The only module that imports every service: it wires them onto one in-memory bus and one
 local-disk store, seeds an empty store with the committed sample dataset, and serves the UI,
-the API and /metrics (of all services) on DERMASCAN_HTTP_PORT.
+the API and /metrics (of all services) on DERMASCAN_HTTP_PORT. Unless DERMASCAN_OPERATOR_TOKEN
+is set, it makes an operator token for this run and prints it: the UI asks for it before an
+upload or a retrain.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.tokens import new_token
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
@@ -55,8 +58,18 @@ async def seed(store: ObjectStore, dataset: Path | None) -> None:
     log.info("seeded the empty store with %s: %s", dataset, summary)
 
 
+def with_operator_token(settings: GatewaySettings) -> GatewaySettings:
+    """`settings`, with a fresh operator token printed on stdout when none is configured."""
+    if settings.operator_token is not None:
+        return settings
+    token = new_token()
+    print(f"DermaScan operator token for this run (uploads, retraining, promotion; the UI asks "
+          f"for it): {token}\n  (set DERMASCAN_OPERATOR_TOKEN to choose your own)", flush=True)
+    return settings.model_copy(update={"operator_token": SecretStr(token)})
+
+
 async def serve() -> None:
-    gateway_settings = GatewaySettings()
+    gateway_settings = with_operator_token(GatewaySettings())
     registry = CollectorRegistry()
     bus = await connect_bus(gateway_settings.broker_url)
     store = await open_store(gateway_settings.store_url, endpoint_url=gateway_settings.s3_endpoint_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from tests.conftest import AWS_ENV
 from tests.support.http import post_image
 from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.tokens import CONTRIBUTOR_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -56,22 +58,40 @@ def test_distributed_gateway_and_worker_processes_on_rabbitmq_and_s3(
         assert worker.poll() is None and gateway.poll() is None
 
 
+def post_json(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, b"{}", headers), timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def test_embedded_mode_serves_ui_and_api_in_one_process(tmp_path: Path, melanoma_jpeg: bytes) -> None:
     port = free_port()
     env = {"DERMASCAN_HTTP_PORT": str(port), "DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache")}
+           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"), "DERMASCAN_OPERATOR_TOKEN": "",
+           "DERMASCAN_CONTRIBUTOR_TOKEN": CONTRIBUTOR_TOKEN}
     base = f"http://127.0.0.1:{port}"
-    with running(python_module("embedded"), env=env, log=tmp_path / "embedded.log") as proc:
+    log = tmp_path / "embedded.log"
+    with running(python_module("embedded"), env=env, log=log) as proc:
         wait_http(f"{base}/readyz", timeout=120, proc=proc)
         status, body = post_image(f"{base}/predict", melanoma_jpeg)
         assert status == 200, body
         assert body["label"] in body["probabilities"]  # type: ignore[operator]
         assert (tmp_path / "var" / "models" / "current.json").is_file()  # registry bootstrapped
+        # `make run` prints an operator token of its own when none is set; it works, and nothing else does.
+        printed = re.search(r"operator token for this run.*: (dsk_\S+)", log.read_text())
+        assert printed, log.read_text()[-2000:]
+        assert post_json(f"{base}/models/rollback")[0] == 401
+        status, body = post_json(f"{base}/models/rollback", printed.group(1))
+        assert status == 409 and body["error"]["code"] == "nothing_to_roll_back", body  # type: ignore[index]
         classify_in_the_browser(base, tmp_path / "lesion.jpg", melanoma_jpeg)
 
 
 def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
-    """What a person does: open the page, choose an image, read the result."""
+    """What a person does: open the page, choose an image, read the result; upload with a
+    token the page asks for (a wrong one first), and be told when the token's role is too low."""
     from playwright.sync_api import sync_playwright
 
     image.write_bytes(data)
@@ -92,10 +112,23 @@ def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
             named = image.with_name("melanoma_from_the_browser.jpg")
             named.write_bytes(data[: len(data) // 2])  # truncated: the job must say why it was rejected
             page.set_input_files("#upload-files", [str(named)])
-            page.click("#upload-button")
+
+            def upload_with(token: str) -> None:
+                page.click("#upload-button")
+                page.wait_for_selector("#token-dialog[open]", timeout=5_000)  # asked before anything is sent
+                page.fill("#token-input", token)
+                page.click("#token-ok")
+
+            upload_with("not-the-token-0123456789")
+            assert "not accepted (401)" in page.wait_for_selector("#auth-error", timeout=10_000).inner_text()
+            upload_with(CONTRIBUTOR_TOKEN)
             summary = page.wait_for_selector("#upload-summary", timeout=30_000)
             assert summary is not None and "1 rejected" in summary.inner_text()
             assert "corrupt_image" in page.inner_text("#upload-status")
+            assert page.evaluate("sessionStorage.getItem('dermascan.token')") == CONTRIBUTOR_TOKEN
+            page.click("#retrain-button")  # the kept contributor token is not enough
+            refusal = page.wait_for_selector("#retrain-status #auth-error", timeout=10_000).inner_text()
+            assert "(403)" in refusal and "operator role" in refusal
             page.screenshot(path=str(image.with_suffix(".png")))
         finally:
             browser.close()
