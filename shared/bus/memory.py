@@ -92,6 +92,9 @@ class MemoryBus:
         self._queues: dict[str, _Queue] = {}
         self._subscribers: dict[str, list[_Subscriber]] = {}
         self._replies = PendingReplies(f"amq.gen-{new_id()}")
+        #: Deliveries of broadcasts still running: held here so none is garbage-collected
+        #: mid-flight (the event loop keeps only weak references to tasks).
+        self._broadcasts: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -149,8 +152,14 @@ class MemoryBus:
                 await self.publish(request.reply_to, body, correlation_id=request.correlation_id)
 
     async def broadcast(self, exchange: str, body: bytes) -> None:
+        """Start one delivery per current subscriber and return; a handler that raises is
+        logged. Raises BrokerUnavailable once the bus is closed."""
+        if self._closed:
+            raise BrokerUnavailable("the bus is closed")
         for subscriber in list(self._subscribers.get(exchange, [])):
-            asyncio.create_task(self._deliver(subscriber, Delivery(body)))
+            task = asyncio.create_task(self._deliver(subscriber, Delivery(body)), name=f"broadcast:{exchange}")
+            self._broadcasts.add(task)
+            task.add_done_callback(self._broadcasts.discard)
 
     @staticmethod
     async def _deliver(subscriber: _Subscriber, delivery: Delivery) -> None:
@@ -176,5 +185,11 @@ class MemoryBus:
             dead.items.put_nowait(_Envelope(delivery, None))
 
     async def close(self) -> None:
+        """Refuse further publishes, fail pending calls, and cancel (and wait for) the
+        broadcast deliveries still running."""
         self._closed = True
         self._replies.fail_all(BrokerUnavailable("the bus was closed"))
+        running = list(self._broadcasts)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
