@@ -12,9 +12,22 @@ from tests.support.processes import REPO
 README = (REPO / "README.md").read_text()
 
 
+def shell_commands(markdown: str) -> list[str]:
+    """The commands of `markdown`'s shell code blocks, in order, without comments."""
+    blocks = re.findall(r"^```(?:sh|bash|shell|console)\n(.*?)^```", markdown, flags=re.M | re.S)
+    lines = (line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines())
+    return [line for line in lines if line]
+
+
 def test_the_two_commands_are_first() -> None:
-    assert "make run" in README and "make test" in README
-    assert "make test" in (REPO / ".ci" / "run").read_text()
+    assert shell_commands(README)[:2] == ["make run", "make test"]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == "make test"  # CI runs exactly what a developer runs
+
+
+def test_the_command_reader_sees_order_and_ignores_comments() -> None:
+    markdown = "```\nmake diagram\n```\n```sh\n# first\nmake test  # runs it all\n```\n```sh\nmake run\n```\n"
+    assert shell_commands(markdown) == ["make test", "make run"]
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlparse
 
+import boto3
 import pytest
 
 from shared.errors import BadRequest, NotFound
@@ -59,5 +62,12 @@ async def test_unsafe_keys_are_refused(store: ObjectStore, key: str) -> None:
         await store.put(key, b"x")
 
 
-async def test_ping(store: ObjectStore) -> None:
-    assert await store.ping()
+async def test_ping_says_whether_the_store_answers(
+        store: ObjectStore, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    assert await store.ping() is True
+    if store.url.startswith("file:"):
+        shutil.rmtree(tmp_path)  # the disk the store lived on is gone
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        boto3.client("s3", endpoint_url=endpoint).delete_bucket(Bucket=urlparse(store.url).netloc)
+    assert await store.ping() is False  # an answer, not an exception
