@@ -8,7 +8,9 @@ labelled images (POST /upload-bulk) and poll the ingest job until it ends.
     locust -f locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8080 --csv out
 
 Images come from DERMASCAN_LOCUST_IMAGES (a class-per-folder directory; default: the committed
-HAM10000 fixtures). Requests are named by route ("/jobs/[id]") so the statistics stay grouped.
+HAM10000 fixtures). Curators send DERMASCAN_LOCUST_TOKEN (a token of the `contribute` or
+`operator` role) as a Bearer token; without it their uploads are refused (401). Requests are
+named by route ("/jobs/[id]") so the statistics stay grouped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ IMAGES = [(path.parent.name, path.read_bytes()) for path in sorted(IMAGE_ROOT.gl
 if not IMAGES:
     raise SystemExit(f"no <class>/*.jpg images under {IMAGE_ROOT} (set DERMASCAN_LOCUST_IMAGES)")
 JOB_TIMEOUT_S = float(os.environ.get("DERMASCAN_LOCUST_JOB_TIMEOUT_S", "120"))
+TOKEN = os.environ.get("DERMASCAN_LOCUST_TOKEN", "")
 
 
 class Clinician(HttpUser):
@@ -67,8 +70,8 @@ class Curator(HttpUser):
         batch = random.sample(IMAGES, k=min(4, len(IMAGES)))
         files = [("files", (f"{label}_{random.randrange(10_000):04d}.jpg", data, "image/jpeg"))
                  for label, data in batch]
-        with self.client.post("/upload-bulk", files=files, name="/upload-bulk",
-                              catch_response=True) as response:
+        with self.client.post("/upload-bulk", files=files, name="/upload-bulk", catch_response=True,
+                              headers={"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}) as response:
             if response.status_code != 202:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
                 return

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import AWS_ENV, FIXTURES
 from tests.support.http import post_image
 from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.tokens import CONTRIBUTOR, OPERATOR, TOKEN_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -36,7 +37,12 @@ def post_files(url: str, files: list[tuple[str, bytes]]) -> tuple[int, Any]:
     body = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'.encode()
         + data + b"\r\n" for name, data in files) + f"--{boundary}--\r\n".encode()
-    return request("POST", url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return request("POST", url, body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **CONTRIBUTOR})
+
+
+def retrain(base: str, options: dict[str, Any]) -> tuple[int, Any]:
+    return request("POST", f"{base}/retrain", json.dumps(options).encode(),
+                   {"Content-Type": "application/json", **OPERATOR})
 
 
 def wait_state(base: str, job_id: str, states: set[str], timeout: float = 120) -> dict[str, Any]:
@@ -60,6 +66,10 @@ def cluster(rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path, tiny
         "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir), "DERMASCAN_HEARTBEAT_S": "1",
         "DERMASCAN_JOB_STALE_S": "4", "DERMASCAN_PROGRESS_INTERVAL_S": "0.5",
         "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"), "DERMASCAN_WORK_DIR": str(tmp_path / "trainer"),
+        **TOKEN_ENV,
+        # A gate that lets the first candidate through (margins are the trainer's settings).
+        "DERMASCAN_MAX_BALANCED_ACCURACY_DROP": "1", "DERMASCAN_MAX_CLASS_RECALL_DROP": "1",
+        "DERMASCAN_GATE_MALIGNANT_MAX_RECALL_DROP": "1",
     }
     base = f"http://127.0.0.1:{env['DERMASCAN_HTTP_PORT']}"
     with ExitStack() as stack:
@@ -93,7 +103,7 @@ def test_upload_retrain_promote_and_a_trainer_crash(cluster: dict[str, Any], mel
     load = threading.Thread(target=predict_forever)
     load.start()
     try:
-        status, accepted = request("POST", f"{base}/retrain", json.dumps({"epochs": 30, "max_balanced_accuracy_drop": 1, "max_class_recall_drop": 1}).encode())
+        status, accepted = retrain(base, {"epochs": 30})
         assert status == 202
         seen = [wait_state(base, accepted["job_id"], {"running", "succeeded"})["state"]]
         job = wait_state(base, accepted["job_id"], {"succeeded", "failed", "rejected"})
@@ -112,7 +122,7 @@ def test_upload_retrain_promote_and_a_trainer_crash(cluster: dict[str, Any], mel
     assert versions[0] == "tiny-v1" and versions[-1] == version  # switched without a failed request
 
     # Kill the trainer mid-job: the job ends failed, serving goes on with the same model.
-    status, accepted = request("POST", f"{base}/retrain", json.dumps({"epochs": 500}).encode())
+    status, accepted = retrain(base, {"epochs": 500})
     assert status == 202
     job = wait_state(base, accepted["job_id"], {"running"})
     while job["progress"].get("phase") != "training":
@@ -126,6 +136,6 @@ def test_upload_retrain_promote_and_a_trainer_crash(cluster: dict[str, Any], mel
     assert models["current"] == version
     # A new trainer picks up the redelivered message, sees the job is over, and acknowledges it.
     cluster["start"]("trainer_service")
-    status, again = request("POST", f"{base}/retrain", json.dumps({"epochs": 5, "promote": False}).encode())
+    status, again = retrain(base, {"epochs": 5, "promote": False})
     assert status == 202
     assert wait_state(base, again["job_id"], {"succeeded", "failed", "rejected"})["state"] in ("succeeded", "rejected")

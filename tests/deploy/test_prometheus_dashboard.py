@@ -24,6 +24,7 @@ from inference_worker.metrics import WorkerMetrics
 from ingest_service.metrics import IngestMetrics
 from tests.conftest import AWS_ENV
 from tests.support.processes import REPO, free_port, python_module, running, wait_http
+from tests.support.tokens import CONTRIBUTOR, OPERATOR, TOKEN_ENV
 from trainer_service.metrics import TrainerMetrics
 
 DASHBOARD = REPO / "deploy/grafana/dashboards/dermascan.json"
@@ -125,8 +126,10 @@ def multipart(files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def call(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
-    request = urllib.request.Request(url, body, {"Content-Type": content_type} if body is not None else {})
+def call(url: str, body: bytes | None = None, content_type: str = "application/json",
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, body, {**({"Content-Type": content_type} if body is not None else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -205,6 +208,7 @@ def system(rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path,
         "DERMASCAN_QUEUE_POLL_S": "1",
         "DERMASCAN_HEARTBEAT_S": "1",
         "DERMASCAN_INTRA_OP_THREADS": "1",
+        **TOKEN_ENV,
     }
     base = f"http://127.0.0.1:{ports['gateway']}"
     prometheus_port = free_port()
@@ -254,11 +258,11 @@ def test_every_dashboard_query_returns_data_from_a_running_system(
     assert predict(b"GIF89a" + b"\x00" * 64) == 415
     uploads = [("files", f"{label}_{n:04d}.jpg", data) for n, (label, data) in enumerate(images)]
     uploads.append(("files", "melanoma_corrupt.jpg", b"\xff\xd8 not really a jpeg"))
-    status, accepted = call(f"{base}/upload-bulk", *multipart(uploads))
+    status, accepted = call(f"{base}/upload-bulk", *multipart(uploads), headers=CONTRIBUTOR)
     assert status == 202, accepted
     ingest_job = wait_job(base, accepted["job_id"], timeout=60)
     assert ingest_job["state"] == "succeeded", ingest_job
-    status, accepted = call(f"{base}/retrain", json.dumps({"epochs": 2}).encode())
+    status, accepted = call(f"{base}/retrain", json.dumps({"epochs": 2}).encode(), headers=OPERATOR)
     assert status == 202, accepted
     train_job = wait_job(base, accepted["job_id"], timeout=120)
     assert train_job["state"] in {"succeeded", "rejected"}, train_job  # rejected: the gate said no
