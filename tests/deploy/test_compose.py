@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.settings import GatewaySettings
+from gateway.tokens import TokenBook, read_token_file
 from tests.deploy.settings_env import AWS_VARIABLES, env_names, load_with_env, settings_class
 from tests.support.processes import REPO
 
@@ -23,6 +25,8 @@ BACKENDS = ("rabbitmq", "minio", "minio-init", "prometheus", "grafana")
 UNSET_ON_PURPOSE = {
     "DERMASCAN_MODEL_PATH": "workers serve the registry's current model, not a fixed file",
     "DERMASCAN_WORKER_ID": "replicas of a scaled service cannot share one id; the default is host-pid",
+    "DERMASCAN_OPERATOR_TOKEN": "tokens come from the dermascan_api_tokens secret (digests), not the environment",
+    "DERMASCAN_CONTRIBUTOR_TOKEN": "the same",
 }
 #: Where each service listens inside its container: (variable, port the compose file exposes it on).
 LISTEN = {"gateway": ("DERMASCAN_HTTP_HOST", "DERMASCAN_HTTP_PORT"),
@@ -199,3 +203,18 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_services_and_model(compose
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".venv", "var", ".git", ".pytest_cache"} <= ignored
     assert not copied & ignored, "the Dockerfile copies what .dockerignore leaves out"
+
+
+def test_the_gateways_tokens_come_from_a_secret_of_digests(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    env = service_env(compose, "gateway")
+    assert gateway["secrets"] == ["dermascan_api_tokens"]
+    assert env["DERMASCAN_API_TOKENS_FILE"] == "/run/secrets/dermascan_api_tokens"  # where compose mounts it
+    for name, service in compose["services"].items():
+        leaked = {k for k in service.get("environment", {}) if k.endswith("_TOKEN") and k.startswith("DERMASCAN_")}
+        assert not leaked, f"{name} takes {leaked} from the environment"
+    default = REPO / interpolate(compose["secrets"]["dermascan_api_tokens"]["file"])
+    assert default.is_file(), "the secret's default file is missing: compose would mount a directory"
+    assert read_token_file(default) == []  # shipped without tokens: changes are refused until one is added
+    settings = GatewaySettings(api_tokens_file=default)
+    assert len(TokenBook.from_settings(settings)) == 0

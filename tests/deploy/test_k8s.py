@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.settings import GatewaySettings
 from tests.deploy.settings_env import AWS_VARIABLES, env_names, load_with_env, settings_class
 from tests.support.processes import REPO
 
@@ -93,3 +94,20 @@ def test_every_setting_a_service_reads_is_set_and_valid(
     assert int(env.get("DERMASCAN_HTTP_PORT") or env["DERMASCAN_METRICS_PORT"]) in ports
     assert spec["securityContext"]["runAsNonRoot"] is True
 
+
+
+def test_the_gateways_tokens_come_from_a_secret_whose_placeholders_cannot_serve(
+        documents: list[dict[str, Any]]) -> None:
+    container = of_kind(documents, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item for item in container["env"]}
+    secrets = of_kind(documents, "Secret")
+    for name in ("DERMASCAN_OPERATOR_TOKEN", "DERMASCAN_CONTRIBUTOR_TOKEN"):
+        assert "value" not in env[name], f"{name} is written into the Deployment"
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        placeholder = secrets[ref["name"]]["stringData"][ref["key"]]
+        with pytest.raises(ValueError, match="at least"):  # an unedited Secret stops the gateway
+            GatewaySettings(**{name.removeprefix("DERMASCAN_").lower(): placeholder})
+    for name, deployment in of_kind(documents, "Deployment").items():
+        if name != "gateway":
+            names = {item["name"] for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert not {n for n in names if n.endswith("_TOKEN")}, f"{name} needs no API token"
