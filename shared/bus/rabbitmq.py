@@ -255,7 +255,8 @@ class RabbitBus:
         for reply_to, replies in outbox.items():
             try:
                 channel = self._live_channel(replies=True)
-                await channel.default_exchange.publish(_reply_message(replies), routing_key=reply_to)
+                # not mandatory: a caller that is gone wants no answer, and a returned one is noise
+                await channel.default_exchange.publish(_reply_message(replies), routing_key=reply_to, mandatory=False)
             except (BrokerUnavailable, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                 log.warning("%d replies to %s lost: %s", len(replies), reply_to, exc)
 

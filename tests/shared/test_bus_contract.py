@@ -99,12 +99,7 @@ async def test_a_reply_to_a_caller_that_is_gone_is_dropped(bus: MessageBus, uniq
 
 
 async def test_a_dropped_reply_is_not_logged_as_an_error(
-        bus: MessageBus, unique: str, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["bus"] == "rabbitmq":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "RabbitBus._send_replies publishes with aio-pika's default mandatory=True, so the broker "
-            "returns a reply to a gone queue and aiormq logs it as an ERROR, body and all; "
-            "the fix is mandatory=False there (nobody waits for it)")))
+        bus: MessageBus, unique: str, caplog: pytest.LogCaptureFixture) -> None:
     await bus.declare_queue(unique)
 
     async def echo(delivery: Delivery) -> None:
