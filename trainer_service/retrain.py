@@ -224,7 +224,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
 
     kernel, bias = await asyncio.to_thread(
         fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch,
-        anchor_strength=settings.head_anchor_strength)
+        anchor_strength=settings.head_anchor_strength,
+        anchored=np.array([name in parent.classes for name in classes], dtype=float))
     x_val, y_val = arrays(validation)
     x_held, y_held = arrays(held)
     allowed = admissible(classes)
