@@ -59,6 +59,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop fine-tuning after this long (checkpointed: the same command resumes)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the validation split (default: --seed); members of an ensemble share one")
     p.add_argument("--threads", type=int, default=2)
     return p
 
@@ -82,7 +84,7 @@ def train_main(argv: list[str] | None = None) -> int:
         data=tuple(args.data), backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
         validation_fraction=tuple(args.validation_fraction), eval_data=tuple(args.eval_data),
         pretrained=not args.random_init, policy=args.policy, referral_recall=args.referral_recall,
-        work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"),
+        work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
     )
     if (args.out / "model.keras").exists():
         print(f"error: {args.out} already holds a model", file=sys.stderr)

@@ -45,6 +45,7 @@ class JobSpec:
     policy: str = DEFAULT_POLICY
     referral_recall: float = 0.85
     work_dir: Path | None = None
+    split_seed: int | None = None  # None: the recipe's seed; fix it to train ensemble members on one split
 
 
 def _source_scores(model: keras.Model, sources: list[Source]) -> list[Scored]:
@@ -86,7 +87,9 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
     keras.utils.set_random_seed(spec.recipe.seed)
     cache = spec.work_dir / "decoded" if spec.work_dir else None
     classes, sources = load_sources(list(spec.data), spec.input_size, policy=spec.policy,
-                                    fractions=list(spec.validation_fraction), seed=spec.recipe.seed, cache_dir=cache)
+                                    fractions=list(spec.validation_fraction),
+                                    seed=spec.recipe.seed if spec.split_seed is None else spec.split_seed,
+                                    cache_dir=cache)
     train, strata = combined(sources)
     allowed = admissible(classes)
     for s in sources:
@@ -130,7 +133,7 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
         class_bias=operating["class_bias"],
         recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
                 "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
-                "sources": [str(p) for p in spec.data]},
+                "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed},
         history=history,
         training_seconds=round(time.monotonic() - started, 1),
     )
