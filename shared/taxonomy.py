@@ -103,3 +103,41 @@ def roll_up(probabilities: dict[str, float], parents: dict[str, str] | None = No
 #: Malignant (or pre-malignant) classes that get a referral flag of their own, whatever the top
 #: label: melanoma, basal cell carcinoma, actinic keratosis / intraepithelial carcinoma.
 MALIGNANT: tuple[str, ...] = ("melanoma", "basal_cell_carcinoma", "actinic_keratosis")
+
+
+def decide(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The answer for each row of model outputs (n, k): an output index. `allowed` is the
+    `admissible` matrix of the outputs' classes (or of a model's own `parents`).
+
+    The most probable top-level class by rolled-up probability (a parent's own mass plus its
+    children's, so a lesion split between "benign keratosis" and "seborrheic keratosis" still
+    beats a nevus with more than either alone), then the finest class under it: a child whose
+    rolled-up probability exceeds the parent's own output replaces it. Every consumer (the API,
+    evaluation, the operating points) answers with this rule; with no links it is the argmax.
+    """
+    k = allowed.shape[0]
+    rolled = probabilities @ allowed.T
+    covered_by = [[i for i in range(k) if i != j and allowed[i, j]] for j in range(k)]
+    top = [j for j in range(k) if not covered_by[j]]
+    chosen = np.asarray(top)[rolled[:, top].argmax(axis=1)]
+    # direct children: every other ancestor of the child is an ancestor of the parent too
+    children = {i: [j for j in range(k) if i in covered_by[j] and set(covered_by[j]) - {i} <= set(covered_by[i])]
+                for i in range(k)}
+    for _ in range(k):  # descend one level per pass
+        changed = False
+        for i, kids in children.items():
+            rows = np.flatnonzero(chosen == i)
+            if not kids or not len(rows):
+                continue
+            best = np.asarray(kids)[rolled[np.ix_(rows, kids)].argmax(axis=1)]
+            finer = rolled[rows, best] > probabilities[rows, i]
+            chosen[rows[finer]] = best[finer]
+            changed = changed or bool(finer.any())
+        if not changed:
+            break
+    return chosen
+
+
+def admissible_for(classes: tuple[str, ...] | list[str], parents: dict[str, str]) -> np.ndarray:
+    """`admissible` under a model's own recorded `parents` links."""
+    return np.array([[1.0 if covers(label, leaf, parents) else 0.0 for leaf in classes] for label in classes])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.taxonomy import decide
+
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of `logits / temperature`, numerically stable."""
@@ -52,11 +54,12 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, al
 
     With `allowed` (`shared.taxonomy.admissible`) a top label its true label admits is correct.
     """
-    confidence = probabilities.max(axis=1)
-    top = probabilities.argmax(axis=1)
     if allowed is None:
-        correct = (top == labels).astype(np.float64)
-    else:
+        confidence = probabilities.max(axis=1)
+        correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    else:  # the answer the API gives (`shared.taxonomy.decide`) and its rolled-up probability
+        top = decide(probabilities, allowed)
+        confidence = (probabilities @ allowed.T)[np.arange(len(top)), top]
         correct = allowed[labels, top].astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from shared.taxonomy import admissible
+from shared.taxonomy import admissible, decide
 from trainer_service.calibration import expected_calibration_error
 
 
@@ -47,7 +47,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
     k = len(classes)
     allowed = admissible(classes)
     present = np.bincount(labels, minlength=k) > 0
-    predicted = _nearest_present(probabilities.argmax(axis=1), allowed, present)
+    predicted = _nearest_present(decide(probabilities, allowed), allowed, present)
     matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
     support = matrix.sum(axis=1)
     predicted_counts = matrix.sum(axis=0)

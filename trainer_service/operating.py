@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.manifest import ReferralThreshold, Uncertainty
+from shared.taxonomy import decide
 from trainer_service.calibration import softmax
 
 
@@ -27,7 +28,7 @@ class Scored:
 
 def balanced_accuracy_admitted(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
     """Mean over the labels present of the share of images whose top output the label admits."""
-    correct = allowed[labels, logits.argmax(axis=1)]
+    correct = allowed[labels, decide(softmax(logits), allowed)]
     return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
 
 
@@ -103,8 +104,9 @@ def uncertainty_threshold(sets: list[Scored], allowed: np.ndarray, *, target_acc
     recorded. A model that never reaches it answers "uncertain" below 1.0 (almost always)."""
     probabilities = np.concatenate([s.values for s in sets])
     labels = np.concatenate([s.labels for s in sets])
-    confidence = probabilities.max(axis=1)
-    correct = allowed[labels, probabilities.argmax(axis=1)]
+    top = decide(probabilities, allowed)
+    confidence = (probabilities @ allowed.T)[np.arange(len(top)), top]
+    correct = allowed[labels, top]
 
     def at(t: float) -> tuple[float, float]:
         answered = confidence >= t

@@ -23,7 +23,7 @@ from shared.manifest import ModelManifest, OodDetector
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from shared.taxonomy import MALIGNANT, PARENTS, admissible
+from shared.taxonomy import MALIGNANT, PARENTS, admissible, decide
 from shared.verdict import GateResult
 from trainer_service.artifacts import code_version, save_artifact
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
@@ -255,7 +255,7 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     held_probs = softmax(logits, temperature)
     candidate = classification_metrics(held_probs, y_held, tuple(classes))
     candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held, allowed)
-    gate = apply_gate(y_held, allowed[y_held, held_probs.argmax(axis=1)], allowed[y_held, baseline_probs.argmax(axis=1)],
+    gate = apply_gate(y_held, allowed[y_held, decide(held_probs, allowed)], allowed[y_held, decide(baseline_probs, allowed)],
                       classes, settings.gate_policy())
     log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
         f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "

@@ -13,7 +13,7 @@ import numpy as np
 
 from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
-from shared.taxonomy import MALIGNANT, PARENTS, admissible
+from shared.taxonomy import MALIGNANT, PARENTS, admissible, decide
 from trainer_service.artifacts import code_version
 from trainer_service.backbones import build_backbone
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
@@ -221,8 +221,9 @@ def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSe
             "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
             "positives": int(positive.sum())}
     if manifest.uncertainty is not None:
-        answered = probabilities.max(axis=1) >= manifest.uncertainty.threshold
-        correct = allowed[data.labels, probabilities.argmax(axis=1)]
+        top = decide(probabilities, allowed)
+        answered = (probabilities @ allowed.T)[np.arange(len(top)), top] >= manifest.uncertainty.threshold
+        correct = allowed[data.labels, top]
         out["uncertainty"] = {"threshold": manifest.uncertainty.threshold, "coverage": float(answered.mean()),
                               "accuracy_answered": float(correct[answered].mean()) if answered.any() else None,
                               "accuracy_all": float(correct.mean())}

@@ -36,3 +36,15 @@ def test_probabilities_roll_up_into_the_parent() -> None:
 def test_a_model_without_the_link_rolls_nothing_up() -> None:
     assert roll_up({"benign_keratosis": 0.1, "seborrheic_keratosis": 0.9}, parents={}) == {
         "benign_keratosis": 0.1, "seborrheic_keratosis": 0.9}
+
+
+def test_a_parent_whose_mass_is_split_with_its_child_still_wins() -> None:
+    from shared.taxonomy import admissible_for, decide
+
+    classes = ("benign_keratosis", "melanocytic_nevi", "seborrheic_keratosis")
+    p = np.array([[0.30, 0.40, 0.30],   # keratosis 0.6 in all beats the nevus; the child is not above the parent
+                  [0.20, 0.40, 0.40],   # keratosis 0.6; the child holds more than the parent's own
+                  [0.05, 0.80, 0.15]])  # a nevus
+    assert [classes[i] for i in decide(p, admissible(classes))] == [
+        "benign_keratosis", "seborrheic_keratosis", "melanocytic_nevi"]
+    assert list(decide(p, admissible_for(classes, {}))) == [1, 1, 1]  # without the link, plain argmax
