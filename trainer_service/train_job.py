@@ -22,7 +22,7 @@ from trainer_service.classifier import LOGITS, build_classifier, embedding_model
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.ood import fit_ood, threshold_for, with_ood_output
-from trainer_service.operating import Scored, calibrated, fit_class_bias, referral_thresholds, uncertainty_threshold
+from trainer_service.operating import Scored, calibrated, cross_validated_bias, referral_thresholds, uncertainty_threshold
 from trainer_service.sources import Source, combined, load_sources, source_name
 from trainer_service.training import Log, Recipe, fine_tune, train_head
 
@@ -149,7 +149,8 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     """
     allowed = admissible(classes)
     raw = _source_scores(model, sources)
-    bias = fit_class_bias(raw, allowed)
+    bias, span, tried = cross_validated_bias(raw, allowed)
+    log(f"class bias span {span} chosen by 2-fold cross-validation on validation: {tried}")
     dense = model.get_layer(LOGITS)
     kernel, old_bias = dense.get_weights()
     dense.set_weights([kernel, old_bias + bias.astype(np.float32)])

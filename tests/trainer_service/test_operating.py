@@ -41,3 +41,14 @@ def test_referral_threshold_reaches_the_recall_on_every_source() -> None:
     assert min(point.validation_recall.values()) >= 0.8
     assert point.validation_recall["hard"] == pytest.approx(0.8, abs=0.03)  # the harder source decides
     assert point.validation_specificity["easy"] > point.validation_specificity["hard"]
+
+
+def test_cross_validation_keeps_offsets_only_when_they_generalise() -> None:
+    from trainer_service.operating import cross_validated_bias
+
+    rng = np.random.default_rng(2)
+    labels = np.array([0] * 300 + [1] * 30)
+    shifted = np.zeros((330, 2))
+    shifted[:, 1] = np.where(labels == 1, 0.6, -0.6) + rng.normal(0, 0.3, 330) - 2.0  # a real offset to find
+    bias, span, tried = cross_validated_bias([Scored("a", shifted, labels)], np.eye(2))
+    assert span > 0 and bias[1] - bias[0] > 1.0 and tried[span] > tried[0.0] + 0.2
