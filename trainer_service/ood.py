@@ -1,9 +1,11 @@
 """Out-of-distribution detection: how far an image's embedding lies from the training classes.
 
-The score is the Mahalanobis distance of the pooled embedding to the nearest class mean, with
-the covariance shared by the classes (Lee et al., NeurIPS 2018), computed in the whitened space
-of the within-class covariance's top `dims` principal directions and divided by `dims` (about 1
-for a typical training image). It is fitted on training embeddings at training time, and built
+The score is the Mahalanobis distance of the pooled embedding, scaled to unit length, to the
+nearest class mean, with the covariance shared by the classes (Lee et al., NeurIPS 2018),
+computed in the whitened space of the within-class covariance's top `dims` principal directions
+and divided by `dims` (about 1 for a typical training image). Unit length matters: on a held-out
+set of non-dermoscopic images (tools/make_ood_set.py, seed 1) raw embeddings gave AUROC 0.944 and
+caught 36 % at the 99 %-of-dermoscopy threshold, unit-length ones 0.996 and 93 % (256 dims). It is fitted on training embeddings at training time, and built
 into the saved model as a second output named "ood" from plain Keras layers, so the worker gets
 it from the same call (LiteRT included) and every retrain refits it with the head.
 """
@@ -32,17 +34,23 @@ class OodFit:
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Distance to the nearest class centre / dims, for each embedding (numpy reference)."""
-        u = embeddings @ self.projection - self.offset
+        u = unit(embeddings) @ self.projection - self.offset
         d = ((u[:, None, :] - self.centres[None, :, :]) ** 2).sum(axis=2)
         return d.min(axis=1) / self.projection.shape[1]
 
 
-def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 64, shrinkage: float = 1e-3) -> OodFit:
+def unit(embeddings: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (what the model's "ood_unit" layer does)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 256, shrinkage: float = 1e-3) -> OodFit:
     """Fit on training embeddings (n, d) with their class labels. Classes without images get no
     centre. Raises ValueError with fewer than two images."""
     if len(embeddings) < 2:
         raise ValueError("an out-of-distribution detector needs at least two training images")
-    x = embeddings.astype(np.float64)
+    x = unit(embeddings)
     mean = x.mean(axis=0)
     present = np.unique(labels)
     class_means = {c: x[labels == c].mean(axis=0) for c in present}
@@ -70,7 +78,7 @@ def ood_of(model: keras.Model) -> OodFit | None:
 def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     """`model` (pixels -> probabilities) with a second output "ood" (batch, 1): the fitted score.
 
-    Only built-in layers: whiten (Dense), squared norm (Multiply + Dense of ones), distances to
+    Only built-in layers: unit length (UnitNormalization), whiten (Dense), squared norm (Multiply + Dense of ones), distances to
     the centres as one affine map of [|u|^2, u . centre], and the minimum as a max-pool of the
     negated distances.
     """
@@ -78,7 +86,7 @@ def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     d, k = fit.projection.shape
     c = len(fit.centres)
     whiten = layers.Dense(k, name="ood_whiten")
-    u = whiten(embedding)
+    u = whiten(layers.UnitNormalization(name="ood_unit")(embedding))
     whiten.set_weights([fit.projection, -fit.offset])
     norm = layers.Dense(1, use_bias=False, name="ood_norm")
     squared = norm(layers.Multiply(name="ood_square")([u, u]))
