@@ -251,7 +251,9 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
     rows, best = raw_limits(model, image_dir, args.raw_seconds, cores) if not args.skip_raw else ([], {})
     limit = best.get("limit", float("nan"))
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
-    gateway_env = {"DERMASCAN_MAX_IN_FLIGHT": str(args.max_in_flight), **dict(kv.split("=", 1) for kv in args.gateway_env)}
+    # All load comes from one address: the per-caller rate limit would measure itself, not the system.
+    gateway_env = {"DERMASCAN_MAX_IN_FLIGHT": str(args.max_in_flight), "DERMASCAN_PREDICT_RATE_PER_S": "0",
+                   **dict(kv.split("=", 1) for kv in args.gateway_env)}
     setup = "[" + " ".join(args.worker_env) + "]" if args.worker_env else "(default settings)"
     if args.uvloop_off:
         worker_env["DERMASCAN_UVLOOP"] = gateway_env["DERMASCAN_UVLOOP"] = "0"

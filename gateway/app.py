@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,13 +19,17 @@ from gateway.auth import TOKENS, guard
 from gateway.bulk import upload_bulk
 from gateway.errors import error_middleware
 from gateway.keys import BUS, JOBS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
+from gateway.limits import UPLOAD_BYTES, ByteBudget, encoding_middleware, server_options
 from gateway.metrics import GatewayMetrics
+from gateway.openapi import VERSION_PATTERN, openapi
 from gateway.origins import cors_middleware, origin_middleware
 from gateway.predict import IN_FLIGHT, InFlight, predict
+from gateway.ratelimit import RATE_LIMITS, RateLimits
 from gateway.settings import GatewaySettings
 from gateway.tokens import Role, TokenBook
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
+from shared.errors import BadRequest
 from shared.jobs import JobStore
 from shared.metrics import metrics_handler
 from shared.registry import ModelRegistry
@@ -87,6 +92,23 @@ async def index(_: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+_VERSION = re.compile(VERSION_PATTERN)
+
+
+def version_checked(handler: web.Handler) -> web.Handler:
+    """`handler` behind a check of the route's `{version}`: letters, digits, `_`, `.` and `-`,
+    at most 128, and not a registry file's name (`current.json`); raises BadRequest otherwise."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        version = request.match_info["version"]
+        if not _VERSION.fullmatch(version) or version.endswith(".json"):
+            raise BadRequest(f"{version[:80]!r} is not a version name: letters, digits, '_', '.' and '-', "
+                             "at most 128 (GET /models lists them)", code="invalid_version")
+        return await handler(request)
+
+    return checked
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -98,14 +120,15 @@ def create_app(
     (the embedded mode); otherwise it opens its own from `settings`. Raises ValueError or
     OSError when the token file of `settings` is malformed or unreadable.
 
-    Open to anyone: the UI, health, /classes, /metrics, `GET /models`, `GET /jobs/{id}` and (by
-    default) /predict. Uploads need the `contribute` role; retraining, promotion, rollback and
+    Open to anyone: the UI, health, /classes, /metrics, /openapi.json, `GET /models`,
+    `GET /jobs/{id}` and (by default) /predict. Uploads need the `contribute` role; retraining, promotion, rollback and
     the audit log `operator` (gateway/auth.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
-        middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware],
+        middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware, encoding_middleware],
         client_max_size=settings.max_file_bytes + 1024 * 1024,
+        handler_args=server_options(settings),
     )
     app[SETTINGS] = settings
     app[TOKENS] = TokenBook.from_settings(settings)
@@ -115,6 +138,8 @@ def create_app(
     app[METRICS] = metrics
     app[WORKERS] = WorkerDirectory(settings.worker_ttl_factor)
     app[IN_FLIGHT] = InFlight(settings.max_in_flight)
+    app[UPLOAD_BYTES] = ByteBudget(settings.max_upload_bytes_in_flight)
+    app[RATE_LIMITS] = RateLimits(settings)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_resources(bus, store))
     app.router.add_get("/", index)
@@ -129,7 +154,9 @@ def create_app(
     app.router.add_post("/retrain", guard(Role.OPERATOR, jobs.retrain, action="retrain"))
     app.router.add_get("/models", models.list_models)
     app.router.add_post("/models/rollback", guard(Role.OPERATOR, models.rollback, action="rollback"))
-    app.router.add_post("/models/{version}/promote", guard(Role.OPERATOR, models.promote, action="promote"))
+    app.router.add_post("/models/{version}/promote",
+                        guard(Role.OPERATOR, version_checked(models.promote), action="promote"))
     app.router.add_get("/audit", guard(Role.OPERATOR, audit.list_events))
     app.router.add_get("/metrics", metrics_handler(registry))
+    app.router.add_get("/openapi.json", openapi)
     return app

@@ -1,16 +1,49 @@
-"""`POST /predict`: one image in, a prediction out, via an inference worker over the broker."""
+"""`POST /predict`: one image in, a prediction out, via an inference worker over the broker.
+
+In order, each step cheap before the next: the caller's rate (429), the query (400), the
+declared size (413), a share of the upload-bytes budget (429), the body within
+`DERMASCAN_BODY_TIMEOUT_S` (408), the format from the magic bytes (400/415), the pixel count
+from the header (413), and only then an in-flight slot (429) and the call to a worker.
+"""
 
 from __future__ import annotations
 
 import time
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.image_header import check_pixels
 from gateway.keys import BUS, METRICS, SETTINGS
-from gateway.uploads import read_single_file
+from gateway.limits import UPLOAD_BYTES, receiving
+from gateway.ratelimit import RATE_LIMITS
+from gateway.uploads import FRAMING_BYTES, declared_size, read_single_file
 from shared.errors import BadRequest, DermaScanError, Overloaded
 from shared.imaging import check_format
-from shared.messages import PredictReply, PredictRequest, as_jsonable, decode, encode
+from shared.messages import Prediction, PredictReply, PredictRequest, decode, encode
+from shared.taxonomy import CLASSES
+
+#: `?top_k=` when absent.
+DEFAULT_TOP_K = 3
+
+
+class WorkerInfo(BaseModel):
+    """Which worker answered, and where the time went."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The worker's id.")
+    batch_size: int = Field(description="Size of the batch the image was part of.")
+    queue_ms: float = Field(description="Time the request waited in the broker.")
+    compute_ms: float = Field(description="Time of the batched model call.")
+
+
+class PredictAnswer(Prediction):
+    """The body of a successful `POST /predict`: the prediction, the latency the gateway saw,
+    and the worker that answered."""
+
+    latency_ms: float = Field(description="Time from the start of the request to the answer, in ms.")
+    worker: WorkerInfo = Field(description="The worker that answered.")
 
 
 class InFlight:
@@ -33,35 +66,47 @@ class InFlight:
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
+def parse_top_k(raw: str | None) -> int:
+    """`?top_k=`: a whole number from 1 to the number of classes; raises BadRequest otherwise."""
+    if raw is None:
+        return DEFAULT_TOP_K
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= len(CLASSES):
+        raise BadRequest(f"top_k must be a whole number from 1 to {len(CLASSES)} (got {raw[:40]!r})",
+                         code="invalid_top_k")
+    return int(raw)
+
+
 async def predict(request: web.Request) -> web.Response:
-    """Classify the uploaded image. The gateway only sniffs the format: decoding happens in
-    the worker, so that it scales with the workers."""
+    """Classify the uploaded image. The gateway reads only the format and the size from the
+    bytes: decoding happens in the worker, so that it scales with the workers."""
     started = time.perf_counter()
-    with request.app[IN_FLIGHT]:  # counted from the start: past the bound, the upload is not even read
-        return await _predict(request, started)
+    app = request.app
+    settings = app[SETTINGS]
+    app[RATE_LIMITS].predict(request)
+    top_k = parse_top_k(request.query.get("top_k"))
+    size = declared_size(request, settings.max_upload_bytes + FRAMING_BYTES, code="file_too_large")
+    with app[UPLOAD_BYTES].reserve(size):
+        async with receiving(settings.body_timeout_s, "the image"):
+            image = await read_single_file(request, "file", settings.max_upload_bytes)
+        if not image:
+            raise BadRequest("the file is empty", code="empty_file")
+        image_format = check_format(image[:16])
+        check_pixels(image, image_format)
+        app[METRICS].upload_bytes.labels("/predict").inc(len(image))
+        with app[IN_FLIGHT]:  # taken once the body is in: a slow client holds no slot
+            return await _call_worker(request, image, image_format, top_k, started)
 
 
-async def _predict(request: web.Request, started: float) -> web.Response:
+async def _call_worker(request: web.Request, image: bytes, image_format: str, top_k: int,
+                       started: float) -> web.Response:
     app = request.app
     settings, metrics = app[SETTINGS], app[METRICS]
-    image = await read_single_file(request, "file", settings.max_upload_bytes)
-    if not image:
-        raise BadRequest("the file is empty", code="empty_file")
-    image_format = check_format(image[:16])
-    metrics.upload_bytes.labels("/predict").inc(len(image))
-    top_k = int(request.query.get("top_k", 3))
-    message = PredictRequest(
-        image=image,
-        image_format=image_format,
-        deadline=time.time() + settings.predict_timeout_s,
-        top_k=max(1, top_k),
-    )
+    message = PredictRequest(image=image, image_format=image_format,
+                             deadline=time.time() + settings.predict_timeout_s, top_k=top_k)
     with metrics.in_flight.track_inprogress():
         waited = time.perf_counter()
         try:
-            body = await app[BUS].call(
-                settings.predict_queue, encode(message), timeout=settings.predict_timeout_s
-            )
+            body = await app[BUS].call(settings.predict_queue, encode(message), timeout=settings.predict_timeout_s)
         except DermaScanError as exc:
             metrics.rpc_seconds.labels(exc.code).observe(time.perf_counter() - waited)
             raise
@@ -72,8 +117,8 @@ async def _predict(request: web.Request, started: float) -> web.Response:
     assert reply.result is not None
     latency = time.perf_counter() - started
     metrics.predict_seconds.observe(latency)
-    answer = as_jsonable(reply.result)
-    answer["latency_ms"] = round(latency * 1000, 2)
-    answer["worker"] = {"id": reply.worker_id, "batch_size": reply.batch_size,
-                        "queue_ms": round(reply.queue_ms, 2), "compute_ms": round(reply.compute_ms, 2)}
-    return web.json_response(answer)
+    answer = PredictAnswer(
+        **reply.result.model_dump(), latency_ms=round(latency * 1000, 2),
+        worker=WorkerInfo(id=reply.worker_id, batch_size=reply.batch_size,
+                          queue_ms=round(reply.queue_ms, 2), compute_ms=round(reply.compute_ms, 2)))
+    return web.json_response(answer.model_dump(mode="json"))

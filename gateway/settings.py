@@ -54,6 +54,26 @@ class GatewaySettings(CommonSettings):
         default_factory=list, json_schema_extra={"default_text": "none"},
         description="Comma-separated browser origins (`https://host[:port]`) besides the gateway's own "
         "that may send state-changing requests; CORS headers are sent only to these (none: CORS off).")
+    header_timeout_s: float = Field(
+        15.0, gt=0, description="Seconds a connection may take to send a request's headers, or stay idle "
+        "between requests, before the gateway closes it.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds `/predict` and the JSON routes wait for the whole request body "
+        "(then 408); the prediction's in-flight slot is taken only after it arrived.")
+    upload_timeout_s: float = Field(
+        900.0, gt=0, description="Seconds a bulk upload may take to arrive and be staged (then 408).")
+    max_upload_bytes_in_flight: int = Field(
+        256 * 1024 * 1024, gt=0, description="Request bytes one gateway receives at once over `/predict` and "
+        "bulk uploads (each reserves its Content-Length, at most its per-file limit); past it: 429.")
+    predict_rate_per_s: float = Field(
+        50.0, ge=0, description="Predictions a second per caller (API token, or client address without "
+        "one), per gateway process; past it: 429 with Retry-After. 0: no limit.")
+    predict_burst: int = Field(
+        100, ge=1, description="Predictions a caller may send at once before `DERMASCAN_PREDICT_RATE_PER_S` "
+        "applies.")
+    upload_bytes_per_hour: int = Field(
+        4 * 1024**3, ge=0, description="Bulk-upload bytes per API token per hour, per gateway process; past "
+        "it: 429 with Retry-After. 0: no quota.")
 
     @field_validator("operator_token", "contributor_token", mode="before")
     @classmethod

@@ -1,40 +1,99 @@
-"""Reading uploaded files from multipart requests without trusting sizes or names."""
+"""Reading uploaded files from multipart requests without trusting sizes, names or framing.
+
+Every failure of the multipart parser (no or wrong boundary, malformed part headers such as a
+NUL in a file name, a body cut short) is a `400 malformed_multipart` with a reason of ours;
+the parser's own text is not echoed.
+"""
 
 from __future__ import annotations
 
-from aiohttp import BodyPartReader, web
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
-from shared.errors import PayloadTooLarge, Unprocessable
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
 
 _CHUNK = 64 * 1024
+#: Room for the multipart framing around one file.
+FRAMING_BYTES = 64 * 1024
+#: What aiohttp's multipart parser raises on a malformed body.
+_PARSER_ERRORS = (ValueError, AssertionError, HttpProcessingError, UnicodeError)
+
+
+@contextmanager
+def _parsing(where: str) -> Iterator[None]:
+    try:
+        yield
+    except _PARSER_ERRORS:
+        raise BadRequest(f"the multipart body is malformed ({where}); send multipart/form-data "
+                         "as a browser or curl -F does", code="malformed_multipart") from None
+
+
+def declared_size(request: web.Request, limit: int, *, code: str) -> int:
+    """The bytes a request will bring: its Content-Length, or `limit` when it declares none.
+    Raises PayloadTooLarge (`code`) when the declared length is over `limit`."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the request is {length:,} bytes; the limit is {limit:,}", code=code)
+    return limit if length is None else length
+
+
+async def parts(request: web.Request, what: str) -> AsyncIterator[BodyPartReader]:
+    """The form's parts, one at a time (nested multiparts are skipped). Raises Unprocessable
+    for a body that is not multipart/form-data, BadRequest when it is malformed."""
+    content_type = request.content_type
+    if not content_type.startswith("multipart/"):
+        raise Unprocessable(f"send multipart/form-data with {what} (got {content_type[:80] or 'no body'})",
+                            code="missing_field")
+    with _parsing("no boundary in Content-Type"):
+        reader = await request.multipart()
+    while True:
+        with _parsing("a part's boundary or headers"):
+            part = await reader.next()
+        if part is None:
+            return
+        if isinstance(part, MultipartReader):
+            await release(part)
+            continue
+        yield part
+
+
+async def release(part: BodyPartReader | MultipartReader) -> None:
+    """Skip the rest of `part`; raises BadRequest when it is malformed."""
+    with _parsing("a part's body"):
+        await part.release()
 
 
 async def read_part(part: BodyPartReader, limit: int) -> bytes:
-    """The whole body of one part; raises PayloadTooLarge past `limit` bytes, reading no further."""
+    """The whole raw body of one part (never decoded, whatever its Content-Encoding says);
+    raises PayloadTooLarge past `limit` bytes, reading no further, BadRequest when the part is
+    malformed."""
     chunks, size = [], 0
-    while chunk := await part.read_chunk(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the file is larger than the {limit:,}-byte limit", code="file_too_large")
-        chunks.append(chunk)
+    with _parsing("a part's body"):
+        while chunk := await part.read_chunk(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the file is larger than the {limit:,}-byte limit", code="file_too_large")
+            chunks.append(chunk)
+        if not part.at_eof():  # the body ended before the part's closing boundary
+            raise ValueError("part cut short")
     return b"".join(chunks)
+
+
+def filename(part: BodyPartReader) -> str | None:
+    """The part's file name as sent, or None; raises BadRequest for an unreadable one."""
+    with _parsing("a part's file name"):
+        return part.filename
 
 
 async def read_single_file(request: web.Request, field: str, limit: int) -> bytes:
     """The bytes of multipart field `field`. Raises Unprocessable when the request is not
-    multipart or lacks the field, PayloadTooLarge past `limit`."""
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise PayloadTooLarge(
-            f"the request is {request.content_length:,} bytes; the limit is {limit:,}", code="file_too_large"
-        )
-    if not request.content_type.startswith("multipart/"):
-        raise Unprocessable(
-            f"send multipart/form-data with a {field!r} field (got {request.content_type or 'no body'})",
-            code="missing_field",
-        )
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.name == field:
+    multipart or lacks the field, PayloadTooLarge past `limit`, BadRequest when malformed."""
+    declared_size(request, limit + FRAMING_BYTES, code="file_too_large")
+    async for part in parts(request, f"a {field!r} field"):
+        if part.name == field:
             return await read_part(part, limit)
-        await part.release()
+        await release(part)
     raise Unprocessable(f"the form has no {field!r} field", code="missing_field")

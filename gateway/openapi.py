@@ -1,0 +1,171 @@
+"""`GET /openapi.json`: the API as OpenAPI 3.1, generated from the pydantic models the handlers
+answer with (`model_json_schema`), every route with its body, parameters, answers, the error
+shape, the Bearer scheme and the role each route needs (`x-role`).
+
+`ROUTES` is the one table of what each route takes and answers; a test checks it covers every
+route of the application, and the schemathesis test sends it generated requests and checks the
+answers against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway import schemas
+from gateway.audit import MAX_LIMIT
+from gateway.errors import ErrorBody
+from gateway.keys import SETTINGS
+from gateway.models import NoBody, PromoteRequest
+from gateway.predict import DEFAULT_TOP_K, PredictAnswer
+from gateway.settings import GatewaySettings
+from shared.jobs import Job
+from shared.messages import TrainOptions
+from shared.taxonomy import CLASSES
+
+#: Version names a route accepts (gateway/app.py refuses others with 400).
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+#: Why each error status happens, shared by the routes that can answer it.
+ERRORS = {
+    400: "Malformed request: not an image, a corrupt or empty one, a malformed multipart body, a bad query.",
+    401: "No token, another scheme or an unknown token (with `WWW-Authenticate: Bearer`).",
+    403: "The token's role is too low, or a foreign `Origin`.",
+    404: "No such job or version.",
+    408: "The body did not arrive in time (`DERMASCAN_BODY_TIMEOUT_S`, `DERMASCAN_UPLOAD_TIMEOUT_S`).",
+    409: "In conflict with the current state.",
+    413: "Too large: the file, the request, or the image's pixels (from its header).",
+    415: "Unsupported image format, a body that is not JSON, or a compressed body (`Content-Encoding`).",
+    422: "A field is missing or a value is invalid (the field and the reason, never the input).",
+    429: "Rate limit, upload quota or overload; retry after `Retry-After` seconds.",
+    500: "Internal error: the message gives a request id to find in the log.",
+    503: "The broker or the store is unavailable; retry after `Retry-After` seconds.",
+    504: "No worker answered within `DERMASCAN_PREDICT_TIMEOUT_S`.",
+}
+_ALWAYS = (429, 500)  # any route may be overloaded or fail
+_AUTH = (401, 403)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation: what it takes and what it answers."""
+
+    method: str
+    path: str
+    summary: str
+    ok: dict[int, type[BaseModel] | str]  # status -> model, or a media type for non-JSON answers
+    role: str | None = None
+    errors: tuple[int, ...] = ()
+    body: type[BaseModel] | dict[str, Any] | None = None  # a JSON model, or a multipart schema
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_FILE = {"type": "string", "format": "binary"}
+# Other fields are ignored, not refused; declaring none keeps generated forms to the real ones.
+PREDICT_FORM = {"type": "object", "required": ["file"], "additionalProperties": False, "properties": {"file": _FILE}}
+UPLOAD_FORM = {"type": "object", "required": ["files"], "additionalProperties": False, "properties": {
+    "files": {"type": "array", "items": _FILE, "description": "Images or zip archives of class folders."},
+    "label": {"type": "string", "maxLength": 64, "description": "The class of every file."}}}
+_UPLOAD_ERRORS = (400, 408, 413, 415, 422, 503)
+
+ROUTES = (
+    Route("get", "/", "The web UI.", {200: "text/html"}),
+    Route("post", "/predict", "Classify one image (JPEG, PNG or WebP).", {200: PredictAnswer}, role="predict",
+          errors=(*_UPLOAD_ERRORS, 504), body=PREDICT_FORM,
+          query={"top_k": {"type": "integer", "minimum": 1, "maximum": len(CLASSES), "default": DEFAULT_TOP_K}}),
+    Route("get", "/health", "Uptime, broker, store, workers and their models.", {200: schemas.Health}),
+    Route("get", "/livez", "Liveness.", {200: schemas.Liveness}),
+    Route("get", "/readyz", "Readiness: broker, store and a serving worker.",
+          {200: schemas.Readiness, 503: schemas.Readiness}),
+    Route("get", "/classes", "The taxonomy, and what the current model predicts.", {200: schemas.Classes}),
+    Route("post", "/upload-bulk", "Store many labelled images as one ingest job.", {202: schemas.JobAccepted},
+          role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
+    Route("post", "/uploads", "Alias of `POST /upload-bulk`.", {202: schemas.JobAccepted},
+          role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
+    Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
+    Route("post", "/retrain", "Train a new model version.", {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
+          role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
+    Route("get", "/models", "Every version, the current one, the promotion history.", {200: schemas.Models}),
+    Route("post", "/models/rollback", "Serve the version that was current before.", {200: schemas.Current},
+          role="operator", errors=(408, 409, 413, 415, 422, 503), body=NoBody),
+    Route("post", "/models/{version}/promote", "Serve that version (a gate-rejected one only when forced).",
+          {200: schemas.Current}, role="operator", errors=(400, 404, 408, 409, 413, 415, 422, 503),
+          body=PromoteRequest),
+    Route("get", "/audit", "Audited actions, newest first.", {200: schemas.AuditEvents}, role="operator",
+          errors=(400,), query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}),
+    Route("get", "/metrics", "Prometheus metrics.", {200: "text/plain"}),
+    Route("get", "/openapi.json", "This document.", {200: "application/json"}),
+)
+_PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1},
+                    "version": {"type": "string", "pattern": VERSION_PATTERN}}
+_MODELS = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body) if isinstance(m, type)})
+
+
+def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
+    keys, top = models_json_schema(
+        [(m, "validation" if m in (TrainOptions, NoBody, PromoteRequest) else "serialization") for m in _MODELS],
+        ref_template="#/components/schemas/{model}")
+    return {model: ref for (model, _), ref in keys.items()}, top.get("$defs", {})
+
+
+def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any], description: str) -> dict[str, Any]:
+    if isinstance(what, str):
+        return {"description": description, "content": {what: {"schema": {"type": "string"}}}}
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": refs[what]}}}
+    if status in (429, 503) and what is ErrorBody:
+        answer["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1},
+                                             "description": "Seconds to wait before retrying."}}
+    if status == 401:
+        answer["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    return answer
+
+
+def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) -> dict[str, Any]:
+    needs_token = route.role is not None and not (route.role == "predict" and settings.open_predict)
+    operation: dict[str, Any] = {"summary": route.summary, "operationId": f"{route.method} {route.path}",
+                                 "security": [{"bearer": []}] if needs_token else []}
+    if needs_token:
+        operation["x-role"] = route.role
+    parameters = [{"name": name, "in": "path", "required": True, "schema": schema}
+                  for name, schema in _PATH_PARAMETERS.items() if f"{{{name}}}" in route.path]
+    parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
+                   for name, schema in route.query.items()]
+    if parameters:
+        operation["parameters"] = parameters
+    if isinstance(route.body, dict):
+        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": route.body}}}
+    elif route.body is not None:
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": refs[route.body]}}}
+    responses = {str(status): _answer(status, what, refs, "Success." if status < 300 else ERRORS.get(status, ""))
+                 for status, what in route.ok.items()}
+    for status in sorted({*route.errors, *(_AUTH if needs_token else ()), *_ALWAYS} - set(route.ok)):
+        responses[str(status)] = _answer(status, ErrorBody, refs, ERRORS[status])
+    operation["responses"] = responses
+    return operation
+
+
+def build(settings: GatewaySettings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of a gateway with `settings` (they say whether /predict is open)."""
+    refs, components = _components()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method] = _operation(route, refs, settings)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "DermaScan", "version": "1",
+                 "description": "Skin-lesion classification, uploads, retraining and model promotion. Every "
+                                "error is `{\"error\": {\"code\", \"message\", \"retryable\"}}`. Roles: "
+                                "`predict` < `contribute` < `operator`; `x-role` names the one a route needs."},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "An API token (`python -m gateway token`)."}}},
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """`GET /openapi.json`."""
+    return web.json_response(build(request.app[SETTINGS]))
