@@ -1,8 +1,9 @@
 """Validate one uploaded image and remove what it should not carry (EXIF, GPS, comments).
 
-JPEGs keep their exact compressed bytes (metadata segments are cut out) unless their EXIF
-orientation has to be applied, which needs one re-encode; PNG and WebP are re-encoded without
-metadata (PNG losslessly).
+JPEGs keep their exact compressed bytes (metadata segments are cut out, and whatever follows
+the end-of-image marker) unless their EXIF orientation has to be applied, which needs one
+re-encode; PNG and WebP are re-encoded without metadata (PNG losslessly), which also drops
+anything appended to them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-from shared.errors import BadRequest
-from shared.imaging import decode_image, sniff_format
+from shared import jpeg
+from shared.errors import BadRequest, DermaScanError
+from shared.imaging import decode_image, open_image
 
-# JPEG APPn/COM segments that are kept: APP0 (JFIF), APP2 (ICC colour profile), APP14 (Adobe
-# colour transform, needed to decode CMYK). Everything else (APP1 EXIF/XMP, APP13 IPTC, COM…) goes.
-_KEEP_APP = {0xE0, 0xE2, 0xEE}
+# JPEG APPn segments that are kept, by marker and identifier: APP0 JFIF/JFXX, APP2 ICC colour
+# profile, APP14 Adobe (colour transform, needed to decode CMYK). Every other APPn (APP1 EXIF/XMP,
+# APP2 MPF, APP13 IPTC...), COM and the reserved markers go.
+_KEEP_APP: dict[int, tuple[bytes, ...]] = {0xE0: (b"JFIF\0", b"JFXX\0"), 0xE2: (b"ICC_PROFILE\0",),
+                                           0xEE: (b"Adobe",)}
 _ORIENTATION = 0x0112
 
 
@@ -31,28 +35,21 @@ class CleanImage:
     sha256: str
 
 
+def _keeps(data: bytes, segment: jpeg.Segment) -> bool:
+    """Whether a segment is needed to decode: frame, tables, scans, restart markers, EOI, and the
+    APPn segments of `_KEEP_APP`."""
+    if segment.marker in _KEEP_APP:
+        return data[segment.start + 4 : segment.end].startswith(_KEEP_APP[segment.marker])
+    return 0xC0 <= segment.marker <= 0xDF  # SOFn, DHT, DAC, RSTn, EOI, SOS, DQT, DNL, DRI, DHP, EXP
+
+
 def strip_jpeg_metadata(data: bytes) -> bytes:
-    """The same JPEG without APP1/APP3-13/APP15/COM segments; pixels are untouched."""
-    if data[:2] != b"\xff\xd8":
-        raise BadRequest("not a JPEG stream", code="corrupt_image")
-    out, pos = [data[:2]], 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise BadRequest("malformed JPEG segment", code="corrupt_image")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:  # start of scan: the rest is image data
-            out.append(data[pos:])
-            return b"".join(out)
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        segment = data[pos : pos + 2 + length]
-        is_metadata = marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in _KEEP_APP)
-        if not is_metadata:
-            out.append(segment)
-        pos += 2 + length
-    raise BadRequest("the JPEG has no image data", code="corrupt_image")
+    """The same JPEG without metadata segments and without anything after its end-of-image
+    marker (an appended HTML page or zip, a second MPF picture); the compressed pixels are
+    copied, not re-encoded. Segments are walked one by one (`shared.jpeg`), so the EOI found is
+    the real one. Raises BadRequest (corrupt_image) for a stream that is not a complete JPEG."""
+    kept = [data[s.start : s.end] for s in jpeg.segments(data) if _keeps(data, s)]
+    return b"\xff\xd8" + b"".join(kept)
 
 
 def _reencode(image: Image.Image, image_format: str) -> bytes:
@@ -70,16 +67,22 @@ def _reencode(image: Image.Image, image_format: str) -> bytes:
 
 def clean_image(data: bytes, *, max_pixels: int) -> CleanImage:
     """Validate `data` (format from its bytes, full decode, size bounds) and return it without
-    metadata. Raises BadRequest, UnsupportedMediaType or PayloadTooLarge with the reason."""
+    metadata. Raises only DermaScanError: BadRequest, UnsupportedMediaType or PayloadTooLarge
+    with the reason. Thread-safe."""
     if not data:
         raise BadRequest("the file is empty", code="empty_file")
     rgb = decode_image(data, max_pixels=max_pixels)  # validates format, pixels, corruption, size
-    image_format = sniff_format(data[:16]) or ""
-    with Image.open(io.BytesIO(data)) as original:
-        orientation = original.getexif().get(_ORIENTATION, 1)
-        if image_format == "jpeg" and orientation in (0, 1):
-            cleaned = strip_jpeg_metadata(data)
-        else:
-            original.load()
-            cleaned = _reencode(original, image_format)
+    original, image_format = open_image(data, max_pixels=max_pixels)
+    try:
+        with original:
+            orientation = original.getexif().get(_ORIENTATION, 1)
+            if image_format == "jpeg" and orientation in (0, 1):
+                cleaned = strip_jpeg_metadata(data)
+            else:
+                original.load()
+                cleaned = _reencode(original, image_format)
+    except DermaScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile EXIF or modes Pillow cannot convert
+        raise BadRequest(f"the image could not be cleaned: {exc}", code="corrupt_image") from exc
     return CleanImage(cleaned, image_format, rgb.size[0], rgb.size[1], hashlib.sha256(cleaned).hexdigest())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -73,3 +74,63 @@ def test_truncated_and_oversized_images_are_refused(melanoma_jpeg: bytes) -> Non
 def test_strip_refuses_non_jpeg() -> None:
     with pytest.raises(BadRequest):
         strip_jpeg_metadata(b"\x89PNG....")
+
+
+# What follows the image (polyglots) and what only looks like its end (issue 12).
+
+HTML = b"<html><script>alert(1)</script></html>"
+
+
+def pixels_of(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.tobytes()
+
+
+@pytest.mark.parametrize("payload", [HTML, b"PK\x03\x04" + b"\0" * 26 + b"payload.html" + HTML])
+def test_bytes_after_the_end_of_image_are_cut(melanoma_jpeg: bytes, payload: bytes) -> None:
+    cleaned = clean_image(melanoma_jpeg + payload, max_pixels=10**6).data
+    assert cleaned.endswith(b"\xff\xd9") and payload not in cleaned
+    assert cleaned == clean_image(melanoma_jpeg, max_pixels=10**6).data
+    assert pixels_of(cleaned) == pixels_of(melanoma_jpeg)
+
+
+def test_an_end_marker_inside_a_comment_is_not_taken_for_the_end() -> None:
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(thumbnail, "JPEG")  # has its own FFD8 ... FFD9
+    image = Image.new("RGB", (96, 64), (30, 140, 90))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", comment=thumbnail.getvalue())
+    original = buffer.getvalue()
+    cleaned = strip_jpeg_metadata(original)
+    assert thumbnail.getvalue() not in cleaned  # the comment went, whole
+    assert pixels_of(cleaned) == pixels_of(original)
+
+
+@pytest.mark.parametrize("options", [{"progressive": True}, {"restart_marker_blocks": 4}, {"quality": 30}])
+def test_every_scan_survives_progressive_and_restart_marker_jpegs(options: dict[str, object]) -> None:
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **options)
+    original = buffer.getvalue() + HTML
+    cleaned = strip_jpeg_metadata(original)
+    assert cleaned == buffer.getvalue()  # nothing of the image removed, nothing appended kept
+    assert pixels_of(cleaned) == pixels_of(buffer.getvalue())
+
+
+def test_only_the_icc_profile_of_app2_is_kept() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (5, 6, 7)).save(buffer, "JPEG", icc_profile=b"not-really-a-profile")
+    data = buffer.getvalue()
+    mpf = b"\xff\xe2" + (2 + 8).to_bytes(2, "big") + b"MPF\0II*\0"
+    with_mpf = data[:2] + mpf + data[2:]
+    cleaned = strip_jpeg_metadata(with_mpf)
+    assert b"ICC_PROFILE\0" in cleaned and b"not-really-a-profile" in cleaned
+    assert b"MPF\0" not in cleaned
+
+
+@pytest.mark.parametrize("cut", [-2, -200])  # no EOI; the end of the scan gone too
+def test_a_jpeg_without_its_end_is_refused(melanoma_jpeg: bytes, cut: int) -> None:
+    with pytest.raises(BadRequest) as info:
+        strip_jpeg_metadata(melanoma_jpeg[:cut])
+    assert info.value.code == "corrupt_image"

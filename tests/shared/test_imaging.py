@@ -94,3 +94,73 @@ def test_each_policy_gives_its_own_pixels(melanoma_jpeg: bytes) -> None:
     assert np.abs(crop.astype(int) - whole.astype(int)).mean() > 2
     with pytest.raises(ValueError, match="unknown preprocessing policy"):
         load_for_model(melanoma_jpeg, (64, 64), policy="sharpen/v9")
+
+
+# Decompression bombs and hostile bytes (issue 12): every decode failure is a DermaScanError,
+# sizes are judged from the header, and Pillow's global limit and warnings play no part.
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A ~70-byte PNG whose header claims `width` x `height` pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [7072, 10_000, 100_000])  # over our 40 MP; Pillow's warning band; its error band
+def test_a_decompression_bomb_is_refused_from_its_header_as_too_many_pixels(side: int) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(PayloadTooLarge) as info:
+        decode_image(bomb_png(side, side))
+    assert info.value.code == "too_many_pixels" and f"{side}x{side}" in info.value.message
+    assert time.perf_counter() - started < 0.5  # nothing was decoded
+
+
+def test_the_pixel_budget_fits_the_largest_dermatoscope_images() -> None:
+    from shared.imaging import DEFAULT_MAX_PIXELS, open_image
+
+    assert DEFAULT_MAX_PIXELS == 40_000_000
+    image, fmt = open_image(bomb_png(6700, 4500))  # ISIC's widest, ~30 MP: header accepted
+    assert fmt == "png" and image.size == (6700, 4500)
+    with pytest.raises(PayloadTooLarge):
+        open_image(bomb_png(8000, 5001))
+
+
+def test_warnings_made_errors_and_pillows_global_limit_change_nothing(
+        monkeypatch: pytest.MonkeyPatch, melanoma_jpeg: bytes) -> None:
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # smaller than any real image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. python -W error: every warning raises
+        assert decode_image(melanoma_jpeg).size == (200, 150)
+        with pytest.raises(PayloadTooLarge):
+            decode_image(bomb_png(10_000, 10_000))
+        with pytest.raises(PayloadTooLarge):
+            decode_image(encode(Image.new("RGB", (400, 300)), "WEBP"), max_pixels=100_000)
+
+
+def test_junk_behind_a_jpeg_signature_is_refused_at_once() -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(BadRequest) as info:
+        decode_image(b"\xff\xd8\xff\xe0" + bytes(20_000_000))  # Pillow would skip it byte by byte
+    assert info.value.code == "corrupt_image"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_jpeg_frame_larger_than_the_budget_is_refused_before_pillow_reads_it(melanoma_jpeg: bytes) -> None:
+    from shared.jpeg import SOF_MARKERS, segments
+
+    sof = next(s.start for s in segments(melanoma_jpeg) if s.marker in SOF_MARKERS)
+    huge = bytearray(melanoma_jpeg)
+    huge[sof + 5 : sof + 9] = (60_000).to_bytes(2, "big") + (60_000).to_bytes(2, "big")
+    with pytest.raises(PayloadTooLarge, match="60000x60000"):
+        decode_image(bytes(huge))
