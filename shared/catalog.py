@@ -1,9 +1,14 @@
 """The image catalog: which labelled images the store holds, and which are already trained on.
 
 - `images/<label>/<sha256>.<ext>`: the image bytes (metadata stripped), content-addressed.
-- `hashes/<sha256>.json`: the record of one image, for duplicate checks.
-- `catalog/<source>/<batch>.jsonl`: records written together (one ingest job, one import), read
-  together when a training run builds its dataset (a few objects instead of one per image).
+- `catalog/<source>/<batch>.parts/<sha256>.json`: the record of one image, written as soon as
+  the image is stored, so an image is catalogued even when its job fails a moment later.
+- `hashes/<sha256>.json`: the record again, for duplicate checks; written last, so an image that
+  counts as a duplicate is always catalogued.
+- `catalog/<source>/<batch>.jsonl`: the records of one batch (one ingest job, one import)
+  gathered into one object when the batch ends (`write_batch`), its parts then deleted, so a
+  training run reads a few objects instead of one per image. Parts left by a batch that never
+  ended are catalogued all the same.
 Original filenames are kept inside records only, never in keys.
 """
 
@@ -57,6 +62,18 @@ def image_key(label: str, sha256: str, image_format: str) -> str:
     return f"images/{label}/{sha256}.{extension}"
 
 
+def _batch_key(source: str, batch: str) -> str:
+    return f"catalog/{source}/{batch}.jsonl"
+
+
+def _parts_prefix(source: str, batch: str) -> str:
+    return f"catalog/{source}/{batch}.parts/"
+
+
+def _batch_of(record: ImageRecord) -> str:
+    return record.job_id or "unbatched"
+
+
 class Catalog:
     """Reads and writes image records. Loop-only."""
 
@@ -64,25 +81,52 @@ class Catalog:
         self.store = store
 
     async def find(self, sha256: str) -> ImageRecord | None:
+        """The catalogued record of an image, or None. A hash record whose image is in no batch
+        (left by a job that failed before images were catalogued one by one) counts as None:
+        the image may be stored again, and then it is catalogued."""
         try:
-            return ImageRecord.model_validate_json(await self.store.get(f"hashes/{sha256}.json"))
+            record = ImageRecord.model_validate_json(await self.store.get(f"hashes/{sha256}.json"))
         except NotFound:
             return None
+        batch = _batch_of(record)
+        if await self.store.exists(f"{_parts_prefix(record.source, batch)}{sha256}.json") or \
+                await self.store.exists(_batch_key(record.source, batch)):
+            return record
+        return None
 
     async def add_image(self, record: ImageRecord, data: bytes) -> None:
-        """Store the bytes, then the record that makes them findable."""
+        """Store the bytes, then catalogue them (a part of the record's batch), then the hash
+        record that makes them count as duplicates. Idempotent."""
         await self.store.put(record.key, data, content_type=f"image/{record.format}")
-        await self.store.put(f"hashes/{record.sha256}.json", record.model_dump_json().encode(),
+        body = record.model_dump_json().encode()
+        await self.store.put(f"{_parts_prefix(record.source, _batch_of(record))}{record.sha256}.json", body,
                              content_type="application/json")
+        await self.store.put(f"hashes/{record.sha256}.json", body, content_type="application/json")
 
-    async def write_batch(self, source: str, batch: str, records: list[ImageRecord]) -> None:
-        """Record a batch of stored images so training runs find them."""
-        if records:
-            lines = "\n".join(r.model_dump_json() for r in records).encode()
-            await self.store.put(f"catalog/{source}/{batch}.jsonl", lines, content_type="application/x-ndjson")
+    async def write_batch(self, source: str, batch: str, records: list[ImageRecord] | None = None) -> None:
+        """End a batch: its records (`records`, the parts `add_image` wrote, and any earlier
+        `write_batch` of the same batch) gathered into one object, then the parts deleted."""
+        parts = await self.store.list(_parts_prefix(source, batch))
+        gathered: dict[str, ImageRecord] = {}
+        if parts:
+            try:
+                earlier = (await self.store.get(_batch_key(source, batch))).splitlines()
+            except NotFound:
+                earlier = []
+            for line in [*earlier, *[await self.store.get(key) for key in parts]]:
+                if line.strip():
+                    record = ImageRecord.model_validate_json(line)
+                    gathered.setdefault(record.sha256, record)
+        for record in records or []:
+            gathered.setdefault(record.sha256, record)
+        if gathered:
+            lines = "\n".join(r.model_dump_json() for r in gathered.values()).encode()
+            await self.store.put(_batch_key(source, batch), lines, content_type="application/x-ndjson")
+        for key in parts:
+            await self.store.delete(key)
 
     async def records(self) -> list[ImageRecord]:
-        """Every catalogued image, once each (first record of a hash wins), oldest batch first."""
+        """Every catalogued image, once each (first record of a hash wins), in key order."""
         seen: dict[str, ImageRecord] = {}
         for key in await self.store.list("catalog/"):
             for line in (await self.store.get(key)).splitlines():
