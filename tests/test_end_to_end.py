@@ -15,6 +15,7 @@ from tests.support.processes import free_port, python_module, running, wait_http
 from tests.support.tokens import CONTRIBUTOR_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+STRANGER = Path(__file__).parent / "fixtures" / "ood" / "circuit-00.png"  # not a skin image
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -106,9 +107,17 @@ def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
             page.goto(base + "/")
             page.wait_for_selector("#status .dot.ok", timeout=15_000)
             page.set_input_files("#file", str(image))
-            label = page.wait_for_selector("#label", timeout=15_000)
-            assert label is not None and label.inner_text().strip()
-            assert "confidence" in page.inner_text("#answer")
+            page.wait_for_selector("#answer .meta", timeout=15_000)
+            shown = page.inner_text("#answer")
+            assert "decision aid, not a diagnosis" in shown
+            # this melanoma is referred, and the bundled model is not sure of it: no single label
+            assert "Refer: melanoma" in page.inner_text("#referral")
+            assert page.query_selector("#uncertain") is not None and page.query_selector("#label") is None
+            assert "melanoma" in shown and "%" in shown  # the top classes with their probabilities
+            page.set_input_files("#file", str(STRANGER))
+            flagged = page.wait_for_selector("#ood", timeout=15_000)
+            assert flagged is not None and "does not look like a dermoscopic" in flagged.inner_text()
+            assert page.query_selector("#label") is None and page.query_selector("#referral") is None
             named = image.with_name("melanoma_from_the_browser.jpg")
             named.write_bytes(data[: len(data) // 2])  # truncated: the job must say why it was rejected
             page.set_input_files("#upload-files", [str(named)])
