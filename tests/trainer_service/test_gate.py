@@ -61,3 +61,28 @@ def test_a_melanoma_drop_beyond_noise_rejects_even_with_better_balanced_accuracy
 def test_without_a_current_model_it_passes() -> None:
     labels, new = answers([0.5, 0.5, 0.5], [10, 10, 10])
     assert apply_gate(labels, new, None, CLASSES, POLICY).passed
+
+
+def test_a_head_trained_on_shuffled_labels_is_rejected() -> None:
+    from shared.taxonomy import admissible, decide
+    from trainer_service.calibration import softmax
+    from trainer_service.head import fit_head
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 1.5, (3, 32))
+    y_fit, y_held = rng.integers(0, 3, 600), np.repeat([0, 1, 2], 60)
+    x_fit = centres[y_fit] + rng.normal(0, 1, (600, 32))
+    x_held = centres[y_held] + rng.normal(0, 1, (180, 32))
+    heads = {name: fit_head(x_fit.astype(np.float32), labels, 3, epochs=20)
+             for name, labels in (("current", y_fit), ("damaged", rng.permutation(y_fit)))}
+    allowed = admissible(CLASSES)
+
+    def correct(name: str) -> np.ndarray:
+        kernel, bias = heads[name]
+        return allowed[y_held, decide(softmax(x_held @ kernel + bias), allowed)]
+
+    result = apply_gate(y_held, correct("damaged"), correct("current"), CLASSES, POLICY)
+    assert not result.passed
+    assert result.current_balanced_accuracy is not None and result.current_balanced_accuracy > 0.8
+    assert result.candidate_balanced_accuracy < 0.6
+    assert any("balanced accuracy fell" in r for r in result.reasons), result.reasons
