@@ -20,6 +20,12 @@ class IngestMetrics:
                                     registry=registry)
         self.jobs = Counter(f"{PREFIX}_jobs_total", "Ingest jobs by final state.", ["status"],
                             registry=registry)
+        self.requeues = Counter(f"{PREFIX}_requeues_total",
+                                "Ingest jobs requeued for another attempt (the store stayed unavailable).",
+                                registry=registry)
+        self.store_retries = Counter(f"{PREFIX}_store_retries_total",
+                                     "Object-store calls retried after a transient failure.", ["operation"],
+                                     registry=registry)
         for status in ("succeeded", "failed"):
             self.jobs.labels(status)  # exported from the start, so increase() sees the first job
         self.job_seconds = Histogram(f"{PREFIX}_job_seconds", "Time to process one ingest job.",

@@ -1,7 +1,18 @@
 """The ingest service: one upload job at a time from the ingest queue, every file accounted for.
 
-The message is acknowledged only after the job record is final, so a crash mid-job means the
-job is redone (idempotently: images are content-addressed) rather than lost.
+- Every file ends in an outcome (stored, duplicate, rejected with a reason); a file that cannot
+  be decoded, or an archive member past a limit, is rejected on its own, never the whole job.
+- Each image is catalogued the moment it is stored (`shared.catalog`), so a job that fails
+  part-way loses nothing it stored; its result lists those files as stored.
+- Store calls retry transient failures with backoff (`ingest_service.retrying`). When the store
+  stays down past that budget the job is requeued (republished with its attempt number in the
+  `x-dermascan-attempt` header), up to `max_attempts`; the attempt is also counted in the job
+  record before the work starts, which counts the deliveries of a process that died mid-job.
+- Outcomes are saved in the job record as files are handled, and a staged upload is deleted
+  only after its outcome is saved; a later attempt resumes after the files already handled. A
+  finished or failed job deletes all its staged uploads.
+The message is acknowledged once the job is final or requeued, so a crash mid-job means the job
+is redone (idempotently: images are content-addressed) rather than lost.
 """
 
 from __future__ import annotations
@@ -9,23 +20,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from ingest_service import archives
 from ingest_service.metrics import IngestMetrics
+from ingest_service.progress import Progress
+from ingest_service.retrying import RetryingStore, RetryPolicy, is_transient
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
-from shared.errors import BadRequest, DermaScanError, NotFound
-from shared.jobs import JobStore
-from shared.messages import ErrorInfo, IngestRequest, decode
+from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
+from shared.jobs import Job, JobStore
+from shared.messages import ErrorInfo, IngestRequest, StagedFile, decode, encode
 from shared.sanitize import clean_image
 from shared.store import ObjectStore
 from shared.taxonomy import class_from_filename
 
 log = logging.getLogger(__name__)
-_PROGRESS_EVERY_S = 1.0
+ATTEMPT_HEADER = "x-dermascan-attempt"
+
+
+def attempt_of(delivery: Delivery) -> int:
+    """The attempt number a delivery carries (1 when it has none, or a bad one)."""
+    try:
+        return max(1, int(str(delivery.headers.get(ATTEMPT_HEADER, 1))))
+    except ValueError:
+        return 1
 
 
 class IngestService:
@@ -33,9 +53,15 @@ class IngestService:
 
     def __init__(self, settings: IngestSettings, bus: MessageBus, store: ObjectStore,
                  metrics: IngestMetrics) -> None:
-        self.settings, self.bus, self.store, self.metrics = settings, bus, store, metrics
-        self.catalog = Catalog(store)
-        self.jobs = JobStore(store)
+        self.settings, self.bus, self.metrics = settings, bus, metrics
+        policy = RetryPolicy(settings.store_retry_s, settings.store_retry_first_s,
+                             settings.store_retry_max_wait_s)
+        self.raw_store = store
+        self.store = RetryingStore(store, policy, on_retry=lambda op: metrics.store_retries.labels(op).inc())
+        self.catalog = Catalog(self.store)
+        self.jobs = JobStore(self.store)
+        self.limits = archives.ArchiveLimits(settings.max_zip_members, settings.max_member_bytes,
+                                             settings.max_zip_bytes)
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -50,70 +76,133 @@ class IngestService:
 
     async def _on_job(self, delivery: Delivery) -> None:
         request = decode(IngestRequest, delivery.body)  # a malformed message is dead-lettered
-        started = time.perf_counter()
+        attempt = attempt_of(delivery)
         try:
             job = await self.jobs.get(request.job_id)
         except NotFound:
             log.error("ingest job %s has no record; dead-lettering", request.job_id)
             raise
+        except ServiceUnavailable as exc:
+            await self._requeue_or_raise(request, attempt, exc)
+            return
         if job.final:
             return  # redelivered after it was finished
-        job.state = "running"
-        await self.jobs.save(job)
-        try:
-            outcomes = await self._ingest(request, list((job.result or {}).get("files", [])), job)
-        except Exception as exc:
-            log.exception("ingest job %s failed", job.job_id)
-            job.state, job.error = "failed", ErrorInfo.from_exception(exc)
-            await self.jobs.save(job)
-            self.metrics.jobs.labels("failed").inc()
+        attempt = max(attempt, int(job.progress.get("attempts", 0)) + 1)
+        progress = Progress.resume(job, len(request.files))
+        if attempt > self.settings.max_attempts:
+            error = ServiceUnavailable(f"gave up after {attempt - 1} attempts", code="too_many_attempts")
+            await self._fail(request, job, progress, error)
             return
-        tally = Counter(o["status"] for o in outcomes)
+        job.state, job.progress["attempts"] = "running", attempt
+        started = time.perf_counter()
+        try:
+            await self.jobs.save(job)  # the attempt is counted before the work starts
+            await self._ingest(request, job, progress)
+        except Exception as exc:
+            if is_transient(exc) and attempt < self.settings.max_attempts:
+                log.warning("ingest job %s: attempt %d failed (%s); requeued", job.job_id, attempt, exc)
+                await self._requeue_or_raise(request, attempt, exc)
+                return
+            log.exception("ingest job %s failed", job.job_id)
+            await self._fail(request, job, progress, exc)
+            return
         job.state = "succeeded"
-        job.progress["done"] = job.progress.get("files", len(outcomes))
-        job.result = {"files": outcomes, **{k: tally.get(k, 0) for k in ("stored", "duplicate", "rejected")}}
-        job.note(f"stored {tally['stored']}, duplicates {tally['duplicate']}, rejected {tally['rejected']}")
+        job.progress.pop("handled", None)
+        job.progress["done"] = job.progress.get("files", len(progress.outcomes))
+        job.result = result = progress.result()
+        job.note(f"stored {result['stored']}, duplicates {result['duplicate']}, "
+                 f"rejected {result['rejected']}")
         await self.jobs.save(job)
         self.metrics.jobs.labels("succeeded").inc()
         self.metrics.job_seconds.observe(time.perf_counter() - started)
-        for staged in request.files:
-            await self.store.delete(staged.key)
+        await self._delete_staged(request.files)
 
-    async def _ingest(self, request: IngestRequest, outcomes: list[dict[str, Any]], job: Any) -> list[dict[str, Any]]:
-        records: list[ImageRecord] = []
-        seen: set[str] = set()
+    async def _requeue_or_raise(self, request: IngestRequest, attempt: int, exc: BaseException) -> None:
+        """Publish the job again with the next attempt number; past the limit, raise `exc`
+        (the message is dead-lettered: the job record could not even be read or written)."""
+        if attempt >= self.settings.max_attempts:
+            raise exc
+        self.metrics.requeues.inc()
+        await self.bus.publish(self.settings.ingest_queue, encode(request),
+                               headers={ATTEMPT_HEADER: attempt + 1})
+
+    async def _fail(self, request: IngestRequest, job: Job, progress: Progress, exc: BaseException) -> None:
+        """Final failure: the job's record lists what it stored; its staged uploads go. Raises
+        when even the record cannot be saved (the message is then dead-lettered)."""
+        job.state, job.error = "failed", ErrorInfo.from_exception(exc)
+        job.result = progress.result(unfinished=True)
+        job.note(f"failed ({job.error.code}) after storing {job.result['stored']} files: {job.error.message}")
+        await self._end_batch(request.job_id)
+        await self.jobs.save(job)
+        self.metrics.jobs.labels("failed").inc()
+        await self._delete_staged(request.files)
+
+    async def _end_batch(self, job_id: str) -> None:
+        try:
+            await self.catalog.write_batch("upload", job_id)
+        except DermaScanError as exc:  # the parts stay catalogued; only the gathering waits
+            log.warning("ingest job %s: catalog batch not gathered: %s", job_id, exc)
+
+    async def _delete_staged(self, files: list[StagedFile]) -> None:
+        """Best effort, one try each: the job is over, its record says so; a store that fails
+        here leaves the rest for the operator's bucket lifecycle rule."""
+        for staged in files:
+            try:
+                await self.raw_store.delete(staged.key)
+            except Exception as exc:  # noqa: BLE001 - the job's outcome does not depend on it
+                log.warning("staged upload %s not deleted: %s", staged.key, exc)
+                return
+
+    async def _ingest(self, request: IngestRequest, job: Job, progress: Progress) -> None:
         last_save = time.monotonic()
-        already_done = job.progress.get("done", 0)
-        index = len(outcomes) + len(request.files)
-        for number, staged in enumerate(request.files):
-            data = await self.store.get(staged.key)
+        budget = archives.JobBudget(self.settings.max_job_zip_bytes)
+        for staged in request.files:
             slot = int(staged.key.rsplit("/", 1)[-1])
-            if archives.is_zip(data):
-                try:
-                    members = list(archives.members(
-                        data, max_members=self.settings.max_zip_members,
-                        max_member_bytes=self.settings.max_member_bytes,
-                        max_total_bytes=self.settings.max_zip_bytes))
-                except DermaScanError as exc:
-                    outcomes.append(self._rejected(slot, staged.filename, exc))
-                    continue
-                for member in members:
-                    name = f"{staged.filename}:{member.name}"
-                    label = request.label or member.label
-                    if member.error is not None or member.data is None:
-                        outcomes.append(self._rejected(index, name, member.error or BadRequest("unreadable")))
-                    else:
-                        outcomes.append(await self._one(index, name, member.data, label, request.job_id, records, seen))
-                    index += 1
+            if slot in progress.handled:
+                continue  # an earlier attempt handled it and saved its outcome
+            try:
+                data = await self.store.get(staged.key)
+            except NotFound:
+                progress.add(self._rejected(slot, staged.filename, BadRequest(
+                    "the staged upload is gone", code="upload_lost")))
             else:
-                label = request.label or class_from_filename(staged.filename)
-                outcomes.append(await self._one(slot, staged.filename, data, label, request.job_id, records, seen))
-            if time.monotonic() - last_save > _PROGRESS_EVERY_S:
-                job.progress["done"] = already_done + number + 1
-                await self.jobs.save(job)
+                if archives.is_zip(data):
+                    await self._archive(request, staged, slot, data, budget, progress)
+                else:
+                    label = request.label or class_from_filename(staged.filename)
+                    progress.add(await self._one(slot, staged.filename, data, label, request.job_id,
+                                                 progress))
+            progress.file_done(slot, staged.key)
+            if time.monotonic() - last_save >= self.settings.progress_every_s:
+                await self._checkpoint(job, progress)
                 last_save = time.monotonic()
-        await self.catalog.write_batch("upload", request.job_id, records)
-        return sorted(outcomes, key=lambda o: o["index"])
+        await self._end_batch(request.job_id)
+
+    async def _checkpoint(self, job: Job, progress: Progress) -> None:
+        """Save the outcomes of the files handled so far, then delete their staged uploads."""
+        job.progress.update(progress.saved_state())
+        job.result = progress.result()
+        await self.jobs.save(job)
+        for key in progress.take_deletable():
+            await self.store.delete(key)
+
+    async def _archive(self, request: IngestRequest, staged: StagedFile, slot: int, data: bytes,
+                       budget: archives.JobBudget, progress: Progress) -> None:
+        try:
+            members = archives.members(data, self.limits, budget)
+            member = await asyncio.to_thread(next, members, None)  # opening reads the directory
+        except DermaScanError as exc:
+            progress.add(self._rejected(slot, staged.filename, exc))
+            return
+        while member is not None:
+            name = f"{staged.filename}:{member.name}"
+            index = progress.next_index()
+            if member.error is not None or member.data is None:
+                progress.add(self._rejected(index, name, member.error or BadRequest("unreadable")))
+            else:
+                label = request.label or member.label
+                progress.add(await self._one(index, name, member.data, label, request.job_id, progress))
+            member = await asyncio.to_thread(next, members, None)  # one member in memory at a time
 
     def _rejected(self, index: int, filename: str, exc: Exception) -> dict[str, Any]:
         info = ErrorInfo.from_exception(exc)
@@ -122,7 +211,7 @@ class IngestService:
                 "message": info.message}
 
     async def _one(self, index: int, filename: str, data: bytes, label: str | None, job_id: str,
-                   records: list[ImageRecord], seen: set[str]) -> dict[str, Any]:
+                   progress: Progress) -> dict[str, Any]:
         if label is None:
             return self._rejected(index, filename, BadRequest(
                 "no class: name the file <class>_<anything>.<ext>, put it in a <class>/ folder "
@@ -133,19 +222,21 @@ class IngestService:
             return self._rejected(index, filename, exc)
         existing = await self.catalog.find(image.sha256)
         outcome = {"index": index, "filename": filename, "sha256": image.sha256, "label": label}
-        if image.sha256 in seen or (existing is not None and existing.job_id != job_id):
+        if image.sha256 in progress.stored or (existing is not None and existing.job_id != job_id):
             self.metrics.files.labels("duplicate", "same_bytes").inc()
             known = existing.label if existing else label
             return {**outcome, "status": "duplicate", "label": known,
                     "message": f"the same image is already stored as {known}"}
+        if existing is not None:  # stored and catalogued by an earlier attempt of this job
+            return {**outcome, "status": "stored", "label": existing.label, "key": existing.key,
+                    "split": existing.split}
         record = ImageRecord(
             sha256=image.sha256, label=label, key=image_key(label, image.sha256, image.format),
-            split=split_for(image.sha256), source="upload", filename=filename.rsplit("/", 1)[-1],
+            split=split_for(image.sha256), source="upload",
+            filename=filename.replace("\\", "/").rsplit("/", 1)[-1],
             job_id=job_id, width=image.width, height=image.height, format=image.format,
             bytes=len(image.data))
-        await self.catalog.add_image(record, image.data)
-        records.append(record)
-        seen.add(image.sha256)
+        await self.catalog.add_image(record, image.data)  # catalogued now, whatever happens next
         self.metrics.files.labels("stored", "ok").inc()
         self.metrics.stored_bytes.inc(len(image.data))
         return {**outcome, "status": "stored", "key": record.key, "split": record.split}
