@@ -1,0 +1,57 @@
+"""The hostile corpus (tests/fixtures/hostile/, made by tools/make_hostile_corpus.py) uploaded
+as one job: every file gets the outcome its manifest names, the job itself succeeds, and what is
+stored carries nothing it should not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.catalog import Catalog
+from tests.conftest import FIXTURES
+from tests.ingest_service.conftest import MakeIngest, make_hostile_corpus
+
+pytestmark = pytest.mark.timeout(60)
+HOSTILE = FIXTURES / "hostile"
+MANIFEST: dict[str, Any] = json.loads((HOSTILE / "manifest.json").read_text())
+
+
+def outcome(entry: dict[str, Any]) -> str:
+    return entry["status"] if entry["status"] != "rejected" else f"rejected:{entry['reason']}"
+
+
+def test_the_committed_corpus_is_what_the_generator_writes(tmp_path: Path) -> None:
+    make_hostile_corpus.main([str(tmp_path)])
+    assert json.loads((tmp_path / "manifest.json").read_text()) == MANIFEST
+    for entry in MANIFEST["files"]:
+        assert (tmp_path / entry["file"]).read_bytes() == (HOSTILE / entry["file"]).read_bytes(), entry["file"]
+
+
+async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds(make_ingest: MakeIngest) -> None:
+    ingest = await make_ingest(**MANIFEST["settings"])
+    files = [(entry["name"], (HOSTILE / entry["file"]).read_bytes()) for entry in MANIFEST["files"]]
+    job = await ingest.wait(await ingest.submit(files))
+    assert job.state == "succeeded", job.error
+    assert job.result is not None
+    got: dict[str, list[str]] = {}
+    for entry in job.result["files"]:
+        upload = str(entry["filename"]).split(".zip:", 1)[0] + (".zip" if ".zip:" in entry["filename"] else "")
+        got.setdefault(upload, []).append(outcome(entry))
+    for entry in MANIFEST["files"]:
+        expected = entry["expected"] if isinstance(entry["expected"], list) else [entry["expected"]]
+        assert got.get(entry["name"]) == expected, (entry["name"], entry["why"])
+
+    stored = {r.filename: await ingest.store.get(r.key) for r in await Catalog(ingest.store).records()}
+    assert set(stored) == {"melanoma_valid.jpg", "melanoma_polyglot.jpg", "melanocytic_nevi_polyglot.jpg",
+                           "eczema_trailing.png", "melanoma_passwd.jpg", "melanoma_<img src=x onerror=alert(1)>.jpg",
+                           "evil.jpg"}
+    for name, data in stored.items():
+        assert b"<html" not in data and b"PK\x03\x04" not in data, name
+        if name.endswith(".jpg"):
+            assert data.endswith(b"\xff\xd9"), name
+    keys = await ingest.store.list()
+    assert not [k for k in keys if ".." in k or "<" in k or "etc" in k.split("/")]
+    assert not [k for k in keys if k.startswith("uploads/")], "staged uploads are deleted"
