@@ -24,13 +24,14 @@ HAM = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermato
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32x32 model trained for one step from the committed ImageNet backbone."""
+    """A 32x32 model trained for two one-step epochs on both committed fixture sources."""
     out = tmp_path_factory.mktemp("runs") / "smoke"
-    root = Path(__file__).resolve().parents[1] / "fixtures" / "ham10000"
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     status = train_main([
-        str(root), "--out", str(out), "--version", "smoke-1", "--input-size", "32", "32",
-        "--epochs", "1", "--steps-per-epoch", "1", "--head-epochs", "1", "--batch-size", "8",
-        "--validation-fraction", "0.25", "--warmup-steps", "1",
+        str(fixtures / "ham10000"), str(fixtures / "isic2017"), "--out", str(out), "--version", "smoke-1",
+        "--input-size", "32", "32", "--epochs", "2", "--steps-per-epoch", "1", "--head-epochs", "1",
+        "--batch-size", "8", "--validation-fraction", "0.25", "--warmup-steps", "1",
+        "--eval-data", str(fixtures / "isic2017"),
     ])
     assert status == 0
     return out
@@ -64,16 +65,24 @@ def test_evaluate_prints_and_writes_metrics(
 def test_train_writes_a_versioned_artifact(trained: Path, ham_root: Path) -> None:
     manifest = ModelManifest.model_validate_json((trained / "manifest.json").read_text())
     assert manifest.version == "smoke-1"
-    assert manifest.classes == sorted(p.name for p in ham_root.iterdir() if p.is_dir())
+    assert manifest.classes == sorted({p.name for p in ham_root.iterdir() if p.is_dir()} | {"seborrheic_keratosis"})
+    assert manifest.parents == {"seborrheic_keratosis": "benign_keratosis"}
     assert tuple(manifest.input_size) == (32, 32) and manifest.backbone == "efficientnet_lite0"
-    assert manifest.training_data["images"] == 28
-    assert manifest.training_data["train"]["images"] + manifest.training_data["held_out"]["images"] == 28
-    validation = manifest.metrics["validation"]
-    assert {"balanced_accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= validation.keys()
+    sources = manifest.training_data["sources"]
+    assert set(sources) == {"ham10000", "isic2017"} and manifest.training_data["images"] == 28 + 32 - sum(
+        s["validation"]["images"] for s in sources.values())
+    for figures in manifest.metrics["validation"].values():
+        assert {"balanced_accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= figures.keys()
+    assert "isic2017/isic2017" in manifest.metrics["eval"]
+    assert manifest.ood is not None and manifest.uncertainty is not None
+    assert [row["epoch"] for row in manifest.history] == [1, 2]
     model, _ = load_artifact(trained)
-    probs = model(np.zeros((2, 32, 32, 3), np.float32)).numpy()
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    probs, ood = model(np.zeros((2, 32, 32, 3), np.float32))
+    np.testing.assert_allclose(np.asarray(probs).sum(axis=1), 1.0, atol=1e-5)
+    assert np.asarray(ood).shape == (2, 1)
     assert model.get_layer("temperature").scale == pytest.approx(1.0 / manifest.temperature)
+    checkpoint = trained.with_name(trained.name + ".work") / "checkpoint" / "state.json"
+    assert checkpoint.is_file()  # the same command would resume from here
 
 
 def test_train_refuses_to_overwrite(untrained: Path, ham_root: Path) -> None:
