@@ -42,7 +42,8 @@ def load_classify(model_dir: Path) -> Callable[[bytes], dict[str, object]]:
 
     def classify(data: bytes) -> dict[str, object]:
         pixels = load_for_model(data, manifest.input_size, policy=manifest.preprocessing).astype(np.float32)
-        probabilities = model.predict(pixels[None], verbose=0)[0]
+        outputs = model.predict(pixels[None], verbose=0)
+        probabilities = (outputs[0] if isinstance(outputs, list) else outputs)[0]  # a model may add an OOD score
         best = int(np.argmax(probabilities))
         return {"label": manifest.classes[best], "confidence": float(probabilities[best])}
 
