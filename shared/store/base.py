@@ -1,15 +1,43 @@
 """The `ObjectStore` protocol: flat keys (`a/b/c.ext`) to bytes, like S3.
 
-Contract (pinned by tests/shared/test_store_contract.py): `put` overwrites atomically; `get`
-of a missing key raises NotFound; `list` returns keys under a prefix, sorted; `delete` of a
-missing key is a no-op; keys never contain `..` segments or a leading `/`.
+Contract (pinned by tests/shared/test_store_contract.py): `put` overwrites atomically; `create`
+writes only a key that does not exist yet, atomically (exactly one of many concurrent creates
+of a key succeeds; the others raise AlreadyExists); `get` of a missing key raises NotFound;
+`list` returns keys under a prefix, sorted; `delete` of a missing key is a no-op; keys never
+contain `..` segments or a leading `/`. A store that cannot be reached (refused, silent past
+its timeouts, failing) raises StoreUnavailable: a 503 with Retry-After at the gateway.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from shared.errors import BadRequest
+from shared.errors import BadRequest, Conflict, ServiceUnavailable
+
+
+class AlreadyExists(Conflict):
+    """`create` of a key that exists: somebody else wrote it first."""
+
+    default_code = "already_exists"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The object store refused, timed out or failed; a later try may succeed."""
+
+    default_code = "store_unavailable"
+
+
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long one S3 call may take: each try connects within `connect_s` and hears from the
+    server within `read_s` of each wait (an upload waits twice: for `100 Continue`, then for
+    the answer), and a call makes at most `max_attempts` tries in all (botocore's standard
+    retry mode: connection errors, timeouts, 5xx and throttling)."""
+
+    connect_s: float = 2.0
+    read_s: float = 5.0
+    max_attempts: int = 2
 
 
 def check_key(key: str) -> str:
@@ -22,11 +50,17 @@ def check_key(key: str) -> str:
 
 class ObjectStore(Protocol):
     """Where images, models and job records live. All methods are loop-only coroutines;
-    blocking I/O runs in threads."""
+    blocking I/O runs in threads. Every method may raise StoreUnavailable."""
 
     url: str
 
     async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None: ...
+
+    async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        """Write `key` only if it does not exist (S3 `If-None-Match: *`, a no-clobber link on
+        disk); raises AlreadyExists otherwise. Readers never see part of `data`. Give each
+        writer distinct bytes (an id in them): a create retried after a lost answer that finds
+        exactly its own bytes counts as done."""
 
     async def get(self, key: str) -> bytes: ...
 

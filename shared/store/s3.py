@@ -1,46 +1,67 @@
-"""An `ObjectStore` on S3 or MinIO (boto3, every call in a worker thread)."""
+"""An `ObjectStore` on S3 or MinIO (boto3, every call in a worker thread).
+
+Calls have short timeouts and few tries (`S3Timeouts`), so a store that refuses connections or
+never answers costs a request seconds, not minutes, and surfaces as StoreUnavailable (503).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import NotFound, ServiceUnavailable
-from shared.store.base import check_key
+from shared.errors import NotFound
+from shared.store.base import AlreadyExists, S3Timeouts, StoreUnavailable, check_key
 
+T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+#: 412: the key exists; 409: a concurrent conditional write of the key is under way.
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class S3Store:
     """Objects in one bucket, created on `open()` if missing. Credentials and region come
     from the standard AWS_* variables."""
 
-    def __init__(self, bucket: str, *, endpoint_url: str | None = None, prefix: str = "") -> None:
+    def __init__(self, bucket: str, *, endpoint_url: str | None = None, prefix: str = "",
+                 timeouts: S3Timeouts | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
+        limits = timeouts or S3Timeouts()
         self._client: Any = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32),
+            config=Config(retries={"total_max_attempts": limits.max_attempts, "mode": "standard"},
+                          connect_timeout=limits.connect_s, read_timeout=limits.read_s,
+                          max_pool_connections=32),
         )
 
-    async def open(self) -> None:
-        """Make sure the bucket exists. Raises ServiceUnavailable if S3 cannot be reached."""
+    async def _run(self, call: Callable[[], T]) -> T:
+        """`call` in a thread; every failure other than the DermaScan errors it raises itself
+        becomes StoreUnavailable."""
         try:
-            await asyncio.to_thread(self._ensure_bucket)
+            return await asyncio.to_thread(call)
         except (BotoCoreError, ClientError) as exc:
-            raise ServiceUnavailable(f"object store {self.url} unreachable: {exc}") from exc
+            raise StoreUnavailable(f"object store {self.url} failed: {exc}") from exc
+
+    async def open(self) -> None:
+        """Make sure the bucket exists. Raises StoreUnavailable if S3 cannot be reached."""
+        await self._run(self._ensure_bucket)
 
     def _ensure_bucket(self) -> None:
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in _MISSING:
+            if _code(exc) not in _MISSING:
                 raise
             self._client.create_bucket(Bucket=self.bucket)
 
@@ -48,34 +69,52 @@ class S3Store:
         return self.prefix + check_key(key)
 
     async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
-        await asyncio.to_thread(
-            self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
-        )
+        name = self._key(key)
+        await self._run(lambda: self._client.put_object(
+            Bucket=self.bucket, Key=name, Body=data, ContentType=content_type))
+
+    def _create(self, key: str, data: bytes, content_type: str) -> None:
+        name = self._key(key)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=name, Body=data, ContentType=content_type,
+                                    IfNoneMatch="*")
+        except ClientError as exc:
+            if _code(exc) not in _TAKEN:
+                raise
+            try:
+                if self._get(key) == data:  # our own write, whose answer a retry lost
+                    return
+            except NotFound:
+                pass
+            raise AlreadyExists(f"object {key!r} exists") from None
+
+    async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        await self._run(lambda: self._create(key, data, content_type))
 
     def _get(self, key: str) -> bytes:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if _code(exc) in _MISSING:
                 raise NotFound(f"no object {key!r}") from None
             raise
         body: bytes = response["Body"].read()
         return body
 
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._get, key)
+        return await self._run(lambda: self._get(key))
 
     def _exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if _code(exc) in _MISSING:
                 return False
             raise
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._exists, key)
+        return await self._run(lambda: self._exists(key))
 
     def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -87,16 +126,17 @@ class S3Store:
         return sorted(keys)
 
     async def list(self, prefix: str = "") -> list[str]:
-        return await asyncio.to_thread(self._list, prefix)
+        return await self._run(lambda: self._list(prefix))
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+        name = self._key(key)
+        await self._run(lambda: self._client.delete_object(Bucket=self.bucket, Key=name))
 
     async def ping(self) -> bool:
         try:
-            await asyncio.to_thread(self._client.head_bucket, Bucket=self.bucket)
+            await self._run(lambda: self._client.head_bucket(Bucket=self.bucket))
             return True
-        except (BotoCoreError, ClientError):
+        except StoreUnavailable:
             return False
 
     async def close(self) -> None:
