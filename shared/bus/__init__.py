@@ -14,11 +14,12 @@ from shared.bus.base import (
 )
 
 
-async def connect_bus(url: str) -> MessageBus:
+async def connect_bus(url: str, *, publish_timeout_s: float = 5.0) -> MessageBus:
     """Open the bus named by `url`: `memory://` or `amqp://user:pass@host:port/vhost`.
 
     A RabbitMQ bus keeps reconnecting in the background; it does not fail when the broker
-    is down at start, its operations raise BrokerUnavailable until it is back.
+    is down at start, its operations raise BrokerUnavailable until it is back (and so does a
+    publish the broker has not confirmed within `publish_timeout_s`).
     """
     if url.startswith("memory://"):
         from shared.bus.memory import MemoryBus
@@ -27,7 +28,7 @@ async def connect_bus(url: str) -> MessageBus:
     if url.startswith(("amqp://", "amqps://")):
         from shared.bus.rabbitmq import RabbitBus
 
-        bus = RabbitBus(url)
+        bus = RabbitBus(url, publish_timeout_s=publish_timeout_s)
         await bus.start()
         return bus
     raise ValueError(f"unsupported broker URL {url!r}: use memory:// or amqp://")

@@ -1,4 +1,8 @@
-"""An in-process `MessageBus` for the embedded mode and for tests: same contract, no server."""
+"""An in-process `MessageBus` for the embedded mode and for tests: same contract, no server.
+
+Given a journal folder, persistent messages outlive the process as they outlive a RabbitMQ
+restart (`shared.bus.journal`); without one, nothing does.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,32 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
+from shared.bus.journal import Journal
 from shared.bus.rpc import PendingReplies
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
+#: Bounds of a dead-letter queue, as RabbitMQ's (shared.bus.rabbitmq): the oldest go first.
+DEAD_QUEUE_MAX_MESSAGES = 10_000
+DEAD_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
 class _Envelope:
     delivery: Delivery
     expires_at: float | None
+    journal_path: Path | None = None
+
+    def forget(self) -> None:
+        """Done with: its journal file goes."""
+        if self.journal_path is not None:
+            Journal.remove(self.journal_path)
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at < time.monotonic()
 
 
 class _Queue:
@@ -29,13 +47,26 @@ class _Queue:
 
     def depth(self) -> int:
         """Messages ready, after dropping expired ones at the head (as RabbitMQ does)."""
-        now = time.monotonic()
         while not self.items.empty():
             head = self.items._queue[0]  # type: ignore[attr-defined]
-            if head.expires_at is None or head.expires_at >= now:
+            if not head.expired():
                 break
-            self.items.get_nowait()
+            self.items.get_nowait().forget()
         return self.items.qsize()
+
+
+class _DeadQueue(_Queue):
+    """Bounded in count and bytes; past either bound the oldest message is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(DEAD_QUEUE_MAX_MESSAGES)
+        self.bytes = 0
+
+    def add(self, delivery: Delivery) -> None:
+        self.items.put_nowait(_Envelope(delivery, None))
+        self.bytes += len(delivery.body)
+        while self.items.qsize() > DEAD_QUEUE_MAX_MESSAGES or self.bytes > DEAD_QUEUE_MAX_BYTES:
+            self.bytes -= len(self.items.get_nowait().delivery.body)
 
 
 class _Consumer:
@@ -52,21 +83,23 @@ class _Consumer:
         while True:
             await self._slots.acquire()
             envelope = await source.items.get()
-            if envelope.expires_at is not None and envelope.expires_at < time.monotonic():
+            if envelope.expired():
+                envelope.forget()
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._handle(envelope.delivery))
+            task = asyncio.create_task(self._handle(envelope))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, envelope: _Envelope) -> None:
         try:
-            await self._handler(delivery)
+            await self._handler(envelope.delivery)
         except Exception:
             log.exception("handler failed on %s; dead-lettering the message", self._queue)
-            await self._bus._dead_letter(self._queue, delivery)
+            await self._bus._dead_letter(self._queue, envelope.delivery)
         finally:
             self._slots.release()
+        envelope.forget()  # only once handled: a handler cancelled mid-work leaves it journalled
 
     async def cancel(self) -> None:
         self._task.cancel()
@@ -86,25 +119,54 @@ class _Subscriber:
 
 
 class MemoryBus:
-    """A `MessageBus` held in this process's memory. Loop-only; nothing survives a restart."""
+    """A `MessageBus` held in this process's memory. Loop-only. With a `journal` folder, the
+    persistent messages published to a queue and not yet handled are kept there, and a bus made
+    on the same folder after a restart (or a `kill -9`) delivers them again, marked
+    redelivered; without one nothing survives the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Path | None = None) -> None:
         self._queues: dict[str, _Queue] = {}
+        self._journal = Journal(journal) if journal is not None else None
         self._subscribers: dict[str, list[_Subscriber]] = {}
         self._replies = PendingReplies(f"amq.gen-{new_id()}")
         #: Deliveries of broadcasts still running: held here so none is garbage-collected
         #: mid-flight (the event loop keeps only weak references to tasks).
         self._broadcasts: set[asyncio.Task[None]] = set()
         self._closed = False
+        if self._journal is not None:
+            self._replay(self._journal)
+
+    def _replay(self, journal: Journal) -> None:
+        now_wall, now = time.time(), time.monotonic()
+        for queue, entries in journal.load().items():
+            self._declare(queue, None)
+            for entry in entries:
+                if entry.expires_at is not None and entry.expires_at < now_wall:
+                    Journal.remove(entry.path)  # expired while the process was down
+                    continue
+                expires_at = None if entry.expires_at is None else now + entry.expires_at - now_wall
+                self._queues[queue].items.put_nowait(_Envelope(entry.delivery, expires_at, entry.path))
+            if entries:
+                log.info("%d journalled messages of %s delivered again", len(entries), queue)
 
     @property
     def connected(self) -> bool:
         return not self._closed
 
-    async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
+    def _declare(self, name: str, max_length: int | None) -> None:
         if name not in self._queues:
             self._queues[name] = _Queue(max_length)
-            self._queues.setdefault(f"{name}.dead", _Queue(10_000))
+            self._queues.setdefault(f"{name}.dead", _DeadQueue())
+        elif max_length is not None and self._queues[name].max_length is None:
+            self._queues[name].max_length = max_length  # made at start from the journal
+
+    def pending(self, queue: str) -> list[Delivery]:
+        """The deliveries waiting in `queue` (not those a handler holds), oldest first."""
+        target = self._queues.get(queue)
+        return [] if target is None else [e.delivery for e in list(target.items._queue)]  # type: ignore[attr-defined]
+
+    async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
+        self._declare(name, max_length)
 
     async def publish(
         self,
@@ -129,7 +191,14 @@ class MemoryBus:
             raise QueueFull(f"queue {queue!r} holds its maximum of {target.max_length} messages")
         expires_at = None if expiration is None else time.monotonic() + expiration
         delivery = Delivery(body, correlation_id, reply_to, dict(headers or {}))
-        target.items.put_nowait(_Envelope(delivery, expires_at))
+        kept = None
+        if persistent and self._journal is not None:
+            wall_expiry = None if expiration is None else time.time() + expiration
+            try:
+                kept = await asyncio.to_thread(self._journal.write, queue, delivery, wall_expiry)
+            except OSError as exc:
+                raise BrokerUnavailable(f"could not keep the message for {queue!r}: {exc}") from exc
+        target.items.put_nowait(_Envelope(delivery, expires_at, kept))
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> _Consumer:
         if queue not in self._queues:
@@ -142,14 +211,14 @@ class MemoryBus:
     ) -> bytes:
         async def publish(correlation_id: str) -> None:
             await self.publish(queue, body, correlation_id=correlation_id, reply_to=self._replies.reply_to,
-                               expiration=timeout, headers=headers)
+                               expiration=timeout, headers=headers, persistent=False)
 
         return await self._replies.call(publish, queue=queue, timeout=timeout)
 
     async def reply(self, request: Delivery, body: bytes) -> None:
         if request.reply_to:
             with contextlib.suppress(Unroutable):  # the caller is gone; nobody waits for it
-                await self.publish(request.reply_to, body, correlation_id=request.correlation_id)
+                await self.publish(request.reply_to, body, correlation_id=request.correlation_id, persistent=False)
 
     async def broadcast(self, exchange: str, body: bytes) -> None:
         """Start one delivery per current subscriber and return; a handler that raises is
@@ -181,8 +250,8 @@ class MemoryBus:
 
     async def _dead_letter(self, queue: str, delivery: Delivery) -> None:
         dead = self._queues.get(f"{queue}.dead")
-        if dead is not None and dead.items.qsize() < (dead.max_length or 0):
-            dead.items.put_nowait(_Envelope(delivery, None))
+        if isinstance(dead, _DeadQueue):
+            dead.add(delivery)
 
     async def close(self) -> None:
         """Refuse further publishes, fail pending calls, and cancel (and wait for) the

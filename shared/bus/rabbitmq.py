@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aio_pika
 import aiormq
@@ -23,10 +25,15 @@ from shared.bus.rpc import PendingReplies
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEAD_LETTER_EXCHANGE = "dermascan.dead-letter"
-#: Dead-lettered messages are kept for inspection, bounded in count and age.
-_DEAD_QUEUE_ARGS = {"x-max-length": 10_000, "x-message-ttl": 86_400_000}
+#: Dead-lettered messages are kept for inspection, bounded in count, bytes and age (the oldest
+#: go first): expired predictions carry whole images, so a count alone could hold gigabytes.
+DEAD_QUEUE_MAX_MESSAGES = 10_000
+DEAD_QUEUE_MAX_BYTES = 64 * 1024 * 1024
+_DEAD_QUEUE_ARGS = {"x-max-length": DEAD_QUEUE_MAX_MESSAGES, "x-max-length-bytes": DEAD_QUEUE_MAX_BYTES,
+                    "x-message-ttl": 86_400_000}
 _RECONNECT_DELAY_S = 1.0
 
 
@@ -96,8 +103,9 @@ class _Consumer:
 class RabbitBus:
     """A `MessageBus` over RabbitMQ. Loop-only. Call `start()` once, `close()` once."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, publish_timeout_s: float = 5.0) -> None:
         self._url = url
+        self._publish_timeout_s = publish_timeout_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
@@ -139,7 +147,24 @@ class RabbitBus:
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set() and self._connection is not None and not self._connection.is_closed
+        """True while the connection is up and the publishing channel open: false from the moment
+        the broker is lost until the robust connection has reconnected and reopened the channel
+        (aio-pika's own `is_closed` stays false while it reconnects)."""
+        connection, channel = self._connection, self._channel
+        if not self._ready.is_set() or connection is None or connection.is_closed:
+            return False
+        transport = connection.transport
+        if transport is None or transport.connection.is_closed or not connection.connected.is_set():
+            return False
+        return channel is not None and not channel.is_closed
+
+    async def _bounded(self, step: Awaitable[T], what: str) -> T:
+        """`step`, or BrokerUnavailable when the broker has not answered within the publish
+        timeout (a broker that is unreachable without closing the connection)."""
+        try:
+            return await asyncio.wait_for(step, self._publish_timeout_s)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
 
     def _live_channel(self, replies: bool = False) -> AbstractChannel:
         """The publishing channel (with confirms), or with `replies` the reply channel (without)."""
@@ -150,16 +175,36 @@ class RabbitBus:
 
     async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
         channel = self._live_channel()
-        assert self._dead_letter is not None
-        dead = await channel.declare_queue(f"{name}.dead", durable=True, arguments=_DEAD_QUEUE_ARGS)
-        await dead.bind(self._dead_letter, routing_key=f"{name}.dead")
+        await self._bounded(self._declare_dead(f"{name}.dead"), f"declaring {name}.dead")
         arguments: dict[str, object] = {
             "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
             "x-dead-letter-routing-key": f"{name}.dead",
         }
         if max_length is not None:
             arguments.update({"x-max-length": max_length, "x-overflow": "reject-publish"})
-        await channel.declare_queue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+        await self._bounded(channel.declare_queue(name, durable=True, arguments=arguments),  # type: ignore[arg-type]
+                            f"declaring {name}")
+
+    async def _declare_dead(self, name: str) -> None:
+        """Declare and bind a dead-letter queue on a channel of its own: one declared earlier with
+        other bounds is kept as it is (RabbitMQ refuses to change a queue's arguments, and the
+        refusal closes the channel it came on), with a warning saying how to apply the new ones."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            try:
+                dead = await channel.declare_queue(name, durable=True, arguments=_DEAD_QUEUE_ARGS)
+            except aiormq.exceptions.ChannelPreconditionFailed:
+                log.warning("dead-letter queue %s exists with other bounds; kept as it is (delete it, or "
+                            "set a policy, to bound it by %s)", name, _DEAD_QUEUE_ARGS)
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                channel = await self._connection.channel()
+                dead = await channel.declare_queue(name, passive=True)
+            await dead.bind(DEAD_LETTER_EXCHANGE, routing_key=name)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def publish(
         self,
@@ -184,7 +229,8 @@ class RabbitBus:
             ),
         )
         try:
-            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+            await self._bounded(channel.default_exchange.publish(message, routing_key=queue, mandatory=True),
+                                f"publish to {queue!r}")
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(f"no queue named {queue!r}") from exc
         except aiormq.exceptions.DeliveryError as exc:
@@ -264,9 +310,14 @@ class RabbitBus:
         return await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
 
     async def broadcast(self, exchange: str, body: bytes) -> None:
-        target = await self._fanout(self._live_channel(), exchange)
-        try:
+        channel = self._live_channel()
+
+        async def send() -> None:
+            target = await self._fanout(channel, exchange)
             await target.publish(aio_pika.Message(body), routing_key="", mandatory=False)
+
+        try:
+            await self._bounded(send(), f"broadcast on {exchange!r}")
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"broadcast failed: {exc}") from exc
 
@@ -289,17 +340,25 @@ class RabbitBus:
         return consumer
 
     async def queue_stats(self, queue: str) -> QueueStats:
-        assert self._connection is not None
         self._live_channel()
-        # A passive declare that fails closes its channel, so use a throwaway one.
-        channel = await self._connection.channel()
+        assert self._connection is not None
+        connection = self._connection
+
+        async def declare() -> AbstractQueue:
+            # A passive declare that fails closes its channel, so use a throwaway one.
+            channel = await connection.channel()
+            try:
+                return await channel.declare_queue(queue, passive=True)
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
         try:
-            declared = await channel.declare_queue(queue, passive=True)
+            declared = await self._bounded(declare(), f"stats of {queue!r}")
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise Unroutable(f"no queue named {queue!r}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"stats of {queue!r} failed: {exc}") from exc
         result = declared.declaration_result
         return QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from pathlib import Path
+from urllib.parse import urlparse
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from shared.bus import connect_bus
+from shared.store import open_store
 from shared.taxonomy import CLASSES
 from tests.gateway.conftest import MakeClient
+from tests.support.tcp import Proxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,3 +45,35 @@ async def test_metrics_count_requests_by_route_and_status(make_client: MakeClien
     text = await (await client.get("/metrics")).text()
     assert 'dermascan_gateway_requests_total{method="GET",route="/classes",status="200"} 1.0' in text
     assert "dermascan_gateway_uptime_seconds" in text
+
+
+async def test_during_a_broker_outage_health_is_degraded_and_not_ready_until_it_is_back(
+        rabbit_url: str, tmp_path: Path) -> None:
+    broker = urlparse(rabbit_url)
+    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    await proxy.up()
+    bus = await connect_bus(broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl())
+    client = TestClient(TestServer(create_app(GatewaySettings(store_url=tmp_path.as_uri()), bus=bus,
+                                              store=await open_store(tmp_path.as_uri()))))
+    await client.start_server()
+    try:
+        assert (await (await client.get("/health")).json())["broker"]["connected"] is True
+        await proxy.down()
+        for _ in range(60):
+            body = await (await client.get("/health")).json()
+            if not body["broker"]["connected"]:
+                break
+            await asyncio.sleep(0.05)
+        assert body["status"] == "degraded" and body["broker"] == {"connected": False, "predict_queue": None}
+        ready = await client.get("/readyz")
+        assert ready.status == 503 and "broker unreachable" in (await ready.json())["problems"]
+        await proxy.up()
+        for _ in range(150):  # aio-pika reconnects every 5 s
+            if (await (await client.get("/health")).json())["broker"]["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        assert (await (await client.get("/health")).json())["broker"]["connected"] is True
+    finally:
+        await client.close()
+        await bus.close()
+        await proxy.close()

@@ -1,4 +1,5 @@
-"""What only the in-memory bus has to get right: it runs broadcast handlers as tasks of its own.
+"""What only the in-memory bus has to get right: it runs broadcast handlers as tasks of its own,
+keeps persistent messages in a journal across restarts when given one, and bounds dead letters.
 
 (Everything both buses share is in test_bus_contract.py.)
 """
@@ -9,10 +10,11 @@ import asyncio
 import gc
 import logging
 import weakref
+from pathlib import Path
 
 import pytest
 
-from shared.bus import BrokerUnavailable, Delivery
+from shared.bus import BrokerUnavailable, Delivery, memory
 from shared.bus.memory import MemoryBus
 
 pytestmark = pytest.mark.timeout(30)
@@ -90,3 +92,97 @@ async def test_a_failing_broadcast_handler_is_logged_and_the_others_still_get_it
         await asyncio.sleep(0)
     assert "broadcast handler failed" in caplog.text and "cannot reload" in caplog.text
     await bus.close()
+
+
+async def consumed(bus: MemoryBus, queue: str, count: int) -> list[Delivery]:
+    """The next `count` deliveries of `queue`, handled (and so acked) at once."""
+    got: list[Delivery] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery)
+        if len(got) == count:
+            done.set()
+
+    subscription = await bus.consume(queue, handler, prefetch=1)
+    await asyncio.wait_for(done.wait(), 5)
+    await subscription.cancel()
+    return got
+
+
+async def test_a_journalled_bus_delivers_unhandled_messages_again_after_a_restart(tmp_path: Path) -> None:
+    before = MemoryBus(journal=tmp_path / "queues")
+    await before.declare_queue("dermascan.ingest")
+    for i in range(3):
+        await before.publish("dermascan.ingest", f"upload {i}".encode(), headers={"x-dermascan-attempt": 2})
+    await before.publish("dermascan.ingest", b"transient", persistent=False)
+    # the process dies here: nothing was consumed, nothing closed
+
+    after = MemoryBus(journal=tmp_path / "queues")
+    assert [d.body for d in after.pending("dermascan.ingest")] == [b"upload 0", b"upload 1", b"upload 2"]
+    await after.declare_queue("dermascan.ingest", max_length=10)
+    again = await consumed(after, "dermascan.ingest", 3)
+    assert [d.body for d in again] == [b"upload 0", b"upload 1", b"upload 2"]  # oldest first
+    assert all(d.redelivered for d in again) and again[0].headers == {"x-dermascan-attempt": 2}
+
+    third = MemoryBus(journal=tmp_path / "queues")  # handled messages are gone for good
+    assert third.pending("dermascan.ingest") == []
+
+
+async def test_a_message_whose_handler_was_running_at_the_crash_comes_back(tmp_path: Path) -> None:
+    before = MemoryBus(journal=tmp_path / "queues")
+    await before.declare_queue("dermascan.train")
+    started = asyncio.Event()
+
+    async def working(_: Delivery) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    subscription = await before.consume("dermascan.train", working, prefetch=1)
+    await before.publish("dermascan.train", b"train job 1")
+    await asyncio.wait_for(started.wait(), 5)
+    # killed mid-handler: a bus started afresh on the same journal has the message again
+    assert [d.body for d in MemoryBus(journal=tmp_path / "queues").pending("dermascan.train")] == [b"train job 1"]
+    for task in other_pending_tasks():  # (only to end the test: a kill -9 runs no clean-up)
+        task.cancel()
+    del subscription
+
+
+async def test_a_dead_lettered_or_expired_message_is_not_delivered_again(tmp_path: Path) -> None:
+    bus = MemoryBus(journal=tmp_path / "queues")
+    await bus.declare_queue("jobs")
+
+    async def broken(_: Delivery) -> None:
+        raise ValueError("poison")
+
+    subscription = await bus.consume("jobs", broken, prefetch=1)
+    await bus.publish("jobs", b"poison")
+    for _ in range(100):
+        if (await bus.queue_stats("jobs.dead")).messages == 1:
+            break
+        await asyncio.sleep(0.01)
+    await subscription.cancel()
+    await bus.publish("jobs", b"short-lived", expiration=0.05)
+    await asyncio.sleep(0.1)
+    assert MemoryBus(journal=tmp_path / "queues").pending("jobs") == []
+
+
+async def test_dead_letter_queues_are_bounded_in_bytes_as_well_as_count() -> None:
+    bus = MemoryBus()
+    await bus.declare_queue("predict")
+    image = b"\xff" * (8 * 1024 * 1024)
+
+    async def expired_reply(_: Delivery) -> None:
+        raise ValueError("nobody waits for this prediction any more")
+
+    subscription = await bus.consume("predict", expired_reply, prefetch=1)
+    for _ in range(12):  # 96 MiB of images
+        await bus.publish("predict", image, persistent=False)
+    for _ in range(200):
+        if not bus.pending("predict"):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    await subscription.cancel()
+    kept = (await bus.queue_stats("predict.dead")).messages
+    assert kept * len(image) <= memory.DEAD_QUEUE_MAX_BYTES and kept == 8, kept  # the newest 64 MiB

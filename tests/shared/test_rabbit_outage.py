@@ -1,0 +1,126 @@
+"""RabbitMQ going away, as the services see it (real RabbitMQ behind a TCP proxy the test cuts):
+`connected` says so at once, publishing fails fast instead of hanging, and all comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import aio_pika
+import aiormq
+import pytest
+
+from shared.bus import BrokerUnavailable, Delivery, connect_bus
+from shared.bus.rabbitmq import _DEAD_QUEUE_ARGS, DEAD_LETTER_EXCHANGE, DEAD_QUEUE_MAX_BYTES, RabbitBus
+from tests.support.tcp import Proxy
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def proxy(rabbit_url: str) -> AsyncIterator[Proxy]:
+    broker = urlparse(rabbit_url)
+    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    await proxy.up()
+    yield proxy
+    await proxy.close()
+
+
+def through(rabbit_url: str, proxy: Proxy) -> str:
+    broker = urlparse(rabbit_url)
+    return broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
+
+
+async def until(condition: object, timeout: float) -> float:
+    """Seconds until `condition()` held; fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, f"not within {timeout} s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_a_lost_broker_is_reported_at_once_and_publishing_fails_fast_until_it_is_back(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    bus = await connect_bus(through(rabbit_url, proxy))
+    try:
+        await bus.declare_queue(unique)
+        assert bus.connected
+        await proxy.down()
+        assert await until(lambda: not bus.connected, timeout=3) < 3
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await bus.publish(unique, b"upload job")
+        assert time.monotonic() - started < 1
+        await asyncio.sleep(1.0)
+        assert not bus.connected  # still reconnecting: not "connected" meanwhile
+
+        await proxy.up()
+        await until(lambda: bus.connected, timeout=15)  # aio-pika retries every 5 s
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def handler(delivery: Delivery) -> None:
+            await got.put(delivery.body)
+
+        await bus.consume(unique, handler, prefetch=1)
+        await bus.publish(unique, b"after the outage")
+        assert await asyncio.wait_for(got.get(), 5) == b"after the outage"
+    finally:
+        await bus.close()
+
+
+async def test_a_publish_the_broker_never_confirms_fails_after_the_publish_timeout(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    bus = await connect_bus(through(rabbit_url, proxy), publish_timeout_s=1.0)
+    try:
+        await bus.declare_queue(unique)
+        proxy.freeze()  # the connection stays open; nothing comes back
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable) as refused:
+            await bus.publish(unique, b"training job")
+        assert 0.9 < time.monotonic() - started < 3
+        assert refused.value.status == 503 and "within 1 s" in refused.value.message
+        with pytest.raises(BrokerUnavailable):
+            await bus.broadcast(f"{unique}.models", b"v2 promoted")
+    finally:
+        await proxy.down()
+        await bus.close()
+
+
+async def test_dead_letter_queues_are_bounded_in_bytes(rabbit_url: str, unique: str) -> None:
+    bus = await connect_bus(rabbit_url)
+    connection = await aio_pika.connect(rabbit_url)
+    try:
+        await bus.declare_queue(unique)
+        channel = await connection.channel()
+        await channel.declare_queue(f"{unique}.dead", durable=True, arguments=_DEAD_QUEUE_ARGS)  # equivalent
+        counted_only = {k: v for k, v in _DEAD_QUEUE_ARGS.items() if k != "x-max-length-bytes"}
+        with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):  # the broker's queue differs
+            await channel.declare_queue(f"{unique}.dead", durable=True, arguments=counted_only)
+        assert _DEAD_QUEUE_ARGS["x-max-length-bytes"] == DEAD_QUEUE_MAX_BYTES
+    finally:
+        await connection.close()
+        await bus.close()
+
+
+async def test_a_dead_letter_queue_declared_with_older_bounds_is_kept_and_the_queue_works(
+        rabbit_url: str, unique: str, caplog: pytest.LogCaptureFixture) -> None:
+    connection = await aio_pika.connect(rabbit_url)
+    bus = RabbitBus(rabbit_url)
+    await bus.start()
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(f"{unique}.dead", durable=True,
+                                    arguments={"x-max-length": 10_000, "x-message-ttl": 86_400_000})
+        await bus.declare_queue(unique)  # an older DermaScan declared the dead-letter queue
+        assert "exists with other bounds" in caplog.text
+        assert bus.connected
+        await bus.publish(unique, b"still works")
+        assert (await bus.queue_stats(unique)).messages == 1
+        bound = await channel.declare_queue(f"{unique}.dead", passive=True)
+        await bound.bind(DEAD_LETTER_EXCHANGE, routing_key=f"{unique}.dead")  # idempotent: it was bound
+    finally:
+        await connection.close()
+        await bus.close()
