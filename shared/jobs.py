@@ -2,26 +2,34 @@
 
 A job lives at `jobs/<job_id>.json`. Every service that works on a job updates that record, so
 any gateway (also after a restart) answers `GET /jobs/{id}` from the store.
+
+One training at a time is this module's rule, and only its: `claim_training` takes the claim
+with one conditional create (`ObjectStore.create`) of the next record in
+`jobs/training-claims/`, so of many concurrent claims exactly one wins. The newest claim
+record names the job holding it; the claim is free again once that job is final (the trainer
+releases it by finishing the job), its record is missing, or it stopped reporting progress.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import NotFound
+from shared.errors import NotFound, ServiceUnavailable
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, new_id
-from shared.store import ObjectStore
+from shared.store import AlreadyExists, ObjectStore
 
 JobKind = Literal["ingest", "train"]
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected"]
-#: Pointer to the training job that is queued or running (at most one at a time).
-ACTIVE_TRAINING_KEY = "jobs/active-train.json"
+#: One record per claim of "the training job", numbered; the newest is the claim in force.
+TRAINING_CLAIMS = "jobs/training-claims/"
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
+_CLAIM_TRIES = 50
 
 
 class Job(BaseModel):
@@ -49,6 +57,11 @@ class Job(BaseModel):
         """Append a timestamped log line."""
         self.log.append(f"{time.strftime('%H:%M:%S')} {line}")
 
+    def fail(self, code: str, message: str, status: int = 500) -> None:
+        """Make the job failed with `code` and `message`, and say so in its log."""
+        self.state, self.error = "failed", ErrorInfo(code=code, status=status, message=message)
+        self.note(f"failed: {message}")
+
 
 def _key(job_id: str) -> str:
     return f"jobs/{job_id}.json"
@@ -66,6 +79,17 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         return Job.model_validate_json(await self.store.get(_key(job_id)))
 
+    async def load(self, job_id: str, *, stale_after_s: float) -> Job:
+        """The job, with a running job silent for over `stale_after_s` turned into (and saved
+        as) a failed one: its service stopped while running it. Raises NotFound."""
+        job = await self.get(job_id)
+        silent = utcnow() - job.updated_at
+        if job.state == "running" and silent > dt.timedelta(seconds=stale_after_s):
+            job.fail("worker_lost", f"no progress for {silent.total_seconds():.0f} s: the {job.kind} "
+                                    "service stopped while running it")
+            await self.save(job)
+        return job
+
     async def save(self, job: Job) -> Job:
         job.updated_at = utcnow()
         if job.state == "running" and job.started_at is None:
@@ -75,9 +99,99 @@ class JobStore:
         await self.store.put(_key(job.job_id), job.model_dump_json().encode(), content_type="application/json")
         return job
 
+    async def delete(self, job_id: str) -> None:
+        await self.store.delete(_key(job_id))
+
     async def exists(self, job_id: str) -> bool:
         try:
             await self.get(job_id)
         except NotFound:
             return False
         return True
+
+    async def unfinished(self) -> list[Job]:
+        """Every job not final, oldest first."""
+        jobs = []
+        for key in await self.store.list("jobs/"):
+            job_id = key.removeprefix("jobs/").removesuffix(".json")
+            if key.endswith(".json") and job_id.isalnum():
+                try:
+                    job = await self.get(job_id)
+                except NotFound:
+                    continue
+                if not job.final:
+                    jobs.append(job)
+        return sorted(jobs, key=lambda j: j.created_at)
+
+
+def _claim_key(number: int) -> str:
+    return f"{TRAINING_CLAIMS}{number:010d}.json"
+
+
+async def _newest_claim(store: ObjectStore) -> tuple[int, str | None]:
+    """The number of the newest claim record and the job it names (0, None: none yet)."""
+    numbers = [int(name) for key in await store.list(TRAINING_CLAIMS)
+               if (name := key.removeprefix(TRAINING_CLAIMS).removesuffix(".json")).isdigit()]
+    if not numbers:
+        return 0, None
+    newest = max(numbers)
+    try:
+        return newest, str(json.loads(await store.get(_claim_key(newest)))["job_id"])
+    except (NotFound, ValueError, KeyError, TypeError):
+        return newest, None  # unreadable: nobody holds it
+
+
+async def training_holder(jobs: JobStore, *, stale_after_s: float) -> Job | None:
+    """The training job holding the claim, or None when the claim is free."""
+    _, job_id = await _newest_claim(jobs.store)
+    if job_id is None:
+        return None
+    try:
+        holder = await jobs.load(job_id, stale_after_s=stale_after_s)
+    except NotFound:
+        return None
+    return None if holder.final else holder
+
+
+async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float) -> Job | None:
+    """Make `job` (a new training job) the one training job: save it, then claim. Returns None
+    when it holds the claim, else the job that does (and `job` is deleted again). Exactly one of
+    many concurrent claims wins. Raises what the store raises (StoreUnavailable)."""
+    await jobs.save(job)  # first: a claim never names a job that is not there
+    body = json.dumps({"job_id": job.job_id, "claimed_at": utcnow().isoformat()}).encode()
+    for _ in range(_CLAIM_TRIES):
+        number, holder_id = await _newest_claim(jobs.store)
+        if holder_id == job.job_id:
+            return None
+        holder = await training_holder(jobs, stale_after_s=stale_after_s) if holder_id else None
+        if holder is not None:
+            await jobs.delete(job.job_id)
+            return holder
+        try:
+            await jobs.store.create(_claim_key(number + 1), body, content_type="application/json")
+        except AlreadyExists:
+            continue  # another claim came first: look at it
+        return None
+    await jobs.delete(job.job_id)
+    raise ServiceUnavailable(f"could not claim training in {_CLAIM_TRIES} tries", code="claim_contended")
+
+
+async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[Job]:
+    """After a process that ran every service died (the embedded mode, `kill -9`): fail each job
+    it left unfinished whose work cannot resume, and return those. An ingest job whose message
+    is still queued (`still_queued`: job ids) resumes from its saved progress and is left alone;
+    a training job is always failed (its claim is then free): a run cut short is started again
+    by a person, not silently."""
+    failed = []
+    for job in await jobs.unfinished():
+        if job.kind == "ingest" and job.job_id in still_queued:
+            continue
+        if job.kind == "train":
+            job.fail("interrupted", f"DermaScan stopped while this training job was {job.state}; the current "
+                                    "model is unchanged; POST /retrain to start it again")
+        else:
+            job.fail("interrupted", f"DermaScan stopped while this upload was {job.state} and its queue entry "
+                                    "was lost; upload the files again")
+        await jobs.save(job)
+        failed.append(job)
+    return failed

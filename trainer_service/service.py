@@ -2,7 +2,8 @@
 
 The message is acknowledged only when the job is final. A job found `running` on redelivery
 belonged to a trainer that died: it is marked failed, and the current model was never touched
-(the registry pointer moves only after a candidate passed the gate).
+(the registry pointer moves only after a candidate passed the gate). Finishing a job, however it
+ends, releases the training claim the gateway took for it (`shared.jobs.claim_training`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import secrets
 import time
 
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
-from shared.jobs import ACTIVE_TRAINING_KEY, Job, JobStore
+from shared.jobs import Job, JobStore
 from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
@@ -29,7 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def new_version() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%d-%H%M%S")
+    """A fresh version id, `vYYYYMMDD-HHMMSS-xxxxxx`: sorts by time and stays unique when
+    trainers publish within the same second (24 random bits)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 class TrainerService:
@@ -54,7 +58,13 @@ class TrainerService:
         self._subscription = await self.bus.consume(self.settings.train_queue, self._on_job, prefetch=1)
 
     async def _on_promotion(self, delivery: Delivery) -> None:
-        self.metrics.current_model.info({"version": decode(ModelPromoted, delivery.body).version})
+        """A promotion was announced: report the registry's current version (broadcasts may
+        arrive out of order; the registry's pointer is the truth)."""
+        decode(ModelPromoted, delivery.body)
+        with contextlib.suppress(DermaScanError):
+            current = await self.registry.current_version()
+            if current is not None:
+                self.metrics.current_model.info({"version": current})
 
     async def stop(self) -> None:
         for subscription in (self._subscription, self._promotions):
@@ -142,8 +152,5 @@ class TrainerService:
         job.state, job.error = state, error  # type: ignore[assignment]
         if error is not None:
             job.note(f"{state}: {error.message}")
-        await self.jobs.save(job)
+        await self.jobs.save(job)  # final: the training claim is free
         self.metrics.jobs.labels(state).inc()
-        with contextlib.suppress(NotFound, ValueError, KeyError):
-            if json.loads(await self.store.get(ACTIVE_TRAINING_KEY))["job_id"] == job.job_id:
-                await self.store.delete(ACTIVE_TRAINING_KEY)

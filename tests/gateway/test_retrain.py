@@ -134,3 +134,17 @@ async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeCl
     models = await (await client.get("/models")).json()
     newest = models["versions"][-1]
     assert newest["version"] == job["result"]["version"] and models["current"] == newest["version"]
+
+
+async def test_of_six_concurrent_retrains_one_is_accepted_and_five_are_told_which_job_runs(
+        make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)  # no trainer: the accepted job stays queued
+    responses = await asyncio.gather(*(client.post("/retrain", json={"epochs": 1}, headers=OPERATOR)
+                                       for _ in range(6)))
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [202, 409, 409, 409, 409, 409], statuses
+    bodies = [await r.json() for r in responses]
+    accepted = next(b["job_id"] for r, b in zip(responses, bodies, strict=True) if r.status == 202)
+    assert {b["job_id"] for b in bodies} == {accepted}  # every 409 names the job that was accepted
+    assert all(b["error"]["code"] == "training_in_progress" for b in bodies if "error" in b)
+    assert (await (await client.get(f"/jobs/{accepted}")).json())["state"] == "queued"

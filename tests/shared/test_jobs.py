@@ -1,15 +1,18 @@
-"""Job records as every service sees them: saved to the object store, read back by any gateway."""
+"""Job records as every service sees them: saved to the object store, read back by any gateway;
+and the one training claim, taken atomically and freed when its job ends or is lost."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from shared.errors import NotFound
-from shared.jobs import ACTIVE_TRAINING_KEY, Job, JobStore
+from shared.jobs import TRAINING_CLAIMS, Job, JobStore, claim_training, recover_unfinished, training_holder
 from shared.messages import ErrorInfo
-from shared.store import open_store
+from shared.store import ObjectStore, open_store
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,8 +75,70 @@ async def test_an_unknown_job_is_not_found(tmp_path: Path) -> None:
 async def test_ids_that_could_not_be_job_keys_are_not_found_rather_than_bad_requests(
         tmp_path: Path, job_id: str) -> None:
     store = await open_store(tmp_path.as_uri())
-    await store.put(ACTIVE_TRAINING_KEY, b'{"job_id": "abc"}')  # a pointer, not a job
+    await store.put(f"{TRAINING_CLAIMS}0000000001.json", b'{"job_id": "abc"}')  # a claim, not a job
     jobs = JobStore(store)
     with pytest.raises(NotFound):
         await jobs.get(job_id)
     assert not await jobs.exists(job_id)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> ObjectStore:
+    return await open_store(tmp_path.as_uri())
+
+
+async def test_of_six_concurrent_training_claims_exactly_one_wins(store: ObjectStore) -> None:
+    gateways = [JobStore(store) for _ in range(6)]
+    jobs = [Job(kind="train") for _ in gateways]
+    holders = await asyncio.gather(*(claim_training(g, j, stale_after_s=60)
+                                     for g, j in zip(gateways, jobs, strict=True)))
+    winners = [job for job, holder in zip(jobs, holders, strict=True) if holder is None]
+    assert len(winners) == 1
+    assert {holder.job_id for holder in holders if holder is not None} == {winners[0].job_id}
+    assert [j.job_id for j in await JobStore(store).unfinished()] == [winners[0].job_id]  # losers left nothing
+
+
+async def test_the_claim_is_free_once_its_job_is_final(store: ObjectStore) -> None:
+    jobs = JobStore(store)
+    first = Job(kind="train")
+    assert await claim_training(jobs, first, stale_after_s=60) is None
+    blocked = await claim_training(jobs, Job(kind="train"), stale_after_s=60)
+    assert blocked is not None and blocked.job_id == first.job_id
+    first.state = "succeeded"
+    await jobs.save(first)  # the trainer finishing the job releases the claim
+    assert await training_holder(jobs, stale_after_s=60) is None
+    assert await claim_training(jobs, Job(kind="train"), stale_after_s=60) is None
+
+
+async def test_a_claim_whose_job_is_missing_or_silent_is_taken_over(store: ObjectStore) -> None:
+    jobs = JobStore(store)
+    lost = Job(kind="train")
+    assert await claim_training(jobs, lost, stale_after_s=60) is None
+    await jobs.delete(lost.job_id)  # its record is gone
+    running = Job(kind="train")
+    assert await claim_training(jobs, running, stale_after_s=60) is None
+    running.state = "running"
+    await jobs.save(running)
+    running.updated_at = running.updated_at - dt.timedelta(seconds=120)  # the trainer died 2 min ago
+    await store.put(f"jobs/{running.job_id}.json", running.model_dump_json().encode())
+    assert await claim_training(jobs, Job(kind="train"), stale_after_s=60) is None
+    silent = await jobs.get(running.job_id)
+    assert silent.state == "failed" and silent.error is not None and silent.error.code == "worker_lost"
+
+
+async def test_recovery_fails_training_and_lost_uploads_and_leaves_queued_uploads(store: ObjectStore) -> None:
+    jobs = JobStore(store)
+    training = Job(kind="train", state="running")
+    assert await claim_training(jobs, training, stale_after_s=3600) is None
+    queued_upload, lost_upload, done = Job(kind="ingest"), Job(kind="ingest", state="running"), Job(kind="ingest")
+    done.state = "succeeded"
+    for job in (queued_upload, lost_upload, done):
+        await jobs.save(job)
+    failed = await recover_unfinished(jobs, still_queued={queued_upload.job_id})
+    assert sorted(j.job_id for j in failed) == sorted([training.job_id, lost_upload.job_id])
+    for job_id in (training.job_id, lost_upload.job_id):
+        job = await jobs.get(job_id)
+        assert job.state == "failed" and job.error is not None and job.error.code == "interrupted"
+    assert "POST /retrain" in (await jobs.get(training.job_id)).error.message  # type: ignore[union-attr]
+    assert (await jobs.get(queued_upload.job_id)).state == "queued"
+    assert await training_holder(jobs, stale_after_s=3600) is None  # the claim is free again
