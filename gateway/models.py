@@ -1,11 +1,15 @@
 """`GET /models` (open), `POST /models/{version}/promote` and `POST /models/rollback` (operators).
 
 A version the promotion gate rejected is promoted only with `{"force": true, "reason": "..."}`;
-who forced it and why goes to the audit log.
+who forced it and why goes to the audit log. The registry records the promotion (every one of
+concurrent promotions, `shared.registry`); the broadcast that follows only hurries the workers,
+which reconcile with the registry's pointer anyway, so a broadcast that fails does not fail the
+promotion.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from aiohttp import web
@@ -14,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from gateway.audit import AUDIT_DRAFT
 from gateway.json_body import read_json
 from gateway.keys import BUS, REGISTRY, SETTINGS
-from shared.errors import Conflict
+from shared.errors import Conflict, DermaScanError
 from shared.messages import ModelPromoted, encode
 
+log = logging.getLogger(__name__)
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
@@ -55,8 +60,16 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def _announce(request: web.Request, version: str) -> web.Response:
-    await request.app[BUS].broadcast(request.app[SETTINGS].models_exchange, encode(ModelPromoted(version=version)))
-    return web.json_response({"current": version})
+    """Tell the workers, and answer with what the registry serves now (a promotion made at the
+    same moment may have come after this one: `promoted` is this request's)."""
+    announced = True
+    try:
+        await request.app[BUS].broadcast(request.app[SETTINGS].models_exchange, encode(ModelPromoted(version=version)))
+    except DermaScanError as exc:
+        announced = False
+        log.warning("promoted %s but could not announce it (%s); workers pick it up from the registry", version, exc)
+    current = await request.app[REGISTRY].current_version()
+    return web.json_response({"current": current, "promoted": version, "announced": announced})
 
 
 async def promote(request: web.Request) -> web.Response:

@@ -1,4 +1,9 @@
-"""The inference worker service: predict queue in, micro-batched model calls, replies out."""
+"""The inference worker service: predict queue in, micro-batched model calls, replies out.
+
+The model served follows the registry's pointer: a promotion broadcast makes the worker look at
+the registry at once, and it looks every `model_reconcile_s` anyway, so a broadcast that was
+missed (the broker was down) or overtaken (two promotions at once) heals within that.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +86,13 @@ def to_prediction(scores_row: np.ndarray, classifier: Classifier, top_k: int) ->
     )
 
 
+def _report_death(task: asyncio.Task[None]) -> None:
+    """Done-callback of a loop that should run until cancelled: say why it stopped."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r; the model now follows promotion broadcasts only",
+                  task.get_name(), task.exception())
+
+
 def _run_batch(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarray:
     return classifier.predict_scores(np.stack(images))
 
@@ -102,6 +114,7 @@ class InferenceWorker:
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -127,7 +140,10 @@ class InferenceWorker:
             await self.bus.consume(self.settings.predict_queue, self._on_request, prefetch=prefetch))
         self._subscriptions.append(
             await self.bus.subscribe(self.settings.models_exchange, self._on_promotion))
-        self._heartbeat = asyncio.create_task(self._beat())
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        if self.settings.model_path is None:
+            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="model-reconcile")
+            self._reconciler.add_done_callback(_report_death)
         log.info("worker %s serving %s", self.worker_id, self.classifier and self.classifier.version)
 
     async def _load_initial_model(self) -> None:
@@ -157,20 +173,42 @@ class InferenceWorker:
         self.metrics.reloads.labels("loaded").inc()
 
     async def _on_promotion(self, delivery: Delivery) -> None:
-        if self.settings.model_path is not None:
-            return
-        version = decode(ModelPromoted, delivery.body).version
+        """A promotion was announced: serve what the registry says is current now (which may be
+        a later promotion than the one announced)."""
+        decode(ModelPromoted, delivery.body)
+        if self.settings.model_path is None:
+            await self.reconcile()
+
+    async def reconcile(self) -> str | None:
+        """Load the registry's current version unless it is served already; returns the version
+        served. A version that fails to load is logged and the old one kept (tried again at the
+        next reconcile). Raises what the store raises."""
+        version = await self.registry.current_version()
         async with self._reload_lock:
-            if self.classifier is not None and self.classifier.version == version:
-                return
+            if version is None or (self.classifier is not None and self.classifier.version == version):
+                return self.classifier.version if self.classifier else None
             try:
                 new = await self._load_version(version)
             except Exception:
                 self.metrics.reloads.labels("failed").inc()
                 log.exception("could not load promoted model %s; still serving the old one", version)
-                return
+                return self.classifier.version if self.classifier else None
             self._install(new)  # batches already formed finish on the old model
+        log.info("now serving %s", version)
         await self._send_status()
+        return version
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.model_reconcile_s)
+            try:
+                await self.reconcile()
+            except DermaScanError as exc:
+                log.warning("could not read the registry's current model (%s); trying again in %g s",
+                            exc, self.settings.model_reconcile_s)
+            except Exception:
+                log.exception("reconciling with the registry failed; trying again in %g s",
+                              self.settings.model_reconcile_s)
 
     async def _on_request(self, delivery: Delivery) -> None:
         self._in_flight += 1
@@ -244,8 +282,9 @@ class InferenceWorker:
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while self._in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._reconciler):
+            if task is not None:
+                task.cancel()
         if self._batcher is not None:
             await self._batcher.close()
         self._decode_pool.shutdown(wait=False)

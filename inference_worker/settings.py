@@ -58,5 +58,8 @@ class WorkerSettings(CommonSettings):
         "since streams sharing one inter-op thread run one after the other.",
     )
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
+    model_reconcile_s: float = Field(
+        10.0, gt=0, description="Seconds between checks of the registry's current model: a promotion "
+        "broadcast that was missed or overtaken by another heals within this.")
     drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
     worker_id: str | None = Field(None, description="Name in /health; default host-pid.")

@@ -1,5 +1,6 @@
 """The worker as the gateway sees it over the bus: replies per request, bad images and expired
-requests handled one by one, never at the expense of the others."""
+requests handled one by one, never at the expense of the others; and the model it serves
+follows the registry's pointer, whatever the broadcasts say."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
 from shared.bus import MessageBus, connect_bus
 from shared.errors import DeadlineExceeded
-from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.manifest import ModelManifest
+from shared.messages import ModelPromoted, PredictReply, PredictRequest, decode, encode
+from shared.registry import ModelRegistry
 from shared.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -83,3 +86,36 @@ async def test_an_expired_request_gets_no_reply_and_no_model_call(
     assert model_calls(registry) == 0
     assert (await ask(bus, melanoma_jpeg)).result is not None  # the worker is still serving
     assert model_calls(registry) == 1
+
+
+async def test_the_worker_follows_the_registry_when_a_promotion_broadcast_is_missed_or_overtaken(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    settings = WorkerSettings(store_url=tmp_path.as_uri(), bundled_model_dir=tiny_model_dir,
+                              model_cache_dir=tmp_path / "cache", metrics_port=0, model_reconcile_s=0.2)
+    bus = await connect_bus("memory://")
+    store = await open_store(settings.store_url)
+    registry = ModelRegistry(store)
+    worker = InferenceWorker(settings, bus, store, WorkerMetrics(CollectorRegistry()))
+    await worker.start()
+    try:
+        assert worker.status().model_version == "tiny-v1"
+        manifest = ModelManifest.model_validate_json((tiny_model_dir / "manifest.json").read_text())
+        await registry.publish(tiny_model_dir / "model.keras", manifest.model_copy(update={"version": "tiny-v2"}))
+        await registry.promote("tiny-v2")  # and the broadcast never comes (the broker was down)
+        for _ in range(100):
+            if worker.status().model_version == "tiny-v2":
+                break
+            await asyncio.sleep(0.05)
+        assert worker.status().model_version == "tiny-v2"
+
+        # two promotions at once, their broadcasts arriving in the other order: the registry wins
+        await registry.promote("tiny-v1")
+        await bus.broadcast(settings.models_exchange, encode(ModelPromoted(version="tiny-v1")))
+        await registry.promote("tiny-v2")
+        await bus.broadcast(settings.models_exchange, encode(ModelPromoted(version="tiny-v2")))
+        await bus.broadcast(settings.models_exchange, encode(ModelPromoted(version="tiny-v1")))  # late
+        await asyncio.sleep(0.1)
+        assert await worker.reconcile() == "tiny-v2" and worker.status().model_version == "tiny-v2"
+    finally:
+        await worker.stop()
+        await bus.close()
