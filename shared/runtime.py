@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.bus import MessageBus, connect_bus
 from shared.metrics import serve_metrics
-from shared.store import ObjectStore, open_store
+from shared.store import ObjectStore, open_store_for
 
 
 def setup_logging(level: str) -> None:
@@ -61,6 +61,10 @@ class ServiceSettings(Protocol):
     broker_url: str
     store_url: str
     s3_endpoint_url: str | None
+    store_connect_timeout_s: float
+    store_read_timeout_s: float
+    store_max_attempts: int
+    broker_publish_timeout_s: float
     metrics_host: str
     metrics_port: int
 
@@ -72,8 +76,8 @@ async def serve_service(
     here, the service started, then drained on SIGTERM or SIGINT."""
     registry = CollectorRegistry()
     runner = await serve_metrics(registry, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
-    bus = await connect_bus(settings.broker_url)
-    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+    bus = await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+    store = await open_store_for(settings)
     service = build(bus, store, registry)
     try:
         await service.start()

@@ -27,6 +27,17 @@ class CommonSettings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for MinIO or another S3 server; unset for AWS."
     )
+    store_connect_timeout_s: float = Field(
+        2.0, gt=0, description="Seconds an S3 call may take to connect before the try fails.")
+    store_read_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds S3 may stay silent on an open connection before the try fails "
+        "(an upload waits twice: for `100 Continue`, then for the answer).")
+    store_max_attempts: int = Field(
+        2, ge=1, description="Tries per S3 call, the first included; a store that refuses or never answers "
+        "costs a request about this many tries of the timeouts above, then a 503 with Retry-After.")
+    broker_publish_timeout_s: float = Field(
+        5.0, gt=0, description="Longest a publish waits for RabbitMQ's confirm before it fails as "
+        "unavailable (503); the message may still have arrived.")
     log_level: str = Field("INFO", description="Python logging level.")
     predict_queue: str = Field("dermascan.predict", description="Queue of prediction requests.")
     ingest_queue: str = Field("dermascan.ingest", description="Queue of bulk-upload jobs.")
