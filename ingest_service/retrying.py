@@ -1,9 +1,9 @@
 """Object-store calls retried through short outages (S3 restarting, a network blip, SlowDown).
 
 The bus has no delayed requeue, so the backoff lives here: each call is retried with bounded
-exponential backoff while its failure is transient, for at most `RetryPolicy.budget_s`; then
-it raises `StoreUnavailable` (retryable), and the service decides whether the job gets another
-attempt. Failures that another try cannot fix (NotFound, a bad key) are raised at once.
+exponential backoff while its failure is transient, for at most `RetryPolicy.budget_s`; then it
+raises `shared.store.StoreUnavailable` (retryable), and the service decides whether the job gets
+another attempt. Failures that another try cannot fix (NotFound, a bad key) are raised at once.
 """
 
 from __future__ import annotations
@@ -17,20 +17,14 @@ from typing import TypeVar
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from shared.errors import DermaScanError, ServiceUnavailable
-from shared.store import ObjectStore
+from shared.errors import DermaScanError
+from shared.store import ObjectStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: S3 error codes that mean "try again" even when the status is not a 5xx.
 _TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException",
                               "RequestLimitExceeded", "InternalError", "ServiceUnavailable"})
-
-
-class StoreUnavailable(ServiceUnavailable):
-    """The object store kept failing for a whole retry budget."""
-
-    default_code = "store_unavailable"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -85,6 +79,10 @@ class RetryingStore:
 
     async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         await self._call("put", lambda: self.inner.put(key, data, content_type=content_type))
+
+    async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        """The inner store's conditional create, retried like the rest (AlreadyExists is final)."""
+        await self._call("create", lambda: self.inner.create(key, data, content_type=content_type))
 
     async def get(self, key: str) -> bytes:
         return await self._call("get", lambda: self.inner.get(key))
