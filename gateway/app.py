@@ -33,7 +33,7 @@ from shared.errors import BadRequest
 from shared.jobs import JobStore
 from shared.metrics import metrics_handler
 from shared.registry import ModelRegistry
-from shared.store import ObjectStore, open_store
+from shared.store import ObjectStore, open_store_for
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -69,8 +69,8 @@ async def _join_broker(app: web.Application) -> None:
 def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        own_bus = bus or await connect_bus(settings.broker_url)
-        own_store = store or await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+        own_bus = bus or await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+        own_store = store or await open_store_for(settings)
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)
         app[JOBS] = JobStore(own_store)

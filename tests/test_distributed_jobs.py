@@ -70,6 +70,7 @@ def cluster(rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path, tiny
         # A gate that lets the first candidate through (margins are the trainer's settings).
         "DERMASCAN_MAX_BALANCED_ACCURACY_DROP": "1", "DERMASCAN_MAX_CLASS_RECALL_DROP": "1",
         "DERMASCAN_GATE_MALIGNANT_MAX_RECALL_DROP": "1",
+        "DERMASCAN_PREDICT_RATE_PER_S": "0",  # one test client predicts in a tight loop: no per-caller limit
     }
     base = f"http://127.0.0.1:{env['DERMASCAN_HTTP_PORT']}"
     with ExitStack() as stack:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shared.registry import ModelRegistry
 from shared.runtime import run, serve_service, setup_logging
-from shared.store import open_store
+from shared.store import open_store_for
 from trainer_service.settings import TrainerSettings
 
 
@@ -23,7 +23,7 @@ async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -
     from trainer_service.importer import import_dataset
     from trainer_service.retrain import Progress, ensure_embeddings, load_current
 
-    store = await open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url)
+    store = await open_store_for(settings)
     try:
         summary = await import_dataset(store, root)
         print(f"imported: {summary}", flush=True)
