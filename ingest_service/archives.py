@@ -68,6 +68,8 @@ def label_for_path(path: str) -> str | None:
 
 
 def _is_file(info: zipfile.ZipInfo) -> bool:
+    if not info.filename:  # a corrupted directory entry can name nothing (zipfile's is_dir() then raises)
+        return False
     base = info.filename.rsplit("/", 1)[-1]
     return not info.is_dir() and not info.filename.startswith("__MACOSX/") and not base.startswith(".")
 

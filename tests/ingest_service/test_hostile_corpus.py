@@ -55,3 +55,30 @@ async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds
     keys = await ingest.store.list()
     assert not [k for k in keys if ".." in k or "<" in k or "etc" in k.split("/")]
     assert not [k for k in keys if k.startswith("uploads/")], "staged uploads are deleted"
+
+
+def zip_with_a_nameless_member() -> bytes:
+    """A zip whose central directory names its one member with zero bytes (a corrupted entry)."""
+    import io
+    import struct
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a", b"not an image")
+    data = bytearray(buffer.getvalue())
+    central = data.index(b"PK\x01\x02")
+    struct.pack_into("<H", data, central + 28, 0)  # file name length
+    del data[central + 46]  # the name "a"
+    end = data.index(b"PK\x05\x06")
+    size = struct.unpack_from("<I", data, end + 12)[0]
+    struct.pack_into("<I", data, end + 12, size - 1)  # central directory size
+    return bytes(data)
+
+
+def test_a_member_without_a_name_is_skipped_not_a_crash() -> None:
+    from ingest_service import archives
+
+    data = zip_with_a_nameless_member()
+    limits = archives.ArchiveLimits(max_members=10, max_member_bytes=1 << 20, max_archive_bytes=1 << 22)
+    assert list(archives.members(data, limits, archives.JobBudget(1 << 22))) == []

@@ -4,7 +4,6 @@ upload already answered 202 is retried and requeued, never dead-lettered, and en
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import urlparse
 
 import pytest
@@ -12,49 +11,9 @@ import pytest
 from shared.bus import connect_bus
 from shared.store import open_store
 from tests.ingest_service.conftest import MakeIngest, noise_images
+from tests.support.tcp import Proxy
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class Proxy:
-    """A loopback TCP proxy to `target` (host, port). `down()` stops listening and cuts every
-    connection through it, as a crashed S3 would; `up()` listens again on the same port."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.port = target, 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def down(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, upstream_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, RuntimeError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-                sink.write_eof()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-        for end in (writer, upstream_writer):
-            end.transport.abort()
-        self._writers -= {writer, upstream_writer}
 
 
 async def test_s3_down_mid_ingest_requeues_the_job_and_every_file_ends_stored(
@@ -97,3 +56,4 @@ async def test_s3_down_mid_ingest_requeues_the_job_and_every_file_ends_stored(
     finally:
         await proxied.close()
         await direct.close()
+        await proxy.close()
