@@ -22,7 +22,9 @@ from shared.sanitize import clean_image
 from tests.conftest import FIXTURES
 
 REAL_JPEG = sorted((FIXTURES / "ham10000" / "melanoma").glob("*.jpg"))[0].read_bytes()
-PROPERTY = settings(max_examples=250, deadline=None, database=None,
+# derandomize: the same examples every run, so CI cannot turn red on a new draw; a change to a
+# strategy explores anew, and a bug found locally is kept by its own regression test.
+PROPERTY = settings(max_examples=250, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
