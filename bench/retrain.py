@@ -76,9 +76,9 @@ async def main(data: Path, uploads: int) -> None:
 
     settings = TrainerSettings(**common, work_dir=work / "trainer")
     t0 = time.perf_counter()
-    model, manifest = await load_current(registry, settings.work_dir)
+    current = await load_current(registry, settings.work_dir)
     records = await Catalog(store).records()
-    await ensure_embeddings(store, model, manifest, records, batch_size=settings.embed_batch_size,
+    await ensure_embeddings(store, current, records, batch_size=settings.embed_batch_size,
                             progress=Progress(), log=lambda _: None)
     cold = time.perf_counter() - t0
     print(f"embeddings (cold cache, {len(records)} images): {cold:.1f} s = {len(records) / cold:.0f} img/s")

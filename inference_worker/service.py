@@ -42,14 +42,9 @@ from shared.messages import (
 )
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from shared.taxonomy import admissible_for, decide, roll_up
+from shared.taxonomy import decide
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=16)
-def _links(classes: tuple[str, ...], parents: tuple[tuple[str, str], ...]) -> np.ndarray:
-    return admissible_for(classes, dict(parents))
 
 
 def to_prediction(scores_row: np.ndarray, classifier: Classifier, top_k: int) -> Prediction:
@@ -65,9 +60,9 @@ def to_prediction(scores_row: np.ndarray, classifier: Classifier, top_k: int) ->
     probabilities, ood = scores_row[:-1], float(scores_row[-1])
     detector = manifest.ood if not np.isnan(ood) else None
     parents = manifest.parents
-    leaves = {name: float(p) for name, p in zip(classifier.classes, probabilities, strict=True)}
-    scores = roll_up(leaves, parents)
-    best = classifier.classes[int(decide(probabilities[None, :], _links(tuple(classifier.classes), tuple(parents.items())))[0])]
+    rolled = classifier.links @ probabilities  # a parent's own probability plus its children's
+    scores = {name: float(p) for name, p in zip(classifier.classes, rolled, strict=True)}
+    best = classifier.classes[int(decide(probabilities[None, :], classifier.links)[0])]
     ranked = sorted(scores, key=lambda name: -scores[name])[:top_k]
     return Prediction(
         label=best,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from shared.imaging import check_policy
+from shared.taxonomy import admissible_for
 from shared.manifest import ModelManifest
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class Classifier:
         height, width = manifest.input_size
         self.input_size: tuple[int, int] = (height, width)
         self.preprocessing = check_policy(manifest.preprocessing)
+        #: `admissible` under the model's own links: rolls probabilities up, feeds `decide`.
+        self.links = admissible_for(self.classes, manifest.parents)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)],

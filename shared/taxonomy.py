@@ -89,7 +89,7 @@ def admissible(classes: tuple[str, ...] | list[str]) -> np.ndarray:
     Training maximises the summed probability of a label's admissible outputs, so a parent-level
     label is no evidence against its children; evaluation counts such a prediction as right.
     """
-    return np.array([[1.0 if covers(label, leaf) else 0.0 for leaf in classes] for label in classes])
+    return admissible_for(classes, PARENTS)
 
 
 def roll_up(probabilities: dict[str, float], parents: dict[str, str] | None = None) -> dict[str, float]:
@@ -139,5 +139,5 @@ def decide(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 
 def admissible_for(classes: tuple[str, ...] | list[str], parents: dict[str, str]) -> np.ndarray:
-    """`admissible` under a model's own recorded `parents` links."""
+    """`admissible` under a model's own recorded `parents` links (a manifest's `parents`)."""
     return np.array([[1.0 if covers(label, leaf, parents) else 0.0 for leaf in classes] for label in classes])

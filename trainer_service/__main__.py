@@ -32,9 +32,9 @@ async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -
 
             registry = ModelRegistry(store)
             await registry.bootstrap(settings.bundled_model_dir)
-            model, manifest = await load_current(registry, settings.work_dir)
+            current = await load_current(registry, settings.work_dir)
             records = await Catalog(store).records()
-            await ensure_embeddings(store, model, manifest, records, batch_size=settings.embed_batch_size,
+            await ensure_embeddings(store, current, records, batch_size=settings.embed_batch_size,
                                     progress=Progress(), log=lambda line: print(line, flush=True))
     finally:
         await store.close()

@@ -22,7 +22,7 @@ from trainer_service.dataset import IMAGE_SUFFIXES
 
 
 def _images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {".png"})
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _kind(root: Path, path: Path) -> str:

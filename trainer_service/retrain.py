@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -123,28 +123,34 @@ async def load_images(store: ObjectStore, records: list[ImageRecord], classes: l
                     tuple(r.group or r.sha256 for r in records))
 
 
-async def load_current(registry: ModelRegistry, work_dir: Path) -> tuple[keras.Model, ModelManifest]:
-    """The current model and its manifest; raises Unprocessable for an empty registry."""
+class CurrentModel(NamedTuple):
+    """The model being retrained: loaded, its manifest, and the file it came from (which keys
+    the LiteRT conversion cache)."""
+
+    model: keras.Model
+    manifest: ModelManifest
+    artifact: Path
+
+
+async def load_current(registry: ModelRegistry, work_dir: Path) -> CurrentModel:
+    """The current model; raises Unprocessable for an empty registry."""
     current = await registry.current_version()
     if current is None:
         raise Unprocessable("the registry has no current model to retrain from", code="no_current_model")
-    directory = await registry.fetch(current, work_dir / "models")
-    model = await asyncio.to_thread(keras.saving.load_model, directory / "model.keras", compile=False)
-    model._dermascan_file = directory / "model.keras"  # where it came from: keys the LiteRT conversion cache
-    return model, await registry.manifest(current)
+    artifact = await registry.fetch(current, work_dir / "models") / "model.keras"
+    model = await asyncio.to_thread(keras.saving.load_model, artifact, compile=False)
+    return CurrentModel(model, await registry.manifest(current), artifact)
 
 
-def embedder(model: keras.Model, cache_dir: Path | None, log: Log) -> Callable[[np.ndarray], np.ndarray]:
-    """images -> embeddings, on LiteRT (its conversion of the embedding part cached in `cache_dir`
-    by the model file's hash) when it converts and matches TensorFlow within 1e-3, else TensorFlow."""
+def embedder(model: keras.Model, artifact: Path, cache_dir: Path | None, log: Log) -> Callable[[np.ndarray], np.ndarray]:
+    """images -> embeddings, on LiteRT (its conversion of the embedding part of `artifact`, cached
+    in `cache_dir` by the file's hash) when it converts and matches TensorFlow within 1e-3, else
+    TensorFlow."""
     forward = compiled_forward(embedding_model(model))
 
     def tensorflow(images: np.ndarray) -> np.ndarray:
         return np.asarray(forward(images.astype(np.float32)))
 
-    artifact = getattr(model, "_dermascan_file", None)
-    if artifact is None:
-        return tensorflow
     try:
         from shared.litert import LiteRTForward, convert
 
@@ -159,19 +165,20 @@ def embedder(model: keras.Model, cache_dir: Path | None, log: Log) -> Callable[[
     return lambda images: np.asarray(lite(images)[0])
 
 
-async def ensure_embeddings(store: ObjectStore, model: keras.Model, manifest: ModelManifest,
-                            records: list[ImageRecord], *, batch_size: int, progress: Progress,
-                            log: Log, cache_dir: Path | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """Embeddings of `records` under `model`'s backbone: cached ones read, missing ones computed
-    (on LiteRT, see `embedder`; its conversion cached in `cache_dir`) and cached. Returns
+async def ensure_embeddings(store: ObjectStore, current: CurrentModel, records: list[ImageRecord], *,
+                            batch_size: int, progress: Progress, log: Log,
+                            cache_dir: Path | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """Embeddings of `records` under the current model's backbone: cached ones read, missing ones
+    computed (on LiteRT, see `embedder`; its conversion cached in `cache_dir`) and cached. Returns
     (backbone id, embeddings by hash)."""
+    model, manifest, artifact = current
     backbone_id = manifest.backbone_version or manifest.version
     cache = await load_cache(store, backbone_id)
     missing = [r for r in records if r.sha256 not in cache]
     progress.update(phase="embedding", embedded=0, to_embed=len(missing), cached=len(cache))
     if missing:
         computed = await embed(
-            store, missing, await asyncio.to_thread(embedder, model, cache_dir, log),
+            store, missing, await asyncio.to_thread(embedder, model, artifact, cache_dir, log),
             tuple(manifest.input_size), policy=manifest.preprocessing, batch_size=batch_size,
             on_progress=lambda n: progress.update(embedded=n))
         await save_shard(store, backbone_id, computed)
@@ -191,7 +198,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     """
     started = time.monotonic()
     records = await Catalog(store).records()
-    model, parent = await load_current(registry, settings.work_dir)
+    loaded = await load_current(registry, settings.work_dir)
+    model, parent = loaded.model, loaded.manifest
     current = parent.version
     classes = sorted(set(parent.classes) | {r.label for r in records if r.split == "train"})
     train = [r for r in records if r.split == "train"]
@@ -201,7 +209,7 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                             code="no_training_data")
     log(f"dataset: {counts(records)}; retraining the head of {current}")
 
-    backbone_id, cache = await ensure_embeddings(store, model, parent, train + held,
+    backbone_id, cache = await ensure_embeddings(store, loaded, train + held,
                                                  batch_size=settings.embed_batch_size, progress=progress, log=log,
                                                  cache_dir=settings.work_dir / "litert")
 

@@ -24,7 +24,7 @@ from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.ood import fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, calibrated, cross_validated_bias, referral_thresholds, uncertainty_threshold
 from trainer_service.sources import Source, combined, load_sources, source_name
-from trainer_service.training import Log, Recipe, fine_tune, train_head
+from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
 
 #: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
@@ -53,7 +53,7 @@ def _source_scores(model: keras.Model, sources: list[Source]) -> list[Scored]:
     return [Scored(s.name, predict(forward, s.validation.images), s.validation.labels) for s in sources]
 
 
-def selection_scorer(sources: list[Source], allowed: np.ndarray, classes: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def selection_scorer(sources: list[Source], allowed: np.ndarray, classes: tuple[str, ...]) -> Scorer:
     """Per epoch: the mean over sources of (balanced accuracy + melanoma AUC) / 2 on validation
     (balanced accuracy alone where a source has no melanoma)."""
 

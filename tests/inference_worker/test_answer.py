@@ -9,6 +9,7 @@ import pytest
 
 from inference_worker.service import to_prediction
 from shared.manifest import ModelManifest, OodDetector, ReferralThreshold, Uncertainty
+from shared.taxonomy import admissible_for
 
 CLASSES = ["benign_keratosis", "melanocytic_nevi", "melanoma", "seborrheic_keratosis"]
 
@@ -18,7 +19,8 @@ def classifier(referral: dict[str, float], **extra: object) -> SimpleNamespace:
         version="v2-test", classes=CLASSES, input_size=(32, 32),
         parents={"seborrheic_keratosis": "benign_keratosis"},
         referral={k: ReferralThreshold(threshold=v, target_recall=0.8) for k, v in referral.items()}, **extra)
-    return SimpleNamespace(manifest=manifest, classes=CLASSES, version=manifest.version)
+    return SimpleNamespace(manifest=manifest, classes=CLASSES, version=manifest.version,
+                           links=admissible_for(CLASSES, manifest.parents))
 
 
 def row(*probabilities: float, ood: float = np.nan) -> np.ndarray:
