@@ -59,6 +59,8 @@ class PredictRequest(Message):
     sent_at: float = Field(default_factory=time.time, description="Unix time it was published.")
     deadline: float = Field(description="Unix time after which nobody waits for the answer.")
     top_k: int = Field(3, ge=1, description="How many best classes to list.")
+    want_input: bool = Field(False, description="Also send back the model's input (the image after crop, "
+                                                "resize and colour normalisation) as a PNG.")
 
 
 class ClassScore(BaseModel):
@@ -118,6 +120,7 @@ class PredictReply(Message):
     queue_ms: float = Field(0.0, description="Time the request waited in the broker.")
     compute_ms: float = Field(0.0, description="Time of the batched model call.")
     batch_size: int = Field(0, description="Size of the batch the image was part of.")
+    input_png: bytes | None = Field(None, description="The model's input as a PNG, when the request asked for it.")
 
 
 class WorkerStatus(Message):
@@ -128,6 +131,8 @@ class WorkerStatus(Message):
     classes: list[str] = Field(default_factory=list, description="Classes of that model.")
     sent_at: float = Field(default_factory=time.time, description="Unix time it was sent.")
     interval_s: float = Field(5.0, description="How often the worker sends this.")
+    engine: str | None = Field(None, description="The engine serving the model: litert or tensorflow.")
+    started_at: float | None = Field(None, description="Unix time the worker started.")
 
 
 class ModelPromoted(Message):
