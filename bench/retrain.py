@@ -28,7 +28,7 @@ from ingest_service.service import IngestService  # noqa: E402
 from ingest_service.settings import IngestSettings  # noqa: E402
 from shared.bus import connect_bus  # noqa: E402
 from shared.catalog import Catalog  # noqa: E402
-from shared.jobs import Job, JobStore  # noqa: E402
+from shared.jobs import IngestResult, Job, JobStore, TrainResult  # noqa: E402
 from shared.messages import IngestRequest, StagedFile, TrainOptions, TrainRequest, encode  # noqa: E402
 from shared.registry import ModelRegistry  # noqa: E402
 from shared.settings import CommonSettings  # noqa: E402
@@ -99,18 +99,19 @@ async def main(data: Path, uploads: int) -> None:
         staged.append(StagedFile(key=key, filename=f"{path.parent.name}_{path.name}", size=path.stat().st_size))
     await bus.publish(settings.ingest_queue, encode(IngestRequest(job_id=job.job_id, files=staged)))
     done = await wait(jobs, job.job_id)
-    print(f"upload of {uploads} images: {done.result['stored']} stored in {time.perf_counter() - t0:.1f} s")
+    stored = done.result.stored if isinstance(done.result, IngestResult) else 0
+    print(f"upload of {uploads} images: {stored} stored in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
     job = await jobs.save(Job(kind="train"))
     await bus.publish(settings.train_queue, encode(TrainRequest(job_id=job.job_id, options=TrainOptions())))
     done = await wait(jobs, job.job_id)
     seconds = time.perf_counter() - t0
-    result = done.result or {}
-    gate = result.get("gate", {})
-    print(f"head-only retrain: {done.state} in {seconds:.1f} s (target < 60 s); version {result.get('version')}; "
-          f"balanced accuracy {result.get('balanced_accuracy', float('nan')):.4f} "
-          f"vs current {gate.get('current_balanced_accuracy') or float('nan'):.4f}")
+    print(f"head-only retrain: {done.state} in {seconds:.1f} s (target < 60 s)")
+    if isinstance(done.result, TrainResult):
+        current = done.result.gate.current_balanced_accuracy
+        print(f"version {done.result.version}; balanced accuracy {done.result.balanced_accuracy:.4f} "
+              f"vs current {current if current is not None else float('nan'):.4f}")
     for line in done.log:
         print("   ", line)
     await trainer.stop()

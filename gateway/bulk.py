@@ -7,7 +7,6 @@ accepted upload survives a gateway restart; nothing is decoded here.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
@@ -19,7 +18,7 @@ from gateway.ratelimit import RATE_LIMITS
 from gateway.schemas import JobAccepted
 from gateway.uploads import FRAMING_BYTES, declared_size, filename, parts, read_part, release
 from shared.errors import DermaScanError, PayloadTooLarge, Unprocessable
-from shared.jobs import Job
+from shared.jobs import FileOutcome, IngestResult, Job
 from shared.messages import IngestRequest, StagedFile, encode
 from shared.taxonomy import CLASSES, is_known
 
@@ -54,13 +53,13 @@ async def upload_bulk(request: web.Request) -> web.Response:
     return await _queue(request, job, label, staged, outcomes, total)
 
 
-async def _stage(request: web.Request, job: Job) -> tuple[str | None, list[StagedFile], list[dict[str, Any]], int]:
+async def _stage(request: web.Request, job: Job) -> tuple[str | None, list[StagedFile], list[FileOutcome], int]:
     """Read the form part by part, staging each file in the store as it arrives."""
     app = request.app
     settings, store = app[SETTINGS], app[STORE]
     metered = request.content_length is None  # then the quota is charged file by file
     staged: list[StagedFile] = []
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[FileOutcome] = []
     label: str | None = None
     total = 0
     async for part in parts(request, "one or more 'files' fields"):
@@ -79,8 +78,8 @@ async def _stage(request: web.Request, job: Job) -> tuple[str | None, list[Stage
             data = await read_part(part, settings.max_file_bytes)
         except PayloadTooLarge as exc:
             await release(part)
-            outcomes.append({"index": index, "filename": name, "status": "rejected",
-                             "reason": "too_large", "message": exc.message})
+            outcomes.append(FileOutcome(index=index, filename=name, status="rejected", reason="too_large",
+                                        message=exc.message))
             continue
         total += len(data)
         if total > settings.max_request_bytes:
@@ -104,7 +103,7 @@ async def _label(part: BodyPartReader) -> str | None:
 
 
 async def _queue(request: web.Request, job: Job, label: str | None, staged: list[StagedFile],
-                 outcomes: list[dict[str, Any]], total: int) -> web.Response:
+                 outcomes: list[FileOutcome], total: int) -> web.Response:
     app = request.app
     settings, jobs = app[SETTINGS], app[JOBS]
     draft = request[AUDIT_DRAFT]
@@ -113,7 +112,7 @@ async def _queue(request: web.Request, job: Job, label: str | None, staged: list
     if not staged and not outcomes:
         raise Unprocessable("the form has no 'files' field", code="missing_field")
     job.progress = {"files": len(staged) + len(outcomes), "done": len(outcomes)}
-    job.result = {"files": outcomes}
+    job.result = IngestResult.of(outcomes)
     job.note(f"received {len(staged) + len(outcomes)} files ({total:,} bytes)")
     draft.detail = {"files": len(staged) + len(outcomes), "bytes": total, "label": label}
     if not staged:

@@ -1,36 +1,33 @@
 """What one ingest job has done so far, in the shape its job record keeps between attempts.
 
-`job.result["files"]` holds the outcomes of the files already handled (the gateway puts its own
+`job.result.files` holds the outcomes of the files already handled (the gateway puts its own
 rejections there first) and `job.progress["handled"]` the staged slots they came from, so an
 attempt that follows a failed one skips those files, whose staged uploads may be gone.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from shared.jobs import Job
-
-STATUSES = ("stored", "duplicate", "rejected")
+from shared.jobs import FileOutcome, IngestResult, Job
 
 
 class Progress:
     """Outcomes of handled files, of the file in hand, and the staged keys safe to delete once
     the outcomes are saved. Loop-only."""
 
-    def __init__(self, outcomes: list[dict[str, Any]], handled: set[int], *, files: int, staged: int) -> None:
+    def __init__(self, outcomes: list[FileOutcome], handled: set[int], *, files: int, staged: int) -> None:
         self.outcomes, self.handled = outcomes, handled
-        self.current: list[dict[str, Any]] = []
-        self.stored = {o["sha256"] for o in outcomes if o.get("status") == "stored"}
+        self.current: list[FileOutcome] = []
+        self.stored = {o.sha256 for o in outcomes if o.status == "stored" and o.sha256 is not None}
         self._files, self._staged = files, staged
-        self._next_index = max([files, staged] + [int(o["index"]) + 1 for o in outcomes])
+        self._next_index = max([files, staged] + [o.index + 1 for o in outcomes])
         self._deletable: list[str] = []
 
     @classmethod
     def resume(cls, job: Job, staged: int) -> Progress:
         """The progress saved in `job` (by the gateway, or by an earlier attempt)."""
-        outcomes = list((job.result or {}).get("files", []))
+        outcomes = list(job.result.files) if isinstance(job.result, IngestResult) else []
         handled = {int(slot) for slot in job.progress.get("handled", [])}
         return cls(outcomes, handled, files=int(job.progress.get("files", staged)), staged=staged)
 
@@ -39,10 +36,10 @@ class Progress:
         self._next_index += 1
         return self._next_index - 1
 
-    def add(self, outcome: dict[str, Any]) -> None:
+    def add(self, outcome: FileOutcome) -> None:
         self.current.append(outcome)
-        if outcome["status"] == "stored":
-            self.stored.add(outcome["sha256"])
+        if outcome.status == "stored" and outcome.sha256 is not None:
+            self.stored.add(outcome.sha256)
 
     def file_done(self, slot: int, key: str) -> None:
         """The staged file `slot` is handled: its outcomes join the saved ones."""
@@ -60,12 +57,9 @@ class Progress:
         keys, self._deletable = self._deletable, []
         return keys
 
-    def result(self, *, unfinished: bool = False) -> dict[str, Any]:
+    def result(self, *, unfinished: bool = False) -> IngestResult:
         """The job result: every outcome by index and counts per status. `unfinished` (a failed
         job) includes the file in hand and counts the staged files never handled."""
-        files = sorted(self.outcomes + (self.current if unfinished else []), key=lambda o: int(o["index"]))
-        tally = Counter(o["status"] for o in files)
-        result: dict[str, Any] = {"files": files, **{k: tally.get(k, 0) for k in STATUSES}}
         if unfinished:
-            result["unprocessed"] = self._staged - len(self.handled)
-        return result
+            return IngestResult.of(self.outcomes + self.current, unprocessed=self._staged - len(self.handled))
+        return IngestResult.of(self.outcomes)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from ingest_service import archives
 from ingest_service.metrics import IngestMetrics
@@ -30,7 +29,7 @@ from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
-from shared.jobs import Job, JobStore
+from shared.jobs import FileOutcome, Job, JobStore
 from shared.messages import ErrorInfo, IngestRequest, StagedFile, decode, encode
 from shared.sanitize import clean_image
 from shared.store import ObjectStore
@@ -110,8 +109,7 @@ class IngestService:
         job.progress.pop("handled", None)
         job.progress["done"] = job.progress.get("files", len(progress.outcomes))
         job.result = result = progress.result()
-        job.note(f"stored {result['stored']}, duplicates {result['duplicate']}, "
-                 f"rejected {result['rejected']}")
+        job.note(f"stored {result.stored}, duplicates {result.duplicate}, rejected {result.rejected}")
         await self.jobs.save(job)
         self.metrics.jobs.labels("succeeded").inc()
         self.metrics.job_seconds.observe(time.perf_counter() - started)
@@ -130,8 +128,8 @@ class IngestService:
         """Final failure: the job's record lists what it stored; its staged uploads go. Raises
         when even the record cannot be saved (the message is then dead-lettered)."""
         job.state, job.error = "failed", ErrorInfo.from_exception(exc)
-        job.result = progress.result(unfinished=True)
-        job.note(f"failed ({job.error.code}) after storing {job.result['stored']} files: {job.error.message}")
+        job.result = result = progress.result(unfinished=True)
+        job.note(f"failed ({job.error.code}) after storing {result.stored} files: {job.error.message}")
         await self._end_batch(request.job_id)
         await self.jobs.save(job)
         self.metrics.jobs.labels("failed").inc()
@@ -204,14 +202,14 @@ class IngestService:
                 progress.add(await self._one(index, name, member.data, label, request.job_id, progress))
             member = await asyncio.to_thread(next, members, None)  # one member in memory at a time
 
-    def _rejected(self, index: int, filename: str, exc: Exception) -> dict[str, Any]:
+    def _rejected(self, index: int, filename: str, exc: Exception) -> FileOutcome:
         info = ErrorInfo.from_exception(exc)
         self.metrics.files.labels("rejected", info.code).inc()
-        return {"index": index, "filename": filename, "status": "rejected", "reason": info.code,
-                "message": info.message}
+        return FileOutcome(index=index, filename=filename, status="rejected", reason=info.code,
+                           message=info.message)
 
     async def _one(self, index: int, filename: str, data: bytes, label: str | None, job_id: str,
-                   progress: Progress) -> dict[str, Any]:
+                   progress: Progress) -> FileOutcome:
         if label is None:
             return self._rejected(index, filename, BadRequest(
                 "no class: name the file <class>_<anything>.<ext>, put it in a <class>/ folder "
@@ -221,15 +219,14 @@ class IngestService:
         except DermaScanError as exc:
             return self._rejected(index, filename, exc)
         existing = await self.catalog.find(image.sha256)
-        outcome = {"index": index, "filename": filename, "sha256": image.sha256, "label": label}
         if image.sha256 in progress.stored or (existing is not None and existing.job_id != job_id):
             self.metrics.files.labels("duplicate", "same_bytes").inc()
             known = existing.label if existing else label
-            return {**outcome, "status": "duplicate", "label": known,
-                    "message": f"the same image is already stored as {known}"}
+            return FileOutcome(index=index, filename=filename, status="duplicate", sha256=image.sha256,
+                               label=known, message=f"the same image is already stored as {known}")
         if existing is not None:  # stored and catalogued by an earlier attempt of this job
-            return {**outcome, "status": "stored", "label": existing.label, "key": existing.key,
-                    "split": existing.split}
+            return FileOutcome(index=index, filename=filename, status="stored", sha256=image.sha256,
+                               label=existing.label, key=existing.key, split=existing.split)
         record = ImageRecord(
             sha256=image.sha256, label=label, key=image_key(label, image.sha256, image.format),
             split=split_for(image.sha256), source="upload",
@@ -239,4 +236,5 @@ class IngestService:
         await self.catalog.add_image(record, image.data)  # catalogued now, whatever happens next
         self.metrics.files.labels("stored", "ok").inc()
         self.metrics.stored_bytes.inc(len(image.data))
-        return {**outcome, "status": "stored", "key": record.key, "split": record.split}
+        return FileOutcome(index=index, filename=filename, status="stored", sha256=image.sha256, label=label,
+                           key=record.key, split=record.split)

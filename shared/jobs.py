@@ -15,21 +15,84 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections import Counter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.catalog import Split
 from shared.errors import NotFound, ServiceUnavailable
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, new_id
 from shared.store import AlreadyExists, ObjectStore
+from shared.verdict import GateResult
 
 JobKind = Literal["ingest", "train"]
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected"]
+FileStatus = Literal["stored", "duplicate", "rejected"]
 #: One record per claim of "the training job", numbered; the newest is the claim in force.
 TRAINING_CLAIMS = "jobs/training-claims/"
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
 _CLAIM_TRIES = 50
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class FileOutcome(BaseModel):
+    """What became of one uploaded file or archive member: the one shape of the gateway's own
+    rejections (too large) and the ingest service's outcomes. Fields that do not apply to the
+    status are left out of the JSON (a stored file has no `reason`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="Position in the upload; archive members are numbered after the files.")
+    filename: str = Field(description="Name the client gave it; 'archive.zip:folder/name.jpg' for a member.")
+    status: FileStatus = Field(description="stored, duplicate or rejected.")
+    reason: str | None = Field(None, exclude_if=_absent,
+                               description="Rejected: the stable error code, e.g. 'corrupt_image'.")
+    message: str | None = Field(None, exclude_if=_absent, description="Rejected or duplicate: why, in words.")
+    sha256: str | None = Field(None, exclude_if=_absent,
+                               description="Hash of the cleaned image (stored or duplicate).")
+    label: str | None = Field(None, exclude_if=_absent,
+                              description="The class it is stored under (a duplicate: the earlier one's).")
+    key: str | None = Field(None, exclude_if=_absent, description="Stored: the object key of the image.")
+    split: Split | None = Field(None, exclude_if=_absent, description="Stored: 'train' or 'eval'.")
+
+
+class IngestResult(BaseModel):
+    """The result of an ingest job: every file's outcome and the counts per status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[FileOutcome] = Field(default_factory=list, description="Every outcome, by index.")
+    stored: int = Field(0, description="Files stored (and catalogued for training).")
+    duplicate: int = Field(0, description="Files whose image was already stored.")
+    rejected: int = Field(0, description="Files rejected, each with its reason.")
+    unprocessed: int | None = Field(None, exclude_if=_absent,
+                                    description="A failed job: staged files never handled.")
+
+    @classmethod
+    def of(cls, files: list[FileOutcome], *, unprocessed: int | None = None) -> IngestResult:
+        """The result listing `files` by index, with their counts per status."""
+        tally = Counter(o.status for o in files)
+        return cls(files=sorted(files, key=lambda o: o.index), stored=tally["stored"],
+                   duplicate=tally["duplicate"], rejected=tally["rejected"], unprocessed=unprocessed)
+
+
+class TrainResult(BaseModel):
+    """The result of a training job that produced a candidate (promoted or rejected by the gate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(description="Registry version of the candidate.")
+    gate: GateResult = Field(description="The promotion gate's verdict on it.")
+    classes: list[str] = Field(description="Classes of the candidate, in output order.")
+    balanced_accuracy: float = Field(description="Balanced accuracy on the held-out split.")
+    per_class_recall: dict[str, float | None] = Field(description="Class -> held-out recall (None: no images).")
+    training_seconds: float | None = Field(None, description="Wall time of the training run.")
+    promoted: bool = Field(False, description="Whether it became the current model.")
 
 
 class Job(BaseModel):
@@ -41,13 +104,22 @@ class Job(BaseModel):
     kind: JobKind = Field(description="'ingest' or 'train'.")
     state: JobState = Field("queued", description="queued, running, succeeded, failed or rejected.")
     progress: dict[str, Any] = Field(default_factory=dict, description="Kind-specific progress.")
-    result: dict[str, Any] | None = Field(None, description="Outcome once final.")
+    result: IngestResult | TrainResult | None = Field(
+        None, description="Outcome: an ingest job's file outcomes (also while running), a training job's "
+                          "candidate once it has one.")
     error: ErrorInfo | None = Field(None, description="Why it failed or was rejected.")
     log: list[str] = Field(default_factory=list, description="Human-readable log lines.")
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _result_of_its_kind(self) -> Job:
+        expected = IngestResult if self.kind == "ingest" else TrainResult
+        if self.result is not None and not isinstance(self.result, expected):
+            raise ValueError(f"the result of a {self.kind} job must be {expected.__name__}")
+        return self
 
     @property
     def final(self) -> bool:

@@ -19,7 +19,7 @@ import time
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
-from shared.jobs import Job, JobStore
+from shared.jobs import Job, JobState, JobStore, TrainResult
 from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
@@ -117,18 +117,18 @@ class TrainerService:
                 self.metrics.class_recall.labels(name).set(row["recall"])
         self.metrics.training_seconds.observe(time.monotonic() - started)
         job.progress = {**progress.values, "phase": "done"}
-        job.result = {"version": manifest.version, "gate": outcome.gate.model_dump(),
-                      "classes": manifest.classes, "balanced_accuracy": evaluation["balanced_accuracy"],
-                      "per_class_recall": {k: v["recall"] for k, v in evaluation["per_class"].items()},
-                      "training_seconds": manifest.model_extra.get("training_seconds") if manifest.model_extra else None,
-                      "promoted": False}
+        job.result = result = TrainResult(
+            version=manifest.version, gate=outcome.gate, classes=manifest.classes,
+            balanced_accuracy=evaluation["balanced_accuracy"],
+            per_class_recall={k: v["recall"] for k, v in evaluation["per_class"].items()},
+            training_seconds=manifest.training_seconds)
         if not outcome.gate.passed:
             await self._finish(job, "rejected", ErrorInfo(
                 code="gate_rejected", status=422, message="; ".join(outcome.gate.reasons)))
             return
         if options.promote:
             await self.registry.promote(manifest.version)
-            job.result["promoted"] = True
+            result.promoted = True
             self.metrics.current_model.info({"version": manifest.version})
             with contextlib.suppress(DermaScanError):
                 await self.bus.broadcast(self.settings.models_exchange, encode(ModelPromoted(version=manifest.version)))
@@ -148,8 +148,8 @@ class TrainerService:
         with contextlib.suppress(asyncio.CancelledError):
             await beat
 
-    async def _finish(self, job: Job, state: str, error: ErrorInfo | None) -> None:
-        job.state, job.error = state, error  # type: ignore[assignment]
+    async def _finish(self, job: Job, state: JobState, error: ErrorInfo | None) -> None:
+        job.state, job.error = state, error
         if error is not None:
             job.note(f"{state}: {error.message}")
         await self.jobs.save(job)  # final: the training claim is free

@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +17,7 @@ from ingest_service.metrics import IngestMetrics
 from ingest_service.service import IngestService
 from ingest_service.settings import IngestSettings
 from shared.bus import MessageBus, connect_bus
-from shared.jobs import Job, JobStore
+from shared.jobs import IngestResult, Job, JobStore
 from shared.messages import IngestRequest, StagedFile, encode
 from shared.store import ObjectStore, open_store
 
@@ -46,7 +47,7 @@ class Ingest:
 
     async def submit(self, files: list[tuple[str, bytes]], *, label: str | None = None) -> str:
         """Stage `files` (name, bytes) and queue the job, as `POST /upload-bulk` does; its id."""
-        job = Job(kind="ingest", progress={"files": len(files), "done": 0}, result={"files": []})
+        job = Job(kind="ingest", progress={"files": len(files), "done": 0}, result=IngestResult())
         staged = []
         for index, (name, data) in enumerate(files):
             key = f"uploads/{job.job_id}/{index:05d}"
@@ -98,9 +99,15 @@ async def make_ingest(tmp_path: Path) -> AsyncIterator[MakeIngest]:
         await bus.close()
 
 
-def outcomes_by_name(job: Job) -> dict[str, dict[str, object]]:
-    assert job.result is not None
-    return {str(o["filename"]): o for o in job.result["files"]}
+def result_of(job: Job) -> IngestResult:
+    """The job's typed result (an ingest job has one from the moment it is queued)."""
+    assert isinstance(job.result, IngestResult), job.result
+    return job.result
+
+
+def outcomes_by_name(job: Job) -> dict[str, dict[str, Any]]:
+    """Each file's outcome as `GET /jobs/{id}` shows it (fields that do not apply left out)."""
+    return {o.filename: o.model_dump(mode="json") for o in result_of(job).files}
 
 
 class FlakyStore:

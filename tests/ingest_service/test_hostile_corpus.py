@@ -12,7 +12,7 @@ import pytest
 
 from shared.catalog import Catalog
 from tests.conftest import FIXTURES
-from tests.ingest_service.conftest import MakeIngest, make_hostile_corpus
+from tests.ingest_service.conftest import MakeIngest, make_hostile_corpus, result_of
 
 pytestmark = pytest.mark.timeout(60)
 HOSTILE = FIXTURES / "hostile"
@@ -35,9 +35,8 @@ async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds
     files = [(entry["name"], (HOSTILE / entry["file"]).read_bytes()) for entry in MANIFEST["files"]]
     job = await ingest.wait(await ingest.submit(files))
     assert job.state == "succeeded", job.error
-    assert job.result is not None
     got: dict[str, list[str]] = {}
-    for entry in job.result["files"]:
+    for entry in (o.model_dump(mode="json") for o in result_of(job).files):
         upload = str(entry["filename"]).split(".zip:", 1)[0] + (".zip" if ".zip:" in entry["filename"] else "")
         got.setdefault(upload, []).append(outcome(entry))
     for entry in MANIFEST["files"]:

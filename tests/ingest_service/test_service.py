@@ -10,11 +10,11 @@ import tracemalloc
 import pytest
 
 from shared.catalog import Catalog, ImageRecord
-from shared.jobs import Job, JobStore
+from shared.jobs import IngestResult, Job, JobStore
 from shared.messages import IngestRequest, StagedFile, encode
 from shared.store import ObjectStore, open_store
 from tests.ingest_service.conftest import FlakyStore, MakeIngest, make_hostile_corpus, noise_images, \
-    outcomes_by_name
+    outcomes_by_name, result_of
 
 pytestmark = pytest.mark.timeout(60)
 MB = 1000 * 1000
@@ -55,7 +55,7 @@ async def test_the_job_cap_stops_expansion_across_archives(make_ingest: MakeInge
     ingest = await make_ingest(max_zip_bytes=40 * MB, max_job_zip_bytes=50 * MB)
     bomb = make_hostile_corpus.zip_bomb(3, 10 * MB)
     job = await ingest.wait(await ingest.submit([("a.zip", bomb), ("b.zip", bomb)]))
-    reasons = [o.get("reason") for o in sorted(job.result["files"], key=lambda o: o["index"])]  # type: ignore[index]
+    reasons = [o.reason for o in result_of(job).files]
     assert reasons == ["corrupt_image"] * 5 + ["job_too_large"]
 
 
@@ -87,15 +87,16 @@ async def test_images_stored_before_a_job_fails_stay_catalogued_and_are_not_lost
     job = await ingest.wait(await ingest.submit(files))
 
     assert job.state == "failed" and job.error is not None and job.error.code == "internal_error"
-    assert job.result is not None and job.result["stored"] == 2 and job.result["unprocessed"] == 2
-    assert [o["status"] for o in job.result["files"]] == ["stored", "stored"]
+    result = result_of(job)
+    assert result.stored == 2 and result.unprocessed == 2
+    assert [o.status for o in result.files] == ["stored", "stored"]
     catalogued = {r.sha256 for r in await Catalog(flaky.inner).records()}
-    assert catalogued == {o["sha256"] for o in job.result["files"]}, "stored images are in the training catalog"
+    assert catalogued == {o.sha256 for o in result.files}, "stored images are in the training catalog"
     assert await staged_left(flaky.inner, job.job_id) == [], "a failed job's staged uploads are deleted"
 
     flaky.failing = lambda op, key: False
     again = await ingest.wait(await ingest.submit(files))
-    assert [o["status"] for o in sorted(again.result["files"], key=lambda o: o["index"])] == [  # type: ignore[index]
+    assert [o.status for o in result_of(again).files] == [
         "duplicate", "duplicate", "stored", "stored"]
     assert len(await Catalog(flaky.inner).records()) == 4
 
@@ -104,14 +105,15 @@ async def test_an_image_an_old_failed_job_left_uncatalogued_is_stored_again(make
     ingest = await make_ingest()
     [(name, data)] = noise_images(1)
     first = await ingest.wait(await ingest.submit([(name, data)]))
-    assert first.result is not None
-    record = ImageRecord.model_validate(await Catalog(ingest.store).find(first.result["files"][0]["sha256"]))
+    [stored] = result_of(first).files
+    assert stored.sha256 is not None
+    record = ImageRecord.model_validate(await Catalog(ingest.store).find(stored.sha256))
     for key in await ingest.store.list("catalog/"):  # as before images were catalogued one by one
         await ingest.store.delete(key)
     assert await ingest.store.exists(f"hashes/{record.sha256}.json")
 
     again = await ingest.wait(await ingest.submit([(name, data)]))
-    assert again.result["files"][0]["status"] == "stored"  # type: ignore[index]
+    assert result_of(again).files[0].status == "stored"
     assert [r.sha256 for r in await Catalog(ingest.store).records()] == [record.sha256]
 
 
@@ -129,7 +131,7 @@ async def test_a_store_outage_shorter_than_the_retry_budget_is_ridden_out(make_i
     flaky.failing = failing
     job = await ingest.wait(await ingest.submit(noise_images(3)), timeout=30)
     assert job.state == "succeeded", job.error
-    assert job.result is not None and job.result["stored"] == 3
+    assert result_of(job).stored == 3
     assert flaky.failures == 10 and ingest.metric("store_retries_total", operation="put") >= 1
     assert ingest.metric("requeues_total") == 0
 
@@ -152,7 +154,7 @@ async def test_an_outage_past_the_budget_requeues_the_job_then_fails_it_listing_
     assert job.state == "failed" and job.error is not None and job.error.code == "store_unavailable"
     assert job.error.retryable and job.progress["attempts"] == 3
     assert ingest.metric("requeues_total") == 2
-    assert job.result is not None and job.result["stored"] == 2, "what an earlier attempt stored is listed"
+    assert result_of(job).stored == 2, "what an earlier attempt stored is listed"
     assert len(await Catalog(flaky.inner).records()) == 2
     assert await staged_left(flaky.inner, job.job_id) == []
 
@@ -174,7 +176,7 @@ async def test_an_attempt_resumes_after_the_files_an_earlier_one_handled(make_in
     job = await ingest.wait(await ingest.submit(files), timeout=30)
     assert job.state == "succeeded", job.error
     assert job.progress["attempts"] == 2
-    assert [o["index"] for o in job.result["files"]] == [0, 1, 2, 3]  # type: ignore[index]
+    assert [o.index for o in result_of(job).files] == [0, 1, 2, 3]
     assert [k.rsplit("/", 1)[-1] for k in reads].count("00000") == 1, "the second attempt skipped handled files"
     assert await staged_left(flaky.inner, job.job_id) == []
 
@@ -202,7 +204,7 @@ async def test_a_job_delivered_more_often_than_its_attempt_limit_fails_without_r
     ingest = await make_ingest(max_attempts=2)
     [(name, data)] = noise_images(1)
     # the record of a job whose process died mid-job twice; its message comes a third time
-    job = Job(kind="ingest", state="running", progress={"files": 1, "done": 0, "attempts": 2}, result={"files": []})
+    job = Job(kind="ingest", state="running", progress={"files": 1, "done": 0, "attempts": 2}, result=IngestResult())
     await JobStore(ingest.store).save(job)
     key = f"uploads/{job.job_id}/00000"
     await ingest.store.put(key, data)
@@ -210,6 +212,6 @@ async def test_a_job_delivered_more_often_than_its_attempt_limit_fails_without_r
     await ingest.bus.publish(ingest.service.settings.ingest_queue, encode(request))
     failed = await ingest.wait(job.job_id)
     assert failed.state == "failed" and failed.error is not None and failed.error.code == "too_many_attempts"
-    assert failed.result is not None and failed.result["stored"] == 0 and failed.result["unprocessed"] == 1
+    assert result_of(failed).stored == 0 and result_of(failed).unprocessed == 1
     assert await Catalog(ingest.store).records() == []
     assert await staged_left(ingest.store, job.job_id) == []

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from shared.errors import NotFound
-from shared.jobs import TRAINING_CLAIMS, Job, JobStore, claim_training, recover_unfinished, training_holder
+from pydantic import ValidationError
+
+from shared.jobs import (TRAINING_CLAIMS, FileOutcome, IngestResult, Job, JobStore, TrainResult, claim_training,
+                         recover_unfinished, training_holder)
 from shared.messages import ErrorInfo
+from shared.verdict import GateResult
 from shared.store import ObjectStore, open_store
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,6 +31,36 @@ async def test_a_saved_job_reads_back_from_another_job_store_on_the_same_store(t
     assert again == job
     assert again.progress == {"files": 3} and again.result is None and again.error is None
     assert await after_a_restart.exists(job.job_id)
+
+
+async def test_an_ingest_result_reads_back_typed_and_its_json_lists_only_what_applies(tmp_path: Path) -> None:
+    jobs = JobStore(await open_store(tmp_path.as_uri()))
+    files = [FileOutcome(index=1, filename="melanoma_1.jpg", status="stored", sha256="ab", label="melanoma",
+                         key="images/melanoma/ab.jpg", split="train"),
+             FileOutcome(index=0, filename="big.jpg", status="rejected", reason="too_large", message="over 20 MB")]
+    job = await jobs.save(Job(kind="ingest", result=IngestResult.of(files, unprocessed=2)))
+
+    again = await jobs.get(job.job_id)
+    assert isinstance(again.result, IngestResult) and again.result == job.result
+    assert (again.result.stored, again.result.duplicate, again.result.rejected) == (1, 0, 1)
+    body = again.model_dump(mode="json")["result"]
+    assert [o["index"] for o in body["files"]] == [0, 1], "outcomes are listed by index"
+    assert body["files"][0] == {"index": 0, "filename": "big.jpg", "status": "rejected", "reason": "too_large",
+                                "message": "over 20 MB"}
+    assert "reason" not in body["files"][1] and body["files"][1]["split"] == "train"
+    assert body["unprocessed"] == 2
+    assert "unprocessed" not in IngestResult.of(files).model_dump(mode="json"), "only a failed job has it"
+
+
+def test_a_job_refuses_a_result_of_the_other_kind() -> None:
+    gate = GateResult(passed=True, reasons=[], candidate_balanced_accuracy=0.8, current_balanced_accuracy=None)
+    trained = TrainResult(version="v1", gate=gate, classes=["melanoma"], balanced_accuracy=0.8,
+                          per_class_recall={"melanoma": 0.8})
+    assert Job(kind="train", result=trained).result == trained
+    with pytest.raises(ValidationError, match="the result of an? ingest job must be IngestResult"):
+        Job(kind="ingest", result=trained)
+    with pytest.raises(ValidationError):
+        Job.model_validate({"kind": "train", "result": {"files": []}})
 
 
 async def test_saving_stamps_the_times_of_each_step_once(tmp_path: Path) -> None:
