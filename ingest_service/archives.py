@@ -109,7 +109,7 @@ def members(data: bytes, limits: ArchiveLimits, job: JobBudget) -> Iterator[Memb
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - a hostile directory raises more than BadZipFile
+    except Exception as exc:  # a hostile directory raises more than BadZipFile
         raise BadRequest(f"broken zip archive: {exc}", code="corrupt_archive") from exc
     with archive:
         infos = [i for i in archive.infolist() if _is_file(i)]

@@ -27,6 +27,7 @@ from ingest_service.progress import Progress
 from ingest_service.retrying import RetryingStore, RetryPolicy, is_transient
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.topology import Topology, declare
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
 from shared.jobs import FileOutcome, Job, JobStore
@@ -61,13 +62,13 @@ class IngestService:
         self.jobs = JobStore(self.store)
         self.limits = archives.ArchiveLimits(settings.max_zip_members, settings.max_member_bytes,
                                              settings.max_zip_bytes)
+        self.topology = Topology.of(settings)
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
-        while not self.bus.connected:
-            await asyncio.sleep(0.5)
-        await self.bus.declare_queue(self.settings.ingest_queue)
-        self._subscription = await self.bus.consume(self.settings.ingest_queue, self._on_job, prefetch=1)
+        await self.bus.wait_connected()
+        await declare(self.bus, self.topology.ingest)
+        self._subscription = await self.bus.consume(self.topology.ingest.name, self._on_job, prefetch=1)
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -121,7 +122,7 @@ class IngestService:
         if attempt >= self.settings.max_attempts:
             raise exc
         self.metrics.requeues.inc()
-        await self.bus.publish(self.settings.ingest_queue, encode(request),
+        await self.bus.publish(self.topology.ingest.name, encode(request),
                                headers={ATTEMPT_HEADER: attempt + 1})
 
     async def _fail(self, request: IngestRequest, job: Job, progress: Progress, exc: BaseException) -> None:

@@ -17,6 +17,7 @@ import secrets
 import time
 
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.topology import Topology, declare
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
 from shared.jobs import Job, JobState, JobStore, TrainResult
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def new_version() -> str:
     """A fresh version id, `vYYYYMMDD-HHMMSS-xxxxxx`: sorts by time and stays unique when
     trainers publish within the same second (24 random bits)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    return dt.datetime.now(dt.UTC).strftime("v%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 class TrainerService:
@@ -44,18 +45,18 @@ class TrainerService:
         self.settings, self.bus, self.store, self.metrics = settings, bus, store, metrics
         self.jobs = JobStore(store)
         self.registry = ModelRegistry(store)
+        self.topology = Topology.of(settings)
         self._subscription: Subscription | None = None
         self._promotions: Subscription | None = None
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
-        while not self.bus.connected:
-            await asyncio.sleep(0.5)
-        await self.bus.declare_queue(self.settings.train_queue)
+        await self.bus.wait_connected()
+        await declare(self.bus, self.topology.train)
         current = await self.registry.bootstrap(self.settings.bundled_model_dir)
         self.metrics.current_model.info({"version": current})
-        self._promotions = await self.bus.subscribe(self.settings.models_exchange, self._on_promotion)
-        self._subscription = await self.bus.consume(self.settings.train_queue, self._on_job, prefetch=1)
+        self._promotions = await self.bus.subscribe(self.topology.models_exchange, self._on_promotion)
+        self._subscription = await self.bus.consume(self.topology.train.name, self._on_job, prefetch=1)
 
     async def _on_promotion(self, delivery: Delivery) -> None:
         """A promotion was announced: report the registry's current version (broadcasts may
@@ -109,7 +110,8 @@ class TrainerService:
         await self._stop_beat(beat)
         manifest = outcome.manifest
         await self.registry.publish(outcome.directory / "model.keras", manifest)
-        await self.store.put(f"models/{manifest.version}/snapshot.json", json.dumps(outcome.snapshot).encode())
+        await self.store.put(f"models/{manifest.version}/snapshot.json",
+                             json.dumps(outcome.snapshot).encode())
         evaluation = manifest.metrics["eval"]
         self.metrics.balanced_accuracy.set(evaluation["balanced_accuracy"])
         for name, row in evaluation["per_class"].items():
@@ -131,7 +133,8 @@ class TrainerService:
             result.promoted = True
             self.metrics.current_model.info({"version": manifest.version})
             with contextlib.suppress(DermaScanError):
-                await self.bus.broadcast(self.settings.models_exchange, encode(ModelPromoted(version=manifest.version)))
+                await self.bus.broadcast(self.topology.models_exchange,
+                                         encode(ModelPromoted(version=manifest.version)))
             job.note(f"promoted {manifest.version}")
         await self._finish(job, "succeeded", None)
 

@@ -75,10 +75,8 @@ class Acks:
         await self._before()
         async with self._sending:
             self._open -= {_tag(m) for m in handled}
-            if self._seen == self._highest:
-                oldest_open = min(self._open, default=self._highest + 1)
-            else:
-                oldest_open = 0  # a delivery not seen yet: it may lie below any handled tag
+            # with a delivery not seen yet, it may lie below any handled tag: nothing is below 0
+            oldest_open = min(self._open, default=self._highest + 1) if self._seen == self._highest else 0
             below = [m for m in handled if _tag(m) < oldest_open]
             with contextlib.suppress(*_CHANNEL_GONE):
                 if below:

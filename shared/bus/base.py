@@ -74,8 +74,8 @@ class MessageBus(Protocol):
         headers: dict[str, object] | None = None,
         persistent: bool = True,
     ) -> None:
-        """Publish (to disk unless `persistent` is False); returns once the broker has taken it. Raises BrokerUnavailable,
-        Unroutable or QueueFull."""
+        """Publish (to disk unless `persistent` is False); returns once the broker has taken it.
+        Raises BrokerUnavailable, Unroutable or QueueFull."""
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Subscription: ...
 
@@ -96,5 +96,9 @@ class MessageBus(Protocol):
 
     @property
     def connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Return once `connected` (at once when it is); raises BrokerUnavailable when `timeout`
+        s pass first (None: wait as long as it takes)."""
 
     async def close(self) -> None: ...

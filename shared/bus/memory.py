@@ -16,12 +16,10 @@ from pathlib import Path
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
 from shared.bus.journal import Journal
 from shared.bus.rpc import PendingReplies
+from shared.bus.topology import DEAD_QUEUE_MAX_BYTES, DEAD_QUEUE_MAX_MESSAGES, dead_letter_queue
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
-#: Bounds of a dead-letter queue, as RabbitMQ's (shared.bus.rabbitmq): the oldest go first.
-DEAD_QUEUE_MAX_MESSAGES = 10_000
-DEAD_QUEUE_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -153,10 +151,15 @@ class MemoryBus:
     def connected(self) -> bool:
         return not self._closed
 
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Return at once; raises BrokerUnavailable once the bus is closed."""
+        if self._closed:
+            raise BrokerUnavailable("the bus is closed")
+
     def _declare(self, name: str, max_length: int | None) -> None:
         if name not in self._queues:
             self._queues[name] = _Queue(max_length)
-            self._queues.setdefault(f"{name}.dead", _DeadQueue())
+            self._queues.setdefault(dead_letter_queue(name), _DeadQueue())
         elif max_length is not None and self._queues[name].max_length is None:
             self._queues[name].max_length = max_length  # made at start from the journal
 
@@ -218,7 +221,8 @@ class MemoryBus:
     async def reply(self, request: Delivery, body: bytes) -> None:
         if request.reply_to:
             with contextlib.suppress(Unroutable):  # the caller is gone; nobody waits for it
-                await self.publish(request.reply_to, body, correlation_id=request.correlation_id, persistent=False)
+                await self.publish(request.reply_to, body, correlation_id=request.correlation_id,
+                                   persistent=False)
 
     async def broadcast(self, exchange: str, body: bytes) -> None:
         """Start one delivery per current subscriber and return; a handler that raises is
@@ -226,7 +230,8 @@ class MemoryBus:
         if self._closed:
             raise BrokerUnavailable("the bus is closed")
         for subscriber in list(self._subscribers.get(exchange, [])):
-            task = asyncio.create_task(self._deliver(subscriber, Delivery(body)), name=f"broadcast:{exchange}")
+            task = asyncio.create_task(self._deliver(subscriber, Delivery(body)),
+                                       name=f"broadcast:{exchange}")
             self._broadcasts.add(task)
             task.add_done_callback(self._broadcasts.discard)
 
@@ -249,7 +254,7 @@ class MemoryBus:
         return QueueStats(messages=target.depth(), consumers=target.consumers)
 
     async def _dead_letter(self, queue: str, delivery: Delivery) -> None:
-        dead = self._queues.get(f"{queue}.dead")
+        dead = self._queues.get(dead_letter_queue(queue))
         if isinstance(dead, _DeadQueue):
             dead.add(delivery)
 

@@ -22,18 +22,12 @@ from aio_pika.abc import (
 from shared.bus.acks import Acks
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
 from shared.bus.rpc import PendingReplies
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_ARGUMENTS, QueueSpec, dead_letter_queue
 from shared.messages import new_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEAD_LETTER_EXCHANGE = "dermascan.dead-letter"
-#: Dead-lettered messages are kept for inspection, bounded in count, bytes and age (the oldest
-#: go first): expired predictions carry whole images, so a count alone could hold gigabytes.
-DEAD_QUEUE_MAX_MESSAGES = 10_000
-DEAD_QUEUE_MAX_BYTES = 64 * 1024 * 1024
-_DEAD_QUEUE_ARGS = {"x-max-length": DEAD_QUEUE_MAX_MESSAGES, "x-max-length-bytes": DEAD_QUEUE_MAX_BYTES,
-                    "x-message-ttl": 86_400_000}
 _RECONNECT_DELAY_S = 1.0
 
 
@@ -127,7 +121,7 @@ class RabbitBus:
             try:
                 connection = await aio_pika.connect_robust(self._url, timeout=5)
                 break
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("broker not reachable (%s); retrying", exc)
                 await asyncio.sleep(_RECONNECT_DELAY_S)
         self._connection = connection
@@ -163,8 +157,9 @@ class RabbitBus:
         timeout (a broker that is unreachable without closing the connection)."""
         try:
             return await asyncio.wait_for(step, self._publish_timeout_s)
-        except asyncio.TimeoutError:
-            raise BrokerUnavailable(f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
 
     def _live_channel(self, replies: bool = False) -> AbstractChannel:
         """The publishing channel (with confirms), or with `replies` the reply channel (without)."""
@@ -173,15 +168,23 @@ class RabbitBus:
             raise BrokerUnavailable("the message broker is not reachable")
         return channel
 
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Return once `connected`; raises BrokerUnavailable after `timeout` s (None: wait on)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+                # aio-pika's robust connection sets no event once it has reopened our channel
+                while not self.connected:  # noqa: ASYNC110 - the one poll, for every service
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise BrokerUnavailable(f"the message broker is not reachable after {timeout:g} s") from None
+
     async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:
         channel = self._live_channel()
-        await self._bounded(self._declare_dead(f"{name}.dead"), f"declaring {name}.dead")
-        arguments: dict[str, object] = {
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-routing-key": f"{name}.dead",
-        }
-        if max_length is not None:
-            arguments.update({"x-max-length": max_length, "x-overflow": "reject-publish"})
+        dead = dead_letter_queue(name)
+        await self._bounded(self._declare_dead(dead), f"declaring {dead}")
+        arguments = QueueSpec(name, max_length).arguments()
+        # aio-pika's FieldTable is a dict of its own value union, which dict[str, object] is not
         await self._bounded(channel.declare_queue(name, durable=True, arguments=arguments),  # type: ignore[arg-type]
                             f"declaring {name}")
 
@@ -193,10 +196,12 @@ class RabbitBus:
         channel = await self._connection.channel()
         try:
             try:
-                dead = await channel.declare_queue(name, durable=True, arguments=_DEAD_QUEUE_ARGS)
+                # FieldTable is aio-pika's own value union, which dict[str, object] is not
+                dead = await channel.declare_queue(name, durable=True,
+                                                   arguments=DEAD_QUEUE_ARGUMENTS)  # type: ignore[arg-type]
             except aiormq.exceptions.ChannelPreconditionFailed:
                 log.warning("dead-letter queue %s exists with other bounds; kept as it is (delete it, or "
-                            "set a policy, to bound it by %s)", name, _DEAD_QUEUE_ARGS)
+                            "set a policy, to bound it by %s)", name, DEAD_QUEUE_ARGUMENTS)
                 with contextlib.suppress(Exception):
                     await channel.close()
                 channel = await self._connection.channel()
@@ -302,7 +307,8 @@ class RabbitBus:
             try:
                 channel = self._live_channel(replies=True)
                 # not mandatory: a caller that is gone wants no answer, and a returned one is noise
-                await channel.default_exchange.publish(_reply_message(replies), routing_key=reply_to, mandatory=False)
+                await channel.default_exchange.publish(_reply_message(replies), routing_key=reply_to,
+                                                       mandatory=False)
             except (BrokerUnavailable, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                 log.warning("%d replies to %s lost: %s", len(replies), reply_to, exc)
 

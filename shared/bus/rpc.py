@@ -25,7 +25,7 @@ class PendingReplies:
         try:
             await publish(correlation_id)
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(f"no reply from {queue!r} within {timeout:g} s") from None
         finally:
             self._futures.pop(correlation_id, None)

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.bus import Delivery, MessageBus, QueueFull, Unroutable, connect_bus
+from shared.bus.topology import QueueSpec, Topology, declare
+from shared.settings import CommonSettings
 from shared.errors import DeadlineExceeded
 
 pytestmark = pytest.mark.timeout(30)
@@ -48,6 +50,23 @@ async def test_a_full_queue_refuses_instead_of_dropping(bus: MessageBus, unique:
     with pytest.raises(QueueFull):
         await bus.publish(unique, b"3")
     assert (await bus.queue_stats(unique)).messages == 2
+
+
+async def test_the_topology_declares_the_predict_queue_bounded_by_the_settings(bus: MessageBus,
+                                                                               unique: str) -> None:
+    await bus.wait_connected(timeout=5)  # connected already: returns at once
+    topology = Topology.of(CommonSettings(predict_queue=f"{unique}.predict", ingest_queue=f"{unique}.ingest",
+                                          train_queue=f"{unique}.train", max_queue_length=2))
+    assert topology.predict == QueueSpec(f"{unique}.predict", max_length=2)
+    assert topology.ingest.max_length is None and topology.train.max_length is None
+    await declare(bus, *topology.queues)
+    for body in (b"1", b"2"):
+        await bus.publish(topology.predict.name, body)
+    with pytest.raises(QueueFull):
+        await bus.publish(topology.predict.name, b"3")
+    for queue in (topology.ingest, topology.train):  # unbounded, and declared
+        await bus.publish(queue.name, b"job")
+        assert (await bus.queue_stats(queue.name)).messages == 1
 
 
 async def test_rpc_call_gets_the_matching_reply(bus: MessageBus, unique: str) -> None:
@@ -143,16 +162,18 @@ async def test_a_failing_handler_dead_letters_and_the_consumer_lives_on(bus: Mes
 async def test_messages_handled_out_of_order_are_all_acknowledged(bus: MessageBus, unique: str) -> None:
     await bus.declare_queue(unique)
     handled: list[bytes] = []
+    all_handled = asyncio.Event()
 
     async def handler(delivery: Delivery) -> None:
         await asyncio.sleep(0.002 * (delivery.body[0] % 5))  # finish out of order, often together
         handled.append(delivery.body)
+        if len(handled) == 60:
+            all_handled.set()
 
     subscription = await bus.consume(unique, handler, prefetch=8)
     for i in range(60):
         await bus.publish(unique, bytes([i]))
-    while len(handled) < 60:  # an unacknowledged message would hold its prefetch slot for good
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_handled.wait(), 10)  # an unacknowledged message would hold its slot for good
     await subscription.cancel()  # what is still unacknowledged goes back to the queue here
     assert (await bus.queue_stats(unique)).messages == 0
     assert sorted(handled) == [bytes([i]) for i in range(60)]
@@ -160,7 +181,7 @@ async def test_messages_handled_out_of_order_are_all_acknowledged(bus: MessageBu
 
 async def test_a_slow_message_does_not_hold_back_the_others(bus: MessageBus, unique: str) -> None:
     await bus.declare_queue(unique)
-    others_done = asyncio.Event()
+    others_done, all_done = asyncio.Event(), asyncio.Event()
     handled: list[bytes] = []
 
     async def handler(delivery: Delivery) -> None:
@@ -169,13 +190,14 @@ async def test_a_slow_message_does_not_hold_back_the_others(bus: MessageBus, uni
         handled.append(delivery.body)
         if len(handled) == 20:
             others_done.set()
+        if len(handled) == 21:
+            all_done.set()
 
     subscription = await bus.consume(unique, handler, prefetch=3)
     for body in [b"slow", *(f"fast-{i}".encode() for i in range(20))]:
         await bus.publish(unique, body)
     await asyncio.wait_for(others_done.wait(), 10)
-    while len(handled) < 21:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_done.wait(), 10)
     await subscription.cancel()
     assert (await bus.queue_stats(unique)).messages == 0
     assert handled[-1] == b"slow"

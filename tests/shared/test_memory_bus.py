@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import BrokerUnavailable, Delivery, memory
+from shared.bus import BrokerUnavailable, Delivery, topology
 from shared.bus.memory import MemoryBus
 
 pytestmark = pytest.mark.timeout(30)
@@ -142,7 +142,8 @@ async def test_a_message_whose_handler_was_running_at_the_crash_comes_back(tmp_p
     await before.publish("dermascan.train", b"train job 1")
     await asyncio.wait_for(started.wait(), 5)
     # killed mid-handler: a bus started afresh on the same journal has the message again
-    assert [d.body for d in MemoryBus(journal=tmp_path / "queues").pending("dermascan.train")] == [b"train job 1"]
+    pending = MemoryBus(journal=tmp_path / "queues").pending("dermascan.train")
+    assert [d.body for d in pending] == [b"train job 1"]
     for task in other_pending_tasks():  # (only to end the test: a kill -9 runs no clean-up)
         task.cancel()
     del subscription
@@ -185,4 +186,12 @@ async def test_dead_letter_queues_are_bounded_in_bytes_as_well_as_count() -> Non
     await asyncio.sleep(0.05)
     await subscription.cancel()
     kept = (await bus.queue_stats("predict.dead")).messages
-    assert kept * len(image) <= memory.DEAD_QUEUE_MAX_BYTES and kept == 8, kept  # the newest 64 MiB
+    assert kept * len(image) <= topology.DEAD_QUEUE_MAX_BYTES and kept == 8, kept  # the newest 64 MiB
+
+
+async def test_waiting_for_a_closed_bus_fails_instead_of_hanging() -> None:
+    bus = MemoryBus()
+    await bus.wait_connected(timeout=0.1)  # an in-memory bus is connected from the start
+    await bus.close()
+    with pytest.raises(BrokerUnavailable, match="closed"):
+        await bus.wait_connected()

@@ -13,7 +13,8 @@ import aiormq
 import pytest
 
 from shared.bus import BrokerUnavailable, Delivery, connect_bus
-from shared.bus.rabbitmq import _DEAD_QUEUE_ARGS, DEAD_LETTER_EXCHANGE, DEAD_QUEUE_MAX_BYTES, RabbitBus
+from shared.bus.rabbitmq import RabbitBus
+from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_ARGUMENTS, DEAD_QUEUE_MAX_BYTES
 from tests.support.tcp import Proxy
 
 pytestmark = pytest.mark.timeout(30)
@@ -56,9 +57,12 @@ async def test_a_lost_broker_is_reported_at_once_and_publishing_fails_fast_until
         assert time.monotonic() - started < 1
         await asyncio.sleep(1.0)
         assert not bus.connected  # still reconnecting: not "connected" meanwhile
+        with pytest.raises(BrokerUnavailable, match="not reachable after 0.2 s"):
+            await bus.wait_connected(timeout=0.2)
 
         await proxy.up()
-        await until(lambda: bus.connected, timeout=15)  # aio-pika retries every 5 s
+        await bus.wait_connected(timeout=15)  # aio-pika retries every 5 s
+        assert bus.connected
         got: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def handler(delivery: Delivery) -> None:
@@ -95,11 +99,13 @@ async def test_dead_letter_queues_are_bounded_in_bytes(rabbit_url: str, unique: 
     try:
         await bus.declare_queue(unique)
         channel = await connection.channel()
-        await channel.declare_queue(f"{unique}.dead", durable=True, arguments=_DEAD_QUEUE_ARGS)  # equivalent
-        counted_only = {k: v for k, v in _DEAD_QUEUE_ARGS.items() if k != "x-max-length-bytes"}
+        # the same arguments again: an equivalent declaration (FieldTable: aio-pika's own value union)
+        await channel.declare_queue(f"{unique}.dead", durable=True,
+                                    arguments=DEAD_QUEUE_ARGUMENTS)  # type: ignore[arg-type]
+        counted_only = {k: v for k, v in DEAD_QUEUE_ARGUMENTS.items() if k != "x-max-length-bytes"}
         with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):  # the broker's queue differs
             await channel.declare_queue(f"{unique}.dead", durable=True, arguments=counted_only)
-        assert _DEAD_QUEUE_ARGS["x-max-length-bytes"] == DEAD_QUEUE_MAX_BYTES
+        assert DEAD_QUEUE_ARGUMENTS["x-max-length-bytes"] == DEAD_QUEUE_MAX_BYTES
     finally:
         await connection.close()
         await bus.close()
