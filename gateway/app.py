@@ -8,12 +8,11 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import audit, health, jobs, models
+from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui
 from gateway.audit import AUDIT, AuditLog
 from gateway.auth import TOKENS, guard
 from gateway.bulk import upload_bulk
@@ -36,7 +35,6 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store_for
 
 log = logging.getLogger(__name__)
-STATIC = Path(__file__).parent / "static"
 
 
 async def _join_broker(app: web.Application) -> None:
@@ -86,10 +84,6 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
             await own_store.close()
 
     return ctx
-
-
-async def index(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
 
 
 _VERSION = re.compile(VERSION_PATTERN)
@@ -142,7 +136,13 @@ def create_app(
     app[RATE_LIMITS] = RateLimits(settings)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_resources(bus, store))
-    app.router.add_get("/", index)
+    app.router.add_get("/", ui.index)
+    app.router.add_get("/static/{name}", ui.asset)
+    app.router.add_get("/model-card", ui.model_card)
+    app.router.add_get("/status", status.status)
+    app.router.add_get("/data/summary", data_views.data_summary)
+    app.router.add_get("/data/samples", data_views.data_samples)
+    app.router.add_get("/data/thumbnails/{sha256}", thumbnails.thumbnail)
     app.router.add_post("/predict", guard(Role.PREDICT, predict))
     app.router.add_get("/health", health.health)
     app.router.add_get("/livez", health.livez)
@@ -151,6 +151,7 @@ def create_app(
     app.router.add_post("/upload-bulk", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_post("/uploads", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_get("/jobs/{job_id}", jobs.get_job)
+    app.router.add_get("/jobs/{job_id}/events", events.job_events)
     app.router.add_post("/retrain", guard(Role.OPERATOR, jobs.retrain, action="retrain"))
     app.router.add_get("/models", models.list_models)
     app.router.add_post("/models/rollback", guard(Role.OPERATOR, models.rollback, action="rollback"))

@@ -18,11 +18,13 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import schemas
 from gateway.audit import MAX_LIMIT
+from gateway.data_views import MAX_PER_CLASS, DataSamples, DataSummary
 from gateway.errors import ErrorBody
 from gateway.keys import SETTINGS
 from gateway.models import NoBody, PromoteRequest
 from gateway.predict import DEFAULT_TOP_K, PredictAnswer
 from gateway.settings import GatewaySettings
+from gateway.status import Status
 from shared.jobs import Job
 from shared.messages import TrainOptions
 from shared.taxonomy import CLASSES
@@ -56,7 +58,7 @@ class Route:
     method: str
     path: str
     summary: str
-    ok: dict[int, type[BaseModel] | str]  # status -> model, or a media type for non-JSON answers
+    ok: dict[int, type[BaseModel] | str]  # status -> model, or comma-separated media types for others
     role: str | None = None
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | dict[str, Any] | None = None  # a JSON model, or a multipart schema
@@ -73,9 +75,25 @@ _UPLOAD_ERRORS = (400, 408, 413, 415, 422, 503)
 
 ROUTES = (
     Route("get", "/", "The web UI.", {200: "text/html"}),
+    Route("get", "/static/{name}", "A file of the web UI (script, style sheet, icon).",
+          {200: "text/javascript,text/css,image/svg+xml"}, errors=(404,)),
+    Route("get", "/model-card", "MODEL_CARD.md, as plain text.", {200: "text/plain"}, errors=(404,)),
+    Route("get", "/status", "What the UI's Status section shows: uptimes, broker, store, workers with their "
+          "engines, every queue, the classes the model predicts and those that need data.", {200: Status}),
+    Route("get", "/data/summary", "The catalog: images per split and class, image sizes and aspect ratios.",
+          {200: DataSummary}),
+    Route("get", "/data/samples", "A few images of each class, with their thumbnails' URLs.",
+          {200: DataSamples}, errors=(400,),
+          query={"per_class": {"type": "integer", "minimum": 1, "maximum": MAX_PER_CLASS, "default": 4}}),
+    Route("get", "/data/thumbnails/{sha256}",
+          "A small JPEG of a catalogued image (made once, kept in the store).",
+          {200: "image/jpeg"}, errors=(400, 404, 503)),
     Route("post", "/predict", "Classify one image (JPEG, PNG or WebP).", {200: PredictAnswer}, role="predict",
           errors=(*_UPLOAD_ERRORS, 504), body=PREDICT_FORM,
-          query={"top_k": {"type": "integer", "minimum": 1, "maximum": len(CLASSES), "default": DEFAULT_TOP_K}}),
+          query={"top_k": {"type": "integer", "minimum": 1, "maximum": len(CLASSES),
+                           "default": DEFAULT_TOP_K},
+                 "model_input": {"type": "boolean", "default": False,
+                                 "description": "Also answer the image as the model saw it."}}),
     Route("get", "/health", "Uptime, broker, store, workers and their models.", {200: schemas.Health}),
     Route("get", "/livez", "Liveness.", {200: schemas.Liveness}),
     Route("get", "/readyz", "Readiness: broker, store and a serving worker.",
@@ -86,6 +104,8 @@ ROUTES = (
     Route("post", "/uploads", "Alias of `POST /upload-bulk`.", {202: schemas.JobAccepted},
           role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
+    Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
+          "(`event: job`), the final one as `event: end`.", {200: "text/event-stream"}, errors=(404,)),
     Route("post", "/retrain", "Train a new model version.", {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
     Route("get", "/models", "Every version, the current one, the promotion history.", {200: schemas.Models}),
@@ -99,7 +119,8 @@ ROUTES = (
     Route("get", "/metrics", "Prometheus metrics.", {200: "text/plain"}),
     Route("get", "/openapi.json", "This document.", {200: "application/json"}),
 )
-_PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1},
+_PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
+                    "sha256": {"type": "string", "minLength": 1},
                     "version": {"type": "string", "pattern": VERSION_PATTERN}}
 _MODELS = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body) if isinstance(m, type)})
 
@@ -113,7 +134,8 @@ def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
 
 def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any], description: str) -> dict[str, Any]:
     if isinstance(what, str):
-        return {"description": description, "content": {what: {"schema": {"type": "string"}}}}
+        return {"description": description,
+                "content": {media: {"schema": {"type": "string"}} for media in what.split(",")}}
     answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": refs[what]}}}
     if status in (429, 503) and what is ErrorBody:
         answer["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1},

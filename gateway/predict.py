@@ -8,6 +8,7 @@ from the header (413), and only then an in-flight slot (429) and the call to a w
 
 from __future__ import annotations
 
+import base64
 import time
 
 from aiohttp import web
@@ -40,10 +41,13 @@ class WorkerInfo(BaseModel):
 
 class PredictAnswer(Prediction):
     """The body of a successful `POST /predict`: the prediction, the latency the gateway saw,
-    and the worker that answered."""
+    and the worker that answered (and, with `?model_input=true`, the image as the model saw it)."""
 
     latency_ms: float = Field(description="Time from the start of the request to the answer, in ms.")
     worker: WorkerInfo = Field(description="The worker that answered.")
+    model_input: str | None = Field(
+        None, description="With `?model_input=true` only: the model's input (after crop, resize and colour "
+                          "normalisation) as a `data:image/png;base64,...` URL; absent otherwise.")
 
 
 class InFlight:
@@ -66,6 +70,15 @@ class InFlight:
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
+def parse_flag(name: str, raw: str | None) -> bool:
+    """A boolean query parameter: absent, `false`/`0` or `true`/`1`; raises BadRequest otherwise."""
+    if raw is None or raw in ("false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise BadRequest(f"{name} must be true or false (got {raw[:40]!r})", code=f"invalid_{name}")
+
+
 def parse_top_k(raw: str | None) -> int:
     """`?top_k=`: a whole number from 1 to the number of classes; raises BadRequest otherwise."""
     if raw is None:
@@ -84,6 +97,7 @@ async def predict(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     app[RATE_LIMITS].predict(request)
     top_k = parse_top_k(request.query.get("top_k"))
+    want_input = parse_flag("model_input", request.query.get("model_input"))
     size = declared_size(request, settings.max_upload_bytes + FRAMING_BYTES, code="file_too_large")
     with app[UPLOAD_BYTES].reserve(size):
         async with receiving(settings.body_timeout_s, "the image"):
@@ -94,15 +108,16 @@ async def predict(request: web.Request) -> web.Response:
         check_pixels(image, image_format)
         app[METRICS].upload_bytes.labels("/predict").inc(len(image))
         with app[IN_FLIGHT]:  # taken once the body is in: a slow client holds no slot
-            return await _call_worker(request, image, image_format, top_k, started)
+            return await _call_worker(request, image, image_format, top_k, started, want_input)
 
 
 async def _call_worker(request: web.Request, image: bytes, image_format: str, top_k: int,
-                       started: float) -> web.Response:
+                       started: float, want_input: bool) -> web.Response:
     app = request.app
     settings, metrics = app[SETTINGS], app[METRICS]
     message = PredictRequest(image=image, image_format=image_format,
-                             deadline=time.time() + settings.predict_timeout_s, top_k=top_k)
+                             deadline=time.time() + settings.predict_timeout_s, top_k=top_k,
+                             want_input=want_input)
     with metrics.in_flight.track_inprogress():
         waited = time.perf_counter()
         try:
@@ -120,5 +135,8 @@ async def _call_worker(request: web.Request, image: bytes, image_format: str, to
     answer = PredictAnswer(
         **reply.result.model_dump(), latency_ms=round(latency * 1000, 2),
         worker=WorkerInfo(id=reply.worker_id, batch_size=reply.batch_size,
-                          queue_ms=round(reply.queue_ms, 2), compute_ms=round(reply.compute_ms, 2)))
-    return web.json_response(answer.model_dump(mode="json"))
+                          queue_ms=round(reply.queue_ms, 2), compute_ms=round(reply.compute_ms, 2)),
+        model_input=("data:image/png;base64," + base64.b64encode(reply.input_png).decode())
+        if want_input and reply.input_png else None)
+    return web.json_response(answer.model_dump(mode="json", exclude_none=False,
+                                               exclude=None if want_input else {"model_input"}))

@@ -75,6 +75,15 @@ class GatewaySettings(CommonSettings):
         4 * 1024**3, ge=0, description="Bulk-upload bytes per API token per hour, per gateway process; past "
         "it: 429 with Retry-After. 0: no quota.")
 
+    grafana_url: str | None = Field(
+        None, description="Grafana's address, linked from the UI's Status section "
+        "(e.g. http://127.0.0.1:3000); unset: no link.")
+    events_poll_s: float = Field(
+        0.25, gt=0, le=10, description="How often a job's live event stream (`GET /jobs/{id}/events`) "
+        "reads the job record for changes.")
+    events_max_s: float = Field(
+        3600.0, gt=0, description="Longest a job's event stream stays open; the page reconnects past it.")
+
     @field_validator("operator_token", "contributor_token", mode="before")
     @classmethod
     def _token(cls, value: object) -> object:
@@ -86,10 +95,18 @@ class GatewaySettings(CommonSettings):
                              "(`python -m gateway token` makes one)")
         return text.strip() if isinstance(text, str) else text
 
-    @field_validator("api_tokens_file", mode="before")
+    @field_validator("api_tokens_file", "grafana_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _grafana(cls, value: str | None) -> str | None:
+        parts = urlsplit(value) if value is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

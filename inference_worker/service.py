@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from pydantic import ValidationError
 
 from inference_worker.batching import MicroBatcher
@@ -81,6 +83,13 @@ def to_prediction(scores_row: np.ndarray, classifier: Classifier, top_k: int) ->
     )
 
 
+def png_of(pixels: np.ndarray) -> bytes:
+    """The model's input (uint8, height x width x 3) as PNG bytes: what the model saw."""
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
 def _report_death(task: asyncio.Task[None]) -> None:
     """Done-callback of a loop that should run until cancelled: say why it stopped."""
     if not task.cancelled() and task.exception() is not None:
@@ -111,6 +120,7 @@ class InferenceWorker:
         self._heartbeat: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._started_at = time.time()
 
     async def start(self) -> None:
         """Load the model, then consume. Waits for the broker if it is not up yet."""
@@ -237,6 +247,8 @@ class InferenceWorker:
             started = loop.time()
             probabilities, batch_size = await self._batcher.submit(classifier, image)
             compute_ms = (loop.time() - started) * 1000
+            seen = (await loop.run_in_executor(self._decode_pool, png_of, image)
+                    if request.want_input else None)
         except DermaScanError as exc:
             self.metrics.requests.labels(exc.code).inc()
             return PredictReply(error=ErrorInfo.from_exception(exc), worker_id=self.worker_id)
@@ -250,7 +262,7 @@ class InferenceWorker:
         self.metrics.confidence.observe(prediction.confidence)
         return PredictReply(result=prediction, worker_id=self.worker_id,
                             queue_ms=(now - request.sent_at) * 1000, compute_ms=compute_ms,
-                            batch_size=batch_size)
+                            batch_size=batch_size, input_png=seen)
 
     def status(self) -> WorkerStatus:
         classifier = self.classifier
@@ -259,6 +271,8 @@ class InferenceWorker:
             model_version=classifier.version if classifier else None,
             classes=classifier.classes if classifier else [],
             interval_s=self.settings.heartbeat_s,
+            engine=classifier.engine if classifier else None,
+            started_at=self._started_at,
         )
 
     async def _send_status(self) -> None:

@@ -27,14 +27,17 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epoc
              init: tuple[np.ndarray, np.ndarray] | None = None,
              on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, logs: None,
              anchor_strength: float = 0.0, anchored: np.ndarray | None = None, learning_rate: float = 1e-3,
-             batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+             batch_size: int = 256,
+             validation: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class-balanced softmax regression on `features`; returns the Dense (kernel, bias). The one
     head trainer: the base recipe's stage 1 and every head-only retrain use it.
 
     With `init`, training starts from it and (with `anchor_strength` > 0) each step adds
     `anchor_strength` x the squared distance from it, over the `anchored` classes (0/1 per class,
     default all), to the batch's mean loss. The batch is at most `batch_size` and small enough
-    that a small catalog still takes several steps an epoch.
+    that a small catalog still takes several steps an epoch. With `validation` (features, labels)
+    each epoch's logs also carry `val_loss` and `val_accuracy` on it (unweighted), for progress
+    reports; it plays no part in the fit.
     """
     columns = np.ones(num_classes) if anchored is None else anchored
     use_anchor = init is not None and anchor_strength > 0
@@ -51,6 +54,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epoc
     callback = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: on_epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()}))
     head.fit(features, labels, sample_weight=balance[labels].astype(np.float32), epochs=epochs,
-             batch_size=int(min(batch_size, max(16, len(labels) // 8))), verbose=0, callbacks=[callback], shuffle=True)
+             batch_size=int(min(batch_size, max(16, len(labels) // 8))), verbose=0, callbacks=[callback],
+             shuffle=True, validation_data=validation)
     kernel, bias = dense.get_weights()
     return kernel, bias

@@ -223,18 +223,25 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                 np.array([index[r.label] for r in subset]))
 
     x_fit, y_fit = arrays(fit)
+    x_val, y_val = arrays(validation)
     old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
     init = _warm_start(old_kernel, old_bias, parent.classes, classes)
-    progress.update(phase="training", epoch=0, epochs=options.epochs)
+    history: list[dict[str, float]] = []  # one row per epoch: what the live dashboard charts
+    progress.update(phase="training", epoch=0, epochs=options.epochs, history=[])
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-        progress.update(epoch=epoch, loss=round(logs.get("loss", 0.0), 4), accuracy=round(logs.get("accuracy", 0.0), 4))
+        row = {"epoch": epoch, **{k: round(v, 4) for k, v in logs.items()
+                                  if k in ("loss", "accuracy", "val_loss", "val_accuracy")}}
+        history.append(row)  # a new list each time: the heartbeat may be saving the last one
+        progress.update(epoch=epoch, loss=row.get("loss", 0.0), accuracy=row.get("accuracy", 0.0),
+                        val_loss=row.get("val_loss"), val_accuracy=row.get("val_accuracy"),
+                        history=list(history))
 
     kernel, bias = await asyncio.to_thread(
         fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch,
+        validation=(x_val, y_val),
         anchor_strength=settings.head_anchor_strength,
         anchored=np.array([name in parent.classes for name in classes], dtype=float))
-    x_val, y_val = arrays(validation)
     x_held, y_held = arrays(held)
     allowed = admissible(classes)
     baseline_probs = _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes)

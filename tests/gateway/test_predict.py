@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -111,3 +112,28 @@ async def test_a_malformed_message_gets_an_error_reply_and_the_worker_lives_on(
     reply = decode(PredictReply, await bus.call(queue, b'{"not": "a predict request"}', timeout=5))
     assert reply.result is None and reply.error is not None and reply.error.code == "bad_message"
     assert (await client.post("/predict", data=form(melanoma_jpeg))).status == 200
+
+async def test_model_input_on_request_is_exactly_what_the_model_was_given(make_client: MakeClient,
+                                                                          melanoma_jpeg: bytes,
+                                                                          tiny_model_dir: Path) -> None:
+    import base64
+    import json
+
+    import numpy as np
+
+    from shared.imaging import load_for_model
+
+    client = await make_client()
+    plain = await (await client.post("/predict", data=form(melanoma_jpeg))).json()
+    assert "model_input" not in plain  # the default answer is unchanged
+    response = await client.post("/predict?model_input=true", data=form(melanoma_jpeg))
+    assert response.status == 200
+    body = await response.json()
+    prefix = "data:image/png;base64,"
+    assert body["model_input"].startswith(prefix) and body["label"] == plain["label"]
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["model_input"][len(prefix):]))))
+    manifest = json.loads((tiny_model_dir / "manifest.json").read_text())
+    expected = load_for_model(melanoma_jpeg, tuple(manifest["input_size"]), policy=manifest["preprocessing"])
+    assert seen.shape == expected.shape and np.array_equal(seen, expected)
+    bad = await client.post("/predict?model_input=maybe", data=form(melanoma_jpeg))
+    assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_model_input"

@@ -1,0 +1,72 @@
+"""`GET /jobs/{job_id}/events`: a job's record pushed as server-sent events while it changes.
+
+The stream reads the job record (the one the ingest and trainer services write their progress
+into) every `DERMASCAN_EVENTS_POLL_S` and sends it as an `event: job` whenever its `updated_at`
+moved; after the record turns final it sends it a last time as `event: end` and closes. Any
+gateway can serve any job's stream: the record is in the store. A comment line every
+`KEEPALIVE_S` keeps proxies from closing a quiet stream; a store that stops answering for a while
+is an `event: waiting`, not the end of the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from gateway.keys import JOBS, SETTINGS
+from shared.errors import DermaScanError, NotFound
+from shared.jobs import Job
+
+log = logging.getLogger(__name__)
+KEEPALIVE_S = 15.0
+
+
+def frame(event: str, data: dict[str, object], event_id: str | None = None) -> bytes:
+    """One server-sent event: `event`, its JSON `data` on one line, and an optional id."""
+    lines = [f"event: {event}"] + ([f"id: {event_id}"] if event_id else []) + [f"data: {json.dumps(data)}"]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _as_data(job: Job) -> dict[str, object]:
+    return job.model_dump(mode="json")
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Stream the job's record as it changes; 404 (before the stream starts) for an unknown job."""
+    jobs, settings = request.app[JOBS], request.app[SETTINGS]
+    job_id = request.match_info["job_id"]
+    job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)  # NotFound: a plain 404
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.events_max_s
+    sent_at, quiet_since = None, loop.time()
+    try:
+        while True:
+            if job.final:
+                await response.write(frame("end", _as_data(job), job.updated_at.isoformat()))
+                break
+            if job.updated_at != sent_at:
+                await response.write(frame("job", _as_data(job), job.updated_at.isoformat()))
+                sent_at, quiet_since = job.updated_at, loop.time()
+            elif loop.time() - quiet_since > KEEPALIVE_S:
+                await response.write(b": still running\n\n")
+                quiet_since = loop.time()
+            if loop.time() > deadline:
+                break  # the client's EventSource reconnects and gets a fresh stream
+            await asyncio.sleep(settings.events_poll_s)
+            try:
+                job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)
+            except NotFound:
+                await response.write(frame("gone", {"job_id": job_id, "message": "the job record is gone"}))
+                break
+            except DermaScanError as exc:
+                await response.write(frame("waiting", {"job_id": job_id, "message": exc.message}))
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.debug("the client of job %s's event stream left", job_id)
+        raise
+    return response

@@ -1,0 +1,111 @@
+"""`GET /status`: what the UI's Status section shows, in one answer (open, read-only).
+
+Uptime of the gateway and of each live worker (from their heartbeats), the broker and the store,
+every queue's depth and consumers (the ingest and trainer services show as the consumers of
+their queues), the taxonomy against what the current model predicts, and the Grafana link
+when one is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from gateway.keys import BUS, REGISTRY, SETTINGS, STORE, WORKERS, uptime_s
+from shared.errors import DermaScanError
+from shared.taxonomy import CLASSES
+
+
+class QueueSeen(BaseModel):
+    """One queue as the broker reports it."""
+
+    name: str = Field(description="The queue.")
+    role: str = Field(description="What it carries: predict, ingest or train.")
+    messages: int | None = Field(description="Messages waiting; None when the broker did not answer.")
+    consumers: int | None = Field(description="Consumers attached (workers, the ingest or trainer service).")
+
+
+class WorkerLive(BaseModel):
+    """One inference worker heard from recently."""
+
+    id: str = Field(description="The worker's id.")
+    model_version: str | None = Field(description="The version it serves; None while loading.")
+    engine: str | None = Field(description="litert or tensorflow; None while loading or for an older worker.")
+    uptime_s: float | None = Field(description="Seconds since the worker started, from its heartbeat.")
+    heard_s_ago: float = Field(description="Seconds since its last heartbeat.")
+
+
+class ClassCoverage(BaseModel):
+    """The taxonomy against the current model."""
+
+    model_version: str | None = Field(description="The current model, if any.")
+    predicted: list[str] = Field(description="Classes the current model predicts.")
+    needs_data: list[str] = Field(description="Classes of the taxonomy the model does not predict yet.")
+
+
+class Status(BaseModel):
+    """`GET /status`."""
+
+    status: str = Field(description="'ok' when broker, store and a serving worker are up, else 'degraded'.")
+    gateway_uptime_s: float = Field(description="Seconds since this gateway started.")
+    broker_connected: bool = Field(description="Whether the gateway reaches the broker.")
+    store_url: str = Field(description="The object store.")
+    store_reachable: bool = Field(description="Whether the store answered a ping within 2 s.")
+    workers: list[WorkerLive] = Field(description="Live inference workers, by id.")
+    queues: list[QueueSeen] = Field(description="The predict, ingest and train queues.")
+    classes: ClassCoverage
+    grafana_url: str | None = Field(description="`DERMASCAN_GRAFANA_URL`, when set.")
+
+
+async def _queues(request: web.Request) -> list[QueueSeen]:
+    app = request.app
+    settings = app[SETTINGS]
+    seen = []
+    for role, name in (("predict", settings.predict_queue), ("ingest", settings.ingest_queue),
+                       ("train", settings.train_queue)):
+        messages = consumers = None
+        if app[BUS].connected:
+            try:
+                stats = await asyncio.wait_for(app[BUS].queue_stats(name), 2)
+                messages, consumers = stats.messages, stats.consumers
+            except (DermaScanError, TimeoutError):
+                pass
+        seen.append(QueueSeen(name=name, role=role, messages=messages, consumers=consumers))
+    return seen
+
+
+async def _coverage(request: web.Request) -> ClassCoverage:
+    registry = request.app[REGISTRY]
+    current, predicted = None, []
+    try:
+        current = await registry.current_version()
+        if current is not None:
+            predicted = (await registry.manifest(current)).classes
+    except DermaScanError:
+        pass
+    return ClassCoverage(model_version=current, predicted=predicted,
+                         needs_data=[c for c in CLASSES if c not in predicted])
+
+
+async def status(request: web.Request) -> web.Response:
+    """The Status section's data. Never fails for a dependency that is down: it says so."""
+    app = request.app
+    try:
+        store_ok = await asyncio.wait_for(app[STORE].ping(), 2)
+    except Exception:  # noqa: BLE001 - any failure of the ping means unreachable, said in the answer
+        store_ok = False
+    now = time.time()
+    workers = [WorkerLive(id=w.worker_id, model_version=w.model_version, engine=w.engine,
+                          uptime_s=round(now - w.started_at, 1) if w.started_at else None,
+                          heard_s_ago=round(max(0.0, now - w.sent_at), 1))
+               for w in app[WORKERS].live()]
+    broker = app[BUS].connected
+    body = Status(
+        status="ok" if broker and store_ok and any(w.model_version for w in workers) else "degraded",
+        gateway_uptime_s=round(uptime_s(app), 1), broker_connected=broker, store_url=app[STORE].url,
+        store_reachable=store_ok, workers=workers, queues=await _queues(request),
+        classes=await _coverage(request), grafana_url=app[SETTINGS].grafana_url)
+    return web.json_response(body.model_dump(mode="json"))

@@ -1,0 +1,111 @@
+"""`GET /data/summary`, `/data/samples` and `/data/thumbnails/{sha256}`: the Data section's figures,
+computed by the gateway from the stored catalog."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gateway.data_views import summarise
+from gateway.keys import STORE
+from shared.catalog import Catalog, ImageRecord, counts, image_key, split_for
+from tests.gateway.conftest import MakeClient
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def catalogue(client: object, paths: dict[str, list[Path]]) -> list[ImageRecord]:
+    """Store and catalogue the images of `paths` (label -> files) as one batch, as the ingest does."""
+    store = client.app[STORE]  # type: ignore[attr-defined]
+    catalog = Catalog(store)
+    records = []
+    for label, files in paths.items():
+        for path in files:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            width, height = Image.open(io.BytesIO(data)).size
+            record = ImageRecord(sha256=sha, label=label, key=image_key(label, sha, "jpeg"),
+                                 split=split_for(sha), source="upload", job_id="batch1", width=width,
+                                 height=height, format="jpeg", bytes=len(data))
+            await catalog.add_image(record, data)
+            records.append(record)
+    await catalog.write_batch("upload", "batch1")
+    return records
+
+
+def picked(fixture_images: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    return {"melanoma": fixture_images["melanoma"][:4],
+            "melanocytic_nevi": fixture_images["melanocytic_nevi"][:3]}
+
+
+async def test_the_summary_counts_the_catalog_per_split_and_class(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    empty = await (await client.get("/data/summary")).json()
+    assert empty["total"] == 0 and empty["counts"] == {} and empty["classes"] == []
+    records = await catalogue(client, picked(fixture_images))
+    body = await (await client.get("/data/summary")).json()
+    assert body["total"] == 7
+    assert body["counts"] == counts(records)
+    assert sum(n for split in body["counts"].values() for n in split.values()) == 7
+    assert body["classes"] == ["melanocytic_nevi", "melanoma"]  # taxonomy order
+    assert sum(b["count"] for b in body["longest_side"]["bins"]) == 7
+    assert sum(b["count"] for b in body["aspect_ratio"]["bins"]) == 7
+    sizes = {(r.width, r.height) for r in records}
+    assert {(s["width"], s["height"]) for s in body["common_sizes"]} == sizes
+
+
+def test_histograms_put_each_image_in_its_bin_and_count_unknown_sizes() -> None:
+    def record(n: int, width: int, height: int) -> ImageRecord:
+        return ImageRecord(sha256=f"{n:064x}", label="melanoma", key=f"images/melanoma/{n}.jpg",
+                           split="train", source="upload", width=width, height=height)
+
+    summary = summarise([record(1, 600, 450), record(2, 600, 450), record(3, 100, 100), record(4, 5000, 2000),
+                         record(5, 0, 0)])
+    sides = {(b.low, b.high): b.count for b in summary.longest_side.bins}
+    assert sides[(512, 768)] == 2 and sides[(0, 256)] == 1 and sides[(4096, None)] == 1
+    assert summary.longest_side.unknown == 1 and sum(sides.values()) == 4
+    ratios = {(b.low, b.high): b.count for b in summary.aspect_ratio.bins}
+    assert ratios[(1.25, 1.4)] == 2 and ratios[(0.9, 1.1)] == 1 and ratios[(2.0, None)] == 1
+    assert summary.common_sizes[0].width == 600 and summary.common_sizes[0].count == 2
+
+
+async def test_samples_name_thumbnails_made_once_and_kept_in_the_store(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    records = await catalogue(client, picked(fixture_images))
+    body = await (await client.get("/data/samples?per_class=2")).json()
+    by_label = {c["label"]: c for c in body["classes"]}
+    assert by_label["melanoma"]["count"] == 4 and len(by_label["melanoma"]["samples"]) == 2
+    assert len(by_label["melanocytic_nevi"]["samples"]) == 2
+    sample = by_label["melanoma"]["samples"][0]
+    assert sample["sha256"] == min(r.sha256 for r in records if r.label == "melanoma")
+    response = await client.get(sample["thumbnail_url"])
+    assert response.status == 200 and response.content_type == "image/jpeg"
+    assert "immutable" in response.headers["Cache-Control"]
+    small = Image.open(io.BytesIO(await response.read()))
+    assert small.format == "JPEG" and max(small.size) == 160
+    store = client.app[STORE]
+    assert await store.exists(f"thumbnails/{sample['sha256']}.jpg")
+    original = next(r for r in records if r.sha256 == sample["sha256"])
+    await store.delete(original.key)  # the cached thumbnail no longer needs the image
+    assert (await client.get(sample["thumbnail_url"])).status == 200
+
+
+@pytest.mark.parametrize("path,status,code", [
+    ("/data/samples?per_class=0", 400, "invalid_per_class"),
+    ("/data/samples?per_class=abc", 400, "invalid_per_class"),
+    ("/data/thumbnails/not-a-hash", 400, "invalid_sha256"),
+    (f"/data/thumbnails/{'A' * 64}", 400, "invalid_sha256"),
+    (f"/data/thumbnails/{'0' * 64}", 404, "no_such_image"),
+])
+async def test_bad_data_requests_are_4xx_with_a_reason(make_client: MakeClient, path: str, status: int,
+                                                       code: str) -> None:
+    client = await make_client(with_worker=False)
+    response = await client.get(path)
+    assert response.status == status
+    assert (await response.json())["error"]["code"] == code

@@ -1,0 +1,82 @@
+"""`GET /jobs/{job_id}/events`: a job's progress pushed as server-sent events while it runs, the
+final record last, then the end of the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway.events import frame
+from gateway.keys import JOBS
+from shared.jobs import Job
+from tests.gateway.conftest import Client, MakeClient
+from tests.support.http import form
+from tests.support.tokens import CONTRIBUTOR
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def read_events(client: Client, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every (event, data) of the job's stream, until the server ends it."""
+    response = await client.get(f"/jobs/{job_id}/events")
+    assert response.status == 200 and response.content_type == "text/event-stream"
+    events, event = [], None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event is not None:
+            events.append((event, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_an_event_is_one_json_line_with_its_name_and_id() -> None:
+    assert frame("job", {"a": 1}, "t1") == b'event: job\nid: t1\ndata: {"a": 1}\n\n'
+
+
+async def test_progress_arrives_while_the_job_runs_and_the_final_record_ends_the_stream(
+        make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, events_poll_s=0.02)
+    jobs = client.app[JOBS]
+    job = Job(kind="train", state="running", progress={"phase": "embedding", "embedded": 0})
+    await jobs.save(job)
+    reading = asyncio.create_task(read_events(client, job.job_id))
+
+    async def advance(**progress: object) -> None:
+        await asyncio.sleep(0.15)
+        job.progress = {**job.progress, **progress}
+        await jobs.save(job)
+
+    await advance(embedded=10)
+    await advance(phase="training", epoch=1, epochs=2, history=[{"epoch": 1, "loss": 0.9}])
+    await advance(epoch=2, history=[{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.7}])
+    job.state = "succeeded"
+    await advance(phase="done")
+    events = await asyncio.wait_for(reading, 10)
+    names = [name for name, _ in events]
+    assert names[-1] == "end" and names.count("end") == 1 and set(names[:-1]) == {"job"}
+    running = [data["progress"] for name, data in events if name == "job"]
+    assert [p.get("embedded") for p in running[:2]] == [0, 10]  # each change, in order, before the end
+    assert running[-1]["history"][-1] == {"epoch": 2, "loss": 0.7}
+    assert events[-1][1]["state"] == "succeeded" and events[-1][1]["progress"]["phase"] == "done"
+
+
+async def test_a_real_upload_job_streams_to_its_outcome(make_client: MakeClient,
+                                                        melanoma_jpeg: bytes) -> None:
+    client = await make_client(with_worker=False, with_jobs=True)
+    upload = form(melanoma_jpeg, name="files", filename="melanoma_1.jpg")
+    response = await client.post("/upload-bulk", data=upload, headers=CONTRIBUTOR)
+    assert response.status == 202, await response.text()
+    events = await asyncio.wait_for(read_events(client, (await response.json())["job_id"]), 30)
+    name, final = events[-1]
+    assert name == "end" and final["state"] == "succeeded"
+    assert [f["status"] for f in final["result"]["files"]] == ["stored"]
+
+
+async def test_an_unknown_job_is_a_404_not_a_stream(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)
+    response = await client.get("/jobs/doesnotexist/events")
+    assert response.status == 404 and (await response.json())["error"]["code"] == "not_found"
