@@ -14,7 +14,7 @@ PREPROCESSING = "center_crop_resize_bilinear/v1"
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class ReferralThreshold(BaseModel):
@@ -23,9 +23,15 @@ class ReferralThreshold(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(ge=0.0, le=1.0, description="Flag when the class's probability is at least this.")
-    target_recall: float = Field(ge=0.0, le=1.0, description="Recall the threshold was chosen for, on validation.")
-    validation_recall: dict[str, float] = Field(default_factory=dict, description="Recall reached, per source.")
+    threshold: float = Field(ge=0.0, le=1.0,
+                             description="Flag when the class's probability is at least this.")
+    target_recall: float = Field(ge=0.0, le=1.0,
+                                 description="Recall the threshold was chosen for, on validation.")
+    confidence: float = Field(0.5, ge=0.5, lt=1.0,
+                              description="One-sided confidence that validation recall reaches the target "
+                                          "(its Wilson lower bound); 0.5: the point estimate.")
+    validation_recall: dict[str, float] = Field(default_factory=dict,
+                                                description="Recall reached, per source.")
     validation_specificity: dict[str, float] = Field(
         default_factory=dict, description="Share of other images not flagged, per source.")
     basis: str = Field("validation", description="Where it comes from: 'validation', or 'inherited from "
@@ -52,7 +58,8 @@ class Uncertainty(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(ge=0.0, le=1.0, description="Answers whose confidence is below this are uncertain.")
+    threshold: float = Field(ge=0.0, le=1.0,
+                             description="Answers whose confidence is below this are uncertain.")
     target_accuracy: float = Field(description="Validation accuracy the answered share was held to.")
     validation_coverage: float = Field(description="Share of validation images answered (not uncertain).")
     validation_accuracy: float = Field(description="Accuracy on that share.")
@@ -98,8 +105,10 @@ class ModelManifest(BaseModel):
     backbone_version: str | None = Field(
         None, description="Version whose backbone this one shares (the key of its cached embeddings).")
     gate: GateResult | None = Field(None, description="The promotion gate's verdict on this version.")
-    recipe: dict[str, Any] = Field(default_factory=dict, description="How it was trained (options, hyper-parameters).")
+    recipe: dict[str, Any] = Field(default_factory=dict,
+                                   description="How it was trained (options, hyper-parameters).")
     history: list[dict[str, Any]] = Field(default_factory=list, description="Per-epoch training figures.")
     training_seconds: float | None = Field(None, description="Wall time of the training run.")
     class_bias: list[float] = Field(
-        default_factory=list, description="Per-class logit offsets fitted on validation (already in the model).")
+        default_factory=list,
+        description="Per-class logit offsets fitted on validation (already in the model).")

@@ -27,11 +27,15 @@ def train_parser() -> argparse.ArgumentParser:
     from trainer_service.training import Recipe
 
     d = Recipe()
-    p = argparse.ArgumentParser(prog="trainer_service train", description="Train a classifier on a class-per-folder dataset.")
+    p = argparse.ArgumentParser(prog="trainer_service train",
+                                description="Train a classifier on a class-per-folder dataset.")
     p.add_argument("data", type=Path, nargs="+",
-                   help="class-per-folder training images, one root per source (metadata.csv in it or its parent)")
-    p.add_argument("--out", type=Path, required=True, help="artifact directory to create (model.keras + manifest.json)")
-    p.add_argument("--version", default=f"lite0-{dt.date.today().isoformat()}", help="version name in the manifest")
+                   help="class-per-folder training images, one root per source "
+                        "(metadata.csv in it or its parent)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="artifact directory to create (model.keras + manifest.json)")
+    p.add_argument("--version", default=f"lite0-{dt.date.today().isoformat()}",
+                   help="version name in the manifest")
     p.add_argument("--parent-version", default=None)
     p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0",
                    help="efficientnet_lite0 (committed ImageNet weights, offline) or mobilenet_v2 "
@@ -43,8 +47,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, nargs="+", default=[0.1],
                    help="held-out share of each source's lesions (one value, or one per source)")
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES), help="preprocessing policy")
-    p.add_argument("--referral-recall", type=float, default=0.85,
-                   help="validation recall each malignant class's referral threshold is chosen for")
+    p.add_argument("--referral-recall", type=float, default=0.80,
+                   help="recall each malignant class's referral threshold must reach on validation")
+    p.add_argument("--referral-confidence", type=float, default=0.95,
+                   help="one-sided confidence of that recall (Wilson lower bound; 0.5: point estimate)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="decoded-image cache and checkpoints (default: OUT.work); the same command resumes")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -84,6 +90,7 @@ def train_main(argv: list[str] | None = None) -> int:
         data=tuple(args.data), backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
         validation_fraction=tuple(args.validation_fraction), eval_data=tuple(args.eval_data),
         pretrained=not args.random_init, policy=args.policy, referral_recall=args.referral_recall,
+        referral_confidence=args.referral_confidence,
         work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
     )
     if (args.out / "model.keras").exists():
@@ -111,13 +118,15 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from trainer_service.train_job import evaluate_on
 
     model, manifest = load_artifact(args.artifact)
-    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes), manifest.preprocessing,
+    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes),
+                          manifest.preprocessing,
                           manifest)
     metrics["model_version"] = manifest.version
     print(f"model {manifest.version} on {args.data}")
     print(format_report(metrics))
     for name, row in metrics.get("operating_points", {}).get("referral", {}).items():
-        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}, specificity {row['specificity']}")
+        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}, "
+              f"specificity {row['specificity']}")
     for key in ("uncertainty", "ood_flagged"):
         if key in metrics.get("operating_points", {}):
             print(f"{key}: {metrics['operating_points'][key]}")

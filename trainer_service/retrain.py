@@ -280,7 +280,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                          refit=options.fine_tune or len(x_fit) >= settings.ood_refit_min_images)
     new_model = with_ood_output(new_model, detector[0])
     checked = [Scored("catalog", softmax(val_logits, temperature), y_val)]
-    referral = referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall)
+    referral = referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall,
+                                   confidence=settings.referral_confidence)
     for name, point in parent.referral.items():  # too few validation cases to choose one: keep the current one
         if name in classes and name not in referral:
             referral[name] = point.model_copy(update={"basis": f"inherited from {current}"})

@@ -20,19 +20,31 @@ class TrainerSettings(CommonSettings):
     max_balanced_accuracy_drop: float = Field(
         0.02, ge=0, le=1, description="Gate: most the held-out balanced accuracy may fall.")
     max_class_recall_drop: float = Field(
-        0.05, ge=0, le=1, description="Gate: most a benign class's held-out recall may fall (beyond its noise).")
+        0.05, ge=0, le=1,
+        description="Gate: most a benign class's held-out recall may fall (beyond its noise).")
     gate_malignant_max_recall_drop: float = Field(
-        0.0, ge=0, le=1, description="Gate: most a malignant class's recall may fall beyond its noise (0: not at all).")
+        0.0, ge=0, le=1,
+        description="Gate: most a malignant class's recall may fall beyond its noise (0: not at all).")
     gate_min_class_support: int = Field(
         10, ge=1, description="Gate: held-out images a class needs before its recall is judged.")
     gate_accept_benign_for_malignant: bool = Field(
-        True, description="Gate: accept a benign class's drop when a malignant class's recall rose beyond its noise.")
-    gate_confidence: float = Field(0.95, gt=0.5, lt=1, description="Gate: confidence of the bootstrap intervals.")
+        True,
+        description="Gate: accept a benign class's drop when a malignant class's recall rose beyond its "
+                    "noise.")
+    gate_confidence: float = Field(0.95, gt=0.5, lt=1,
+                                   description="Gate: confidence of the bootstrap intervals.")
     gate_resamples: int = Field(2000, ge=100, description="Gate: paired bootstrap resamples.")
     referral_recall: float = Field(
-        0.85, gt=0, le=1, description="Validation recall each malignant class's referral threshold is chosen for.")
+        0.80, gt=0, le=1,
+        description="Recall each malignant class's referral threshold must reach on validation, with "
+                    "the confidence below.")
+    referral_confidence: float = Field(
+        0.95, ge=0.5, lt=1,
+        description="One-sided confidence of that recall: the Wilson lower bound of each source's "
+                    "validation recall must reach it (0.5: the recall itself).")
     uncertain_below_accuracy: float = Field(
-        0.9, gt=0, le=1, description="Answers are uncertain below the confidence where validation accuracy reaches this.")
+        0.9, gt=0, le=1,
+        description="Answers are uncertain below the confidence where validation accuracy reaches this.")
     ood_refit_min_images: int = Field(
         1000, ge=2, description="Head retrains refit the OOD detector from this many catalog images; "
                                 "below, the current model's (same backbone) is kept.")

@@ -18,14 +18,25 @@ from trainer_service.artifacts import code_version
 from trainer_service.backbones import build_backbone
 from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
 from trainer_service.checkpoint import Checkpoint
-from trainer_service.classifier import LOGITS, build_classifier, embedding_model, logits_model, with_temperature
+from trainer_service.classifier import (
+    LOGITS,
+    build_classifier,
+    embedding_model,
+    logits_model,
+    with_temperature,
+)
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.ood import fit_ood, threshold_for, with_ood_output
-from trainer_service.operating import Scored, calibrated, cross_validated_bias, referral_thresholds, uncertainty_threshold
+from trainer_service.operating import (
+    Scored,
+    calibrated,
+    cross_validated_bias,
+    referral_thresholds,
+    uncertainty_threshold,
+)
 from trainer_service.sources import Source, combined, load_sources, source_name
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
-
 
 #: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
 UNCERTAIN_BELOW_ACCURACY = 0.9
@@ -43,7 +54,8 @@ class JobSpec:
     eval_data: tuple[Path, ...] = ()
     pretrained: bool = True
     policy: str = DEFAULT_POLICY
-    referral_recall: float = 0.85
+    referral_recall: float = 0.80
+    referral_confidence: float = 0.95
     work_dir: Path | None = None
     split_seed: int | None = None  # None: the recipe's seed; fix it to train ensemble members on one split
 
@@ -74,7 +86,8 @@ def selection_scorer(sources: list[Source], allowed: np.ndarray, classes: tuple[
     return score
 
 
-def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None = None) -> tuple[keras.Model, ModelManifest]:
+def run_job(spec: JobSpec, version: str, log: Log, *,
+            parent_version: str | None = None) -> tuple[keras.Model, ModelManifest]:
     """Train on every source of `spec.data`, fit the operating points on their validation parts,
     and describe the result.
 
@@ -101,10 +114,12 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
     checkpoint = Checkpoint(spec.work_dir / "checkpoint") if spec.work_dir else None
     if checkpoint is None or not checkpoint.exists():
         train_head(model, train, spec.recipe, log)
-    history = fine_tune(model, train, sources[0].validation, spec.recipe, log, strata=strata, admissible=allowed,
+    history = fine_tune(model, train, sources[0].validation, spec.recipe, log, strata=strata,
+                        admissible=allowed,
                         score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
 
-    model, operating = fit_operating_points(model, sources, classes, spec.referral_recall, log)
+    model, operating = fit_operating_points(model, sources, classes, spec.referral_recall, log,
+                                            referral_confidence=spec.referral_confidence)
     model, detector = fit_detector(model, train, sources, log)
     metrics: dict[str, Any] = {"validation": operating.pop("validation")}
     for root in spec.eval_data:
@@ -122,7 +137,8 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
         parent_version=parent_version,
         code_version=code_version(),
         training_data={
-            "sources": {s.name: {"fit": data_summary(s.fit), "validation": data_summary(s.validation)} for s in sources},
+            "sources": {s.name: {"fit": data_summary(s.fit),
+                                 "validation": data_summary(s.validation)} for s in sources},
             **data_summary(train),
         },
         metrics=metrics,
@@ -133,6 +149,7 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
         class_bias=operating["class_bias"],
         recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
                 "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
+                "referral_confidence": spec.referral_confidence,
                 "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed},
         history=history,
         training_seconds=round(time.monotonic() - started, 1),
@@ -140,8 +157,9 @@ def run_job(spec: JobSpec, version: str, log: Log, *, parent_version: str | None
     return model, manifest
 
 
-def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...], referral_recall: float,
-                         log: Log) -> tuple[keras.Model, dict[str, Any]]:
+def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...],
+                         referral_recall: float, log: Log, *,
+                         referral_confidence: float = 0.5) -> tuple[keras.Model, dict[str, Any]]:
     """Class biases (into the logits layer), temperature, referral thresholds, all on validation.
 
     Returns the calibrated model and {temperature, class_bias, referral, validation: per-source
@@ -159,10 +177,11 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     pooled_labels = np.concatenate([s.labels for s in adjusted])
     temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
     probabilities = calibrated(adjusted, temperature)
-    referral = referral_thresholds(probabilities, list(classes), MALIGNANT, allowed, target_recall=referral_recall)
+    referral = referral_thresholds(probabilities, list(classes), MALIGNANT, allowed,
+                                   target_recall=referral_recall, confidence=referral_confidence)
     uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=UNCERTAIN_BELOW_ACCURACY)
     validation: dict[str, Any] = {}
-    for before, after in zip(adjusted, probabilities):
+    for before, after in zip(adjusted, probabilities, strict=True):
         m = classification_metrics(after.values, after.labels, classes)
         m["ece_uncalibrated"] = expected_calibration_error(softmax(before.values), before.labels, allowed)
         validation[before.source] = m
@@ -171,7 +190,8 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     log(f"class bias {np.round(bias, 2).tolist()}, temperature {temperature:.3f}, referral "
         + ", ".join(f"{k} >= {v.threshold:.3f}" for k, v in referral.items()))
     return with_temperature(model, temperature), {
-        "temperature": temperature, "class_bias": bias.tolist(), "referral": referral, "uncertainty": uncertainty,
+        "temperature": temperature, "class_bias": bias.tolist(), "referral": referral,
+        "uncertainty": uncertainty,
         "validation": validation}
 
 
@@ -226,7 +246,8 @@ def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSe
         answered = (probabilities @ allowed.T)[np.arange(len(top)), top] >= manifest.uncertainty.threshold
         correct = allowed[data.labels, top]
         out["uncertainty"] = {"threshold": manifest.uncertainty.threshold, "coverage": float(answered.mean()),
-                              "accuracy_answered": float(correct[answered].mean()) if answered.any() else None,
+                              "accuracy_answered": float(correct[answered].mean())
+                                                   if answered.any() else None,
                               "accuracy_all": float(correct.mean())}
     if manifest.ood is not None and isinstance(model.output, (list, tuple)):
         scores = predict(model, data.images, output=1).reshape(-1)

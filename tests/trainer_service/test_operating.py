@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from shared.taxonomy import admissible
-from trainer_service.operating import Scored, balanced_accuracy_admitted, fit_class_bias, referral_thresholds
+from trainer_service.operating import (
+    Scored,
+    balanced_accuracy_admitted,
+    fit_class_bias,
+    recall_lower_bound,
+    referral_thresholds,
+)
 
 
 def test_class_bias_recovers_a_rare_class_the_argmax_misses() -> None:
@@ -30,7 +36,8 @@ def test_referral_threshold_reaches_the_recall_on_every_source() -> None:
 
     def source(name: str, separation: float) -> Scored:
         labels = np.array([0] * 100 + [1] * 40)
-        p_mel = np.clip(np.where(labels == 1, 0.5 + separation, 0.5 - separation) + rng.normal(0, 0.15, 140), 0, 1)
+        p_mel = np.clip(np.where(labels == 1, 0.5 + separation, 0.5 - separation) + rng.normal(0, 0.15, 140),
+                        0, 1)
         return Scored(name, np.stack([1 - p_mel, p_mel], axis=1), labels)
 
     sets = [source("easy", 0.3), source("hard", 0.05)]
@@ -52,3 +59,37 @@ def test_cross_validation_keeps_offsets_only_when_they_generalise() -> None:
     shifted[:, 1] = np.where(labels == 1, 0.6, -0.6) + rng.normal(0, 0.3, 330) - 2.0  # a real offset to find
     bias, span, tried = cross_validated_bias([Scored("a", shifted, labels)], np.eye(2))
     assert span > 0 and bias[1] - bias[0] > 1.0 and tried[span] > tried[0.0] + 0.2
+
+
+def test_the_recall_bound_is_wilsons_and_asks_for_more_the_fewer_the_cases() -> None:
+    from scipy.stats import binomtest
+
+    for hits, n in [(79, 90), (45, 56), (8, 10), (820, 1000)]:
+        # a one-sided 95 % bound is the lower end of a two-sided 90 % interval
+        expected = binomtest(hits, n).proportion_ci(confidence_level=0.90, method="wilson").low
+        assert recall_lower_bound(hits, n, 0.95) == pytest.approx(expected, abs=1e-9)
+    assert recall_lower_bound(79, 90, 0.5) == pytest.approx(79 / 90)
+    assert recall_lower_bound(78, 90, 0.95) < 0.80 <= recall_lower_bound(79, 90, 0.95)
+
+
+def test_a_confident_referral_threshold_flags_more_when_validation_is_small() -> None:
+    classes = ["melanocytic_nevi", "melanoma"]
+    rng = np.random.default_rng(3)
+
+    def source(positives: int) -> Scored:
+        labels = np.array([0] * 200 + [1] * positives)
+        p_mel = np.clip(np.where(labels == 1, 0.6, 0.4) + rng.normal(0, 0.15, len(labels)), 0, 1)
+        return Scored("s", np.stack([1 - p_mel, p_mel], axis=1), labels)
+
+    allowed = admissible(classes)
+    margin = {}
+    for positives in (30, 300):
+        data = [source(positives)]
+        point = referral_thresholds(data, classes, ("melanoma",), allowed, target_recall=0.8)["melanoma"]
+        sure = referral_thresholds(data, classes, ("melanoma",), allowed, target_recall=0.8,
+                                   confidence=0.95)["melanoma"]
+        assert sure.threshold < point.threshold and sure.confidence == 0.95
+        found = round(sure.validation_recall["s"] * positives)  # the fewest whose bound reaches 0.8
+        assert recall_lower_bound(found, positives, 0.95) >= 0.8 > recall_lower_bound(found - 1, positives, 0.95)
+        margin[positives] = sure.validation_recall["s"] - 0.8
+    assert margin[300] < margin[30]  # the margin shrinks as validation grows
