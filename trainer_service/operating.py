@@ -28,15 +28,29 @@ class Scored:
     labels: np.ndarray
 
 
+def stratum_recalls(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> list[float]:
+    """Recall of each label present (the share of its images whose answer the label admits)."""
+    correct = allowed[labels, decide(softmax(logits), allowed)]
+    return [float(correct[labels == c].mean()) for c in np.unique(labels)]
+
+
 def balanced_accuracy_admitted(logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
     """Mean over the labels present of the share of images whose top output the label admits."""
-    correct = allowed[labels, decide(softmax(logits), allowed)]
-    return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
+    return float(np.mean(stratum_recalls(logits, labels, allowed)))
+
+
+def mean_stratum_recall(sets: list[Scored], allowed: np.ndarray, bias: np.ndarray) -> float:
+    """Mean recall over every (source, class) pair present: each class counts once wherever it is
+    measured, so a source with three classes does not outweigh one with seven (a mean of the
+    sources' balanced accuracies gives each of ISIC's three classes 2.3 times a HAM class's say,
+    which traded HAM's benign keratoses away for ISIC's nevi)."""
+    return float(np.mean([r for s in sets for r in stratum_recalls(s.values + bias, s.labels, allowed)]))
 
 
 def fit_class_bias(sets: list[Scored], allowed: np.ndarray, *, span: float = 3.0, step: float = 0.1,
                    passes: int = 3) -> np.ndarray:
-    """Per-class logit offsets maximising the mean over sources of balanced accuracy.
+    """Per-class logit offsets maximising the mean recall over (source, class) pairs
+    (`mean_stratum_recall`).
 
     Coordinate ascent on a grid of [-span, span]; a change is kept only when it raises the
     objective (ties keep the smaller offset), so with nothing to gain the offsets stay 0.
@@ -46,7 +60,7 @@ def fit_class_bias(sets: list[Scored], allowed: np.ndarray, *, span: float = 3.0
     grid = np.round(np.arange(-span, span + step / 2, step), 6)
 
     def objective(b: np.ndarray) -> float:
-        return float(np.mean([balanced_accuracy_admitted(s.values + b, s.labels, allowed) for s in sets]))
+        return mean_stratum_recall(sets, allowed, b)
 
     best = objective(bias)
     for _ in range(passes):
@@ -83,7 +97,7 @@ def cross_validated_bias(sets: list[Scored], allowed: np.ndarray, *,
         return [Scored(s.source, s.values[m], s.labels[m]) for s, m in zip(sets, mask_of, strict=True)]
 
     def score(b: np.ndarray, chosen: list[Scored]) -> float:
-        return float(np.mean([balanced_accuracy_admitted(s.values + b, s.labels, allowed) for s in chosen]))
+        return mean_stratum_recall(chosen, allowed, b)
 
     results: dict[float, float] = {}
     for span in spans:

@@ -93,3 +93,14 @@ def test_a_confident_referral_threshold_flags_more_when_validation_is_small() ->
         assert recall_lower_bound(found, positives, 0.95) >= 0.8 > recall_lower_bound(found - 1, positives, 0.95)
         margin[positives] = sure.validation_recall["s"] - 0.8
     assert margin[300] < margin[30]  # the margin shrinks as validation grows
+
+
+def test_every_source_class_pair_counts_once_in_the_bias_objective() -> None:
+    from trainer_service.operating import mean_stratum_recall
+
+    allowed = np.eye(3)
+    # source "a": classes 0, 1, 2, all right; source "b": only class 0, always answered 1
+    a = Scored("a", np.eye(3)[[0, 1, 2]] * 5, np.array([0, 1, 2]))
+    b = Scored("b", np.eye(3)[[1, 1]] * 5, np.array([0, 0]))
+    # four (source, class) pairs, three right: 0.75 (a mean of the sources' balanced accuracies: 0.5)
+    assert mean_stratum_recall([a, b], allowed, np.zeros(3)) == pytest.approx(0.75)
