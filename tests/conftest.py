@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import reliability
 from tests.support.models import make_tiny_model
 from tests.support.processes import free_port, running, wait_http
 
@@ -22,6 +23,12 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write docs/reliability.md from what this session's fault tests counted (if any ran)."""
+    args = " ".join(session.config.invocation_params.args)
+    reliability.write_doc(f"python -m pytest {args}".strip())
 
 
 @pytest.fixture(scope="session")

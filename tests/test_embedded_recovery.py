@@ -4,6 +4,7 @@ reason (the model unchanged), and /retrain is accepted again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from shared.store import open_store
 from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.reliability import Scenario, lost_images, scenario
 from tests.support.tokens import CONTRIBUTOR, OPERATOR, TOKEN_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -19,14 +22,23 @@ FIXTURES = Path(__file__).parent / "fixtures"
 IMAGES = sorted([*(FIXTURES / "ham10000").rglob("*.jpg"), *(FIXTURES / "isic2017").rglob("*.jpg")])
 
 
+#: What this test's requests got (docs/reliability.md); set for the duration of the test.
+COUNTS = Scenario("kill -9 the embedded process with jobs queued")
+
+
 def call(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
          ) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, body, headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
+            status, answer = response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        status, answer = exc.code, json.loads(exc.read())
+    except TimeoutError:
+        COUNTS.hang()
+        raise
+    COUNTS.answer(status, answer)
+    return status, answer
 
 
 def upload(base: str, images: list[Path]) -> tuple[int, dict[str, Any]]:
@@ -58,6 +70,12 @@ def final_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
 
 def test_after_a_kill_9_uploads_resume_training_is_failed_and_retrain_works_again(
         tmp_path: Path, tiny_model_dir: Path) -> None:
+    global COUNTS
+    with scenario("kill -9 the embedded process with jobs queued") as COUNTS:
+        kill_and_restart(tmp_path, tiny_model_dir)
+
+
+def kill_and_restart(tmp_path: Path, tiny_model_dir: Path) -> None:
     var = tmp_path / "var"
     env = {"DERMASCAN_STORE_URL": var.as_uri(), "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
            "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir), "DERMASCAN_SEED_DATASET": "",
@@ -69,6 +87,7 @@ def test_after_a_kill_9_uploads_resume_training_is_failed_and_retrain_works_agai
         wait_http(f"{base}/readyz", timeout=120, proc=first)
         status, accepted_upload = upload(base, IMAGES)
         assert status == 202, accepted_upload
+        COUNTS.accept_upload(len(IMAGES))
         status, accepted_training = call("POST", f"{base}/retrain", b"{}",
                                          {**OPERATOR, "Content-Type": "application/json"})
         assert status == 202, accepted_training
@@ -85,12 +104,25 @@ def test_after_a_kill_9_uploads_resume_training_is_failed_and_retrain_works_agai
         wait_http(f"{base}/readyz", timeout=120, proc=second)
         training = call("GET", f"{base}/jobs/{training_id}")[1]
         assert training["state"] == "failed", training
-        assert training["error"]["code"] == "interrupted" and "model is unchanged" in training["error"]["message"]
+        assert training["error"]["code"] == "interrupted"
+        assert "model is unchanged" in training["error"]["message"]
         uploaded = final_job(base, upload_id, timeout=90)
         assert uploaded["state"] == "succeeded", uploaded["log"][-5:]
         outcomes = uploaded["result"]["files"]
+        COUNTS.lost = asyncio.run(_lost(var, outcomes))
+        COUNTS.notes.append(f"killed with an upload of {len(IMAGES)} images and a training job queued; after "
+                            f"the restart the upload {uploaded['state']}, the training job "
+                            f"{training['error']['code']}")
         assert len(outcomes) == len(IMAGES) and {f["status"] for f in outcomes} <= {"stored", "duplicate"}
         status, again = call("POST", f"{base}/retrain", b'{"epochs": 1}',
                              {**OPERATOR, "Content-Type": "application/json"})
         assert status == 202, again  # the interrupted job no longer holds the claim
         assert second.poll() is None
+
+
+async def _lost(var: Path, outcomes: list[dict[str, Any]]) -> int:
+    store = await open_store(var.as_uri())
+    try:
+        return await lost_images(store, outcomes, sent=len(IMAGES))
+    finally:
+        await store.close()

@@ -12,6 +12,7 @@ from shared.manifest import ModelManifest
 from shared.registry import ModelRegistry
 from shared.store import open_store
 from tests.gateway.conftest import Client, MakeClient
+from tests.support.reliability import scenario
 from tests.support.tokens import OPERATOR
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,11 +34,19 @@ async def test_twenty_concurrent_promotions_are_all_recorded_and_workers_serve_t
     await publish_second_version(tmp_path, tiny_model_dir)
     before = len((await (await client.get("/models")).json())["history"])
     versions = ["tiny-v1" if i % 2 else "tiny-v2" for i in range(20)]
-    responses = await asyncio.gather(*(client.post(f"/models/{v}/promote", headers=OPERATOR) for v in versions))
+    with scenario("concurrent promotions") as counts:
+        responses = await asyncio.gather(*(client.post(f"/models/{v}/promote", headers=OPERATOR)
+                                           for v in versions))
+        bodies = [await r.json() for r in responses]
+        for response, body in zip(responses, bodies, strict=True):
+            counts.answer(response.status, body)
+        models = await (await client.get("/models")).json()
+        recorded = len(models["history"]) - before
+        counts.notes.append(f"20 at once (two versions), {recorded} promotion records written, in-process "
+                            "gateway on a local-disk store")
     assert [r.status for r in responses] == [200] * 20
-    assert sorted([(await r.json())["promoted"] for r in responses]) == sorted(versions)
-    models = await (await client.get("/models")).json()
-    assert len(models["history"]) == before + 20
+    assert sorted([body["promoted"] for body in bodies]) == sorted(versions)
+    assert recorded == 20
     assert models["current"] == models["history"][-1]["version"]
     for _ in range(100):  # the workers follow the registry, whatever order the broadcasts came in
         if await served_versions(client) == [models["current"]]:
@@ -47,7 +56,8 @@ async def test_twenty_concurrent_promotions_are_all_recorded_and_workers_serve_t
 
 
 async def test_a_promotion_whose_broadcast_fails_is_still_made(
-        make_client: MakeClient, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_client: MakeClient, tmp_path: Path, tiny_model_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.bus import BrokerUnavailable
     from shared.bus.memory import MemoryBus
 

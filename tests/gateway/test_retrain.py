@@ -13,6 +13,7 @@ from shared.verdict import GateResult
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form, wait_job
+from tests.support.reliability import scenario
 from tests.support.tokens import OPERATOR
 from trainer_service import retrain
 from trainer_service.importer import import_dataset
@@ -139,11 +140,16 @@ async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeCl
 async def test_of_six_concurrent_retrains_one_is_accepted_and_five_are_told_which_job_runs(
         make_client: MakeClient) -> None:
     client = await make_client(with_worker=False)  # no trainer: the accepted job stays queued
-    responses = await asyncio.gather(*(client.post("/retrain", json={"epochs": 1}, headers=OPERATOR)
-                                       for _ in range(6)))
+    with scenario("concurrent retrains") as counts:
+        responses = await asyncio.gather(*(client.post("/retrain", json={"epochs": 1}, headers=OPERATOR)
+                                           for _ in range(6)))
+        bodies = [await r.json() for r in responses]
+        for response, body in zip(responses, bodies, strict=True):
+            counts.answer(response.status, body)
+        counts.notes.append("6 at once, in-process gateway on a local-disk store (its conditional create is "
+                            "atomic; moto's is not)")
     statuses = sorted(r.status for r in responses)
     assert statuses == [202, 409, 409, 409, 409, 409], statuses
-    bodies = [await r.json() for r in responses]
     accepted = next(b["job_id"] for r, b in zip(responses, bodies, strict=True) if r.status == 202)
     assert {b["job_id"] for b in bodies} == {accepted}  # every 409 names the job that was accepted
     assert all(b["error"]["code"] == "training_in_progress" for b in bodies if "error" in b)

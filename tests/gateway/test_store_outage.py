@@ -18,6 +18,7 @@ from shared.store import S3Timeouts
 from shared.store.s3 import S3Store
 from tests.support.http import files_form
 from tests.support.processes import free_port
+from tests.support.reliability import Scenario, scenario
 from tests.support.tokens import CONTRIBUTOR, CONTRIBUTOR_TOKEN, OPERATOR, OPERATOR_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
@@ -54,10 +55,12 @@ async def gateway_on(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GatewayOn
         await client.close()
 
 
-async def assert_unavailable(client: Client, method: str, path: str, within_s: float, **kwargs: object) -> None:
+async def assert_unavailable(counts: Scenario, client: Client, method: str, path: str, within_s: float,
+                             **kwargs: object) -> None:
     started = time.monotonic()
     response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
     elapsed = time.monotonic() - started
+    counts.answer(response.status, await response.json(content_type=None))
     assert response.status == 503, (path, response.status, await response.text())
     assert response.headers["Retry-After"].isdigit()
     assert (await response.json())["error"]["code"] == "store_unavailable"
@@ -66,14 +69,20 @@ async def assert_unavailable(client: Client, method: str, path: str, within_s: f
 
 async def test_s3_refusing_connections_is_503_with_retry_after(gateway_on: GatewayOn) -> None:
     client = await gateway_on(f"http://127.0.0.1:{free_port()}")
-    await assert_unavailable(client, "POST", "/uploads", 3, data=files_form([("melanoma_1.jpg", b"x" * 1000)]),
-                             headers=CONTRIBUTOR)
-    await assert_unavailable(client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 3)
-    await assert_unavailable(client, "POST", "/retrain", 3, json={"epochs": 1}, headers=OPERATOR)
-    await assert_unavailable(client, "GET", "/models", 3)
-    health = await (await client.get("/health")).json()
-    assert health["status"] == "degraded" and health["store"]["reachable"] is False
-    assert (await client.get("/readyz")).status == 503
+    with scenario("S3 refused: the gateway's requests") as counts:
+        await assert_unavailable(counts, client, "POST", "/uploads", 3,
+                                 data=files_form([("melanoma_1.jpg", b"x" * 1000)]), headers=CONTRIBUTOR)
+        await assert_unavailable(counts, client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 3)
+        await assert_unavailable(counts, client, "POST", "/retrain", 3, json={"epochs": 1}, headers=OPERATOR)
+        await assert_unavailable(counts, client, "GET", "/models", 3)
+        health = await client.get("/health")
+        body = await health.json()
+        counts.answer(health.status, body)
+        assert body["status"] == "degraded" and body["store"]["reachable"] is False
+        ready = await client.get("/readyz")
+        counts.answer(ready.status, await ready.json(content_type=None))
+        assert ready.status == 503
+        counts.notes.append("each 503 within 3 s; /health degraded, /readyz 503")
 
 
 async def test_s3_that_never_answers_is_503_within_seconds(gateway_on: GatewayOn, silent_endpoint: str) -> None:
@@ -81,6 +90,9 @@ async def test_s3_that_never_answers_is_503_within_seconds(gateway_on: GatewayOn
     # two S3 writes (the staged file, then the audit event), each two tries of (1 s for
     # `100 Continue` + 1 s for the answer): about 8 s, where botocore's defaults held an upload
     # for about 245 s
-    await assert_unavailable(client, "POST", "/uploads", 12, data=files_form([("melanoma_1.jpg", b"x" * 1000)]),
-                             headers=CONTRIBUTOR)
-    await assert_unavailable(client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 5)
+    with scenario("S3 blackholed: the gateway's requests") as counts:
+        await assert_unavailable(counts, client, "POST", "/uploads", 12,
+                                 data=files_form([("melanoma_1.jpg", b"x" * 1000)]), headers=CONTRIBUTOR)
+        await assert_unavailable(counts, client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 5)
+        counts.notes.append("upload 503 within 12 s, job read within 5 s "
+                            "(S3 timeouts 0.5 s connect, 1 s read)")

@@ -1,0 +1,237 @@
+"""What each fault test saw, counted: requests sent, answers by kind, accepted uploads and how many
+were lost, hung requests. The rows of one pytest session become `docs/reliability.md` at its end
+(tests/conftest.py calls `write_doc`); a scenario that did not run keeps its row from the last
+file, with its date. Loop-only or single-threaded use per scenario (counters are plain ints)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+
+#: Every fault scenario the suite knows, in the order the doc lists them, with the test that runs it.
+SCENARIOS: dict[str, str] = {
+    "kill -9 an inference worker under predict load": "tests/test_distributed_faults.py",
+    "RabbitMQ cut during predict load": "tests/test_distributed_faults.py",
+    "RabbitMQ cut during an upload": "tests/test_distributed_faults.py",
+    "kill -9 the trainer mid-job": "tests/test_distributed_jobs.py",
+    "SIGTERM an inference worker under load": "tests/inference_worker/test_drain.py",
+    "S3 refused: the gateway's requests": "tests/gateway/test_store_outage.py",
+    "S3 blackholed: the gateway's requests": "tests/gateway/test_store_outage.py",
+    "S3 refused during an upload's ingest": "tests/ingest_service/test_store_outage.py",
+    "S3 blackholed during an upload's ingest": "tests/ingest_service/test_store_outage.py",
+    "kill -9 the embedded process with jobs queued": "tests/test_embedded_recovery.py",
+    "concurrent retrains": "tests/gateway/test_retrain.py",
+    "concurrent promotions": "tests/gateway/test_promotions.py",
+}
+SOAK = "soak"
+COLUMNS = ("scenario", "sent", "answered", "answers by kind", "accepted uploads", "lost", "hung", "seconds",
+           "result", "run", "notes")
+
+
+@dataclass
+class Scenario:
+    """The counts of one scenario. `answered` takes a status and the JSON error body (if any);
+    `hang` counts a request that got no answer within the client's timeout."""
+
+    name: str
+    answers: Counter[str] = field(default_factory=Counter)
+    hung: int = 0
+    accepted_uploads: int = 0
+    accepted_images: int = 0
+    lost: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    failed: str | None = None
+
+    @property
+    def answered(self) -> int:
+        return sum(n for kind, n in self.answers.items() if not kind.startswith("connection "))
+
+    @property
+    def sent(self) -> int:
+        return sum(self.answers.values()) + self.hung
+
+    def answer(self, status: int, body: Any = None) -> None:
+        """Count one answer: `200`, or `503 broker_unavailable` (the error code from the body)."""
+        code = body.get("error", {}).get("code") if isinstance(body, dict) and status >= 400 else None
+        self.answers[f"{status} {code}" if code else str(status)] += 1
+
+    def replied(self, error_code: str | None) -> None:
+        """Count one RPC reply (a test that calls the bus, not HTTP): a result, or an error's code."""
+        self.answers[f"reply error {error_code}" if error_code else "reply with a result"] += 1
+
+    def hang(self) -> None:
+        self.hung += 1
+
+    def refused(self, why: str) -> None:
+        """A request the client could not send or whose connection broke (no HTTP status)."""
+        self.answers[f"connection {why}"] += 1
+
+    def accept_upload(self, images: int) -> None:
+        """A `202` upload carrying `images` valid images: each must end catalogued."""
+        self.accepted_uploads += 1
+        self.accepted_images += images
+
+    async def call(self, session: aiohttp.ClientSession, method: str, url: str, *, timeout: float = 30,
+                   **kwargs: Any) -> tuple[int | None, Any]:
+        """Send one request through `session` and count what came back; (status, JSON or None),
+        status None when it hung past `timeout` or the connection failed."""
+        try:
+            async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout),
+                                       **kwargs) as response:
+                body = await response.json(content_type=None) if response.content_length != 0 else None
+                self.answer(response.status, body)
+                return response.status, body
+        except TimeoutError:
+            self.hang()
+        except aiohttp.ClientError as exc:
+            self.refused(type(exc).__name__)
+        return None, None
+
+    def errors(self, *, allowed: Sequence[str] = ()) -> dict[str, int]:
+        """Answers that are neither 2xx nor one of `allowed` (kinds, or a bare status like `503`)."""
+        return {kind: n for kind, n in self.answers.items()
+                if not kind.startswith("2") and kind not in allowed and kind.split()[0] not in allowed}
+
+    def row(self) -> dict[str, str]:
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.answers.items()))
+        uploads = f"{self.accepted_uploads} ({self.accepted_images} images)" if self.accepted_uploads else "0"
+        return {"scenario": self.name, "sent": str(self.sent), "answered": str(self.answered),
+                "answers by kind": kinds or "-", "accepted uploads": uploads, "lost": str(self.lost),
+                "hung": str(self.hung), "seconds": f"{self.seconds:.1f}",
+                "result": "passed" if self.failed is None else f"FAILED ({self.failed})",
+                "run": today(), "notes": "; ".join(self.notes) or "-"}
+
+
+#: The rows recorded in this pytest session, by scenario name.
+RECORDED: dict[str, Scenario] = {}
+#: The soak's figures of this session (test_soak.py fills it): section lines.
+SOAK_FIGURES: list[str] = []
+
+
+@contextmanager
+def scenario(name: str) -> Iterator[Scenario]:
+    """Count one scenario for the block, then record its row and assert that nothing accepted was
+    lost and no request hung. The row is recorded (marked FAILED) even when the block raises."""
+    assert name in SCENARIOS, f"add {name!r} to SCENARIOS"
+    counts = Scenario(name)
+    started = time.monotonic()
+    try:
+        yield counts
+    except BaseException as exc:
+        counts.failed = type(exc).__name__
+        raise
+    finally:
+        counts.seconds = time.monotonic() - started
+        RECORDED[name] = counts
+    assert counts.lost == 0, f"{counts.lost} accepted images lost: {counts.row()}"
+    assert counts.hung == 0, f"{counts.hung} requests hung: {counts.row()}"
+
+
+async def lost_images(store: Any, outcomes: list[dict[str, Any]], *, sent: int) -> int:
+    """Of `sent` valid images whose upload finished with `outcomes` (its job's `result.files`),
+    how many the store's catalog does not hold: no outcome saying stored or duplicate, or no
+    catalog record (`hashes/<sha256>.json`) and image bytes behind one that does."""
+    from shared.catalog import Catalog
+
+    catalog, kept = Catalog(store), set()
+    for outcome in outcomes:
+        if outcome["status"] in ("stored", "duplicate"):
+            record = await catalog.find(outcome["sha256"])
+            if record is not None and await store.exists(record.key):
+                kept.add(outcome["index"])
+    return sent - len(kept)
+
+
+def today() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{cores} cores ({model}), {system}"
+
+
+def _previous(text: str) -> tuple[dict[str, str], list[str]]:
+    """The scenario rows (by name, the line as it was) and the soak section of the last doc."""
+    rows: dict[str, str] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in SCENARIOS:
+            rows[cells[0]] = line
+    soak = re.search(r"^## Soak\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return rows, (soak.group(1).strip("\n").splitlines() if soak else [])
+
+
+def render(command: str, previous: str = "") -> str:
+    """The whole doc: this session's rows, and the last doc's for scenarios that did not run."""
+    old_rows, old_soak = _previous(previous)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    not_run = [name for name in SCENARIOS if name not in RECORDED]
+    lines = [
+        "# Reliability: what the fault tests counted",
+        "",
+        "<!-- Written by the tests (tests/support/reliability.py, at the end of a pytest session that ran",
+        "     any fault test). Do not edit by hand: run the tests. -->",
+        "",
+        f"Written by `{command}` on {now}, on {_machine()}.",
+        "",
+        "Each fault test drives real processes or real services (RabbitMQ, the S3 server; the cuts are a TCP",
+        "proxy that refuses or blackholes) and counts every request it sent: the answers by status and",
+        "error code, the uploads answered `202` and how many of their images are missing from the catalog",
+        "at the end (**lost**, asserted 0), and requests with no answer within the client's timeout",
+        "(**hung**, asserted 0). Numbers vary from run to run; the test asserts the outcome, not the count.",
+        "",
+        "Not run this time (their rows are from the run dated in `run`): "
+        + (", ".join(not_run) if not_run else "none") + ("." if not_run else "; every scenario ran."),
+        "",
+        "## Fault scenarios",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for name, test in SCENARIOS.items():
+        if name in RECORDED:
+            row = RECORDED[name].row()
+            lines.append("| " + " | ".join(row[c].replace("|", "/") for c in COLUMNS) + " |")
+        elif name in old_rows:
+            lines.append(old_rows[name])
+        else:
+            lines.append(f"| {name} |" + " - |" * (len(COLUMNS) - 3) + f" never run | `{test}` |")
+    lines += ["", "Where each scenario lives:", ""]
+    lines += [f"- {name}: `{test}`" for name, test in SCENARIOS.items()]
+    lines += ["", "## Soak", ""]
+    lines += SOAK_FIGURES or old_soak or ["Not run yet (`tests/test_soak.py`)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(command: str, path: Path = DOC) -> bool:
+    """Write the doc if this session recorded anything (a run without fault tests leaves it)."""
+    if not RECORDED and not SOAK_FIGURES:
+        return False
+    previous = path.read_text() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(command, previous))
+    return True
