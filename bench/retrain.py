@@ -18,26 +18,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
-
-from ingest_service.metrics import IngestMetrics  # noqa: E402
-from ingest_service.service import IngestService  # noqa: E402
-from ingest_service.settings import IngestSettings  # noqa: E402
-from shared.bus import connect_bus  # noqa: E402
-from shared.catalog import Catalog  # noqa: E402
-from shared.jobs import IngestResult, Job, JobStore, TrainResult  # noqa: E402
-from shared.messages import IngestRequest, StagedFile, TrainOptions, TrainRequest, encode  # noqa: E402
-from shared.registry import ModelRegistry  # noqa: E402
-from shared.settings import CommonSettings  # noqa: E402
-from shared.store import open_store  # noqa: E402
-from trainer_service.importer import import_dataset  # noqa: E402
-from trainer_service.metrics import TrainerMetrics  # noqa: E402
-from trainer_service.retrain import Progress, ensure_embeddings, load_current  # noqa: E402
-from trainer_service.service import TrainerService  # noqa: E402
-from trainer_service.settings import TrainerSettings  # noqa: E402
+from embedded.system import build_system
+from ingest_service.settings import IngestSettings
+from shared.bus import connect_bus
+from shared.catalog import Catalog
+from shared.jobs import IngestResult, Job, JobStore, TrainResult
+from shared.messages import IngestRequest, StagedFile, TrainOptions, TrainRequest, encode
+from shared.registry import ModelRegistry
+from shared.settings import CommonSettings
+from shared.store import open_store
+from trainer_service.importer import import_dataset
+from trainer_service.retrain import Progress, ensure_embeddings, load_current
+from trainer_service.settings import TrainerSettings
 
 
 def split_off(data: Path, work: Path, count: int) -> tuple[Path, list[Path]]:
@@ -57,14 +53,14 @@ def split_off(data: Path, work: Path, count: int) -> tuple[Path, list[Path]]:
 
 
 async def wait(jobs: JobStore, job_id: str) -> Job:
-    while not (job := await jobs.get(job_id)).final:
+    while not (job := await jobs.get(job_id)).final:  # noqa: ASYNC110 - a job record has no notifications
         await asyncio.sleep(0.2)
     return job
 
 
 async def main(data: Path, uploads: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="dermascan-bench-retrain-"))
-    common = {"store_url": (work / "store").as_uri(), "metrics_port": 0}
+    common: dict[str, Any] = {"store_url": (work / "store").as_uri(), "metrics_port": 0}
     store = await open_store(common["store_url"])
     registry = ModelRegistry(store)
     await registry.bootstrap(CommonSettings().bundled_model_dir)
@@ -85,18 +81,17 @@ async def main(data: Path, uploads: int) -> None:
 
     bus = await connect_bus("memory://")
     jobs = JobStore(store)
-    ingest = IngestService(IngestSettings(**common), bus, store, IngestMetrics(CollectorRegistry()))
-    trainer = TrainerService(settings, bus, store, TrainerMetrics(CollectorRegistry()))
-    await ingest.start()
-    await trainer.start()
+    system = build_system(bus, store, ingest=IngestSettings(**common), trainer=settings)
+    await system.start()
 
     t0 = time.perf_counter()
-    job = await jobs.save(Job(kind="ingest", progress={"files": uploads, "done": 0}, result={"files": []}))
+    job = await jobs.save(Job(kind="ingest", progress={"files": uploads, "done": 0}, result=IngestResult()))
     staged = []
     for index, path in enumerate(held_back):
         key = f"uploads/{job.job_id}/{index:05d}"
         await store.put(key, path.read_bytes())
-        staged.append(StagedFile(key=key, filename=f"{path.parent.name}_{path.name}", size=path.stat().st_size))
+        staged.append(StagedFile(key=key, filename=f"{path.parent.name}_{path.name}",
+                                 size=path.stat().st_size))
     await bus.publish(settings.ingest_queue, encode(IngestRequest(job_id=job.job_id, files=staged)))
     done = await wait(jobs, job.job_id)
     stored = done.result.stored if isinstance(done.result, IngestResult) else 0
@@ -109,18 +104,19 @@ async def main(data: Path, uploads: int) -> None:
     seconds = time.perf_counter() - t0
     print(f"head-only retrain: {done.state} in {seconds:.1f} s (target < 60 s)")
     if isinstance(done.result, TrainResult):
-        current = done.result.gate.current_balanced_accuracy
+        baseline = done.result.gate.current_balanced_accuracy
         print(f"version {done.result.version}; balanced accuracy {done.result.balanced_accuracy:.4f} "
-              f"vs current {current if current is not None else float('nan'):.4f}")
+              f"vs current {baseline if baseline is not None else float('nan'):.4f}")
     for line in done.log:
         print("   ", line)
-    await trainer.stop()
-    await ingest.stop()
+    await system.stop()
     await bus.close()
+    await store.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="dataset with train/ and eval/ class folders")
     parser.add_argument("--uploads", type=int, default=100)
     args = parser.parse_args()

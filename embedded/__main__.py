@@ -1,6 +1,6 @@
 """`python -m embedded`: DermaScan in one process, no servers needed.
 
-The only module that imports every service: it wires them onto one in-memory bus and one
+It builds the whole system (`embedded.system.build_system`) on one in-memory bus and one
 local-disk store, seeds an empty store with the committed sample dataset, and serves the UI,
 the API and /metrics (of all services) on DERMASCAN_HTTP_PORT. Unless DERMASCAN_OPERATOR_TOKEN
 is set, it makes an operator token for this run and prints it: the UI asks for it before an
@@ -15,22 +15,18 @@ training claim, so /retrain is accepted again) and uploads whose queue entry was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from pydantic import Field, SecretStr, field_validator
 
-from gateway.app import create_app
+from embedded.system import build_system
 from gateway.settings import GatewaySettings
 from gateway.tokens import new_token
-from inference_worker.metrics import WorkerMetrics
-from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
-from ingest_service.metrics import IngestMetrics
-from ingest_service.service import IngestService
 from ingest_service.settings import IngestSettings
 from shared.bus import MessageBus, connect_bus
 from shared.bus.memory import MemoryBus
@@ -41,8 +37,6 @@ from shared.runtime import run, setup_logging, wait_for_shutdown
 from shared.settings import REPO_ROOT, CommonSettings
 from shared.store import ObjectStore, open_store_for
 from trainer_service.importer import import_dataset
-from trainer_service.metrics import TrainerMetrics
-from trainer_service.service import TrainerService
 from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("embedded")
@@ -76,7 +70,7 @@ class EmbeddedSettings(CommonSettings):
 
 
 async def seed(store: ObjectStore, dataset: Path | None) -> None:
-    if dataset is None or not dataset.is_dir() or await Catalog(store).records():
+    if dataset is None or not await asyncio.to_thread(dataset.is_dir) or await Catalog(store).records():
         return
     summary = await import_dataset(store, dataset, batch="sample", log=log.debug)
     log.info("seeded the empty store with %s: %s", dataset, summary)
@@ -122,29 +116,22 @@ async def recover(store: ObjectStore, bus: MessageBus, ingest_queue: str) -> Non
 async def serve() -> None:
     gateway_settings = with_operator_token(GatewaySettings())
     embedded = EmbeddedSettings()
-    registry = CollectorRegistry()
     bus = await open_bus(gateway_settings, embedded)
     store = await open_store_for(gateway_settings)
-    services = [
-        InferenceWorker(WorkerSettings(metrics_port=0), bus, store, WorkerMetrics(registry)),
-        IngestService(IngestSettings(metrics_port=0), bus, store, IngestMetrics(registry)),
-        TrainerService(TrainerSettings(metrics_port=0), bus, store, TrainerMetrics(registry)),
-    ]
-    runner = web.AppRunner(create_app(gateway_settings, bus=bus, store=store, registry=registry),
-                           access_log=None)
+    system = build_system(bus, store, gateway=gateway_settings, worker=WorkerSettings(metrics_port=0),
+                          ingest=IngestSettings(metrics_port=0), trainer=TrainerSettings(metrics_port=0))
+    assert system.app is not None
+    runner = web.AppRunner(system.app, access_log=None)
     try:
         await runner.setup()
         await recover(store, bus, gateway_settings.ingest_queue)
         await seed(store, embedded.seed_dataset)
-        for service in services:
-            await service.start()
-        await web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port).start()
-        log.info("DermaScan (embedded) on http://%s:%d/", gateway_settings.http_host,
-                 gateway_settings.http_port)
-        await wait_for_shutdown()
+        async with system.running():
+            await web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port).start()
+            log.info("DermaScan (embedded) on http://%s:%d/", gateway_settings.http_host,
+                     gateway_settings.http_port)
+            await wait_for_shutdown()
     finally:
-        for service in reversed(services):
-            await service.stop()
         await runner.cleanup()
         await bus.close()
         await store.close()
