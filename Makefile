@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast system-deps rabbitmq loadtest clean
+.PHONY: run test test-fast lint system-deps rabbitmq loadtest clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP) rabbitmq
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)  ## ruff and mypy --strict over the whole tree, configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 loadtest: $(STAMP)  ## Locust web UI on :8089 against a running DermaScan (DERMASCAN_URL)
 	$(VENV)/bin/locust -f locustfile.py --host $${DERMASCAN_URL:-http://127.0.0.1:8080}

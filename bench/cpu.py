@@ -47,7 +47,8 @@ class CpuSnapshot:
 
     @classmethod
     def take(cls, groups: dict[str, list[int]]) -> CpuSnapshot:
-        return cls({name: sum(process_seconds(p) for p in pids) for name, pids in groups.items()}, busy_seconds())
+        return cls({name: sum(process_seconds(p) for p in pids) for name, pids in groups.items()},
+                   busy_seconds())
 
     def until(self, later: CpuSnapshot) -> dict[str, float]:
         """CPU seconds used per group between this snapshot and `later`, with `other` and `total`."""

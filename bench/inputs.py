@@ -15,11 +15,11 @@ import io
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.manifest import ModelManifest
 
+REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "ham10000"
 CLASSES = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermatofibroma",
            "melanocytic_nevi", "melanoma", "vascular_lesion"]

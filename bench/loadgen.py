@@ -80,7 +80,8 @@ class LoadResult:
 
 
 async def drive(url: str, images: Sequence[bytes], *, clients: int, seconds: float,
-                warmup_s: float = 2.0, timeout_s: float = 30.0, max_requests: int | None = None) -> LoadResult:
+                warmup_s: float = 2.0, timeout_s: float = 30.0,
+                max_requests: int | None = None) -> LoadResult:
     """Run `clients` closed-loop clients for `warmup_s + seconds`; returns what the window saw.
 
     Stops early once `max_requests` answers were counted. Never raises for HTTP failures.
@@ -147,7 +148,8 @@ def load_images(paths: Sequence[Path]) -> list[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("--images", type=Path, default=Path("tests/fixtures/ham10000"))
     parser.add_argument("--clients", type=int, default=8)

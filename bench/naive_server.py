@@ -43,7 +43,8 @@ def load_classify(model_dir: Path) -> Callable[[bytes], dict[str, object]]:
     def classify(data: bytes) -> dict[str, object]:
         pixels = load_for_model(data, manifest.input_size, policy=manifest.preprocessing).astype(np.float32)
         outputs = model.predict(pixels[None], verbose=0)
-        probabilities = (outputs[0] if isinstance(outputs, list) else outputs)[0]  # a model may add an OOD score
+        probabilities = (outputs[0] if isinstance(outputs,
+                                                  list) else outputs)[0]  # a model may add an OOD score
         best = int(np.argmax(probabilities))
         return {"label": manifest.classes[best], "confidence": float(probabilities[best])}
 
@@ -87,7 +88,8 @@ def aiohttp_app(classify: Callable[[bytes], dict[str, object]]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path)
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--framework", choices=["fastapi", "aiohttp"], default="fastapi")

@@ -45,7 +45,8 @@ def run_streams(classifier: Classifier, blobs: list[bytes], *, batch: int, strea
         start.wait()
         while time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
-            pixels = np.stack([load_for_model(blobs[(i + j) % len(blobs)], size, policy=classifier.preprocessing) for j in range(batch)])
+            pixels = np.stack([load_for_model(blobs[(i + j) % len(blobs)], size,
+                                              policy=classifier.preprocessing) for j in range(batch)])
             classifier.predict(pixels)
             latencies[k].append(time.perf_counter() - t0)
             counts[k] += batch
@@ -67,10 +68,12 @@ def run_streams(classifier: Classifier, blobs: list[bytes], *, batch: int, strea
             "p90_ms": round(1000 * flat[int(0.9 * (len(flat) - 1))], 2), "calls": len(flat)}
 
 
-def padding_check(classifier: Classifier, blobs: list[bytes], *, max_batch: int, calls: int) -> dict[str, object]:
+def padding_check(classifier: Classifier, blobs: list[bytes], *, max_batch: int,
+                  calls: int) -> dict[str, object]:
     """Forward-only ms per image for mixed batch sizes, exact shape vs padded to a power of two."""
     height, width = classifier.input_size
-    pixels = np.stack([load_for_model(blob, (height, width), policy=classifier.preprocessing) for blob in blobs])
+    pixels = np.stack([load_for_model(blob, (height, width),
+                                      policy=classifier.preprocessing) for blob in blobs])
     rng = random.Random(0)
     sizes = [rng.randint(1, max_batch) for _ in range(calls)]
 
@@ -106,7 +109,8 @@ def padding_check(classifier: Classifier, blobs: list[bytes], *, max_batch: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="directory with model.keras + manifest.json")
     parser.add_argument("images", type=Path, help="directory of the JPEGs to decode")
     parser.add_argument("--intra", type=int, default=2)
@@ -124,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model} cannot run on {args.engine}")
     blobs = [p.read_bytes() for p in sorted(args.images.rglob("*.jpg"))]
     if args.padding:
-        print(json.dumps(padding_check(classifier, blobs, max_batch=max(args.batch_sizes), calls=60)), flush=True)
+        print(json.dumps(padding_check(classifier, blobs, max_batch=max(args.batch_sizes), calls=60)),
+              flush=True)
         return 0
     for batch in args.batch_sizes:
         run_streams(classifier, blobs, batch=batch, streams=args.streams, seconds=min(1.0, args.seconds))
         row = run_streams(classifier, blobs, batch=batch, streams=args.streams, seconds=args.seconds)
-        print(json.dumps({"engine": args.engine, "intra": args.intra, "inter": args.inter, **row}), flush=True)
+        print(json.dumps({"engine": args.engine, "intra": args.intra, "inter": args.inter, **row}),
+              flush=True)
     return 0
 
 

@@ -35,13 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cpu import CpuSnapshot, find_pids, wait_idle
 from bench.inputs import make_images, make_standin
@@ -52,7 +52,9 @@ from shared.classifier import ENGINES
 from shared.host import usable_cpus
 from tests.support.processes import free_port, python_module, running, wait_http
 
+REPO = Path(__file__).resolve().parent.parent
 NAIVE = {"fastapi": "FastAPI", "aiohttp": "aiohttp"}  # naive_server.py --framework -> row label
+T = TypeVar("T")
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -83,7 +85,8 @@ def run_raw(model: Path, images: Path, seconds: float, extra: list[str]) -> list
 
 def overlapped(cores: int, *batches: int) -> list[str]:
     """raw_limit.py arguments of `cores` single-thread streams at the given batch sizes."""
-    return ["--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", *map(str, batches)]
+    return ["--intra", "1", "--inter", str(cores), "--streams", str(cores), "--batch-sizes", *map(str,
+                                                                                                  batches)]
 
 
 def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[list[Row], dict[str, float]]:
@@ -95,14 +98,16 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
         (f"raw sequential, {cores} threads",
          ["--intra", str(cores), "--streams", "1", "--batch-sizes", "1", "2", "4", "8", "16", "32"]),
         (f"raw {cores} overlapped streams, 1 thread each", overlapped(cores, 1, 4, 8, 16)),
-        (f"raw {cores} overlapped streams, 1 thread each, {other}", [*overlapped(cores, 1, 4, 8), "--engine", other]),
+        (f"raw {cores} overlapped streams, 1 thread each, {other}",
+         [*overlapped(cores, 1, 4, 8), "--engine", other]),
     ]
     measured = []
     for _, extra in runs:
         quiet_machine()
         measured.append(run_raw(model, images, seconds, extra))
     sequential, overlapping, _ = measured
-    rows = [Row(f"{name}, batch {r['batch']}", r["streams"], r["rate"], r["p50_ms"], r["p90_ms"], float("nan"),
+    rows = [Row(f"{name}, batch {r['batch']}", int(r["streams"]), r["rate"], r["p50_ms"], r["p90_ms"],
+                float("nan"),
                 mean_batch=r["batch"], note=str(r["engine"]))
             for (name, _), results in zip(runs, measured, strict=True) for r in results]
     best = {"limit": max(r["rate"] for r in sequential + overlapping),
@@ -178,7 +183,7 @@ def _get(url: str) -> str:
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
 async def _delete_queues(tag: str) -> None:
@@ -219,17 +224,20 @@ def measure(system: str, url: str, images: list[bytes], clients: int, args: argp
     if len(result.workers) > 1:
         note += " spread " + "/".join(str(n) for _, n in sorted(result.workers.items()))
     if result.rejected:
-        note += f" 429 p50 {result.percentile_ms(50, True):.1f} ms p99 {result.percentile_ms(99, True):.1f} ms"
+        note += (f" 429 p50 {result.percentile_ms(50, True):.1f} ms"
+                 f" p99 {result.percentile_ms(99, True):.1f} ms")
     row = Row(system, clients, result.rate, result.percentile_ms(50), result.percentile_ms(90),
-              result.percentile_ms(99), result.errors, result.rejected, result.mean_batch, per_image, note.strip())
+              result.percentile_ms(99), result.errors, result.rejected, result.mean_batch, per_image,
+              note.strip())
     print(format_row(row, float("nan")), flush=True)
     return row
 
 
-def _uvloop_run(coro):  # type: ignore[no-untyped-def]
+def _uvloop_run(coro: Coroutine[Any, Any, T]) -> T:
     import uvloop
 
-    return uvloop.run(coro)
+    result: T = uvloop.run(coro)
+    return result
 
 
 def format_row(row: Row, limit: float) -> str:
@@ -237,11 +245,13 @@ def format_row(row: Row, limit: float) -> str:
     cpu_text = (f"{cpu.get('gateway', 0):.1f} / {cpu.get('workers', 0):.1f} / {cpu.get('loadgen', 0):.1f} / "
                 f"{cpu.get('rabbitmq', 0):.1f} / {cpu.get('other', 0):.1f}" if cpu else "")
     ratio = row.rate / limit if limit and not math.isnan(limit) else float("nan")
-    return (f"| {row.system} | {row.clients} | {row.rate:.1f} | {row.p50:.1f} | {row.p90:.1f} | {row.p99:.1f} | "
+    return (f"| {row.system} | {row.clients} | {row.rate:.1f} | {row.p50:.1f} | {row.p90:.1f} "
+            f"| {row.p99:.1f} | "
             f"{row.errors} | {row.rejected} | {row.mean_batch:.2f} | {ratio:.2f} | {cpu_text} | {row.note} |")
 
 
-HEADER = ("| system | clients | img/s | p50 ms | p90 ms | p99 ms | errors | 429s | mean batch | x raw limit | "
+HEADER = ("| system | clients | img/s | p50 ms | p90 ms | p99 ms | errors | 429s | mean batch "
+          "| x raw limit | "
           "CPU ms/img server / workers / loadgen / rabbit / other | notes |\n|" + "---|" * 12)
 
 
@@ -288,7 +298,8 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
     lines += [HEADER, *(format_row(row, limit) for row in rows), ""]
     if pairs:
         lines += [f"Back to back, {len(pairs)} times (the raw limit re-measured just before each pair of "
-                  f"{args.pair_clients}-client rows, so slow spells of this shared machine hit all three):", "",
+                  f"{args.pair_clients}-client rows, so slow spells of this shared machine hit all three):",
+                  "",
                   PAIR_HEADER, *(format_pair(i + 1, pair) for i, pair in enumerate(pairs)),
                   format_median(pairs), ""]
     return "\n".join(lines)
@@ -337,7 +348,8 @@ def format_pair(name: object, pair: Pair) -> str:
 
 def format_median(pairs: list[Pair]) -> str:
     """Each column's median over the runs (ratios included: the median of the ratios)."""
-    return _pair_row("median", [statistics.median(column) for column in zip(*(p.figures() for p in pairs))])
+    columns = zip(*(p.figures() for p in pairs), strict=True)
+    return _pair_row("median", [statistics.median(column) for column in columns])
 
 
 def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argparse.Namespace, workdir: Path,
@@ -355,14 +367,16 @@ def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argpa
             raw = run_raw(model, image_dir, args.raw_seconds, overlapped(cores, batch))[0]["rate"]
             dermascan = measure("DermaScan, 1 worker (pair)", url, images, args.pair_clients, args, pids)
             naive = measure("naive FastAPI (pair)", naive_url, images, args.pair_clients, args, naive_pids)
-            aiohttp = measure("naive aiohttp (pair)", aiohttp_url, images, args.pair_clients, args, aiohttp_pids)
+            aiohttp = measure("naive aiohttp (pair)", aiohttp_url, images, args.pair_clients, args,
+                              aiohttp_pids)
             pairs.append(Pair(raw, dermascan.rate, naive.rate, aiohttp.rate))
             print(format_pair(len(pairs), pairs[-1]), flush=True)
     return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], help="standin, base or a model directory")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per row")
     parser.add_argument("--warmup", type=float, default=3.0)
@@ -371,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="*", default=[2, 3], help="horizontal configurations")
     parser.add_argument("--horizontal-clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--overload", type=int, default=256, help="clients of the overload row (0: none)")
-    parser.add_argument("--pairs", type=int, default=3, help="back-to-back raw / DermaScan / naive runs (0: none)")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="back-to-back raw / DermaScan / naive runs (0: none)")
     parser.add_argument("--pair-clients", type=int, default=32)
     parser.add_argument("--max-in-flight", type=int, default=GatewaySettings().max_in_flight,
                         help="the gateway's bound (default: DERMASCAN_MAX_IN_FLIGHT's default)")
@@ -384,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dermascan-bench")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    parser.add_argument("--readme", type=Path, help="write the report into this README's serving-benchmark block")
+    parser.add_argument("--readme", type=Path,
+                        help="write the report into this README's serving-benchmark block")
     args = parser.parse_args(argv)
     workdir = args.workdir
     image_dir = workdir / "images"
@@ -392,14 +408,17 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     for name in args.model or ["standin"]:
         if name == "standin":
-            model, label = make_standin(workdir / "mobilenetv2"), "MobileNetV2 224x224 stand-in (random weights)"
+            label = "MobileNetV2 224x224 stand-in (random weights)"
+            model = make_standin(workdir / "mobilenetv2")
         else:
             model = REPO / "models" / "base" if name == "base" else Path(name)
             manifest = json.loads((model / "manifest.json").read_text())
-            label = f"{manifest['version']} ({manifest['backbone']}, {manifest['input_size'][0]}x{manifest['input_size'][1]})"
+            height, width = manifest["input_size"]
+            label = f"{manifest['version']} ({manifest['backbone']}, {height}x{width})"
         print(f"## {label}", flush=True)
         sections.append(bench_model(label, model.resolve(), image_dir, args, workdir))
-    command = shlex.join([".venv/bin/python", "bench/serve.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([".venv/bin/python", "bench/serve.py",
+                          *(argv if argv is not None else sys.argv[1:])])
     report = "\n".join([f"Command: `{command}`", "", *sections])
     print(report)
     if args.out:

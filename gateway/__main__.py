@@ -31,7 +31,7 @@ async def serve(settings: GatewaySettings) -> None:
 def make_token(name: str, role: str) -> None:
     """Print a new token (stderr) and its token-file line (stdout)."""
     token = new_token()
-    line = file_line(name, role, token)  # type: ignore[arg-type]
+    line = file_line(name, role, token)  # type: ignore[arg-type]  # argparse's choices are RoleName's values
     print(f"token for {name} ({role}), shown once: {token}", file=sys.stderr)
     print(line)
 

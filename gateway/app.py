@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui
@@ -28,6 +29,7 @@ from gateway.settings import GatewaySettings
 from gateway.tokens import Role, TokenBook
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
+from shared.bus.topology import Topology, declare
 from shared.errors import BadRequest
 from shared.jobs import JobStore
 from shared.metrics import metrics_handler
@@ -41,19 +43,18 @@ async def _join_broker(app: web.Application) -> None:
     """Declare the queues and listen to worker heartbeats once the broker is reachable, then
     keep the queue-depth gauges fresh."""
     bus, settings = app[BUS], app[SETTINGS]
+    topology = Topology.of(settings)
     while True:
         try:
-            if bus.connected:
-                await bus.declare_queue(settings.predict_queue, max_length=settings.max_queue_length)
-                await bus.declare_queue(settings.ingest_queue)
-                await bus.declare_queue(settings.train_queue)
-                await bus.subscribe(settings.status_exchange, app[WORKERS].on_status)
-                break
-        except Exception as exc:
+            await bus.wait_connected()
+            await declare(bus, *topology.queues)
+            await bus.subscribe(topology.status_exchange, app[WORKERS].on_status)
+            break
+        except Exception as exc:  # noqa: BLE001 - the broker went away mid-way: join again
             log.warning("joining the broker failed (%s); retrying", exc)
-        await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
     metrics = app[METRICS]
-    queues = (settings.predict_queue, settings.ingest_queue, settings.train_queue)
+    queues = [queue.name for queue in topology.queues]
     while True:
         for queue in queues:
             with contextlib.suppress(Exception):
@@ -67,7 +68,8 @@ async def _join_broker(app: web.Application) -> None:
 def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        own_bus = bus or await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+        own_bus = bus or await connect_bus(settings.broker_url,
+                                           publish_timeout_s=settings.broker_publish_timeout_s)
         own_store = store or await open_store_for(settings)
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)
@@ -89,7 +91,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
 _VERSION = re.compile(VERSION_PATTERN)
 
 
-def version_checked(handler: web.Handler) -> web.Handler:
+def version_checked(handler: Handler) -> Handler:
     """`handler` behind a check of the route's `{version}`: letters, digits, `_`, `.` and `-`,
     at most 128, and not a registry file's name (`current.json`); raises BadRequest otherwise."""
 
@@ -115,12 +117,13 @@ def create_app(
     OSError when the token file of `settings` is malformed or unreadable.
 
     Open to anyone: the UI, health, /classes, /metrics, /openapi.json, `GET /models`,
-    `GET /jobs/{id}` and (by default) /predict. Uploads need the `contribute` role; retraining, promotion, rollback and
-    the audit log `operator` (gateway/auth.py)."""
+    `GET /jobs/{id}` and (by default) /predict. Uploads need the `contribute` role; retraining,
+    promotion, rollback and the audit log `operator` (gateway/auth.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
-        middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware, encoding_middleware],
+        middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware,
+                     encoding_middleware],
         client_max_size=settings.max_file_bytes + 1024 * 1024,
         handler_args=server_options(settings),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from gateway.audit import AUDIT, AUDIT_DRAFT, Action, AuditDraft
 from gateway.keys import SETTINGS
@@ -54,7 +55,7 @@ def check_role(principal: Principal, needed: Role) -> None:
                         f"this needs the {needed.label} role", code="insufficient_role")
 
 
-def guard(needed: Role, handler: web.Handler, *, action: Action | None = None) -> web.Handler:
+def guard(needed: Role, handler: Handler, *, action: Action | None = None) -> Handler:
     """`handler` behind a token of at least `needed`. With `action`, every answer to a known
     token (refusals for a low role included) is recorded in the audit log; the handler adds
     what it learns through `request[AUDIT_DRAFT]`."""

@@ -53,7 +53,8 @@ async def upload_bulk(request: web.Request) -> web.Response:
     return await _queue(request, job, label, staged, outcomes, total)
 
 
-async def _stage(request: web.Request, job: Job) -> tuple[str | None, list[StagedFile], list[FileOutcome], int]:
+async def _stage(request: web.Request,
+                 job: Job) -> tuple[str | None, list[StagedFile], list[FileOutcome], int]:
     """Read the form part by part, staging each file in the store as it arrives."""
     app = request.app
     settings, store = app[SETTINGS], app[STORE]
@@ -98,7 +99,8 @@ async def _label(part: BodyPartReader) -> str | None:
     try:  # read raw: part.text() would inflate a part sent with Content-Encoding: gzip
         text = (await read_part(part, MAX_LABEL_BYTES)).decode("utf-8", "replace")
     except PayloadTooLarge:
-        raise Unprocessable(f"the label is longer than {MAX_LABEL_BYTES} bytes", code="unknown_label") from None
+        raise Unprocessable(f"the label is longer than {MAX_LABEL_BYTES} bytes",
+                            code="unknown_label") from None
     return text.strip().lower() or None
 
 

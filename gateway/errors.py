@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.limits import RateLimited, RequestTimeout
@@ -73,7 +74,7 @@ def _known(exc: DermaScanError) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map DermaScanError, aiohttp's HTTP errors and anything unexpected to JSON errors; a 401
     carries `WWW-Authenticate: Bearer`, a 429 or 503 `Retry-After`, a 405 `Allow`."""
     try:
@@ -96,5 +97,5 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if hdrs.ALLOW in exc.headers:
             response.headers[hdrs.ALLOW] = exc.headers[hdrs.ALLOW]
         return response
-    except Exception:
+    except Exception:  # noqa: BLE001 - the one catch-all: logged with its traceback, answered as a 500
         return _internal(request, "unhandled exception")

@@ -15,7 +15,8 @@ from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
 
 async def get_job(request: web.Request) -> web.Response:
     """The job; a running job that stopped reporting is answered (and saved) as failed."""
-    job = await request.app[JOBS].load(request.match_info["job_id"], stale_after_s=request.app[SETTINGS].job_stale_s)
+    job = await request.app[JOBS].load(request.match_info["job_id"],
+                                       stale_after_s=request.app[SETTINGS].job_stale_s)
     return web.json_response(job.model_dump(mode="json"))
 
 
@@ -40,7 +41,8 @@ async def retrain(request: web.Request) -> web.Response:
             status=409)
     draft.target = job.job_id
     try:
-        await app[BUS].publish(app[SETTINGS].train_queue, encode(TrainRequest(job_id=job.job_id, options=options)))
+        await app[BUS].publish(app[SETTINGS].train_queue,
+                               encode(TrainRequest(job_id=job.job_id, options=options)))
     except DermaScanError as exc:
         job.state, job.error = "failed", ErrorInfo.from_exception(exc)  # final: the claim is free again
         job.note(f"could not queue the job: {exc.message}")

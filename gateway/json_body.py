@@ -33,7 +33,8 @@ async def _read(request: web.Request, what: str) -> bytes:
         while chunk := await request.content.read(16 * 1024):
             size += len(chunk)
             if size > MAX_JSON_BYTES:
-                raise PayloadTooLarge(f"{what} is larger than {MAX_JSON_BYTES:,} bytes", code="body_too_large")
+                raise PayloadTooLarge(f"{what} is larger than {MAX_JSON_BYTES:,} bytes",
+                                      code="body_too_large")
             chunks.append(chunk)
     return b"".join(chunks)
 

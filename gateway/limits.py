@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from gateway.settings import GatewaySettings
 from shared.errors import DermaScanError, Overloaded, UnsupportedMediaType
@@ -76,7 +77,7 @@ async def receiving(seconds: float, what: str) -> AsyncIterator[None]:
 
 
 @web.middleware
-async def encoding_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def encoding_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Raises UnsupportedMediaType for a request body sent compressed (inside the error
     middleware, so the refusal is the usual JSON error)."""
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()

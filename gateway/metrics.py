@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.metrics import LATENCY_BUCKETS, register_uptime
@@ -41,7 +42,7 @@ class GatewayMetrics:
         self.rpc_seconds.labels("ok")
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         response = await handler(request)
         info = request.match_info.route.resource

@@ -64,10 +64,12 @@ async def _announce(request: web.Request, version: str) -> web.Response:
     same moment may have come after this one: `promoted` is this request's)."""
     announced = True
     try:
-        await request.app[BUS].broadcast(request.app[SETTINGS].models_exchange, encode(ModelPromoted(version=version)))
+        await request.app[BUS].broadcast(request.app[SETTINGS].models_exchange,
+                                         encode(ModelPromoted(version=version)))
     except DermaScanError as exc:
         announced = False
-        log.warning("promoted %s but could not announce it (%s); workers pick it up from the registry", version, exc)
+        log.warning("promoted %s but could not announce it (%s); workers pick it up from the registry",
+                    version, exc)
     current = await request.app[REGISTRY].current_version()
     return web.json_response({"current": current, "promoted": version, "announced": announced})
 

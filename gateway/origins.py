@@ -13,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from gateway.keys import SETTINGS
 from shared.errors import Forbidden
@@ -39,7 +40,7 @@ def same_origin(request: web.Request, origin: str) -> bool:
 
 
 @web.middleware
-async def origin_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Raises Forbidden for a state-changing request from a foreign origin (inside the error
     middleware, so the refusal is the usual JSON error)."""
     origin = request.headers.get(hdrs.ORIGIN)
@@ -51,7 +52,7 @@ async def origin_middleware(request: web.Request, handler: web.Handler) -> web.S
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answers preflights from listed origins and adds `Access-Control-Allow-Origin` for them
     (outside the error middleware, so errors are readable too); nothing for anyone else."""
     origin = request.headers.get(hdrs.ORIGIN)

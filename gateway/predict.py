@@ -121,7 +121,8 @@ async def _call_worker(request: web.Request, image: bytes, image_format: str, to
     with metrics.in_flight.track_inprogress():
         waited = time.perf_counter()
         try:
-            body = await app[BUS].call(settings.predict_queue, encode(message), timeout=settings.predict_timeout_s)
+            body = await app[BUS].call(settings.predict_queue, encode(message),
+                                       timeout=settings.predict_timeout_s)
         except DermaScanError as exc:
             metrics.rpc_seconds.labels(exc.code).observe(time.perf_counter() - waited)
             raise

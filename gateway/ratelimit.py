@@ -92,7 +92,8 @@ class RateLimits:
         wait = self.upload_bytes.take(caller(request), size)
         if wait == math.inf:
             raise PayloadTooLarge(f"{size:,} bytes exceed the upload quota of "
-                                  f"{self.upload_bytes.capacity:,.0f} bytes an hour", code="over_upload_quota")
+                                  f"{self.upload_bytes.capacity:,.0f} bytes an hour",
+                                  code="over_upload_quota")
         if wait:
             raise RateLimited(f"{_whom(request)} used its upload quota of {self.upload_bytes.capacity:,.0f} "
                               "bytes an hour", retry_after_s=wait, code="upload_quota")

@@ -54,7 +54,8 @@ class WorkerSeen(BaseModel):
 class Health(BaseModel):
     """`GET /health`."""
 
-    status: Literal["ok", "degraded"] = Field(description="'ok' when broker, store and a serving worker are up.")
+    status: Literal["ok", "degraded"] = Field(
+        description="'ok' when broker, store and a serving worker are up.")
     uptime_s: float = Field(description="Seconds since this gateway started.")
     broker: BrokerStatus
     store: StoreStatus

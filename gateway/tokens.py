@@ -38,7 +38,7 @@ class Role(enum.IntEnum):
 
     @property
     def label(self) -> RoleName:
-        return self.name.lower()  # type: ignore[return-value]
+        return self.name.lower()  # type: ignore[return-value]  # the lower-cased names are RoleName's values
 
     @classmethod
     def named(cls, name: str) -> Role:

@@ -75,7 +75,8 @@ async def read_part(part: BodyPartReader, limit: int) -> bytes:
         while chunk := await part.read_chunk(_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"the file is larger than the {limit:,}-byte limit", code="file_too_large")
+                raise PayloadTooLarge(f"the file is larger than the {limit:,}-byte limit",
+                                      code="file_too_large")
             chunks.append(chunk)
         if not part.at_eof():  # the body ended before the part's closing boundary
             raise ValueError("part cut short")

@@ -18,7 +18,8 @@ def main() -> None:
     settings = WorkerSettings(streams=args.concurrency) if args.concurrency else WorkerSettings()
     setup_logging(settings.log_level)
     run(lambda: serve_service(
-        settings, lambda bus, store, registry: InferenceWorker(settings, bus, store, WorkerMetrics(registry))))
+        settings, lambda bus, store,
+        registry: InferenceWorker(settings, bus, store, WorkerMetrics(registry))))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -56,7 +56,7 @@ class MicroBatcher(Generic[K, T, R]):
 
     def __init__(
         self,
-        run: Callable[[K, Sequence[T]], Sequence[R]],
+        run: Callable[[K, Sequence[T]], Iterable[R]],  # one result per item, in order (an array's rows)
         *,
         max_batch_size: int,
         max_wait_ms: float,
@@ -169,7 +169,8 @@ class MicroBatcher(Generic[K, T, R]):
         if first is None:
             first = await self._queue.get()
             claimed.append(first)
-        batch, skipped = [first], []
+        batch: list[_Item[K, T, R]] = [first]
+        skipped: list[_Item[K, T, R]] = []
         deadline = loop.time() + self.max_wait
         while len(batch) < self.max_batch_size:
             item = self._take(claimed)
@@ -202,7 +203,7 @@ class MicroBatcher(Generic[K, T, R]):
                 results = await loop.run_in_executor(
                     self._executor, self._run, live[0].key, [item.value for item in live]
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the model raised, every caller gets it
                 for item in live:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -27,6 +27,7 @@ from inference_worker.batching import MicroBatcher
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.settings import WorkerSettings
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
 from shared.errors import BadRequest, DermaScanError
 from shared.imaging import load_for_model
@@ -117,6 +118,8 @@ class InferenceWorker:
         self._batcher: MicroBatcher[Classifier, np.ndarray, np.ndarray] | None = None
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
+        self._idle = asyncio.Event()  # set while no request is in flight: what a drain waits for
+        self._idle.set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
@@ -135,16 +138,16 @@ class InferenceWorker:
             concurrency=self.settings.streams,
             on_batch=self.metrics.observe_batch,
         )
-        while not self.bus.connected:
+        if not self.bus.connected:
             log.info("waiting for the broker")
-            await asyncio.sleep(0.5)
-        await self.bus.declare_queue(
-            self.settings.predict_queue, max_length=self.settings.max_queue_length)
+        await self.bus.wait_connected()
+        topology = Topology.of(self.settings)
+        await declare(self.bus, topology.predict)
         prefetch = 2 * self.settings.max_batch_size * self.settings.streams
         self._subscriptions.append(
-            await self.bus.consume(self.settings.predict_queue, self._on_request, prefetch=prefetch))
+            await self.bus.consume(topology.predict.name, self._on_request, prefetch=prefetch))
         self._subscriptions.append(
-            await self.bus.subscribe(self.settings.models_exchange, self._on_promotion))
+            await self.bus.subscribe(topology.models_exchange, self._on_promotion))
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         if self.settings.model_path is None:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="model-reconcile")
@@ -217,12 +220,15 @@ class InferenceWorker:
 
     async def _on_request(self, delivery: Delivery) -> None:
         self._in_flight += 1
+        self._idle.clear()
         try:
             reply = await self._predict(delivery)
             if reply is not None:
                 await self.bus.reply(delivery, encode(reply))
         finally:
             self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def _predict(self, delivery: Delivery) -> PredictReply | None:
         try:
@@ -243,7 +249,8 @@ class InferenceWorker:
             with self._batcher.incoming():
                 image = await loop.run_in_executor(
                     self._decode_pool, functools.partial(
-                        load_for_model, request.image, classifier.input_size, policy=classifier.preprocessing))
+                        load_for_model, request.image, classifier.input_size,
+                        policy=classifier.preprocessing))
             started = loop.time()
             probabilities, batch_size = await self._batcher.submit(classifier, image)
             compute_ms = (loop.time() - started) * 1000
@@ -288,9 +295,8 @@ class InferenceWorker:
         """Drain: stop consuming, let in-flight requests finish (bounded), then release."""
         for subscription in self._subscriptions:
             await subscription.cancel()
-        deadline = time.monotonic() + self.settings.drain_timeout_s
-        while self._in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # past the drain timeout: release anyway
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
         for task in (self._heartbeat, self._reconciler):
             if task is not None:
                 task.cancel()

@@ -14,6 +14,7 @@ import io
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from shared.errors import BadRequest, DermaScanError, PayloadTooLarge
 from shared.imaging import check_format
@@ -82,7 +83,7 @@ def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     expanded = 0
     try:
         with archive.open(info) as handle:
-            head = handle.peek(_HEAD)[:_HEAD]  # not consumed: the read below starts at byte 0
+            head = cast(zipfile.ZipExtFile, handle).peek(_HEAD)[:_HEAD]  # not consumed: the read starts at 0
             if not head:
                 return None, 0, BadRequest("the file is empty", code="empty_file")
             expanded = len(head)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pydantic.fields import FieldInfo  # noqa: E402
-from pydantic_core import PydanticUndefined  # noqa: E402
-from pydantic_settings import BaseSettings  # noqa: E402
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings
 
-from embedded.__main__ import EmbeddedSettings  # noqa: E402
-from gateway.settings import GatewaySettings  # noqa: E402
-from inference_worker.settings import WorkerSettings  # noqa: E402
-from ingest_service.settings import IngestSettings  # noqa: E402
-from shared.settings import REPO_ROOT, CommonSettings  # noqa: E402
-from trainer_service.settings import TrainerSettings  # noqa: E402
+from embedded.__main__ import EmbeddedSettings
+from gateway.settings import GatewaySettings
+from inference_worker.settings import WorkerSettings
+from ingest_service.settings import IngestSettings
+from shared.settings import REPO_ROOT, CommonSettings
+from trainer_service.settings import TrainerSettings
 
 SERVICES: dict[str, type[BaseSettings]] = {
     "all": CommonSettings,

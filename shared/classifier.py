@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 
 from shared.imaging import check_policy
-from shared.taxonomy import admissible_for
 from shared.manifest import ModelManifest
+from shared.taxonomy import admissible_for
 
 if TYPE_CHECKING:
     from shared.litert import LiteRTForward
@@ -35,6 +35,7 @@ def _manifest_for(artifact: Path, model: object) -> ModelManifest:
     beside = artifact.with_name("manifest.json")
     if beside.is_file():
         return ModelManifest.model_validate_json(beside.read_text())
+    # Keras ships no type hints: a model's shapes are attributes mypy cannot see
     _, height, width, _ = model.input_shape  # type: ignore[attr-defined]
     outputs = model.output_shape[-1]  # type: ignore[attr-defined]
     return ModelManifest(
@@ -75,11 +76,13 @@ class Classifier:
         #: `admissible` under the model's own links: rolls probabilities up, feeds `decide`.
         self.links = admissible_for(self.classes, manifest.parents)
 
-        @tf.function(
+        # TensorFlow ships no type hints: tf.function is Any to mypy
+        @tf.function(  # type: ignore[untyped-decorator]
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8)],
             reduce_retracing=True,
         )
         def forward(images: tf.Tensor) -> list[tf.Tensor]:
+            # a Keras model is callable; without Keras type hints mypy sees an object
             outputs = model(tf.cast(images, tf.float32), training=False)  # type: ignore[operator]
             return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
@@ -117,10 +120,12 @@ class Classifier:
                 raise ValueError("LiteRT needs the model's file")
             lite = LiteRTForward(convert(model, artifact, cache_dir), threads)
             got = self._split(lite(probe))
-            gap = float(np.abs(self._probabilities(got[:, :-1]) - self._probabilities(expected[:, :-1])).max())
+            probabilities = self._probabilities(got[:, :-1]), self._probabilities(expected[:, :-1])
+            gap = float(np.abs(probabilities[0] - probabilities[1]).max())
             if self.has_ood:  # distances are large numbers: compare them relatively
-                gap = max(gap, float(np.abs(got[:, -1] - expected[:, -1]).max() / (np.abs(expected[:, -1]).max() + 1)))
-        except Exception as exc:  # a layer LiteRT cannot convert, a missing runtime, ...
+                scale = np.abs(expected[:, -1]).max() + 1
+                gap = max(gap, float(np.abs(got[:, -1] - expected[:, -1]).max() / scale))
+        except Exception as exc:  # noqa: BLE001 - a layer LiteRT cannot convert, a missing runtime, ...
             log.warning("model %s: LiteRT unavailable (%s); serving with TensorFlow", self.version, exc)
             return
         if gap > PARITY_TOLERANCE:

@@ -98,7 +98,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # WebP checks itself
         raise PayloadTooLarge(f"image has too many pixels; the limit is {max_pixels:,}",
                               code="too_many_pixels") from exc
-    except Exception as exc:  # noqa: BLE001 - hostile headers raise anything (struct.error, IndexError...)
+    except Exception as exc:  # hostile headers raise anything (struct.error, IndexError...)
         raise BadRequest(f"the image could not be decoded: {exc}", code="corrupt_image") from exc
     try:
         _check_pixels(*image.size, max_pixels)
@@ -136,7 +136,7 @@ def decode_image(
             rgb = ImageOps.exif_transpose(image).convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image has too many pixels: {exc}", code="too_many_pixels") from exc
-    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, ValueError, EOFError, SyntaxError...
+    except Exception as exc:  # decoders raise OSError, ValueError, EOFError, SyntaxError...
         raise BadRequest(f"the image could not be decoded: {exc}", code="corrupt_image") from exc
     if min(rgb.size) < MIN_SIDE:
         raise BadRequest(
@@ -181,7 +181,7 @@ def shades_of_gray(pixels: np.ndarray, power: int = 6) -> np.ndarray:
     x = pixels.astype(np.float32)
     illuminant = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1.0 / power)
     gains = float(illuminant.mean()) / np.maximum(illuminant, 1e-3)
-    return np.clip(np.rint(x * gains), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.rint(x * gains), 0, 255).astype(np.uint8))
 
 
 def _crop_policy(image: Image.Image, size: tuple[int, int]) -> np.ndarray:

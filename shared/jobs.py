@@ -90,7 +90,8 @@ class TrainResult(BaseModel):
     gate: GateResult = Field(description="The promotion gate's verdict on it.")
     classes: list[str] = Field(description="Classes of the candidate, in output order.")
     balanced_accuracy: float = Field(description="Balanced accuracy on the held-out split.")
-    per_class_recall: dict[str, float | None] = Field(description="Class -> held-out recall (None: no images).")
+    per_class_recall: dict[str, float | None] = Field(
+        description="Class -> held-out recall (None: no images).")
     training_seconds: float | None = Field(None, description="Wall time of the training run.")
     promoted: bool = Field(False, description="Whether it became the current model.")
 
@@ -168,7 +169,8 @@ class JobStore:
             job.started_at = job.updated_at
         if job.final and job.finished_at is None:
             job.finished_at = job.updated_at
-        await self.store.put(_key(job.job_id), job.model_dump_json().encode(), content_type="application/json")
+        await self.store.put(_key(job.job_id), job.model_dump_json().encode(),
+                             content_type="application/json")
         return job
 
     async def delete(self, job_id: str) -> None:
@@ -262,7 +264,8 @@ async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[
             job.fail("interrupted", f"DermaScan stopped while this training job was {job.state}; the current "
                                     "model is unchanged; POST /retrain to start it again")
         else:
-            job.fail("interrupted", f"DermaScan stopped while this upload was {job.state} and its queue entry "
+            job.fail("interrupted",
+                     f"DermaScan stopped while this upload was {job.state} and its queue entry "
                                     "was lost; upload the files again")
         await jobs.save(job)
         failed.append(job)

@@ -15,10 +15,13 @@ import logging
 import os
 import queue
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+#: ai_edge_litert's Interpreter: the package ships no type hints.
+_Interpreter = Any
 
 
 def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str = "") -> bytes:
@@ -36,14 +39,14 @@ def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str 
     with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel it exports on the way
         flatbuffer: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     if cached is not None:
-        part = cached.with_suffix(f".{os.getpid()}.part")
+        partial = cached.with_suffix(f".{os.getpid()}.part")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            part.write_bytes(flatbuffer)
-            part.replace(cached)  # atomic: workers sharing the cache never read half a file
+            partial.write_bytes(flatbuffer)
+            partial.replace(cached)  # atomic: workers sharing the cache never read half a file
         except OSError as exc:
             with contextlib.suppress(OSError):
-                part.unlink()
+                partial.unlink()
             log.warning("could not cache the converted model in %s: %s", cache_dir, exc)
     return flatbuffer
 
@@ -61,14 +64,14 @@ class LiteRTForward:
     def __init__(self, flatbuffer: bytes, threads: int) -> None:
         self._flatbuffer = flatbuffer
         self._threads = threads
-        self._idle: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Interpreter] = queue.SimpleQueue()
         first = self._new_interpreter()
         details = first.get_input_details()[0]
         self._input, self._dtype, self._shape = details["index"], details["dtype"], details["shape"]
         self._outputs = [d["index"] for d in first.get_output_details()]
         self._idle.put(first)
 
-    def _new_interpreter(self) -> object:
+    def _new_interpreter(self) -> _Interpreter:
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_content=self._flatbuffer, num_threads=self._threads)
@@ -82,16 +85,16 @@ class LiteRTForward:
             self._run(interpreter, np.zeros(self._shape, np.uint8))
             self._idle.put(interpreter)
 
-    def _borrow(self) -> object:
+    def _borrow(self) -> _Interpreter:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
             return self._new_interpreter()
 
-    def _run(self, interpreter: object, image: np.ndarray) -> list[np.ndarray]:
-        interpreter.set_tensor(self._input, image.astype(self._dtype, copy=False))  # type: ignore[attr-defined]
-        interpreter.invoke()  # type: ignore[attr-defined]
-        return [interpreter.get_tensor(i) for i in self._outputs]  # type: ignore[attr-defined]
+    def _run(self, interpreter: _Interpreter, image: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(self._input, image.astype(self._dtype, copy=False))
+        interpreter.invoke()
+        return [interpreter.get_tensor(i) for i in self._outputs]
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         """Every output of the model, each (n, ...), in the interpreter's output order."""

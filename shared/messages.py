@@ -80,7 +80,8 @@ class Referral(BaseModel):
 
     label: str = Field(description="The malignant class, e.g. 'melanoma'.")
     probability: float = Field(description="Its calibrated probability (with any descendants').")
-    threshold: float = Field(description="The model's threshold for it, chosen on validation for a recall target.")
+    threshold: float = Field(
+        description="The model's threshold for it, chosen on validation for a recall target.")
 
 
 class Prediction(BaseModel):
@@ -120,7 +121,8 @@ class PredictReply(Message):
     queue_ms: float = Field(0.0, description="Time the request waited in the broker.")
     compute_ms: float = Field(0.0, description="Time of the batched model call.")
     batch_size: int = Field(0, description="Size of the batch the image was part of.")
-    input_png: bytes | None = Field(None, description="The model's input as a PNG, when the request asked for it.")
+    input_png: bytes | None = Field(None,
+                                    description="The model's input as a PNG, when the request asked for it.")
 
 
 class WorkerStatus(Message):
@@ -166,8 +168,10 @@ class TrainOptions(BaseModel):
 
     epochs: int = Field(30, ge=1, le=500, description="Epochs of head training.")
     fine_tune: bool = Field(False, description="Also fine-tune the backbone (much slower).")
-    fine_tune_epochs: int = Field(3, ge=1, le=100, description="Passes over the training set when fine-tuning.")
-    max_minutes: float = Field(30.0, gt=0, description="Time budget of fine-tuning; the best epoch so far is kept.")
+    fine_tune_epochs: int = Field(3, ge=1, le=100,
+                                  description="Passes over the training set when fine-tuning.")
+    max_minutes: float = Field(30.0, gt=0,
+                               description="Time budget of fine-tuning; the best epoch so far is kept.")
     promote: bool = Field(True, description="Promote automatically when the gate passes.")
     # No gate margins here: they are policy, so they come from the trainer's settings only
     # (a body naming one is refused, extra="forbid").

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -30,7 +31,7 @@ def register_uptime(registry: CollectorRegistry, service: str) -> None:
     uptime.set_function(lambda: time.time() - started)
 
 
-def metrics_handler(registry: CollectorRegistry) -> web.Handler:
+def metrics_handler(registry: CollectorRegistry) -> Handler:
     """An aiohttp handler serving `registry` in the Prometheus text format."""
 
     async def handle(_: web.Request) -> web.Response:
@@ -41,11 +42,15 @@ def metrics_handler(registry: CollectorRegistry) -> web.Handler:
     return handle
 
 
+async def _live(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> web.AppRunner:
     """Serve `/metrics` (and `/livez`) on host:port; the caller cleans the runner up."""
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler(registry))
-    app.router.add_get("/livez", lambda _: web.json_response({"status": "ok"}))
+    app.router.add_get("/livez", _live)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -15,6 +15,7 @@ record is written.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -81,7 +82,7 @@ class ModelRegistry:
 
     async def publish(self, artifact: Path, manifest: ModelManifest) -> None:
         """Store an artifact and its manifest as a new version (does not promote it)."""
-        await self.store.put(_key(manifest.version, ARTIFACT), artifact.read_bytes())
+        await self.store.put(_key(manifest.version, ARTIFACT), await asyncio.to_thread(artifact.read_bytes))
         await self.store.put(
             _key(manifest.version, MANIFEST),
             manifest.model_dump_json(indent=2).encode(),

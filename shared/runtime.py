@@ -6,8 +6,8 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -34,7 +34,7 @@ async def wait_for_shutdown() -> None:
     await stop.wait()
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run `main` on uvloop when it is installed, else on asyncio's default loop.
 
     DERMASCAN_UVLOOP=0 forces asyncio's loop (read here, before any settings exist, because the
@@ -75,7 +75,8 @@ async def serve_service(
     """Run one broker-driven service process: /metrics, bus and store opened here and closed
     here, the service started, then drained on SIGTERM or SIGINT."""
     registry = CollectorRegistry()
-    runner = await serve_metrics(registry, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    runner = await serve_metrics(registry, settings.metrics_host,
+                                 settings.metrics_port) if settings.metrics_port else None
     bus = await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
     store = await open_store_for(settings)
     service = build(bus, store, registry)

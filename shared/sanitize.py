@@ -83,6 +83,6 @@ def clean_image(data: bytes, *, max_pixels: int) -> CleanImage:
                 cleaned = _reencode(original, image_format)
     except DermaScanError:
         raise
-    except Exception as exc:  # noqa: BLE001 - hostile EXIF or modes Pillow cannot convert
+    except Exception as exc:  # hostile EXIF or modes Pillow cannot convert
         raise BadRequest(f"the image could not be cleaned: {exc}", code="corrupt_image") from exc
     return CleanImage(cleaned, image_format, rgb.size[0], rgb.size[1], hashlib.sha256(cleaned).hexdigest())

@@ -119,9 +119,10 @@ def decide(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     rolled = probabilities @ allowed.T
     covered_by = [[i for i in range(k) if i != j and allowed[i, j]] for j in range(k)]
     top = [j for j in range(k) if not covered_by[j]]
-    chosen = np.asarray(top)[rolled[:, top].argmax(axis=1)]
+    chosen: np.ndarray = np.asarray(top)[rolled[:, top].argmax(axis=1)]
     # direct children: every other ancestor of the child is an ancestor of the parent too
-    children = {i: [j for j in range(k) if i in covered_by[j] and set(covered_by[j]) - {i} <= set(covered_by[i])]
+    children = {i: [j for j in range(k)
+                    if i in covered_by[j] and set(covered_by[j]) - {i} <= set(covered_by[i])]
                 for i in range(k)}
     for _ in range(k):  # descend one level per pass
         changed = False
@@ -129,7 +130,7 @@ def decide(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
             rows = np.flatnonzero(chosen == i)
             if not kids or not len(rows):
                 continue
-            best = np.asarray(kids)[rolled[np.ix_(rows, kids)].argmax(axis=1)]
+            best = np.asarray(kids)[rolled[np.ix_(rows, np.asarray(kids))].argmax(axis=1)]
             finer = rolled[rows, best] > probabilities[rows, i]
             chosen[rows[finer]] = best[finer]
             changed = changed or bool(finer.any())

@@ -15,9 +15,11 @@ class GatePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_balanced_accuracy_drop: float = Field(description="A drop in balanced accuracy beyond its noise and this margin rejects.")
+    max_balanced_accuracy_drop: float = Field(
+        description="A drop in balanced accuracy beyond its noise and this margin rejects.")
     max_class_recall_drop: float = Field(description="The same for a benign class's recall.")
-    malignant_max_recall_drop: float = Field(description="The same for a malignant class's recall (0: may not fall).")
+    malignant_max_recall_drop: float = Field(
+        description="The same for a malignant class's recall (0: may not fall).")
     malignant: list[str] = Field(description="Classes judged as malignant.")
     min_class_support: int = Field(description="Held-out images a class needs before its recall is judged.")
     accept_benign_for_malignant: bool = Field(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,16 +64,20 @@ def delete_test_queues() -> Iterator[None]:
     asyncio.run(_delete_named(TEST_PREFIX))
 
 
+def _rabbitmqctl(listing: str) -> str:
+    """The names `rabbitmqctl <listing>` prints, one a line (blocking: run it in a thread)."""
+    return subprocess.run(["rabbitmqctl", listing, "-q", "--no-table-headers", "name"],
+                          capture_output=True, text=True, timeout=30).stdout
+
+
 async def _delete_named(prefix: str) -> None:
     import aio_pika
 
     try:
-        listing = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
-                                 capture_output=True, text=True, timeout=30).stdout.split()
-        exchanges = subprocess.run(["rabbitmqctl", "list_exchanges", "-q", "--no-table-headers", "name"],
-                                   capture_output=True, text=True, timeout=30).stdout.split()
+        listing = (await asyncio.to_thread(_rabbitmqctl, "list_queues")).split()
+        exchanges = (await asyncio.to_thread(_rabbitmqctl, "list_exchanges")).split()
         connection = await aio_pika.connect(RABBIT_URL, timeout=5)
-    except (OSError, subprocess.SubprocessError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, subprocess.SubprocessError):
         return
     async with connection:
         channel = await connection.channel()
@@ -88,7 +93,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for key, value in AWS_ENV.items():
         os.environ.setdefault(key, value)
     port = free_port()
-    moto = shutil.which("moto_server", path=str(Path(os.sys.executable).parent)) or "moto_server"
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with running([moto, "-H", "127.0.0.1", "-p", str(port)], log=log) as proc:
         endpoint = f"http://127.0.0.1:{port}"

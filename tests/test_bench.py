@@ -48,7 +48,8 @@ def test_the_report_replaces_only_the_readme_block(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
     write_readme(readme, "Command: `x`\n\n| new | table |")
-    assert readme.read_text() == f"# Title\n\nbefore\n{README_START}\nCommand: `x`\n\n| new | table |\n{README_END}\nafter\n"
+    assert readme.read_text() == (f"# Title\n\nbefore\n{README_START}\nCommand: `x`\n\n| new | table |\n"
+                                  f"{README_END}\nafter\n")
     write_readme(readme, "again")  # idempotent: the markers stay
     assert readme.read_text().count(README_START) == 1 and "again" in readme.read_text()
 

@@ -20,7 +20,8 @@ STRANGER = Path(__file__).parent / "fixtures" / "ood" / "circuit-00.png"  # not 
 
 def get_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        body: dict[str, object] = json.loads(response.read())
+        return body
 
 
 def test_distributed_gateway_and_worker_processes_on_rabbitmq_and_s3(
@@ -129,15 +130,17 @@ def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:
                 page.click("#token-ok")
 
             upload_with("not-the-token-0123456789")
-            assert "not accepted (401)" in page.wait_for_selector("#auth-error", timeout=10_000).inner_text()
+            refused = page.wait_for_selector("#auth-error", timeout=10_000)
+            assert refused is not None and "not accepted (401)" in refused.inner_text()
             upload_with(CONTRIBUTOR_TOKEN)
             summary = page.wait_for_selector("#upload-summary", timeout=30_000)
             assert summary is not None and "1 rejected" in summary.inner_text()
             assert "corrupt_image" in page.inner_text("#upload-status")
             assert page.evaluate("sessionStorage.getItem('dermascan.token')") == CONTRIBUTOR_TOKEN
             page.click("#retrain-button")  # the kept contributor token is not enough
-            refusal = page.wait_for_selector("#retrain-status #auth-error", timeout=10_000).inner_text()
-            assert "(403)" in refusal and "operator role" in refusal
+            refusal = page.wait_for_selector("#retrain-status #auth-error", timeout=10_000)
+            assert refusal is not None
+            assert "(403)" in refusal.inner_text() and "operator role" in refusal.inner_text()
             page.screenshot(path=str(image.with_suffix(".png")))
         finally:
             browser.close()

@@ -9,7 +9,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-import make_ood_set  # noqa: E402
+import make_ood_set
 
 
 def test_the_generator_writes_photos_faces_and_drawings(tmp_path: Path) -> None:

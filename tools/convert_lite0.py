@@ -90,7 +90,8 @@ def compare(name: str, pixels: np.ndarray, reference: torch.nn.Module, port: ker
 
 def main(argv: list[str] | None = None) -> int:
     """Convert, check parity, write the headless weights. Returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=LITE0_WEIGHTS)
     parser.add_argument("--tolerance", type=float, default=1e-3)
     args = parser.parse_args(argv)
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch params: {sum(p.numel() for p in reference.parameters()):,}; keras: {port.count_params():,}")
 
     rng = np.random.default_rng(0)
-    diffs = {"random": compare("random", rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32), reference, port)}
+    diffs = {"random": compare("random", rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32),
+                               reference, port)}
     ok = True
     for name, label in PHOTOS.items():
         diffs[name] = compare(name, photo(name)[None], reference, port)

@@ -39,7 +39,8 @@ def noise_image(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) 
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I",
+                                                                    zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def bomb_png(width: int, height: int) -> bytes:
@@ -109,17 +110,20 @@ def corpus() -> list[tuple[dict[str, Any], bytes]]:
         ({"file": "empty.jpg", "name": "melanoma_empty.jpg", "expected": "rejected:empty_file",
           "why": "zero bytes"}, b""),
         ({"file": "bomb-50mp.png", "name": "melanoma_50mp.png", "expected": "rejected:too_many_pixels",
-          "why": "claims 7072x7072 (50 MP), over the 40 MP budget, refused from its header"}, bomb_png(7072, 7072)),
+          "why": "claims 7072x7072 (50 MP), over the 40 MP budget, refused from its header"},
+          bomb_png(7072, 7072)),
         ({"file": "bomb-100mp.png", "name": "melanoma_100mp.png", "expected": "rejected:too_many_pixels",
           "why": "claims 10000x10000: Pillow's DecompressionBombWarning band, once an uncaught 500"},
          bomb_png(10_000, 10_000)),
         ({"file": "bomb-10gp.png", "name": "melanoma_10gp.png", "expected": "rejected:too_many_pixels",
           "why": "claims 100000x100000 (Pillow's DecompressionBombError band)"}, bomb_png(100_000, 100_000)),
         ({"file": "traversal.jpg", "name": "../../../etc/melanoma_passwd.jpg", "expected": "stored",
-          "why": "a name is a label source, never a path: stored content-addressed as melanoma"}, noise_image(5)),
+          "why": "a name is a label source, never a path: stored content-addressed as melanoma"},
+          noise_image(5)),
         ({"file": "xss.jpg", "name": "<img src=x onerror=alert(1)>.jpg", "expected": "rejected:unknown_class",
           "why": "markup in a name is data; no class prefix, so no label"}, noise_image(6)),
-        ({"file": "xss-labelled.jpg", "name": "melanoma_<img src=x onerror=alert(1)>.jpg", "expected": "stored",
+        ({"file": "xss-labelled.jpg", "name": "melanoma_<img src=x onerror=alert(1)>.jpg",
+          "expected": "stored",
           "why": "markup in a name is data; the class prefix labels it"}, noise_image(7)),
         ({"file": "traversal.zip", "name": "traversal.zip", "expected": ["stored", "rejected:not_an_image"],
           "why": "member paths are labels only ('../../melanoma/' is the melanoma folder); __MACOSX skipped"},

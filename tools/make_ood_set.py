@@ -77,7 +77,8 @@ def _web_page(rng: np.random.Generator) -> Image.Image:
 
 
 def _circuit(rng: np.random.Generator) -> Image.Image:
-    image = Image.new("RGB", (300, 300), tuple(int(v) for v in (rng.integers(0, 40), rng.integers(90, 150), 60)))
+    image = Image.new("RGB", (300, 300),
+                      tuple(int(v) for v in (rng.integers(0, 40), rng.integers(90, 150), 60)))
     draw = ImageDraw.Draw(image)
     for _ in range(60):
         x, y = (int(v) for v in rng.integers(0, 300, 2))
@@ -87,7 +88,8 @@ def _circuit(rng: np.random.Generator) -> Image.Image:
             draw.line((x, y, x, y + int(rng.integers(-80, 80))), fill=(200, 170, 80), width=2)
     for _ in range(12):
         x, y = (int(v) for v in rng.integers(10, 260, 2))
-        draw.rectangle((x, y, x + int(rng.integers(15, 40)), y + int(rng.integers(10, 30))), fill=(20, 20, 20))
+        draw.rectangle((x, y, x + int(rng.integers(15, 40)), y + int(rng.integers(10, 30))),
+                       fill=(20, 20, 20))
     return image
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ def _f(value: Any, digits: int = 3) -> str:
 def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     names = list(runs)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    rows = [
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("images", lambda m: str(m["images"])),
         ("balanced accuracy", lambda m: _f(m["balanced_accuracy"])),
         ("macro AUC (one-vs-rest)", lambda m: _f(m["macro_auc_ovr"])),
@@ -43,7 +44,8 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     cells = []
     for n in names:
         u = runs[n].get("operating_points", {}).get("uncertainty")
-        cells.append("-" if u is None else f"{u['coverage']:.2f} answered, accuracy {_f(u['accuracy_answered'])} "
+        cells.append("-" if u is None else f"{u['coverage']:.2f} answered, "
+                                           f"accuracy {_f(u['accuracy_answered'])} "
                                            f"(all: {_f(u['accuracy_all'])})")
     lines.append("| not uncertain: share, accuracy | " + " | ".join(cells) + " |")
     return lines

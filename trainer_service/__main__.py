@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service.service import TrainerService
 
         run(lambda: serve_service(
-            settings, lambda bus, store, registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
+            settings, lambda bus, store,
+            registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
     print(f"unknown command {command!r}; use serve, import, train, evaluate or evaluate-ood", file=sys.stderr)
     return 2

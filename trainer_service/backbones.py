@@ -52,9 +52,10 @@ LITE0_STAGES: tuple[Stage, ...] = (
 
 
 class Block(NamedTuple):
-    """One MBConv block, numbered as the reference's `_blocks.<index>`."""
+    """One MBConv block, numbered as the reference's `_blocks.<number>` (not `index`: a
+    NamedTuple field of that name would shadow `tuple.index`)."""
 
-    index: int
+    number: int
     kernel: int
     stride: int
     expand: int
@@ -81,14 +82,15 @@ def lite0_blocks() -> list[Block]:
     return blocks
 
 
-def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str, *, relu: bool) -> keras.KerasTensor:
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, name: str, *,
+             relu: bool) -> keras.KerasTensor:
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
 
 
 def _mbconv(x: keras.KerasTensor, block: Block) -> keras.KerasTensor:
-    name = f"block{block.index}"
+    name = f"block{block.number}"
     inputs = x
     hidden = block.filters_in * block.expand
     if block.expand != 1:
@@ -104,7 +106,8 @@ def _mbconv(x: keras.KerasTensor, block: Block) -> keras.KerasTensor:
     return x
 
 
-def efficientnet_lite0(input_size: tuple[int, int] | None = None, *, weights: Path | None = None) -> keras.Model:
+def efficientnet_lite0(input_size: tuple[int, int] | None = None, *,
+                       weights: Path | None = None) -> keras.Model:
     """Headless EfficientNet-Lite0: pixels in [0, 255] -> (batch, h/32, w/32, 1280) features.
 
     `input_size` is (height, width) or None for any size. `weights` is an `.npz` written by
@@ -154,9 +157,10 @@ def build_backbone(name: str, input_size: tuple[int, int], *, pretrained: bool =
 
 def save_weights_npz(model: keras.Model, path: Path) -> None:
     """Write every weight of `model` to `path` keyed '<layer name>/<variable name>'."""
-    arrays = {f"{layer.name}/{v.name}": np.asarray(v.numpy()) for layer in model.layers for v in layer.weights}
+    arrays = {f"{layer.name}/{v.name}": np.asarray(v.numpy())
+              for layer in model.layers for v in layer.weights}
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds as one keyword, allow_pickle
 
 
 def load_weights_npz(model: keras.Model, path: Path) -> None:
@@ -210,7 +214,7 @@ def lite0_arrays_from_torch(state: Mapping[str, np.ndarray]) -> dict[str, np.nda
     out: dict[str, np.ndarray] = {"stem_conv/kernel": _conv_from_torch(state["_conv_stem.weight"])}
     out |= _bn_from_torch("_bn0", state, "stem_bn")
     for block in lite0_blocks():
-        src, dst = f"_blocks.{block.index}", f"block{block.index}"
+        src, dst = f"_blocks.{block.number}", f"block{block.number}"
         if block.expand != 1:
             out[f"{dst}_expand_conv/kernel"] = _conv_from_torch(state[f"{src}._expand_conv.weight"])
             out |= _bn_from_torch(f"{src}._bn0", state, f"{dst}_expand_bn")

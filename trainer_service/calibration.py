@@ -12,7 +12,7 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float,
@@ -48,7 +48,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, low: float = 0.05
     return float(np.exp((a + b) / 2.0))
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, allowed: np.ndarray | None = None,
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
+                               allowed: np.ndarray | None = None,
                                *, bins: int = 15) -> float:
     """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| * share.
 

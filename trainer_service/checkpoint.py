@@ -71,17 +71,19 @@ class Checkpoint:
         state = TrainingState(**json.loads((self.directory / "state.json").read_text()))
         saved_model = _read_arrays(self.directory / "weights.npz")
         if len(saved_model) == len(model.variables):
-            for variable, value in zip(model.variables, saved_model):
+            for variable, value in zip(model.variables, saved_model, strict=True):
                 variable.assign(value)
         elif len(saved_model) == len(model.weights):  # saved before the random state was kept
             model.set_weights(saved_model)
         else:
-            raise ValueError(f"checkpoint has {len(saved_model)} model arrays, the model {len(model.variables)}")
+            raise ValueError(f"checkpoint has {len(saved_model)} model arrays, "
+                             f"the model {len(model.variables)}")
         optimizer.build(model.trainable_variables)
         saved = _read_arrays(self.directory / "optimizer.npz")
         if len(saved) != len(optimizer.variables):
-            raise ValueError(f"checkpoint has {len(saved)} optimizer arrays, the optimizer {len(optimizer.variables)}")
-        for variable, value in zip(optimizer.variables, saved):
+            raise ValueError(f"checkpoint has {len(saved)} optimizer arrays, "
+                             f"the optimizer {len(optimizer.variables)}")
+        for variable, value in zip(optimizer.variables, saved, strict=True):
             variable.assign(value)
         return state
 

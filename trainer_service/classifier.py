@@ -35,7 +35,8 @@ def build_classifier(
     return _with_temperature(inputs, logits, temperature)
 
 
-def _with_temperature(inputs: keras.KerasTensor, logits: keras.KerasTensor, temperature: float) -> keras.Model:
+def _with_temperature(inputs: keras.KerasTensor, logits: keras.KerasTensor,
+                      temperature: float) -> keras.Model:
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logits)
@@ -68,7 +69,8 @@ def head_layers(model: keras.Model) -> list[keras.Layer]:
     return [model.get_layer(LOGITS)]
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool, *, first_trainable: str | None = None) -> None:
+def set_backbone_trainable(model: keras.Model, trainable: bool, *,
+                           first_trainable: str | None = None) -> None:
     """Freeze or unfreeze the backbone; BatchNorm stays frozen (inference mode) either way.
 
     With `trainable=True` and `first_trainable` naming a backbone layer, the layers before it

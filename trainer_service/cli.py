@@ -118,7 +118,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from trainer_service.train_job import evaluate_on
 
     model, manifest = load_artifact(args.artifact)
-    metrics = evaluate_on(model, args.data, tuple(manifest.input_size), tuple(manifest.classes),
+    metrics = evaluate_on(model, args.data, manifest.input_size, tuple(manifest.classes),
                           manifest.preprocessing,
                           manifest)
     metrics["model_version"] = manifest.version

@@ -48,7 +48,7 @@ class ImageSet:
     def counts(self) -> dict[str, int]:
         """Images per class, every class listed."""
         found = np.bincount(self.labels, minlength=len(self.classes))
-        return {name: int(n) for name, n in zip(self.classes, found)}
+        return {name: int(n) for name, n in zip(self.classes, found, strict=True)}
 
 
 def find_classes(root: Path) -> tuple[str, ...]:

@@ -17,7 +17,9 @@ from trainer_service.calibration import expected_calibration_error
 def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     """A traced-once `tf.function` calling `model` in inference mode on any batch size."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    forward: Callable[[tf.Tensor], tf.Tensor] = tf.function(lambda x: model(x, training=False),
+                                                            input_signature=[spec])
+    return forward
 
 
 def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64, output: int = 0) -> np.ndarray:
@@ -33,7 +35,8 @@ def predict(model: keras.Model, images: np.ndarray, *, batch_size: int = 64, out
     return np.concatenate(outputs).astype(np.float64)
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
+                           classes: tuple[str, ...]) -> dict[str, Any]:
     """Balanced accuracy, accuracy, per-class recall/precision/support/AUC, confusion matrix
     (rows = true class, columns = predicted), macro one-vs-rest AUC and top-label ECE.
 
@@ -54,7 +57,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
     recall = np.where(present, np.diag(matrix) / np.maximum(support, 1), np.nan)
     precision = np.where(predicted_counts > 0, np.diag(matrix) / np.maximum(predicted_counts, 1), np.nan)
     rolled = probabilities @ allowed.T
-    aucs = {c: _auc(labels == c, rolled[:, c]) for c in np.flatnonzero(present)}
+    aucs = {int(c): _auc(labels == c, rolled[:, c]) for c in np.flatnonzero(present)}
     per_class = {
         name: {
             "recall": None if np.isnan(recall[i]) else float(recall[i]),
@@ -111,7 +114,8 @@ def format_report(metrics: dict[str, Any]) -> str:
         auc = "-" if row.get("auc") is None else f"{row['auc']:.3f}"
         lines.append(f"{name:<22} {rec:>7} {pre:>9} {auc:>7} {row['support']:>7}")
     short = [name[:6] for name in classes]
-    lines += ["", "confusion matrix (rows true, columns predicted):", " " * 8 + " ".join(f"{s:>6}" for s in short)]
-    for name, row in zip(short, metrics["confusion_matrix"]):
+    lines += ["", "confusion matrix (rows true, columns predicted):",
+              " " * 8 + " ".join(f"{s:>6}" for s in short)]
+    for name, row in zip(short, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:>7} " + " ".join(f"{v:>6}" for v in row))
     return "\n".join(lines)

@@ -75,13 +75,15 @@ def apply_gate(labels: np.ndarray, candidate_correct: np.ndarray, current_correc
     if not reasons:
         for v in verdicts:
             if v.judgement == "worse" and v.change is not None:
-                accepted.append(f"accepted the trade: {v.label} recall {v.change.difference:+.3f} for "
-                                + ", ".join(f"{g.label} {g.change.difference:+.3f}" for g in gains if g.change))
+                for_gains = ", ".join(f"{g.label} {g.change.difference:+.3f}" for g in gains if g.change)
+                accepted.append(f"accepted the trade: {v.label} recall {v.change.difference:+.3f} "
+                                f"for {for_gains}")
         thin = [v.label for v in verdicts if v.judgement == "not enough data"]
         if thin:
             accepted.append(f"not enough held-out images to judge {', '.join(thin)} "
                             f"(fewer than {policy.min_class_support} each)")
         accepted.append("not worse than the current model beyond the noise of the held-out images")
-    return GateResult(passed=not reasons, reasons=reasons or accepted, candidate_balanced_accuracy=round(new_bacc, 4),
+    return GateResult(passed=not reasons, reasons=reasons or accepted,
+                      candidate_balanced_accuracy=round(new_bacc, 4),
                       current_balanced_accuracy=round(float(np.mean(list(old.values()))), 4),
                       balanced_accuracy_change=bacc_change, classes=verdicts, policy=policy)

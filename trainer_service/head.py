@@ -43,7 +43,8 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int, *, epoc
     use_anchor = init is not None and anchor_strength > 0
     dense = keras.layers.Dense(
         num_classes,
-        kernel_regularizer=toward(init[0], anchor_strength, columns[None, :]) if use_anchor and init else None,
+        kernel_regularizer=toward(init[0], anchor_strength,
+                                  columns[None, :]) if use_anchor and init else None,
         bias_regularizer=toward(init[1], anchor_strength, columns) if use_anchor and init else None)
     head = keras.Sequential([keras.Input((features.shape[1],)), dense])
     if init is not None:

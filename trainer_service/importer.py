@@ -2,7 +2,8 @@
 
 Layouts: `PATH/<class>/*` (split held out by lesion from a `metadata.csv` when present, else by
 image hash), or `PATH/train/<class>/*` + `PATH/eval/<class>/*` or `PATH/val/<class>/*` (HAM10000 and
-ISIC 2017 as shipped here: the given split is kept). Images are validated and stripped of metadata like uploads.
+ISIC 2017 as shipped here: the given split is kept). Images are validated and stripped of metadata
+like uploads.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from shared.catalog import Catalog, ImageRecord, Split, image_key, split_for
 from shared.errors import DermaScanError
 from shared.imaging import DEFAULT_MAX_PIXELS
-from shared.sanitize import clean_image
+from shared.sanitize import CleanImage, clean_image
 from shared.store import ObjectStore
 from shared.taxonomy import is_known
 from trainer_service.dataset import IMAGE_SUFFIXES, read_lesion_ids
@@ -36,11 +37,15 @@ def _layout(root: Path) -> list[tuple[Split | None, Path]]:
     return [(None, root)]
 
 
+def _clean(path: Path) -> CleanImage:
+    return clean_image(path.read_bytes(), max_pixels=DEFAULT_MAX_PIXELS)
+
+
 async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = None,
                          log: Any = print) -> dict[str, Any]:
     """Import every image under `root`; returns counts of stored, duplicate and skipped files.
     Raises FileNotFoundError when `root` is not a folder."""
-    if not root.is_dir():
+    if not await asyncio.to_thread(root.is_dir):
         raise FileNotFoundError(f"{root} is not a folder")
     catalog = Catalog(store)
     lesions = read_lesion_ids(root)
@@ -51,7 +56,7 @@ async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = 
 
     async def one(path: Path, label: str, given: Split | None) -> None:
         try:
-            image = await asyncio.to_thread(clean_image, path.read_bytes(), max_pixels=DEFAULT_MAX_PIXELS)
+            image = await asyncio.to_thread(_clean, path)
         except DermaScanError as exc:
             tally[f"rejected:{exc.code}"] += 1
             return
@@ -60,7 +65,8 @@ async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = 
             return
         seen.add(image.sha256)
         group = lesions.get(path.stem)
-        record = ImageRecord(sha256=image.sha256, label=label, key=image_key(label, image.sha256, image.format),
+        record = ImageRecord(sha256=image.sha256, label=label,
+                             key=image_key(label, image.sha256, image.format),
                              split=given or split_for(image.sha256, group), source="import",
                              filename=path.name, job_id=batch, group=group, width=image.width,
                              height=image.height, format=image.format, bytes=len(image.data))

@@ -5,9 +5,10 @@ nearest class mean, with the covariance shared by the classes (Lee et al., NeurI
 computed in the whitened space of the within-class covariance's top `dims` principal directions
 and divided by `dims` (about 1 for a typical training image). Unit length matters: on a held-out
 set of non-dermoscopic images (tools/make_ood_set.py, seed 1) raw embeddings gave AUROC 0.944 and
-caught 36 % at the 99 %-of-dermoscopy threshold, unit-length ones 0.996 and 93 % (256 dims). It is fitted on training embeddings at training time, and built
-into the saved model as a second output named "ood" from plain Keras layers, so the worker gets
-it from the same call (LiteRT included) and every retrain refits it with the head.
+caught 36 % at the 99 %-of-dermoscopy threshold, unit-length ones 0.996 and 93 % (256 dims). It
+is fitted on training embeddings at training time, and built into the saved model as a second
+output named "ood" from plain Keras layers, so the worker gets it from the same call (LiteRT
+included) and every retrain refits it with the head.
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ class OodFit:
         """Distance to the nearest class centre / dims, for each embedding (numpy reference)."""
         u = unit(embeddings) @ self.projection - self.offset
         d = ((u[:, None, :] - self.centres[None, :, :]) ** 2).sum(axis=2)
-        return d.min(axis=1) / self.projection.shape[1]
+        return np.asarray(d.min(axis=1) / self.projection.shape[1])
 
 
 def unit(embeddings: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length (what the model's "ood_unit" layer does)."""
     x = np.asarray(embeddings, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
 
 
-def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 256, shrinkage: float = 1e-3) -> OodFit:
+def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 256,
+            shrinkage: float = 1e-3) -> OodFit:
     """Fit on training embeddings (n, d) with their class labels. Classes without images get no
     centre. Raises ValueError with fewer than two images."""
     if len(embeddings) < 2:
@@ -62,7 +64,8 @@ def fit_ood(embeddings: np.ndarray, labels: np.ndarray, *, dims: int = 256, shri
     top = np.argsort(values)[::-1][:k]
     projection = vectors[:, top] / np.sqrt(values[top])
     centres = np.stack([(class_means[c] - mean) @ projection for c in present])
-    return OodFit((mean @ projection).astype(np.float32), projection.astype(np.float32), centres.astype(np.float32))
+    return OodFit((mean @ projection).astype(np.float32), projection.astype(np.float32),
+                  centres.astype(np.float32))
 
 
 def ood_of(model: keras.Model) -> OodFit | None:
@@ -78,9 +81,9 @@ def ood_of(model: keras.Model) -> OodFit | None:
 def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     """`model` (pixels -> probabilities) with a second output "ood" (batch, 1): the fitted score.
 
-    Only built-in layers: unit length (UnitNormalization), whiten (Dense), squared norm (Multiply + Dense of ones), distances to
-    the centres as one affine map of [|u|^2, u . centre], and the minimum as a max-pool of the
-    negated distances.
+    Only built-in layers: unit length (UnitNormalization), whiten (Dense), squared norm (Multiply +
+    Dense of ones), distances to the centres as one affine map of [|u|^2, u . centre], and the
+    minimum as a max-pool of the negated distances.
     """
     embedding = model.get_layer(EMBEDDING).output
     d, k = fit.projection.shape

@@ -40,7 +40,8 @@ def ood_report(artifact: Path, inside: list[Path], outside: list[Path]) -> dict[
         raise ValueError(f"model {manifest.version} has no out-of-distribution detector")
 
     def scores(paths: list[Path]) -> np.ndarray:
-        pixels = np.stack([load_for_model(p.read_bytes(), tuple(manifest.input_size), policy=manifest.preprocessing)
+        pixels = np.stack([load_for_model(p.read_bytes(), manifest.input_size,
+                                          policy=manifest.preprocessing)
                            for p in paths])
         return predict(model, pixels, output=1).reshape(-1)
 
@@ -61,7 +62,8 @@ def ood_report(artifact: Path, inside: list[Path], outside: list[Path]) -> dict[
         "auroc": float(roc_auc_score(labels, np.concatenate([in_scores, out_scores]))),
         "out_of_distribution": {
             kind: {"images": len(s), "detected": float((s > threshold).mean()),
-                   "auroc": float(roc_auc_score(np.r_[np.zeros(len(in_scores)), np.ones(len(s))], np.r_[in_scores, s])),
+                   "auroc": float(roc_auc_score(np.r_[np.zeros(len(in_scores)), np.ones(len(s))],
+                                                np.r_[in_scores, s])),
                    "median_score": float(np.median(s))}
             for kind, s in out_by_kind.items()},
     }
@@ -71,16 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     """The command; see the module doc."""
     p = argparse.ArgumentParser(prog="trainer_service evaluate-ood", description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path)
-    p.add_argument("--in", dest="inside", type=Path, nargs="+", required=True, help="in-distribution image folders")
-    p.add_argument("--out", dest="outside", type=Path, nargs="+", required=True, help="out-of-distribution folders")
+    p.add_argument("--in", dest="inside", type=Path, nargs="+", required=True,
+                   help="in-distribution image folders")
+    p.add_argument("--out", dest="outside", type=Path, nargs="+", required=True,
+                   help="out-of-distribution folders")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     report = ood_report(args.artifact, args.inside, args.outside)
     ins = report["in_distribution"]
-    print(f"model {report['model_version']}: threshold {report['threshold']:.3f}, AUROC {report['auroc']:.4f}")
+    print(f"model {report['model_version']}: threshold {report['threshold']:.3f}, "
+          f"AUROC {report['auroc']:.4f}")
     print(f"in-distribution: {ins['images']} images, {ins['flagged']:.1%} flagged")
     for kind, row in report["out_of_distribution"].items():
-        print(f"  {kind:<24} {row['images']:>5} images  detected {row['detected']:6.1%}  AUROC {row['auroc']:.4f}")
+        print(f"  {kind:<24} {row['images']:>5} images  detected {row['detected']:6.1%}  "
+              f"AUROC {row['auroc']:.4f}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -155,7 +155,8 @@ def referral_thresholds(sets: list[Scored], classes: list[str], referral: tuple[
             rolled = s.values @ allowed[c]
             positives = np.sort(rolled[s.labels == c])[::-1]
             if len(positives) >= min_positives:
-                candidates.append(float(positives[_flagged_needed(len(positives), target_recall, confidence) - 1]))
+                candidates.append(float(positives[_flagged_needed(len(positives), target_recall,
+                                                                  confidence) - 1]))
             per_source[s.source] = rolled
         if not candidates:
             continue

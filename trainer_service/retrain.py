@@ -72,7 +72,8 @@ def _is_validation(record: ImageRecord) -> bool:
     return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
 
 
-def _detector(model: keras.Model, parent: ModelManifest, x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray,
+def _detector(model: keras.Model, parent: ModelManifest, x_fit: np.ndarray, y_fit: np.ndarray,
+              x_val: np.ndarray,
               *, refit: bool) -> tuple[OodFit, OodDetector]:
     """The candidate's out-of-distribution detector: refitted on the catalog's embeddings, or (a
     head-only retrain on a small catalog, where the backbone and so the embeddings are unchanged)
@@ -142,7 +143,8 @@ async def load_current(registry: ModelRegistry, work_dir: Path) -> CurrentModel:
     return CurrentModel(model, await registry.manifest(current), artifact)
 
 
-def embedder(model: keras.Model, artifact: Path, cache_dir: Path | None, log: Log) -> Callable[[np.ndarray], np.ndarray]:
+def embedder(model: keras.Model, artifact: Path, cache_dir: Path | None,
+             log: Log) -> Callable[[np.ndarray], np.ndarray]:
     """images -> embeddings, on LiteRT (its conversion of the embedding part of `artifact`, cached
     in `cache_dir` by the file's hash) when it converts and matches TensorFlow within 1e-3, else
     TensorFlow."""
@@ -154,12 +156,13 @@ def embedder(model: keras.Model, artifact: Path, cache_dir: Path | None, log: Lo
     try:
         from shared.litert import LiteRTForward, convert
 
-        lite = LiteRTForward(convert(embedding_model(model), artifact, cache_dir, part="embedding"), threads=2)
+        lite = LiteRTForward(convert(embedding_model(model), artifact, cache_dir, part="embedding"),
+                             threads=2)
         probe = np.random.default_rng(0).integers(0, 256, (2, *model.input_shape[1:]), dtype=np.uint8)
         gap = float(np.abs(lite(probe)[0] - tensorflow(probe)).max())
         if gap > 1e-3 * (1.0 + float(np.abs(tensorflow(probe)).max())):
             raise ValueError(f"LiteRT embeddings differ from TensorFlow's by {gap:.3g}")
-    except Exception as exc:  # a layer LiteRT cannot convert, a missing runtime, a mismatch
+    except Exception as exc:  # noqa: BLE001 - a layer LiteRT cannot convert, a missing runtime, a mismatch
         log(f"embeddings on TensorFlow: LiteRT unavailable ({exc})")
         return tensorflow
     return lambda images: np.asarray(lite(images)[0])
@@ -179,7 +182,7 @@ async def ensure_embeddings(store: ObjectStore, current: CurrentModel, records: 
     if missing:
         computed = await embed(
             store, missing, await asyncio.to_thread(embedder, model, artifact, cache_dir, log),
-            tuple(manifest.input_size), policy=manifest.preprocessing, batch_size=batch_size,
+            manifest.input_size, policy=manifest.preprocessing, batch_size=batch_size,
             on_progress=lambda n: progress.update(embedded=n))
         await save_shard(store, backbone_id, computed)
         cache.update(computed)
@@ -210,7 +213,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     log(f"dataset: {counts(records)}; retraining the head of {current}")
 
     backbone_id, cache = await ensure_embeddings(store, loaded, train + held,
-                                                 batch_size=settings.embed_batch_size, progress=progress, log=log,
+                                                 batch_size=settings.embed_batch_size, progress=progress,
+                                                 log=log,
                                                  cache_dir=settings.work_dir / "litert")
 
     index = {name: i for i, name in enumerate(classes)}
@@ -244,17 +248,19 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         anchored=np.array([name in parent.classes for name in classes], dtype=float))
     x_held, y_held = arrays(held)
     allowed = admissible(classes)
-    baseline_probs = _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes, classes)
+    baseline_probs = _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes,
+                             classes)
     baseline = classification_metrics(baseline_probs, y_held, tuple(classes))
     new_model = build_classifier(model.get_layer("backbone"), len(classes))
     new_model.get_layer(LOGITS).set_weights([kernel, bias])
     if options.fine_tune:
         progress.update(phase="fine-tuning")
-        sets = [await load_images(store, subset, classes, tuple(parent.input_size), parent.preprocessing)
+        sets = [await load_images(store, subset, classes, parent.input_size, parent.preprocessing)
                 for subset in (fit, validation, held)]
         recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
                         steps_per_epoch=max(1, len(fit) // Recipe.batch_size),
-                        first_trainable=Recipe.first_trainable if parent.backbone == "efficientnet_lite0" else None)
+                        first_trainable=(Recipe.first_trainable if parent.backbone == "efficientnet_lite0"
+                                         else None))
         await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log, admissible=allowed)
         val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
         logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
@@ -270,7 +276,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     held_probs = softmax(logits, temperature)
     candidate = classification_metrics(held_probs, y_held, tuple(classes))
     candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held, allowed)
-    gate = apply_gate(y_held, allowed[y_held, decide(held_probs, allowed)], allowed[y_held, decide(baseline_probs, allowed)],
+    gate = apply_gate(y_held, allowed[y_held, decide(held_probs, allowed)],
+                      allowed[y_held, decide(baseline_probs, allowed)],
                       classes, settings.gate_policy())
     log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
         f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "
@@ -280,9 +287,11 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                          refit=options.fine_tune or len(x_fit) >= settings.ood_refit_min_images)
     new_model = with_ood_output(new_model, detector[0])
     checked = [Scored("catalog", softmax(val_logits, temperature), y_val)]
-    referral = referral_thresholds(checked, classes, MALIGNANT, allowed, target_recall=settings.referral_recall,
+    referral = referral_thresholds(checked, classes, MALIGNANT, allowed,
+                                   target_recall=settings.referral_recall,
                                    confidence=settings.referral_confidence)
-    for name, point in parent.referral.items():  # too few validation cases to choose one: keep the current one
+    # too few validation cases to choose one: keep the current one
+    for name, point in parent.referral.items():
         if name in classes and name not in referral:
             referral[name] = point.model_copy(update={"basis": f"inherited from {current}"})
 
@@ -293,14 +302,17 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         backbone=parent.backbone, parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
         temperature=temperature, parent_version=current, code_version=code_version(),
         training_data={"images": len(train), "held_out": len(held), "counts": counts(records),
-                       "snapshot_sha256": digest(snapshot), "snapshot_key": f"models/{version}/snapshot.json"},
+                       "snapshot_sha256": digest(snapshot),
+                       "snapshot_key": f"models/{version}/snapshot.json"},
         metrics={"eval": candidate, "current_on_same_eval": {
             k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
         referral=referral,
-        uncertainty=uncertainty_threshold(checked, allowed, target_accuracy=settings.uncertain_below_accuracy),
+        uncertainty=uncertainty_threshold(checked, allowed,
+                                          target_accuracy=settings.uncertain_below_accuracy),
         ood=detector[1],
         backbone_version=backbone_id, gate=gate,
         recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
         training_seconds=round(time.monotonic() - started, 2))
-    directory = await asyncio.to_thread(save_artifact, new_model, manifest, settings.work_dir / "versions" / version)
+    directory = await asyncio.to_thread(save_artifact, new_model, manifest,
+                                        settings.work_dir / "versions" / version)
     return Outcome(manifest, directory, gate, snapshot)

@@ -80,7 +80,7 @@ def load_sources(roots: list[Path], size: tuple[int, int], *, policy: str, fract
     classes = union_classes(roots)
     shares = fractions if len(fractions) == len(roots) else [fractions[0]] * len(roots)
     sources: list[Source] = []
-    for root, share in zip(roots, shares):
+    for root, share in zip(roots, shares, strict=True):
         data = cached_image_set(root, size, classes, policy, cache_dir)
         fit, held = grouped_split(data, share, seed)
         sources.append(Source(source_name(root), data.subset(fit), data.subset(held)))
@@ -96,7 +96,8 @@ def combined(sources: list[Source]) -> tuple[ImageSet, np.ndarray]:
     k = len(parts[0].classes)
     strata = np.concatenate([i * k + p.labels for i, p in enumerate(parts)]).astype(np.int64)
     merged = ImageSet(
-        np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]), parts[0].classes,
+        np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+        parts[0].classes,
         tuple(f"{s.name}/{f}" for s in sources for f in s.fit.files),
         tuple(h for p in parts for h in p.sha256),
         tuple(f"{s.name}/{g}" for s in sources for g in s.fit.groups),

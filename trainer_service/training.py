@@ -17,10 +17,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from trainer_service.checkpoint import Checkpoint, TrainingState
 from trainer_service.classifier import LOGITS, embedding_model, logits_model, set_backbone_trainable
 from trainer_service.dataset import ImageSet
 from trainer_service.evaluation import predict
-from trainer_service.checkpoint import Checkpoint, TrainingState
 from trainer_service.head import fit_head
 from trainer_service.pipeline import set_cross_entropy, training_stream
 
@@ -112,12 +112,14 @@ def fine_tune(
     if checkpoint is not None and checkpoint.exists():
         state = checkpoint.restore(model, optimizer)
         best_weights = checkpoint.best_weights()
-        log(f"fine-tune: resumed after epoch {state.epoch} (best {state.best:.4f} at epoch {state.best_epoch})")
+        log(f"fine-tune: resumed after epoch {state.epoch} "
+            f"(best {state.best:.4f} at epoch {state.best_epoch})")
     log(f"fine-tune: {model.count_params():,} params, {_trainable(model):,} trainable, {total} steps")
     started = time.monotonic()
     first = state.epoch
     for epoch in range(first, recipe.epochs):
-        if epoch > first and recipe.max_minutes is not None and time.monotonic() - started > recipe.max_minutes * 60:
+        over_budget = recipe.max_minutes is not None and time.monotonic() - started > recipe.max_minutes * 60
+        if epoch > first and over_budget:
             log(f"time budget reached after epoch {epoch}: stopping (the same command resumes)")
             break
         keras.utils.set_random_seed(recipe.seed * 1000 + epoch)
@@ -125,7 +127,8 @@ def fine_tune(
             train.images, train.labels, num_classes, batch_size=recipe.batch_size,
             power=recipe.sampling_power, seed=recipe.seed * 1000 + epoch, strata=strata,
         )
-        fitted = model.fit(stream, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=recipe.steps_per_epoch,
+        fitted = model.fit(stream, initial_epoch=epoch, epochs=epoch + 1,
+                           steps_per_epoch=recipe.steps_per_epoch,
                            verbose=0, shuffle=False)  # the stream is shuffled per stratum already
         value, figures = scorer(model)
         loss = float(fitted.history["loss"][-1])
@@ -138,7 +141,8 @@ def fine_tune(
             state.best, state.best_epoch = value, epoch + 1
             best_weights = [np.array(w) for w in model.get_weights()]
         if checkpoint is not None:
-            checkpoint.save(model, optimizer, state, best_weights=best_weights if state.best_epoch == epoch + 1 else None)
+            checkpoint.save(model, optimizer, state,
+                            best_weights=best_weights if state.best_epoch == epoch + 1 else None)
     if best_weights is not None:
         model.set_weights(best_weights)
         log(f"restored epoch {state.best_epoch} (score {state.best:.4f})")

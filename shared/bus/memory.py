@@ -46,7 +46,7 @@ class _Queue:
     def depth(self) -> int:
         """Messages ready, after dropping expired ones at the head (as RabbitMQ does)."""
         while not self.items.empty():
-            head = self.items._queue[0]  # type: ignore[attr-defined]
+            head = self.items._queue[0]  # type: ignore[attr-defined]  # asyncio.Queue's deque, to peek
             if not head.expired():
                 break
             self.items.get_nowait().forget()
@@ -166,6 +166,7 @@ class MemoryBus:
     def pending(self, queue: str) -> list[Delivery]:
         """The deliveries waiting in `queue` (not those a handler holds), oldest first."""
         target = self._queues.get(queue)
+        # asyncio.Queue's own deque: a snapshot of what waits, without taking it
         return [] if target is None else [e.delivery for e in list(target.items._queue)]  # type: ignore[attr-defined]
 
     async def declare_queue(self, name: str, *, max_length: int | None = None) -> None:

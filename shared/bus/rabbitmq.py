@@ -58,10 +58,15 @@ def _split_replies(message: AbstractIncomingMessage) -> list[tuple[str | None, b
     index = (message.headers or {}).get(_BATCH_HEADER)
     if not isinstance(index, list):
         return [(message.correlation_id, message.body)]
-    replies, start = [], 0
-    for correlation_id, length in index:
-        replies.append((str(correlation_id), message.body[start:start + int(length)]))
-        start += int(length)
+    replies: list[tuple[str | None, bytes]] = []
+    start = 0
+    for entry in index:  # [correlation id, body length], as _reply_message writes them
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ValueError(f"malformed {_BATCH_HEADER} entry: {entry!r}")
+        correlation_id, length = entry
+        end = start + int(str(length))
+        replies.append((str(correlation_id), message.body[start:end]))
+        start = end
     return replies
 
 
@@ -184,8 +189,7 @@ class RabbitBus:
         dead = dead_letter_queue(name)
         await self._bounded(self._declare_dead(dead), f"declaring {dead}")
         arguments = QueueSpec(name, max_length).arguments()
-        # aio-pika's FieldTable is a dict of its own value union, which dict[str, object] is not
-        await self._bounded(channel.declare_queue(name, durable=True, arguments=arguments),  # type: ignore[arg-type]
+        await self._bounded(channel.declare_queue(name, durable=True, arguments=arguments),
                             f"declaring {name}")
 
     async def _declare_dead(self, name: str) -> None:
@@ -196,9 +200,7 @@ class RabbitBus:
         channel = await self._connection.channel()
         try:
             try:
-                # FieldTable is aio-pika's own value union, which dict[str, object] is not
-                dead = await channel.declare_queue(name, durable=True,
-                                                   arguments=DEAD_QUEUE_ARGUMENTS)  # type: ignore[arg-type]
+                dead = await channel.declare_queue(name, durable=True, arguments=DEAD_QUEUE_ARGUMENTS)
             except aiormq.exceptions.ChannelPreconditionFailed:
                 log.warning("dead-letter queue %s exists with other bounds; kept as it is (delete it, or "
                             "set a policy, to bound it by %s)", name, DEAD_QUEUE_ARGUMENTS)
@@ -228,7 +230,7 @@ class RabbitBus:
             correlation_id=correlation_id,
             reply_to=reply_to,
             expiration=expiration,
-            headers=headers,  # type: ignore[arg-type]
+            headers=headers,  # type: ignore[arg-type]  # FieldTable: aio-pika's value union, not object
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),

@@ -25,7 +25,8 @@ BACKENDS = ("rabbitmq", "minio", "minio-init", "prometheus", "grafana")
 UNSET_ON_PURPOSE = {
     "DERMASCAN_MODEL_PATH": "workers serve the registry's current model, not a fixed file",
     "DERMASCAN_WORKER_ID": "replicas of a scaled service cannot share one id; the default is host-pid",
-    "DERMASCAN_OPERATOR_TOKEN": "tokens come from the dermascan_api_tokens secret (digests), not the environment",
+    "DERMASCAN_OPERATOR_TOKEN":
+        "tokens come from the dermascan_api_tokens secret (digests), not the environment",
     "DERMASCAN_CONTRIBUTOR_TOKEN": "the same",
 }
 #: Where each service listens inside its container: (variable, port the compose file exposes it on).
@@ -43,7 +44,8 @@ def interpolate(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
 
 
 def service_env(compose: dict[str, Any], name: str) -> dict[str, str]:
@@ -211,7 +213,8 @@ def test_the_gateways_tokens_come_from_a_secret_of_digests(compose: dict[str, An
     assert gateway["secrets"] == ["dermascan_api_tokens"]
     assert env["DERMASCAN_API_TOKENS_FILE"] == "/run/secrets/dermascan_api_tokens"  # where compose mounts it
     for name, service in compose["services"].items():
-        leaked = {k for k in service.get("environment", {}) if k.endswith("_TOKEN") and k.startswith("DERMASCAN_")}
+        leaked = {k for k in service.get("environment",
+                                         {}) if k.endswith("_TOKEN") and k.startswith("DERMASCAN_")}
         assert not leaked, f"{name} takes {leaked} from the environment"
     default = REPO / interpolate(compose["secrets"]["dermascan_api_tokens"]["file"])
     assert default.is_file(), "the secret's default file is missing: compose would mount a directory"

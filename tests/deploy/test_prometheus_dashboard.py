@@ -39,7 +39,8 @@ SERVICES = ("gateway", "inference_worker", "ingest_service", "trainer_service")
 
 
 def load_dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())  # type: ignore[no-any-return]
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
 
 
 def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
@@ -143,7 +144,7 @@ def wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
         status, job = call(f"{base}/jobs/{job_id}")
         assert status == 200, job
         if job["state"] in {"succeeded", "failed", "rejected"}:
-            return job  # type: ignore[no-any-return]
+            return dict(job)
         time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s: {job['log']}")
 
@@ -175,7 +176,8 @@ class Prometheus:
             body = json.loads(response.read())
         assert body["status"] == "success", body
         assert body["data"]["resultType"] == "vector", body
-        return body["data"]["result"]  # type: ignore[no-any-return]
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
 
 
 def has_data(result: list[dict[str, Any]]) -> bool:
@@ -232,7 +234,7 @@ def system(rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path,
         wait_http(f"http://127.0.0.1:{prometheus_port}/-/ready", timeout=30, proc=prometheus)
         yield base, Prometheus(f"http://127.0.0.1:{prometheus_port}")
         for proc in (gateway, worker, ingest, trainer, prometheus):
-            assert proc.poll() is None, f"{proc.args} exited with {proc.returncode}"
+            assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
 
 
 @pytest.mark.slow

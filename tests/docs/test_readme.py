@@ -21,8 +21,9 @@ def shell_commands(markdown: str) -> list[str]:
 
 def test_the_two_commands_are_first() -> None:
     assert shell_commands(README)[:2] == ["make run", "make test"]
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
-    assert ci[-1] == "make test"  # CI runs exactly what a developer runs
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith("#")]
+    assert ci[-2:] == ["make lint", "make test"]  # CI runs exactly what a developer runs, lint first
 
 
 def test_the_command_reader_sees_order_and_ignores_comments() -> None:

@@ -28,7 +28,8 @@ STATE_CHANGING = [("/upload-bulk", "contribute"), ("/uploads", "contribute"), ("
 OPERATOR_ONLY = [path for path, role in STATE_CHANGING if role == "operator"]
 
 
-async def bootstrapped(make_client: MakeClient, tmp_path: Path, tiny_model_dir: Path, **settings: Any) -> Client:
+async def bootstrapped(make_client: MakeClient, tmp_path: Path, tiny_model_dir: Path,
+                       **settings: Any) -> Client:
     """A gateway without workers whose registry holds the tiny model (tiny-v1, current)."""
     await ModelRegistry(await open_store(tmp_path.as_uri())).bootstrap(tiny_model_dir)
     return await make_client(with_worker=False, **settings)
@@ -37,7 +38,8 @@ async def bootstrapped(make_client: MakeClient, tmp_path: Path, tiny_model_dir: 
 async def audit(client: Client, limit: int = 50) -> list[dict[str, Any]]:
     response = await client.get("/audit", params={"limit": str(limit)}, headers=OPERATOR)
     assert response.status == 200
-    return (await response.json())["events"]  # type: ignore[no-any-return]
+    events: list[dict[str, Any]] = (await response.json())["events"]
+    return events
 
 
 def body_for(path: str) -> dict[str, Any]:
@@ -109,8 +111,10 @@ async def publish_rejected_candidate(tmp_path: Path, tiny_model_dir: Path) -> st
     base = ModelManifest.model_validate_json((tiny_model_dir / "manifest.json").read_text())
     candidate = ModelManifest(**{**base.model_dump(), "version": "tiny-v2", "parent_version": base.version,
                                  "gate": GateResult(passed=False, reasons=["balanced accuracy fell 0.080"],
-                                                    candidate_balanced_accuracy=0.4, current_balanced_accuracy=0.48)})
-    await ModelRegistry(await open_store(tmp_path.as_uri())).publish(tiny_model_dir / "model.keras", candidate)
+                                                    candidate_balanced_accuracy=0.4,
+                                                    current_balanced_accuracy=0.48)})
+    await ModelRegistry(await open_store(tmp_path.as_uri())).publish(tiny_model_dir / "model.keras",
+                                                                     candidate)
     return candidate.version
 
 
@@ -127,7 +131,8 @@ async def test_promoting_a_gate_rejected_version_needs_force_and_a_reason_and_is
     for body in ({"force": True}, {"force": True, "reason": "  "}, {"force": True, "why": "x"}):
         response = await client.post(url, json=body, headers=OPERATOR)
         assert response.status == 422, body
-    forced_by_contributor = await client.post(url, json={"force": True, "reason": "please"}, headers=CONTRIBUTOR)
+    forced_by_contributor = await client.post(url, json={"force": True, "reason": "please"},
+                                              headers=CONTRIBUTOR)
     assert forced_by_contributor.status == 403
     models = await (await client.get("/models")).json()
     assert models["current"] == "tiny-v1"  # nothing changed yet
@@ -190,7 +195,8 @@ async def test_the_gateways_own_origin_and_listed_ones_pass_and_only_listed_ones
     for origin in (own, "https://clinic.example", "http://localhost:3000"):
         response = await client.post("/models/tiny-v1/promote", headers={**OPERATOR, "Origin": origin})
         assert response.status == 200, origin
-    response = await client.post("/models/tiny-v1/promote", headers={**OPERATOR, "Origin": "https://clinic.example"})
+    response = await client.post("/models/tiny-v1/promote",
+                                 headers={**OPERATOR, "Origin": "https://clinic.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "https://clinic.example"
     assert "Origin" in response.headers.getall("Vary")
     preflight = await client.options("/retrain", headers={
@@ -265,5 +271,6 @@ async def test_predict_is_open_by_default_and_closed_by_a_setting(
     closed = await make_client(open_predict=False)
     response = await closed.post("/predict", data=form(melanoma_jpeg))
     assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert (await closed.post("/predict", data=form(melanoma_jpeg), headers=bearer("wrong-token-0123456789"))).status == 401
+    assert (await closed.post("/predict", data=form(melanoma_jpeg),
+                              headers=bearer("wrong-token-0123456789"))).status == 401
     assert (await closed.post("/predict", data=form(melanoma_jpeg), headers=CONTRIBUTOR)).status == 200

@@ -8,13 +8,15 @@ import logging
 import pytest
 
 from gateway.keys import REGISTRY
+from shared.manifest import ModelManifest
 from tests.gateway.conftest import MakeClient
 from tests.support.tokens import CONTRIBUTOR, OPERATOR
 
 pytestmark = pytest.mark.timeout(60)
 
 _FORM = "multipart/form-data; boundary=abc"
-_PART = b'--abc\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n\xff\xd8\xffdata\r\n--abc--\r\n'
+_PART = (b'--abc\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
+         b'\xff\xd8\xffdata\r\n--abc--\r\n')
 MALFORMED = {
     "no boundary": ("multipart/form-data", _PART),
     "another boundary": (_FORM, _PART.replace(b"--abc", b"--zzz")),
@@ -26,7 +28,8 @@ MALFORMED = {
 
 @pytest.mark.parametrize("case", MALFORMED)
 @pytest.mark.parametrize("path", ["/predict", "/upload-bulk"])
-async def test_malformed_multipart_is_a_400_with_a_reason(make_client: MakeClient, path: str, case: str) -> None:
+async def test_malformed_multipart_is_a_400_with_a_reason(make_client: MakeClient, path: str,
+                                                          case: str) -> None:
     client = await make_client(with_worker=False)
     content_type, body = MALFORMED[case]
     response = await client.post(path, data=body, headers={"Content-Type": content_type, **CONTRIBUTOR})
@@ -36,7 +39,8 @@ async def test_malformed_multipart_is_a_400_with_a_reason(make_client: MakeClien
     assert "boundary b'" not in error["message"]  # the parser's own words stay in the gateway
 
 
-async def test_a_control_character_in_an_encoded_file_name_is_dropped(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+async def test_a_control_character_in_an_encoded_file_name_is_dropped(make_client: MakeClient,
+                                                                      melanoma_jpeg: bytes) -> None:
     client = await make_client(with_worker=False)
     body = (b'--abc\r\nContent-Disposition: form-data; name="files"; filename="melanoma%00_1.jpg"\r\n\r\n'
             + melanoma_jpeg + b"\r\n--abc--\r\n")
@@ -47,13 +51,15 @@ async def test_a_control_character_in_an_encoded_file_name_is_dropped(make_clien
 @pytest.mark.parametrize("top_k", ["abc", "0", "-1", "15", "1e3", "3.0", "９"])
 async def test_a_bad_top_k_is_a_400(make_client: MakeClient, top_k: str) -> None:
     client = await make_client(with_worker=False)
-    response = await client.post("/predict", params={"top_k": top_k}, data=_PART, headers={"Content-Type": _FORM})
+    response = await client.post("/predict", params={"top_k": top_k}, data=_PART,
+                                 headers={"Content-Type": _FORM})
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "invalid_top_k" and "from 1 to 14" in error["message"]
 
 
-@pytest.mark.parametrize("version", ["current.json", "history.json", "a%00b", ".hidden", "-x", "a%2Fb", "x" * 200])
+@pytest.mark.parametrize("version",
+                         ["current.json", "history.json", "a%00b", ".hidden", "-x", "a%2Fb", "x" * 200])
 async def test_a_name_that_is_no_version_is_a_400(make_client: MakeClient, version: str) -> None:
     client = await make_client(with_worker=False)
     response = await client.post(f"/models/{version}/promote", headers=OPERATOR)
@@ -70,7 +76,8 @@ async def test_an_unknown_version_is_still_a_404(make_client: MakeClient) -> Non
 async def test_a_422_names_the_field_but_does_not_echo_the_input(make_client: MakeClient) -> None:
     client = await make_client(with_worker=False)
     junk = "x" * 60_000
-    response = await client.post("/retrain", json={"epochs": junk, "max_balanced_accuracy_drop": 1}, headers=OPERATOR)
+    response = await client.post("/retrain", json={"epochs": junk, "max_balanced_accuracy_drop": 1},
+                                 headers=OPERATOR)
     assert response.status == 422
     text = await response.text()
     assert len(text) < 1000 and "xxxxxxxxxx" not in text
@@ -91,19 +98,21 @@ async def test_a_500_says_internal_error_and_a_request_id_that_is_in_the_log(
         make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
     client = await make_client(with_worker=False)
 
-    async def broken() -> list[object]:
+    async def broken() -> list[ModelManifest]:
         raise RuntimeError("secret detail: /srv/store/credentials.json")
 
+    # replacing a method on the instance is the point: the registry fails as a broken store would
     client.app[REGISTRY].versions = broken  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="gateway.errors"):
         response = await client.get("/models")
     assert response.status == 500
     body = await response.json()
     request_id = response.headers["X-Request-Id"]
-    assert body == {"error": {"code": "internal_error", "message": f"internal error (request id {request_id})",
+    assert body == {"error": {"code": "internal_error",
+                              "message": f"internal error (request id {request_id})",
                               "retryable": False}}
     logged = [r for r in caplog.records if request_id in r.getMessage()]
-    assert logged and "secret detail" in str(logged[0].exc_info[1])  # type: ignore[index]
+    assert logged and logged[0].exc_info is not None and "secret detail" in str(logged[0].exc_info[1])
 
 
 async def test_every_error_says_whether_to_retry(make_client: MakeClient) -> None:

@@ -46,20 +46,24 @@ async def connect(client: Client) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 def multipart_head(size: int) -> bytes:
     """A /predict request announcing a `size`-byte body, with only its first part header sent."""
-    return (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+    return (f"POST /predict HTTP/1.1\r\nHost: test\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {size}\r\n\r\n--{BOUNDARY}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n\xff\xd8\xff').encode("latin-1")
+            'Content-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n'
+            '\xff\xd8\xff').encode("latin-1")
 
 
 async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, object]]:
     """Status and JSON body of one HTTP answer read off a raw connection."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     return status, json.loads(await reader.readexactly(length))
 
 
-async def test_slow_bodies_hold_no_prediction_slot_and_end_in_408(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+async def test_slow_bodies_hold_no_prediction_slot_and_end_in_408(make_client: MakeClient,
+                                                                  melanoma_jpeg: bytes) -> None:
     # The audit's reproduction: the in-flight bound at 4, and more slow clients than that.
     client = await make_client(max_in_flight=4, body_timeout_s=1.5)
     slow = [await connect(client) for _ in range(8)]
@@ -95,13 +99,15 @@ async def test_compressed_bodies_are_refused_not_inflated(make_client: MakeClien
     bomb = gzip.compress(b"\x00" * 50_000_000)  # 49 KB that would inflate to 50 MB
     for path, headers in (("/predict", {}), ("/upload-bulk", CONTRIBUTOR), ("/retrain", {})):
         started = time.monotonic()
-        response = await client.post(path, data=bomb, headers={**headers, "Content-Encoding": "gzip",
-                                                                "Content-Type": "multipart/form-data; boundary=x"})
+        compressed = {**headers, "Content-Encoding": "gzip",
+                      "Content-Type": "multipart/form-data; boundary=x"}
+        response = await client.post(path, data=bomb, headers=compressed)
         assert response.status == 415, (path, await response.text())
         error = (await response.json())["error"]
         assert error["code"] == "unsupported_content_encoding" and "gzip" in error["message"]
         assert time.monotonic() - started < 1
-    identity = await client.post("/predict", data=form(b"not an image"), headers={"Content-Encoding": "identity"})
+    identity = await client.post("/predict", data=form(b"not an image"),
+                                 headers={"Content-Encoding": "identity"})
     assert (await identity.json())["error"]["code"] == "not_an_image"  # identity is no encoding
 
 
@@ -112,7 +118,8 @@ async def test_images_over_the_pixel_budget_are_refused_by_the_gateway(make_clie
     bomb = png_header(side, side)
     assert side * side > DEFAULT_MAX_PIXELS and len(bomb) < 2000
     started = time.monotonic()
-    answers = await asyncio.gather(*(client.post("/predict", data=form(bomb, filename="bomb.png")) for _ in range(200)))
+    answers = await asyncio.gather(*(client.post("/predict",
+                                                 data=form(bomb, filename="bomb.png")) for _ in range(200)))
     assert [r.status for r in answers] == [413] * 200
     assert time.monotonic() - started < 3
     error = (await answers[0].json())["error"]
@@ -132,7 +139,9 @@ async def test_a_jpeg_over_the_budget_is_refused_from_its_frame_header(make_clie
     assert response.status == 413 and (await response.json())["error"]["code"] == "too_many_pixels"
 
 
-@pytest.mark.parametrize("fmt,options", [("JPEG", {}), ("JPEG", {"progressive": True, "exif": b"Exif\x00\x00" + b"x" * 5000}),
+@pytest.mark.parametrize("fmt,options",
+                         [("JPEG", {}),
+                          ("JPEG", {"progressive": True, "exif": b"Exif\x00\x00" + b"x" * 5000}),
                                          ("PNG", {}), ("WEBP", {}), ("WEBP", {"lossless": True}),
                                          ("WEBP", {"exif": b"Exif\x00\x00MM"})])
 def test_header_sizes_match_what_pillow_reads(fmt: str, options: dict[str, object]) -> None:

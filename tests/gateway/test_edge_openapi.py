@@ -17,6 +17,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 
 from tests.gateway.conftest import MakeClient
 from tests.support.tokens import OPERATOR
@@ -29,7 +30,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES = 20
 
 
-async def test_the_document_lists_every_route_with_its_role_and_the_error_shape(make_client: MakeClient) -> None:
+async def test_the_document_lists_every_route_with_its_role_and_the_error_shape(
+        make_client: MakeClient) -> None:
     client = await make_client(with_worker=False, open_predict=False)
     response = await client.get("/openapi.json")
     assert response.status == 200
@@ -40,7 +42,8 @@ async def test_the_document_lists_every_route_with_its_role_and_the_error_shape(
     documented = {(method, path) for path, operations in spec["paths"].items() for method in operations}
     assert documented == routes
     assert spec["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
+        "type": "http", "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
     retrain = spec["paths"]["/retrain"]["post"]
     assert retrain["x-role"] == "operator" and retrain["security"] == [{"bearer": []}]
     assert spec["paths"]["/predict"]["post"]["x-role"] == "predict"  # closed in this gateway
@@ -61,6 +64,7 @@ def fuzz(base_url: str) -> int:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     sent = 0
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # the document parsed into operations
         operation = result.ok()
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
 

@@ -27,16 +27,19 @@ async def test_anonymous_predictions_are_limited_per_address(make_client: MakeCl
 
 
 async def test_tokens_have_buckets_of_their_own(make_client: MakeClient) -> None:
-    client = await make_client(with_worker=False, open_predict=False, predict_rate_per_s=0.01, predict_burst=1)
+    client = await make_client(with_worker=False, open_predict=False, predict_rate_per_s=0.01,
+                               predict_burst=1)
     assert (await client.post("/predict", data=form(b"text"), headers=OPERATOR)).status == 400
     limited = await client.post("/predict", data=form(b"text"), headers=OPERATOR)
     assert limited.status == 429 and "'operator'" in (await limited.json())["error"]["message"]
     assert (await client.post("/predict", data=form(b"text"), headers=CONTRIBUTOR)).status == 400
 
 
-async def test_bulk_uploads_have_an_hourly_quota_per_token(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+async def test_bulk_uploads_have_an_hourly_quota_per_token(make_client: MakeClient,
+                                                           melanoma_jpeg: bytes) -> None:
     client = await make_client(with_worker=False, upload_bytes_per_hour=3 * len(melanoma_jpeg))
-    first = await client.post("/upload-bulk", data=files_form([("melanoma_1.jpg", melanoma_jpeg)]), headers=CONTRIBUTOR)
+    first = await client.post("/upload-bulk", data=files_form([("melanoma_1.jpg", melanoma_jpeg)]),
+                              headers=CONTRIBUTOR)
     assert first.status == 202, await first.text()
     second = await client.post("/upload-bulk", data=files_form([("melanoma_2.jpg", melanoma_jpeg)] * 2),
                                headers=CONTRIBUTOR)
@@ -46,7 +49,8 @@ async def test_bulk_uploads_have_an_hourly_quota_per_token(make_client: MakeClie
     assert int(second.headers["Retry-After"]) > 60
     assert (await client.post("/upload-bulk", data=files_form([("melanoma_3.jpg", melanoma_jpeg)]),
                               headers=OPERATOR)).status == 202  # another token's quota is whole
-    too_big = await client.post("/upload-bulk", data=files_form([("m.jpg", melanoma_jpeg)] * 4), headers=OPERATOR)
+    too_big = await client.post("/upload-bulk", data=files_form([("m.jpg", melanoma_jpeg)] * 4),
+                                headers=OPERATOR)
     assert too_big.status == 413 and (await too_big.json())["error"]["code"] == "over_upload_quota"
 
 

@@ -52,7 +52,8 @@ async def test_during_a_broker_outage_health_is_degraded_and_not_ready_until_it_
     broker = urlparse(rabbit_url)
     proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
     await proxy.up()
-    bus = await connect_bus(broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl())
+    through_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}")
+    bus = await connect_bus(through_proxy.geturl())
     client = TestClient(TestServer(create_app(GatewaySettings(store_url=tmp_path.as_uri()), bus=bus,
                                               store=await open_store(tmp_path.as_uri()))))
     await client.start_server()

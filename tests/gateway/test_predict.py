@@ -42,14 +42,16 @@ async def test_predict_answers_with_a_full_prediction(make_client: MakeClient, m
         (None, 415, "unsupported_format"),  # a GIF
     ],
 )
-async def test_bad_uploads_get_clear_errors(make_client: MakeClient, payload: bytes | None, status: int, code: str) -> None:
+async def test_bad_uploads_get_clear_errors(make_client: MakeClient, payload: bytes | None, status: int,
+                                            code: str) -> None:
     client = await make_client()
     response = await client.post("/predict", data=form(gif() if payload is None else payload))
     assert response.status == status
     assert (await response.json())["error"]["code"] == code
 
 
-async def test_a_corrupt_image_is_a_400_from_the_worker(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+async def test_a_corrupt_image_is_a_400_from_the_worker(make_client: MakeClient,
+                                                        melanoma_jpeg: bytes) -> None:
     client = await make_client()
     response = await client.post("/predict", data=form(melanoma_jpeg[:600]))
     assert response.status == 400
@@ -83,7 +85,8 @@ async def test_no_worker_means_504_at_the_deadline(make_client: MakeClient, mela
     assert (await client.get("/readyz")).status == 503
 
 
-async def test_past_the_in_flight_bound_the_answer_is_an_immediate_429(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+async def test_past_the_in_flight_bound_the_answer_is_an_immediate_429(make_client: MakeClient,
+                                                                       melanoma_jpeg: bytes) -> None:
     client = await make_client(with_worker=False, predict_timeout_s=1.0, max_in_flight=2)
     waiting = [asyncio.create_task(client.post("/predict", data=form(melanoma_jpeg))) for _ in range(2)]
     await asyncio.sleep(0.2)
@@ -112,6 +115,7 @@ async def test_a_malformed_message_gets_an_error_reply_and_the_worker_lives_on(
     reply = decode(PredictReply, await bus.call(queue, b'{"not": "a predict request"}', timeout=5))
     assert reply.result is None and reply.error is not None and reply.error.code == "bad_message"
     assert (await client.post("/predict", data=form(melanoma_jpeg))).status == 200
+
 
 async def test_model_input_on_request_is_exactly_what_the_model_was_given(make_client: MakeClient,
                                                                           melanoma_jpeg: bytes,

@@ -16,6 +16,7 @@ from tests.support.http import form, wait_job
 from tests.support.reliability import scenario
 from tests.support.tokens import OPERATOR
 from trainer_service import retrain
+from trainer_service.gate import apply_gate
 from trainer_service.importer import import_dataset
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,7 +25,8 @@ LENIENT_GATE = {"max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0,
                 "gate_malignant_max_recall_drop": 1.0}
 
 
-async def seeded_client(make_client: MakeClient, tmp_path: Path, gate: dict[str, object] | None = None) -> Client:
+async def seeded_client(make_client: MakeClient, tmp_path: Path,
+                        gate: dict[str, object] | None = None) -> Client:
     store = await open_store(tmp_path.as_uri())
     summary = await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
     assert summary["stored:train"] + summary["stored:eval"] == 28
@@ -75,7 +77,7 @@ async def test_retrain_extends_the_classes_promotes_and_workers_reload(
 
 async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_serves_it(
         make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_gate = retrain.apply_gate
+    real_gate = apply_gate
 
     def unconvinced(*args: Any, **kwargs: Any) -> GateResult:
         """The real verdict, turned into a rejection: the gate's judgement itself is tested in
@@ -103,9 +105,11 @@ async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_
     audit = (await (await client.get("/audit", headers=OPERATOR)).json())["events"]
     assert [(e["action"], e["outcome"], e["forced"]) for e in audit] == [
         ("promote", "ok", True), ("promote", "gate_rejected", False), ("retrain", "ok", False)]
-    assert audit[2]["target"] == job["job_id"] and audit[0]["reason"] == "reviewed the per-class recall by hand"
+    assert audit[2]["target"] == job["job_id"]
+    assert audit[0]["reason"] == "reviewed the per-class recall by hand"
     # the next request is accepted: the rejected job no longer blocks retraining
-    assert (await client.post("/retrain", json={"epochs": 1, "promote": False}, headers=OPERATOR)).status == 202
+    assert (await client.post("/retrain", json={"epochs": 1, "promote": False},
+                              headers=OPERATOR)).status == 202
 
 
 async def test_bad_training_options_are_422(make_client: MakeClient) -> None:
@@ -122,7 +126,8 @@ async def test_the_caller_cannot_set_the_gate_margins(make_client: MakeClient, m
     response = await client.post("/retrain", json={"epochs": 1, margin: 1.0}, headers=OPERATOR)
     assert response.status == 422
     assert margin in (await response.json())["error"]["message"]
-    assert (await (await client.get("/audit", headers=OPERATOR)).json())["events"][0]["outcome"] == "invalid_options"
+    assert (await (await client.get("/audit",
+                                    headers=OPERATOR)).json())["events"][0]["outcome"] == "invalid_options"
 
 
 async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeClient, tmp_path: Path) -> None:

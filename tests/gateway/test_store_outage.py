@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
@@ -22,7 +23,7 @@ from tests.support.reliability import Scenario, scenario
 from tests.support.tokens import CONTRIBUTOR, CONTRIBUTOR_TOKEN, OPERATOR, OPERATOR_TOKEN
 
 pytestmark = pytest.mark.timeout(30)
-Client = TestClient  # type: ignore[type-arg]
+Client = TestClient[web.Request, web.Application]
 GatewayOn = Callable[[str], Awaitable[Client]]
 
 
@@ -85,7 +86,8 @@ async def test_s3_refusing_connections_is_503_with_retry_after(gateway_on: Gatew
         counts.notes.append("each 503 within 3 s; /health degraded, /readyz 503")
 
 
-async def test_s3_that_never_answers_is_503_within_seconds(gateway_on: GatewayOn, silent_endpoint: str) -> None:
+async def test_s3_that_never_answers_is_503_within_seconds(gateway_on: GatewayOn,
+                                                           silent_endpoint: str) -> None:
     client = await gateway_on(silent_endpoint)
     # two S3 writes (the staged file, then the audit event), each two tries of (1 s for
     # `100 Continue` + 1 s for the answer): about 8 s, where botocore's defaults held an upload

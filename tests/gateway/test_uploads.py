@@ -34,7 +34,8 @@ async def test_every_file_gets_an_outcome_and_only_good_images_are_stored(
         make_client: MakeClient, tmp_path: Path) -> None:
     client = await make_client(with_worker=False, with_jobs=True)
     files = [(p.name, p.read_bytes()) for p in sorted(UPLOADS.iterdir())]
-    files.append(("../../melanoma_x.jpg", sorted((FIXTURES / "ham10000/melanoma").glob("*.jpg"))[0].read_bytes()))
+    files.append(("../../melanoma_x.jpg",
+                  sorted((FIXTURES / "ham10000/melanoma").glob("*.jpg"))[0].read_bytes()))
     job = await upload(client, files)
     assert job["state"] == "succeeded" and job["kind"] == "ingest"
     got = outcomes(job)
@@ -54,7 +55,8 @@ async def test_every_file_gets_an_outcome_and_only_good_images_are_stored(
     assert got["basal_cell_carcinoma-12.jpg"]["label"] == "basal_cell_carcinoma"
     wrong_ext = got["melanocytic_nevi_wrong_extension.jpg"]
     assert wrong_ext["key"] == f"images/melanocytic_nevi/{wrong_ext['sha256']}.png"  # format from bytes
-    stored = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*") if p.is_file())
+    stored = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").rglob("*")
+                    if p.is_file())
     assert stored == sorted(o["key"] for o in got.values() if o["status"] == "stored")
     assert not any(".." in key or "melanoma_x" in key for key in stored)
     assert job["result"]["stored"] == 4 and job["result"]["rejected"] == 6
@@ -76,7 +78,8 @@ async def test_an_explicit_label_and_a_zip_of_class_folders(make_client: MakeCli
     nevi = sorted((FIXTURES / "ham10000/melanocytic_nevi").glob("*.jpg"))
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("dataset/melanocytic_nevi/a.jpg", nevi[0].read_bytes())
-        zf.writestr("dataset/vascular_lesion/b.jpg", (FIXTURES / "ham10000/vascular_lesion").glob("*.jpg").__next__().read_bytes())
+        zf.writestr("dataset/vascular_lesion/b.jpg",
+                    (FIXTURES / "ham10000/vascular_lesion").glob("*.jpg").__next__().read_bytes())
         zf.writestr("dataset/unknown_thing/c.jpg", nevi[1].read_bytes())
     job = await upload(client, [("batch.zip", archive.getvalue())])
     labels = {o["filename"]: (o["status"], o.get("label"), o.get("reason")) for o in job["result"]["files"]}
@@ -85,17 +88,22 @@ async def test_an_explicit_label_and_a_zip_of_class_folders(make_client: MakeCli
         "batch.zip:dataset/vascular_lesion/b.jpg": ("stored", "vascular_lesion", None),
         "batch.zip:dataset/unknown_thing/c.jpg": ("rejected", None, "unknown_class"),
     }
-    labelled = outcomes(await upload(client, [("IMG_0001.jpg", nevi[2].read_bytes())], label="dermatofibroma"))
+    labelled = outcomes(await upload(client, [("IMG_0001.jpg", nevi[2].read_bytes())],
+                                     label="dermatofibroma"))
     assert labelled["IMG_0001.jpg"]["label"] == "dermatofibroma"
 
 
 async def test_upload_errors(make_client: MakeClient) -> None:
     client = await make_client(with_worker=False, with_jobs=True, max_file_bytes=10_000)
-    response = await client.post("/upload-bulk", data=files_form([("x.jpg", b"1")], label="lupus"), headers=CONTRIBUTOR)
+    response = await client.post("/upload-bulk", data=files_form([("x.jpg", b"1")], label="lupus"),
+                                 headers=CONTRIBUTOR)
     assert response.status == 422 and (await response.json())["error"]["code"] == "unknown_label"
     response = await client.post("/upload-bulk", data=b"raw", headers=CONTRIBUTOR)
     assert response.status == 422
     big = (UPLOADS / "melanocytic_nevi_wrong_extension.jpg").read_bytes()  # 30 kB > 10 kB
-    job = await upload(client, [("melanoma_big.png", big), ("melanoma_0001.jpg", (UPLOADS / "melanoma_0001.jpg").read_bytes())])
-    assert [(o["status"], o.get("reason")) for o in job["result"]["files"]] == [("rejected", "too_large"), ("stored", None)]
+    job = await upload(client,
+                       [("melanoma_big.png", big),
+                        ("melanoma_0001.jpg", (UPLOADS / "melanoma_0001.jpg").read_bytes())])
+    assert [(o["status"], o.get("reason")) for o in job["result"]["files"]] == [("rejected", "too_large"),
+                                                                                ("stored", None)]
     assert (await client.get("/jobs/doesnotexist")).status == 404

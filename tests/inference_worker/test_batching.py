@@ -69,7 +69,7 @@ async def test_a_forming_batch_waits_for_requests_still_being_decoded() -> None:
 
     results = await asyncio.gather(decode_then_submit(1, 0.0), decode_then_submit(2, 0.05))
     assert model.calls == [[1, 2]]
-    assert results == [(10, 2), (20, 2)]
+    assert list(results) == [(10, 2), (20, 2)]
     await batcher.close()
 
 
@@ -153,7 +153,8 @@ async def test_a_loop_that_dies_fails_every_waiting_request_at_once_and_serves_t
         outcomes = await asyncio.wait_for(asyncio.gather(running, *queued, return_exceptions=True), 1)
     assert all(isinstance(o, BatcherFailed) for o in outcomes), outcomes  # not left to time out
     assert all("metrics backend down" in str(o) for o in outcomes)
-    assert isinstance(outcomes[0].__cause__, OSError)
+    first = outcomes[0]
+    assert isinstance(first, BatcherFailed) and isinstance(first.__cause__, OSError)
     assert "loop died; 4 waiting requests failed; restarting it" in caplog.text
     assert "metrics backend down" in caplog.text  # the traceback says why
     assert await asyncio.wait_for(batcher.submit("m", 5), 1) == (50, 1)  # served by the new loop

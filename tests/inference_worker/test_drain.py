@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 async def test_a_stopping_worker_loses_no_request(rabbit_url: str, unique: str, tiny_model_dir: Path,
-                                                  tmp_path: Path, fixture_images: dict[str, list[Path]]) -> None:
+                                                  tmp_path: Path,
+                                                  fixture_images: dict[str, list[Path]]) -> None:
     env = {"DERMASCAN_BROKER_URL": rabbit_url, "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
            "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status", "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
            "DERMASCAN_MODEL_PATH": str(tiny_model_dir / "model.keras"), "DERMASCAN_METRICS_PORT": "0",
@@ -26,8 +27,10 @@ async def test_a_stopping_worker_loses_no_request(rabbit_url: str, unique: str, 
     bus = await connect_bus(rabbit_url)
     await bus.declare_queue(f"{unique}.predict", max_length=1024)
     images = [p.read_bytes() for paths in fixture_images.values() for p in paths]
-    with running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "a"}, log=tmp_path / "a.log") as a, \
-         running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "b"}, log=tmp_path / "b.log"):
+    with running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "a"},
+                 log=tmp_path / "a.log") as a, \
+         running(python_module("inference_worker"), env={**env, "DERMASCAN_WORKER_ID": "b"},
+                 log=tmp_path / "b.log"):
         for _ in range(600):
             if (await bus.queue_stats(f"{unique}.predict")).consumers == 2:
                 break

@@ -50,7 +50,8 @@ async def ask(bus: MessageBus, image: bytes, image_format: str) -> PredictReply:
     ("not-an-image.jpg", "jpeg", 400, "not_an_image"),
     ("animation.gif", "jpeg", 415, "unsupported_format"),
 ])
-async def test_a_hostile_image_is_a_4xx_with_its_reason(worker_bus: MessageBus, melanoma_jpeg: bytes, name: str,
+async def test_a_hostile_image_is_a_4xx_with_its_reason(worker_bus: MessageBus, melanoma_jpeg: bytes,
+                                                        name: str,
                                                         image_format: str, status: int, code: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -26,7 +26,8 @@ async def test_worker_processes_share_the_queue_and_each_caller_gets_its_own_ans
 ) -> None:
     images = [path.read_bytes() for paths in fixture_images.values() for path in paths]
     model = Classifier.load(tiny_model_dir)
-    expected = model.predict(np.stack([load_for_model(image, model.input_size, policy=model.preprocessing) for image in images]))
+    expected = model.predict(np.stack([load_for_model(image, model.input_size,
+                                                      policy=model.preprocessing) for image in images]))
     queue = f"{unique}.predict"
     env = {
         "DERMASCAN_BROKER_URL": rabbit_url,

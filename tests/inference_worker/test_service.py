@@ -42,7 +42,8 @@ async def served(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[tuple[Me
     await store.close()
 
 
-async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0, timeout: float = 10.0) -> PredictReply:
+async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0,
+              timeout: float = 10.0) -> PredictReply:
     request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + deadline_in)
     return decode(PredictReply, await bus.call(QUEUE, encode(request), timeout=timeout))
 
@@ -69,7 +70,8 @@ async def test_a_bad_image_fails_only_itself(
     served: tuple[MessageBus, CollectorRegistry], melanoma_jpeg: bytes
 ) -> None:
     bus, _ = served
-    replies = await asyncio.gather(ask(bus, melanoma_jpeg), ask(bus, melanoma_jpeg[:400]), ask(bus, melanoma_jpeg))
+    replies = await asyncio.gather(ask(bus, melanoma_jpeg), ask(bus, melanoma_jpeg[:400]),
+                                   ask(bus, melanoma_jpeg))
     good, bad, other = replies
     assert good.result is not None and other.result is not None
     assert bad.result is None and bad.error is not None and bad.error.code == "corrupt_image"
@@ -100,7 +102,8 @@ async def test_the_worker_follows_the_registry_when_a_promotion_broadcast_is_mis
     try:
         assert worker.status().model_version == "tiny-v1"
         manifest = ModelManifest.model_validate_json((tiny_model_dir / "manifest.json").read_text())
-        await registry.publish(tiny_model_dir / "model.keras", manifest.model_copy(update={"version": "tiny-v2"}))
+        await registry.publish(tiny_model_dir / "model.keras",
+                               manifest.model_copy(update={"version": "tiny-v2"}))
         await registry.promote("tiny-v2")  # and the broadcast never comes (the broker was down)
         for _ in range(100):
             if worker.status().model_version == "tiny-v2":

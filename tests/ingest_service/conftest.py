@@ -23,7 +23,7 @@ from shared.store import ObjectStore, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
-import make_hostile_corpus  # noqa: E402
+import make_hostile_corpus as make_hostile_corpus  # re-exported: the ingest tests build files with it
 
 
 def noise_images(count: int, label: str = "melanoma", *, first_seed: int = 100) -> list[tuple[str, bytes]]:
@@ -83,7 +83,7 @@ async def make_ingest(tmp_path: Path) -> AsyncIterator[MakeIngest]:
     started: list[tuple[IngestService, MessageBus]] = []
 
     async def make(*, store: ObjectStore | None = None, bus: MessageBus | None = None,
-                   **overrides: object) -> Ingest:
+                   **overrides: Any) -> Ingest:
         settings = IngestSettings(store_url=tmp_path.as_uri(), metrics_port=0, **overrides)
         bus = bus or await connect_bus("memory://")
         store = store or await open_store(settings.store_url)

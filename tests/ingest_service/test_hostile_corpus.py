@@ -27,17 +27,20 @@ def test_the_committed_corpus_is_what_the_generator_writes(tmp_path: Path) -> No
     make_hostile_corpus.main([str(tmp_path)])
     assert json.loads((tmp_path / "manifest.json").read_text()) == MANIFEST
     for entry in MANIFEST["files"]:
-        assert (tmp_path / entry["file"]).read_bytes() == (HOSTILE / entry["file"]).read_bytes(), entry["file"]
+        written, committed = (tmp_path / entry["file"]).read_bytes(), (HOSTILE / entry["file"]).read_bytes()
+        assert written == committed, entry["file"]
 
 
-async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds(make_ingest: MakeIngest) -> None:
+async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds(
+        make_ingest: MakeIngest) -> None:
     ingest = await make_ingest(**MANIFEST["settings"])
     files = [(entry["name"], (HOSTILE / entry["file"]).read_bytes()) for entry in MANIFEST["files"]]
     job = await ingest.wait(await ingest.submit(files))
     assert job.state == "succeeded", job.error
     got: dict[str, list[str]] = {}
     for entry in (o.model_dump(mode="json") for o in result_of(job).files):
-        upload = str(entry["filename"]).split(".zip:", 1)[0] + (".zip" if ".zip:" in entry["filename"] else "")
+        upload = str(entry["filename"]).split(".zip:",
+                                              1)[0] + (".zip" if ".zip:" in entry["filename"] else "")
         got.setdefault(upload, []).append(outcome(entry))
     for entry in MANIFEST["files"]:
         expected = entry["expected"] if isinstance(entry["expected"], list) else [entry["expected"]]
@@ -45,7 +48,8 @@ async def test_every_hostile_file_gets_its_expected_outcome_and_the_job_succeeds
 
     stored = {r.filename: await ingest.store.get(r.key) for r in await Catalog(ingest.store).records()}
     assert set(stored) == {"melanoma_valid.jpg", "melanoma_polyglot.jpg", "melanocytic_nevi_polyglot.jpg",
-                           "eczema_trailing.png", "melanoma_passwd.jpg", "melanoma_<img src=x onerror=alert(1)>.jpg",
+                           "eczema_trailing.png", "melanoma_passwd.jpg",
+                           "melanoma_<img src=x onerror=alert(1)>.jpg",
                            "evil.jpg"}
     for name, data in stored.items():
         assert b"<html" not in data and b"PK\x03\x04" not in data, name

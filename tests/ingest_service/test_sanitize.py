@@ -54,7 +54,8 @@ def test_png_text_chunks_are_dropped() -> None:
 
 
 def test_same_bytes_same_hash(melanoma_jpeg: bytes) -> None:
-    assert clean_image(melanoma_jpeg, max_pixels=10**6).sha256 == clean_image(melanoma_jpeg, max_pixels=10**6).sha256
+    assert clean_image(melanoma_jpeg, max_pixels=10**6).sha256 == clean_image(melanoma_jpeg,
+                                                                              max_pixels=10**6).sha256
 
 
 @pytest.mark.parametrize("data,error", [

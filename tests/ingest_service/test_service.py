@@ -13,8 +13,14 @@ from shared.catalog import Catalog, ImageRecord
 from shared.jobs import IngestResult, Job, JobStore
 from shared.messages import IngestRequest, StagedFile, encode
 from shared.store import ObjectStore, open_store
-from tests.ingest_service.conftest import FlakyStore, MakeIngest, make_hostile_corpus, noise_images, \
-    outcomes_by_name, result_of
+from tests.ingest_service.conftest import (
+    FlakyStore,
+    MakeIngest,
+    make_hostile_corpus,
+    noise_images,
+    outcomes_by_name,
+    result_of,
+)
 
 pytestmark = pytest.mark.timeout(60)
 MB = 1000 * 1000
@@ -59,7 +65,8 @@ async def test_the_job_cap_stops_expansion_across_archives(make_ingest: MakeInge
     assert reasons == ["corrupt_image"] * 5 + ["job_too_large"]
 
 
-async def test_a_member_over_the_size_cap_is_one_rejection_and_the_rest_are_read(make_ingest: MakeIngest) -> None:
+async def test_a_member_over_the_size_cap_is_one_rejection_and_the_rest_are_read(
+        make_ingest: MakeIngest) -> None:
     ingest = await make_ingest(max_member_bytes=5 * MB)
     archive = make_hostile_corpus.zip_of({"melanoma/big.jpg": make_hostile_corpus.JPEG_MAGIC + bytes(6 * MB),
                                           "melanoma/ok.jpg": make_hostile_corpus.noise_image(1)})
@@ -120,7 +127,8 @@ async def test_an_image_an_old_failed_job_left_uncatalogued_is_stored_again(make
 async def test_a_store_outage_shorter_than_the_retry_budget_is_ridden_out(make_ingest: MakeIngest,
                                                                          tmp_path: object) -> None:
     flaky = FlakyStore(await open_store(f"file://{tmp_path}/store"))
-    ingest = await make_ingest(store=flaky, store_retry_s=10, store_retry_first_s=0.05, store_retry_max_wait_s=0.2)
+    ingest = await make_ingest(store=flaky, store_retry_s=10, store_retry_first_s=0.05,
+                               store_retry_max_wait_s=0.2)
     outage = {"calls": 0}
 
     def failing(op: str, key: str) -> bool:  # down for 10 calls once the first image is stored
@@ -177,11 +185,13 @@ async def test_an_attempt_resumes_after_the_files_an_earlier_one_handled(make_in
     assert job.state == "succeeded", job.error
     assert job.progress["attempts"] == 2
     assert [o.index for o in result_of(job).files] == [0, 1, 2, 3]
-    assert [k.rsplit("/", 1)[-1] for k in reads].count("00000") == 1, "the second attempt skipped handled files"
+    assert [k.rsplit("/",
+                     1)[-1] for k in reads].count("00000") == 1, "the second attempt skipped handled files"
     assert await staged_left(flaky.inner, job.job_id) == []
 
 
-async def test_staged_uploads_go_as_their_files_are_handled(make_ingest: MakeIngest, tmp_path: object) -> None:
+async def test_staged_uploads_go_as_their_files_are_handled(make_ingest: MakeIngest,
+                                                            tmp_path: object) -> None:
     flaky = FlakyStore(await open_store(f"file://{tmp_path}/store"))
     ingest = await make_ingest(store=flaky, progress_every_s=0)
     left_when_reading: list[int] = []
@@ -192,7 +202,7 @@ async def test_staged_uploads_go_as_their_files_are_handled(make_ingest: MakeIng
             left_when_reading.append(len(await flaky.inner.list(key.rsplit("/", 1)[0] + "/")))
         return await original_get(key)
 
-    flaky.get = get  # type: ignore[method-assign]
+    flaky.get = get  # type: ignore[method-assign]  # spying on the reads is the point
     job = await ingest.wait(await ingest.submit(noise_images(4)))
     assert job.state == "succeeded"
     assert left_when_reading == [4, 3, 2, 1]
@@ -204,7 +214,8 @@ async def test_a_job_delivered_more_often_than_its_attempt_limit_fails_without_r
     ingest = await make_ingest(max_attempts=2)
     [(name, data)] = noise_images(1)
     # the record of a job whose process died mid-job twice; its message comes a third time
-    job = Job(kind="ingest", state="running", progress={"files": 1, "done": 0, "attempts": 2}, result=IngestResult())
+    job = Job(kind="ingest", state="running", progress={"files": 1, "done": 0, "attempts": 2},
+              result=IngestResult())
     await JobStore(ingest.store).save(job)
     key = f"uploads/{job.job_id}/00000"
     await ingest.store.put(key, data)

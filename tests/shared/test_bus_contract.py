@@ -10,8 +10,8 @@ import pytest
 
 from shared.bus import Delivery, MessageBus, QueueFull, Unroutable, connect_bus
 from shared.bus.topology import QueueSpec, Topology, declare
-from shared.settings import CommonSettings
 from shared.errors import DeadlineExceeded
+from shared.settings import CommonSettings
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -19,7 +19,8 @@ async def test_a_stored_image_is_catalogued_before_its_batch_ends(tmp_path: Path
     store = await open_store(tmp_path.as_uri())
     catalog = Catalog(store)
     await catalog.add_image(record(1), b"jpeg bytes")
-    assert [r.sha256 for r in await catalog.records()] == [record(1).sha256]  # a job failing now loses nothing
+    # a job failing now loses nothing:
+    assert [r.sha256 for r in await catalog.records()] == [record(1).sha256]
     assert (await catalog.find(record(1).sha256)) is not None
 
 

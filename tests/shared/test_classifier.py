@@ -32,7 +32,8 @@ def test_concurrent_litert_calls_each_get_their_own_answer(tiny_model_dir: Path,
     classifier.warm_up(max_batch_size=4, streams=3)
     alone = [classifier.predict(images[i:i + 1]) for i in range(len(images))]
     with ThreadPoolExecutor(3) as pool:
-        together = list(pool.map(lambda i: classifier.predict(images[i:i + 1]), list(range(len(images))) * 20))
+        together = list(pool.map(lambda i: classifier.predict(images[i:i + 1]),
+                                 list(range(len(images))) * 20))
     for i, answer in enumerate(together):
         np.testing.assert_array_equal(answer, alone[i % len(images)])
 
@@ -52,7 +53,8 @@ def test_a_second_load_of_the_same_file_reuses_the_conversion(
 
 
 def test_tensorflow_serves_when_conversion_fails(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 images: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+                                                 images: np.ndarray,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     def broken(*_: object) -> bytes:
         raise RuntimeError("op not supported")
 

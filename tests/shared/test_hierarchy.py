@@ -42,7 +42,8 @@ def test_a_parent_whose_mass_is_split_with_its_child_still_wins() -> None:
     from shared.taxonomy import admissible_for, decide
 
     classes = ("benign_keratosis", "melanocytic_nevi", "seborrheic_keratosis")
-    p = np.array([[0.30, 0.40, 0.30],   # keratosis 0.6 in all beats the nevus; the child is not above the parent
+    p = np.array([[0.30, 0.40,
+                   0.30],   # keratosis 0.6 in all beats the nevus; the child is not above the parent
                   [0.20, 0.40, 0.40],   # keratosis 0.6; the child holds more than the parent's own
                   [0.05, 0.80, 0.15]])  # a nevus
     assert [classes[i] for i in decide(p, admissible(classes))] == [

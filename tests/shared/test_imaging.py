@@ -21,7 +21,9 @@ def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
 RED = Image.new("RGB", (64, 48), (200, 30, 30))
 
 
-@pytest.mark.parametrize("fmt,name", [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"), ("BMP", "bmp"), ("TIFF", "tiff")])
+@pytest.mark.parametrize("fmt,name",
+                         [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("GIF", "gif"), ("BMP", "bmp"),
+                          ("TIFF", "tiff")])
 def test_sniff_format_reads_magic_bytes(fmt: str, name: str) -> None:
     assert sniff_format(encode(RED, fmt)[:16]) == name
 
@@ -108,10 +110,13 @@ def bomb_png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT",
+                                                                 zlib.compress(b"\0" * 64)) + chunk(b"IEND",
+                                                                                                    b"")
 
 
-@pytest.mark.parametrize("side", [7072, 10_000, 100_000])  # over our 40 MP; Pillow's warning band; its error band
+@pytest.mark.parametrize("side",
+                         [7072, 10_000, 100_000])  # over our 40 MP; Pillow's warning band; its error band
 def test_a_decompression_bomb_is_refused_from_its_header_as_too_many_pixels(side: int) -> None:
     import time
 

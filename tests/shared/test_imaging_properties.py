@@ -36,7 +36,8 @@ def _encoded(fmt: str, **options: object) -> bytes:
 
 SEEDS = {"jpeg": REAL_JPEG, "progressive": _encoded("JPEG", progressive=True), "png": _encoded("PNG"),
          "webp": _encoded("WEBP")}
-MAGICS = [b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+MAGICS = [b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"\x89PNG\r\n\x1a\n",
+          b"RIFF\x00\x00\x00\x00WEBPVP8 ",
           b"GIF89a", b"PK\x03\x04"]
 
 
@@ -114,7 +115,8 @@ def _zip_of(members: list[tuple[str, bytes]]) -> bytes:
 
 
 @PROPERTY
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=40).filter(lambda n: "\x00" not in n),  # zipfile cuts at NUL
+@given(st.lists(st.tuples(st.text(min_size=1,
+                                  max_size=40).filter(lambda n: "\x00" not in n),  # zipfile cuts at NUL
                           st.sampled_from([REAL_JPEG[:4096], b"", b"x" * 64])),
                 min_size=1, max_size=4, unique_by=lambda member: member[0]),
        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6))

@@ -8,15 +8,24 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-
-from shared.errors import NotFound
 from pydantic import ValidationError
 
-from shared.jobs import (TRAINING_CLAIMS, FileOutcome, IngestResult, Job, JobStore, TrainResult, claim_training,
-                         recover_unfinished, training_holder)
+from shared.errors import NotFound
+from shared.jobs import (
+    TRAINING_CLAIMS,
+    FileOutcome,
+    IngestResult,
+    Job,
+    JobState,
+    JobStore,
+    TrainResult,
+    claim_training,
+    recover_unfinished,
+    training_holder,
+)
 from shared.messages import ErrorInfo
-from shared.verdict import GateResult
 from shared.store import ObjectStore, open_store
+from shared.verdict import GateResult
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,7 +46,8 @@ async def test_an_ingest_result_reads_back_typed_and_its_json_lists_only_what_ap
     jobs = JobStore(await open_store(tmp_path.as_uri()))
     files = [FileOutcome(index=1, filename="melanoma_1.jpg", status="stored", sha256="ab", label="melanoma",
                          key="images/melanoma/ab.jpg", split="train"),
-             FileOutcome(index=0, filename="big.jpg", status="rejected", reason="too_large", message="over 20 MB")]
+             FileOutcome(index=0, filename="big.jpg", status="rejected", reason="too_large",
+                         message="over 20 MB")]
     job = await jobs.save(Job(kind="ingest", result=IngestResult.of(files, unprocessed=2)))
 
     again = await jobs.get(job.job_id)
@@ -45,7 +55,8 @@ async def test_an_ingest_result_reads_back_typed_and_its_json_lists_only_what_ap
     assert (again.result.stored, again.result.duplicate, again.result.rejected) == (1, 0, 1)
     body = again.model_dump(mode="json")["result"]
     assert [o["index"] for o in body["files"]] == [0, 1], "outcomes are listed by index"
-    assert body["files"][0] == {"index": 0, "filename": "big.jpg", "status": "rejected", "reason": "too_large",
+    assert body["files"][0] == {"index": 0, "filename": "big.jpg", "status": "rejected",
+                                "reason": "too_large",
                                 "message": "over 20 MB"}
     assert "reason" not in body["files"][1] and body["files"][1]["split"] == "train"
     assert body["unprocessed"] == 2
@@ -53,7 +64,8 @@ async def test_an_ingest_result_reads_back_typed_and_its_json_lists_only_what_ap
 
 
 def test_a_job_refuses_a_result_of_the_other_kind() -> None:
-    gate = GateResult(passed=True, reasons=[], candidate_balanced_accuracy=0.8, current_balanced_accuracy=None)
+    gate = GateResult(passed=True, reasons=[], candidate_balanced_accuracy=0.8,
+                      current_balanced_accuracy=None)
     trained = TrainResult(version="v1", gate=gate, classes=["melanoma"], balanced_accuracy=0.8,
                           per_class_recall={"melanoma": 0.8})
     assert Job(kind="train", result=trained).result == trained
@@ -92,9 +104,9 @@ async def test_saving_stamps_the_times_of_each_step_once(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("state", ["succeeded", "failed", "rejected"])
-async def test_every_final_state_is_final(tmp_path: Path, state: str) -> None:
+async def test_every_final_state_is_final(tmp_path: Path, state: JobState) -> None:
     jobs = JobStore(await open_store(tmp_path.as_uri()))
-    job = await jobs.save(Job(kind="ingest", state=state))  # type: ignore[arg-type]
+    job = await jobs.save(Job(kind="ingest", state=state))
     assert job.final and job.finished_at == job.updated_at
 
 
@@ -129,7 +141,8 @@ async def test_of_six_concurrent_training_claims_exactly_one_wins(store: ObjectS
     winners = [job for job, holder in zip(jobs, holders, strict=True) if holder is None]
     assert len(winners) == 1
     assert {holder.job_id for holder in holders if holder is not None} == {winners[0].job_id}
-    assert [j.job_id for j in await JobStore(store).unfinished()] == [winners[0].job_id]  # losers left nothing
+    unfinished = await JobStore(store).unfinished()
+    assert [j.job_id for j in unfinished] == [winners[0].job_id], "the losers left nothing"
 
 
 async def test_the_claim_is_free_once_its_job_is_final(store: ObjectStore) -> None:
@@ -164,7 +177,8 @@ async def test_recovery_fails_training_and_lost_uploads_and_leaves_queued_upload
     jobs = JobStore(store)
     training = Job(kind="train", state="running")
     assert await claim_training(jobs, training, stale_after_s=3600) is None
-    queued_upload, lost_upload, done = Job(kind="ingest"), Job(kind="ingest", state="running"), Job(kind="ingest")
+    queued_upload, lost_upload, done = Job(kind="ingest"), Job(kind="ingest",
+                                                               state="running"), Job(kind="ingest")
     done.state = "succeeded"
     for job in (queued_upload, lost_upload, done):
         await jobs.save(job)
@@ -173,6 +187,7 @@ async def test_recovery_fails_training_and_lost_uploads_and_leaves_queued_upload
     for job_id in (training.job_id, lost_upload.job_id):
         job = await jobs.get(job_id)
         assert job.state == "failed" and job.error is not None and job.error.code == "interrupted"
-    assert "POST /retrain" in (await jobs.get(training.job_id)).error.message  # type: ignore[union-attr]
+    error = (await jobs.get(training.job_id)).error
+    assert error is not None and "POST /retrain" in error.message
     assert (await jobs.get(queued_upload.job_id)).state == "queued"
     assert await training_holder(jobs, stale_after_s=3600) is None  # the claim is free again

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlparse
 
 import aio_pika
@@ -34,10 +34,10 @@ def through(rabbit_url: str, proxy: Proxy) -> str:
     return broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
 
 
-async def until(condition: object, timeout: float) -> float:
+async def until(condition: Callable[[], bool], timeout: float) -> float:
     """Seconds until `condition()` held; fails after `timeout`."""
     started = time.monotonic()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() - started < timeout, f"not within {timeout} s"
         await asyncio.sleep(0.05)
     return time.monotonic() - started
@@ -99,9 +99,8 @@ async def test_dead_letter_queues_are_bounded_in_bytes(rabbit_url: str, unique: 
     try:
         await bus.declare_queue(unique)
         channel = await connection.channel()
-        # the same arguments again: an equivalent declaration (FieldTable: aio-pika's own value union)
-        await channel.declare_queue(f"{unique}.dead", durable=True,
-                                    arguments=DEAD_QUEUE_ARGUMENTS)  # type: ignore[arg-type]
+        # the same arguments again: an equivalent declaration
+        await channel.declare_queue(f"{unique}.dead", durable=True, arguments=DEAD_QUEUE_ARGUMENTS)
         counted_only = {k: v for k, v in DEAD_QUEUE_ARGUMENTS.items() if k != "x-max-length-bytes"}
         with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):  # the broker's queue differs
             await channel.declare_queue(f"{unique}.dead", durable=True, arguments=counted_only)

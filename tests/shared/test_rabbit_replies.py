@@ -8,8 +8,7 @@ import asyncio
 import aio_pika
 import pytest
 
-from shared.bus import Delivery, connect_bus
-from shared.bus import rabbitmq
+from shared.bus import Delivery, connect_bus, rabbitmq
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -18,10 +17,10 @@ def test_a_batched_reply_splits_back_into_its_replies() -> None:
     replies = [("c1", b'{"label": "melanoma"}'), ("c2", b""), ("c3", b"\x00binary\xff")]
     message = rabbitmq._reply_message(replies)
     assert message.correlation_id is None
-    assert rabbitmq._split_replies(message) == replies  # type: ignore[arg-type]
+    assert rabbitmq._split_replies(message) == replies  # type: ignore[arg-type]  # an outgoing message, read back
     single = rabbitmq._reply_message(replies[:1])
     assert (single.correlation_id, single.body) == ("c1", replies[0][1])
-    assert rabbitmq._split_replies(single) == replies[:1]  # type: ignore[arg-type]
+    assert rabbitmq._split_replies(single) == replies[:1]  # type: ignore[arg-type]  # as above
 
 
 async def test_replies_to_two_gateways_in_one_turn_travel_as_two_messages(

@@ -60,7 +60,7 @@ async def test_publishing_adds_a_version_without_serving_it(store: ObjectStore, 
 
 async def test_versions_are_listed_oldest_first(store: ObjectStore, tmp_path: Path) -> None:
     registry = ModelRegistry(store)
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     for days, version in [(2, "a-newest"), (0, "z-oldest"), (1, "m-middle")]:
         await publish(registry, tmp_path, version, created_at=start + dt.timedelta(days=days))
     assert [m.version for m in await registry.versions()] == ["z-oldest", "m-middle", "a-newest"]
@@ -90,7 +90,8 @@ async def test_an_unknown_version_cannot_be_promoted_and_nothing_changes(
     assert [entry["version"] for entry in await registry.history()] == ["v1"]
 
 
-async def test_rollback_serves_the_version_that_was_current_before(store: ObjectStore, tmp_path: Path) -> None:
+async def test_rollback_serves_the_version_that_was_current_before(store: ObjectStore,
+                                                                   tmp_path: Path) -> None:
     registry = ModelRegistry(store)
     for version in ("v1", "v2", "v3"):
         await publish(registry, tmp_path, version)
@@ -187,7 +188,7 @@ async def test_overlapping_promotions_are_both_recorded(store: ObjectStore, tmp_
     for version in ("v1", "v2", "v3"):
         await publish(registry, tmp_path, version)
     await registry.promote("v1")
-    racing = ModelRegistry(OverlappingReads(store))  # type: ignore[arg-type]
+    racing = ModelRegistry(OverlappingReads(store))  # type: ignore[arg-type]  # a partial store: what promote uses
     await asyncio.gather(racing.promote("v2"), racing.promote("v3"))
     promoted = [entry["version"] for entry in await registry.history()]
     assert sorted(promoted[1:]) == ["v2", "v3"], promoted

@@ -12,7 +12,8 @@ from shared.taxonomy import CLASSES, class_from_filename
 PROPERTY = settings(max_examples=500, deadline=None, database=None, derandomize=True)
 SEPARATORS = "_-."
 NAMES = st.text(alphabet=st.characters(codec="utf-8"), max_size=80) | st.sampled_from(
-    ["", ".", "..", "/", "\\", "../../etc/passwd", "<img src=x onerror=alert(1)>.jpg", "melanoma", "MELANOMA_",
+    ["", ".", "..", "/", "\\", "../../etc/passwd", "<img src=x onerror=alert(1)>.jpg", "melanoma",
+     "MELANOMA_",
      "nul\x00melanoma_x.jpg", "basal_cell_carcinoma-12.png", "..\\..\\melanoma_x.jpg"])
 
 
@@ -27,7 +28,8 @@ def test_any_file_name_gives_none_or_a_taxonomy_class(name: str) -> None:
 
 
 @PROPERTY
-@given(st.sampled_from(CLASSES), st.sampled_from(SEPARATORS), NAMES.filter(lambda n: "/" not in n and "\\" not in n),
+@given(st.sampled_from(CLASSES), st.sampled_from(SEPARATORS),
+       NAMES.filter(lambda n: "/" not in n and "\\" not in n),
        st.lists(NAMES, max_size=4))
 def test_a_class_prefix_labels_the_file_wherever_it_sits(label: str, separator: str, rest: str,
                                                          folders: list[str]) -> None:

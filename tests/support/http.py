@@ -9,6 +9,7 @@ import urllib.request
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 
@@ -30,13 +31,14 @@ def files_form(files: list[tuple[str, bytes]], label: str | None = None) -> aioh
     return payload
 
 
-async def wait_job(client: TestClient, job_id: str, timeout: float = 30) -> dict[str, Any]:  # type: ignore[type-arg]
+async def wait_job(client: TestClient[web.Request, web.Application], job_id: str,
+                   timeout: float = 30) -> dict[str, Any]:
     """Poll `GET /jobs/{job_id}` until the job is final and return it; raises AssertionError
     after `timeout` s."""
     for _ in range(int(timeout / 0.1)):
-        job = await (await client.get(f"/jobs/{job_id}")).json()
+        job: dict[str, Any] = await (await client.get(f"/jobs/{job_id}")).json()
         if job["state"] in ("succeeded", "failed", "rejected"):
-            return job  # type: ignore[no-any-return]
+            return job
         await asyncio.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish: {job}")
 

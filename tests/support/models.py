@@ -25,6 +25,7 @@ def make_tiny_model(directory: Path, *, version: str = "tiny-v1",
     model = build_classifier(backbone, len(classes))
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.keras")
-    manifest = ModelManifest(version=version, classes=list(classes), input_size=input_size, backbone="tiny-cnn")
+    manifest = ModelManifest(version=version, classes=list(classes), input_size=input_size,
+                             backbone="tiny-cnn")
     (directory / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return directory

@@ -22,7 +22,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, *, timeout: float = 60, status: int = 200, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(url: str, *, timeout: float = 60, status: int = 200,
+              proc: subprocess.Popen[bytes] | None = None) -> None:
     """Poll `url` until it answers `status`; fail early if `proc` exits."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -43,16 +44,18 @@ def wait_http(url: str, *, timeout: float = 60, status: int = 200, proc: subproc
 
 
 @contextmanager
-def running(args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running(args: list[str], *, env: dict[str, str] | None = None,
+            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run `args` (from the repo root) for the duration of the block; SIGTERM, then SIGKILL."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out,
+                            stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
         stop(proc)
         if log:
-            out.close()  # type: ignore[union-attr]
+            out.close()  # type: ignore[union-attr]  # `log` set means `out` is its open file
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:

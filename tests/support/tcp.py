@@ -22,7 +22,8 @@ class Proxy:
     async def up(self) -> None:
         self.frozen = False
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
+                                                      reuse_address=True)
             self.port = self._server.sockets[0].getsockname()[1]
 
     async def down(self) -> None:

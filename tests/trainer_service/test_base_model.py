@@ -33,7 +33,7 @@ def test_base_model_matches_its_manifest_and_beats_chance_clearly(ham_root: Path
     for name in ("model.keras", "manifest.json"):
         assert (BASE / name).stat().st_size < 17_000_000
 
-    data = load_image_set(ham_root, tuple(manifest.input_size), classes=tuple(manifest.classes),
+    data = load_image_set(ham_root, manifest.input_size, classes=tuple(manifest.classes),
                           policy=manifest.preprocessing)
     probs = predict(model, data.images)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -45,7 +45,7 @@ def test_base_model_matches_its_manifest_and_beats_chance_clearly(ham_root: Path
 
 def test_base_model_tells_seborrheic_keratosis_from_nevi_on_other_clinics_images() -> None:
     model, manifest = load_artifact(BASE)
-    data = load_image_set(FIXTURES / "isic2017", tuple(manifest.input_size), classes=tuple(manifest.classes),
+    data = load_image_set(FIXTURES / "isic2017", manifest.input_size, classes=tuple(manifest.classes),
                           policy=manifest.preprocessing)
     metrics = classification_metrics(predict(model, data.images), data.labels, data.classes)
     assert metrics["per_class"]["seborrheic_keratosis"]["auc"] >= 0.8  # 24 SK against 8 others
@@ -54,11 +54,14 @@ def test_base_model_tells_seborrheic_keratosis_from_nevi_on_other_clinics_images
 def test_base_model_serves_on_litert_and_flags_pictures_that_are_not_dermoscopy() -> None:
     classifier = Classifier.load(BASE)
     assert classifier.engine == "litert" and classifier.has_ood
-    threshold = classifier.manifest.ood.threshold  # type: ignore[union-attr]
+    assert classifier.manifest.ood is not None
+    threshold = classifier.manifest.ood.threshold
     strangers = sorted((FIXTURES / "ood").iterdir())
     lesions = sorted((FIXTURES / "isic2017" / "melanocytic_nevi").iterdir())
     scores = classifier.predict_scores(np.stack([
         load_for_model(p.read_bytes(), classifier.input_size, policy=classifier.preprocessing)
         for p in strangers + lesions]))[:, -1]
-    assert (scores[: len(strangers)] > threshold).all(), dict(zip([p.name for p in strangers], scores))
+    # the strangers' names against the first of the scores (the lesions' come after)
+    assert (scores[: len(strangers)] > threshold).all(), dict(zip([p.name for p in strangers], scores,
+                                                                  strict=False))
     assert (scores[len(strangers):] <= threshold).all()

@@ -53,5 +53,5 @@ def test_a_stopped_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     # epochs 2 and 3 saw the same batches and optimizer state as in the unbroken run
     np.testing.assert_allclose([r["loss"] for r in history], [r["loss"] for r in straight], rtol=1e-5)
     assert len({round(r["loss"], 6) for r in straight}) == 3  # the losses do change epoch to epoch
-    for got, want in zip(resumed.get_weights(), unbroken.get_weights()):
+    for got, want in zip(resumed.get_weights(), unbroken.get_weights(), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)

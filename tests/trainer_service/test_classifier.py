@@ -77,7 +77,8 @@ def test_fine_tuning_unfreezes_after_the_named_layer_but_never_batchnorm(tiny: k
     assert not backbone.get_layer("block0_dw_conv").trainable
     assert backbone.get_layer("block1_expand_conv").trainable
     assert backbone.get_layer("head_conv").trainable
-    assert not any(layer.trainable for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(layer.trainable for layer in backbone.layers if isinstance(layer,
+                                                                              keras.layers.BatchNormalization))
     set_backbone_trainable(tiny, False)
     assert [w.path for w in tiny.trainable_weights] == ["logits/kernel", "logits/bias"]
     with pytest.raises(ValueError):

@@ -65,7 +65,8 @@ def test_evaluate_prints_and_writes_metrics(
 def test_train_writes_a_versioned_artifact(trained: Path, ham_root: Path) -> None:
     manifest = ModelManifest.model_validate_json((trained / "manifest.json").read_text())
     assert manifest.version == "smoke-1"
-    assert manifest.classes == sorted({p.name for p in ham_root.iterdir() if p.is_dir()} | {"seborrheic_keratosis"})
+    folders = {p.name for p in ham_root.iterdir() if p.is_dir()}
+    assert manifest.classes == sorted(folders | {"seborrheic_keratosis"})
     assert manifest.parents == {"seborrheic_keratosis": "benign_keratosis"}
     assert tuple(manifest.input_size) == (32, 32) and manifest.backbone == "efficientnet_lite0"
     sources = manifest.training_data["sources"]

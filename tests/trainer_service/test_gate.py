@@ -15,7 +15,8 @@ def answers(recalls: list[float], supports: list[int], seed: int = 0) -> tuple[n
     """Labels and a right/wrong vector with exactly the given recall per class."""
     rng = np.random.default_rng(seed)
     labels = np.concatenate([np.full(n, c) for c, n in enumerate(supports)])
-    correct = np.concatenate([rng.permutation(np.arange(n) < round(r * n)) for r, n in zip(recalls, supports)])
+    correct = np.concatenate([rng.permutation(np.arange(n) < round(r * n))
+                              for r, n in zip(recalls, supports, strict=True)])
     return labels, correct.astype(float)
 
 
@@ -79,7 +80,7 @@ def test_a_head_trained_on_shuffled_labels_is_rejected() -> None:
 
     def correct(name: str) -> np.ndarray:
         kernel, bias = heads[name]
-        return allowed[y_held, decide(softmax(x_held @ kernel + bias), allowed)]
+        return np.asarray(allowed[y_held, decide(softmax(x_held @ kernel + bias), allowed)])
 
     result = apply_gate(y_held, correct("damaged"), correct("current"), CLASSES, POLICY)
     assert not result.passed

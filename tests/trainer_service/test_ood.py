@@ -39,8 +39,10 @@ def test_the_model_output_is_the_reference_score(tmp_path: Path) -> None:
     embeddings = predict(embedding_model(model), images)
     fit = fit_ood(embeddings[:30], np.arange(30) % 3, dims=4)
     both = with_ood_output(model, fit)
-    np.testing.assert_allclose(predict(both, images[30:], output=1).ravel(), fit.scores(embeddings[30:]), rtol=1e-3)
-    np.testing.assert_allclose(predict(both, images[30:]), predict(model, images[30:]), atol=1e-6)  # same answer
+    np.testing.assert_allclose(predict(both, images[30:], output=1).ravel(), fit.scores(embeddings[30:]),
+                               rtol=1e-3)
+    np.testing.assert_allclose(predict(both, images[30:]), predict(model, images[30:]),
+                               atol=1e-6)  # same answer
     saved = tmp_path / "with-ood.keras"
     both.save(saved)
     recovered = ood_of(keras.saving.load_model(saved, compile=False))

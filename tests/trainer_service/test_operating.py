@@ -90,7 +90,8 @@ def test_a_confident_referral_threshold_flags_more_when_validation_is_small() ->
                                    confidence=0.95)["melanoma"]
         assert sure.threshold < point.threshold and sure.confidence == 0.95
         found = round(sure.validation_recall["s"] * positives)  # the fewest whose bound reaches 0.8
-        assert recall_lower_bound(found, positives, 0.95) >= 0.8 > recall_lower_bound(found - 1, positives, 0.95)
+        assert recall_lower_bound(found, positives, 0.95) >= 0.8 > recall_lower_bound(found - 1, positives,
+                                                                                      0.95)
         margin[positives] = sure.validation_recall["s"] - 0.8
     assert margin[300] < margin[30]  # the margin shrinks as validation grows
 

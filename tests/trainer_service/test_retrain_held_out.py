@@ -40,16 +40,19 @@ async def test_a_class_only_the_held_out_split_has_is_skipped(tmp_path: Path, ti
     await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
     data, sha = held_out_image()
     eczema = ImageRecord(sha256=sha, label="eczema", key=image_key("eczema", sha, "jpeg"), split="eval",
-                         source="upload", job_id="upload1", format="jpeg", bytes=len(data), width=64, height=64)
+                         source="upload", job_id="upload1", format="jpeg", bytes=len(data), width=64,
+                         height=64)
     await Catalog(store).add_image(eczema, data)
     records = await Catalog(store).records()
     assert {r.split for r in records if r.label == "eczema"} == {"eval"}  # no training image of it
     registry = ModelRegistry(store)
     await registry.bootstrap(tiny_model_dir)
-    settings = TrainerSettings(store_url=store.url, work_dir=tmp_path / "work", bundled_model_dir=tiny_model_dir,
+    settings = TrainerSettings(store_url=store.url, work_dir=tmp_path / "work",
+                               bundled_model_dir=tiny_model_dir,
                                metrics_port=0)
 
-    outcome = await retrain_head(store, registry, TrainOptions(epochs=2), version="tiny-v2", settings=settings,
+    outcome = await retrain_head(store, registry, TrainOptions(epochs=2), version="tiny-v2",
+                                 settings=settings,
                                  progress=Progress(), log=lambda _: None)
 
     assert "eczema" not in outcome.manifest.classes
