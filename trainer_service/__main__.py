@@ -1,10 +1,12 @@
-"""`python -m trainer_service [serve|import|train|evaluate]`.
+"""`python -m trainer_service [serve|import|train|evaluate|evaluate-ood|refit]`.
 
 - `serve` (default): consume training jobs from the train queue.
 - `import PATH`: load a labelled dataset into the store (the training set and its held-out part)
   and cache its embeddings under the current model.
 - `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/cli.py).
 - `evaluate-ood`: the out-of-distribution detector on in- and out-of-distribution folders.
+- `refit ARTIFACT`: a model's operating points chosen again on its own validation split
+  (trainer_service/refit.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service import ood_report
 
         return ood_report.main(argv)
+    if command == "refit":
+        from trainer_service import refit
+
+        return refit.main(argv)
     settings = TrainerSettings()
     setup_logging(settings.log_level)
     if command == "import":
@@ -68,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             settings, lambda bus, store,
             registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train, evaluate or evaluate-ood", file=sys.stderr)
+    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood or refit", file=sys.stderr)
     return 2
 
 

@@ -1,0 +1,121 @@
+"""`python -m trainer_service refit ARTIFACT --out DIR --version NAME`: a trained model's operating
+points chosen again, on its own validation split, under today's rules.
+
+The network is not touched: the class biases baked into its logits layer are taken out, and the
+biases, temperature, referral thresholds and uncertainty threshold are fitted anew
+(`fit_operating_points`) on the validation part of the sources its recipe names (same fractions,
+same split seed, so no image it was trained on is used). The out-of-distribution branch is carried
+over unchanged. The result is a new version (versions are immutable) whose parent is the old one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from shared.manifest import ModelManifest, utcnow
+from trainer_service.artifacts import code_version, load_artifact, save_artifact
+from trainer_service.classifier import LOGITS
+from trainer_service.ood import OOD, OodFit, with_ood_output
+from trainer_service.sources import load_sources
+from trainer_service.train_job import fit_operating_points
+from trainer_service.training import Log
+
+
+def detector_of(model: keras.Model) -> OodFit | None:
+    """The fitted detector inside `model`'s "ood" branch (see `with_ood_output`), or None."""
+    names = {layer.name for layer in model.layers}
+    if OOD not in names:
+        return None
+    projection, negated_offset = model.get_layer("ood_whiten").get_weights()
+    (centres_t,) = model.get_layer("ood_dot").get_weights()
+    return OodFit(offset=-negated_offset, projection=projection, centres=centres_t.T.copy())
+
+
+def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = None,
+          referral_recall: float = 0.80, referral_confidence: float = 0.95,
+          cache_dir: Path | None = None) -> tuple[keras.Model, ModelManifest]:
+    """The model of `artifact` with operating points fitted again on its recipe's validation split.
+
+    Raises ValueError when the recipe does not say how it was split, or the data's classes are
+    not the model's.
+    """
+    started = time.monotonic()
+    model, manifest = load_artifact(artifact)
+    recipe = manifest.recipe
+    if "validation_fraction" not in recipe or not (data or recipe.get("sources")):
+        raise ValueError(f"{artifact}: the recipe does not name its sources and validation split")
+    roots = data or [Path(p) for p in recipe["sources"]]
+    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
+    classes, sources = load_sources(roots, tuple(manifest.input_size), policy=manifest.preprocessing,
+                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
+                                    cache_dir=cache_dir)
+    if list(classes) != manifest.classes:
+        raise ValueError(f"the data's classes {list(classes)} are not the model's {manifest.classes}")
+    for s in sources:
+        log(f"validation {s.name}: {len(s.validation.files)} images")
+
+    dense = model.get_layer(LOGITS)
+    kernel, bias = dense.get_weights()
+    if manifest.class_bias:
+        bias = bias - np.asarray(manifest.class_bias, np.float32)
+    dense.set_weights([kernel, bias])
+    network = keras.Model(model.input, dense.output)
+    calibrated, operating = fit_operating_points(network, sources, classes, referral_recall, log,
+                                                 referral_confidence=referral_confidence)
+    detector = detector_of(model)
+    if detector is not None:
+        calibrated = with_ood_output(calibrated, detector)
+
+    refitted = manifest.model_copy(update={
+        "version": version,
+        "parent_version": manifest.version,
+        "created_at": utcnow(),
+        "code_version": code_version(),
+        "temperature": operating["temperature"],
+        "class_bias": operating["class_bias"],
+        "referral": operating["referral"],
+        "uncertainty": operating["uncertainty"],
+        "metrics": {"validation": operating["validation"]},  # eval figures belong to the old points
+        "recipe": {**recipe, "referral_recall": referral_recall, "referral_confidence": referral_confidence,
+                   "operating_points_refit_from": manifest.version},
+        "training_seconds": manifest.training_seconds,
+    })
+    log(f"refit in {time.monotonic() - started:.0f}s")
+    return calibrated, refitted
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer_service refit", description=__doc__.split("\n")[0])
+    p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to create")
+    p.add_argument("--version", required=True, help="the new version's name")
+    p.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="the recipe's sources, where they are not at the paths it recorded")
+    p.add_argument("--referral-recall", type=float, default=0.80)
+    p.add_argument("--referral-confidence", type=float, default=0.95)
+    p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images (as `train` keeps)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    from shared.classifier import configure_threads
+
+    configure_threads(args.threads, max(1, args.threads // 2))
+    if (args.out / "model.keras").exists():
+        print(f"error: {args.out} already holds a model", file=sys.stderr)
+        return 2
+
+    def log(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    model, manifest = refit(args.artifact, args.version, log, data=args.data,
+                            referral_recall=args.referral_recall,
+                            referral_confidence=args.referral_confidence,
+                            cache_dir=args.work_dir / "decoded" if args.work_dir else None)
+    save_artifact(model, manifest, args.out)
+    log(f"wrote {args.out}")
+    return 0
