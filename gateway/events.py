@@ -5,7 +5,9 @@ into) every `DERMASCAN_EVENTS_POLL_S` and sends it as an `event: job` whenever i
 moved; after the record turns final it sends it a last time as `event: end` and closes. Any
 gateway can serve any job's stream: the record is in the store. A comment line every
 `KEEPALIVE_S` keeps proxies from closing a quiet stream; a store that stops answering for a while
-is an `event: waiting`, not the end of the stream.
+is an `event: waiting`, not the end of the stream. A browser's EventSource reconnects to a stream
+that ended; when it says (`Last-Event-ID`) that it already has the final record, the answer is
+`204 No Content`, which tells it to stop.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     jobs, settings = request.app[JOBS], request.app[SETTINGS]
     job_id = request.match_info["job_id"]
     job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)  # NotFound: a plain 404
+    if job.final and request.headers.get("Last-Event-ID") == job.updated_at.isoformat():
+        return web.Response(status=204)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)

@@ -105,7 +105,8 @@ ROUTES = (
           role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
-          "(`event: job`), the final one as `event: end`.", {200: "text/event-stream"}, errors=(404,)),
+          "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
+          {200: "text/event-stream", 204: ""}, errors=(404,)),
     Route("post", "/retrain", "Train a new model version.", {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
     Route("get", "/models", "Every version, the current one, the promotion history.", {200: schemas.Models}),
@@ -133,6 +134,8 @@ def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
 
 
 def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any], description: str) -> dict[str, Any]:
+    if what == "":
+        return {"description": description}  # no body
     if isinstance(what, str):
         return {"description": description,
                 "content": {media: {"schema": {"type": "string"}} for media in what.split(",")}}

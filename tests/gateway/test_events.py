@@ -80,3 +80,14 @@ async def test_an_unknown_job_is_a_404_not_a_stream(make_client: MakeClient) -> 
     client = await make_client(with_worker=False)
     response = await client.get("/jobs/doesnotexist/events")
     assert response.status == 404 and (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_a_client_that_has_the_final_record_is_told_to_stop(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)
+    jobs = client.app[JOBS]
+    job = await jobs.save(Job(kind="train", state="failed"))
+    final_id = job.updated_at.isoformat()
+    again = await client.get(f"/jobs/{job.job_id}/events", headers={"Last-Event-ID": final_id})
+    assert again.status == 204  # what makes a browser's EventSource stop reconnecting
+    older = await client.get(f"/jobs/{job.job_id}/events", headers={"Last-Event-ID": "2000-01-01T00:00:00"})
+    assert older.status == 200 and "event: end" in await older.text()
