@@ -36,7 +36,8 @@ def test_a_scenario_counts_answers_and_fails_on_a_lost_image_or_a_hung_request()
             reliability.scenario("RabbitMQ cut during predict load") as counts:
         counts.hang()
         counts.hang()
-    assert reliability.RECORDED["RabbitMQ cut during predict load"].row()["hung"] == "2"
+    row = reliability.RECORDED["RabbitMQ cut during predict load"].row()
+    assert (row["hung"], row["result"]) == ("2", "FAILED (lost or hung)")
 
 
 def test_a_partial_run_keeps_the_rows_it_did_not_rerun_and_says_which(tmp_path: Path) -> None:

@@ -36,7 +36,17 @@ SCENARIOS: dict[str, str] = {
     "concurrent retrains": "tests/gateway/test_retrain.py",
     "concurrent promotions": "tests/gateway/test_promotions.py",
 }
-SOAK = "soak"
+#: What the fault tests found and do not yet cover, kept in the doc until fixed (then deleted here).
+KNOWN_GAPS = [
+    "An upload the broker outage pauses is failed as `worker_lost` once it has been silent for "
+    "`DERMASCAN_JOB_STALE_S` (60 s by default): the ingest service stops at the cut and resumes only on "
+    "redelivery after reconnecting, and a `GET /jobs` in between saves the job failed, so the redelivered "
+    "message finds it final and the accepted images are never stored. `RabbitMQ cut during an upload` "
+    "runs with the default and a 3 s outage; with `DERMASCAN_JOB_STALE_S=4` it loses the upload.",
+    "A distributed gateway that crashes between taking the training claim and publishing the job leaves the "
+    "claim held until `DERMASCAN_JOB_STALE_S`.",
+    "An ingest job whose store stays down through every attempt cannot save its failed record.",
+]
 COLUMNS = ("scenario", "sent", "answered", "answers by kind", "accepted uploads", "lost", "hung", "seconds",
            "result", "run", "notes")
 
@@ -92,7 +102,10 @@ class Scenario:
         try:
             async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout),
                                        **kwargs) as response:
-                body = await response.json(content_type=None) if response.content_length != 0 else None
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:  # an empty or non-JSON body: counted by its status alone
+                    body = None
                 self.answer(response.status, body)
                 return response.status, body
         except TimeoutError:
@@ -136,6 +149,8 @@ def scenario(name: str) -> Iterator[Scenario]:
         raise
     finally:
         counts.seconds = time.monotonic() - started
+        if counts.failed is None and (counts.lost or counts.hung):
+            counts.failed = "lost or hung"
         RECORDED[name] = counts
     assert counts.lost == 0, f"{counts.lost} accepted images lost: {counts.row()}"
     assert counts.hung == 0, f"{counts.hung} requests hung: {counts.row()}"
@@ -222,6 +237,8 @@ def render(command: str, previous: str = "") -> str:
             lines.append(f"| {name} |" + " - |" * (len(COLUMNS) - 3) + f" never run | `{test}` |")
     lines += ["", "Where each scenario lives:", ""]
     lines += [f"- {name}: `{test}`" for name, test in SCENARIOS.items()]
+    lines += ["", "## Known gaps", ""]
+    lines += [f"- {gap}" for gap in KNOWN_GAPS]
     lines += ["", "## Soak", ""]
     lines += SOAK_FIGURES or old_soak or ["Not run yet (`tests/test_soak.py`)."]
     return "\n".join(lines) + "\n"
