@@ -52,7 +52,7 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
         raise ValueError(f"{artifact}: the recipe does not name its sources and validation split")
     roots = data or [Path(p) for p in recipe["sources"]]
     seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
-    classes, sources = load_sources(roots, tuple(manifest.input_size), policy=manifest.preprocessing,
+    classes, sources = load_sources(roots, manifest.input_size, policy=manifest.preprocessing,
                                     fractions=list(recipe["validation_fraction"]), seed=int(seed),
                                     cache_dir=cache_dir)
     if list(classes) != manifest.classes:

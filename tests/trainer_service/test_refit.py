@@ -40,7 +40,8 @@ def trained(tmp_path: Path) -> Path:
     shutil.rmtree(directory)
     directory.mkdir()
     with_ood_output(model, fit).save(directory / "model.keras")
-    manifest = ModelManifest(version="old-v1", classes=list(CLASSES), input_size=(32, 32), backbone="tiny-cnn",
+    manifest = ModelManifest(version="old-v1", classes=list(CLASSES), input_size=(32, 32),
+                             backbone="tiny-cnn",
                              class_bias=class_bias.tolist(),
                              recipe={"sources": [str(p) for p in SOURCES], "validation_fraction": [0.5],
                                      "seed": 0, "split_seed": None})
@@ -58,15 +59,16 @@ def test_refit_keeps_the_network_and_the_detector_and_fits_new_points(trained: P
     assert new.recipe["operating_points_refit_from"] == "old-v1" and new.recipe["referral_confidence"] == 0.95
     assert set(new.metrics) == {"validation"} and set(new.metrics["validation"]) == {"ham10000", "isic2017"}
 
-    _, sources = load_sources(SOURCES, (32, 32), policy=old.preprocessing, fractions=[0.5], seed=0, cache_dir=None)
+    _, sources = load_sources(SOURCES, (32, 32), policy=old.preprocessing, fractions=[0.5], seed=0,
+                              cache_dir=None)
     images = np.concatenate([s.validation.images for s in sources]).astype(np.float32)
     # the same network: logits differ only by the change of class biases
     shift = np.asarray(new.class_bias) - np.asarray(old.class_bias)
     np.testing.assert_allclose(logits_model(new_model).predict(images, verbose=0),
                                logits_model(old_model).predict(images, verbose=0) + shift, atol=1e-4)
     # the same out-of-distribution scores, from the carried-over branch
-    np.testing.assert_allclose(new_model.predict(images, verbose=0)[1], old_model.predict(images, verbose=0)[1],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(new_model.predict(images, verbose=0)[1],
+                               old_model.predict(images, verbose=0)[1], rtol=1e-5, atol=1e-5)
     fit_old, fit_new = detector_of(old_model), detector_of(new_model)
     assert fit_old is not None and fit_new is not None
     np.testing.assert_array_equal(fit_new.centres, fit_old.centres)
@@ -75,7 +77,8 @@ def test_refit_keeps_the_network_and_the_detector_and_fits_new_points(trained: P
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_refit_refuses_an_existing_directory_and_a_recipe_without_a_split(trained: Path, tmp_path: Path) -> None:
+def test_refit_refuses_an_existing_directory_and_a_recipe_without_a_split(trained: Path,
+                                                                          tmp_path: Path) -> None:
     assert main([str(trained), "--out", str(trained), "--version", "x"]) == 2
     manifest = ModelManifest.model_validate_json((trained / "manifest.json").read_text())
     (trained / "manifest.json").write_text(manifest.model_copy(update={"recipe": {}}).model_dump_json())
