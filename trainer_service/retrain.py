@@ -23,10 +23,10 @@ from shared.manifest import ModelManifest, OodDetector
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from shared.taxonomy import MALIGNANT, PARENTS, admissible, decide
+from shared.taxonomy import admissible, decide
 from shared.verdict import GateResult
-from trainer_service.artifacts import code_version, save_artifact
-from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
+from trainer_service.artifacts import save_artifact
+from trainer_service.calibration import expected_calibration_error, softmax
 from trainer_service.classifier import (
     LOGITS,
     build_classifier,
@@ -40,8 +40,9 @@ from trainer_service.evaluation import classification_metrics, compiled_forward,
 from trainer_service.gate import apply_gate
 from trainer_service.head import fit_head
 from trainer_service.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
-from trainer_service.operating import Scored, referral_thresholds, uncertainty_threshold
+from trainer_service.operating import Scored
 from trainer_service.settings import TrainerSettings
+from trainer_service.steps import calibrate, describe
 from trainer_service.training import Recipe, fine_tune, held_out_logits
 
 Log = Callable[[str], None]
@@ -190,33 +191,43 @@ async def ensure_embeddings(store: ObjectStore, current: CurrentModel, records: 
     return backbone_id, cache
 
 
-async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: TrainOptions, *,
-                       version: str, settings: TrainerSettings, progress: Progress, log: Log) -> Outcome:
-    """Train a candidate from the store's catalog and judge it; does not publish or promote.
+@dataclass
+class CatalogData:
+    """The data step: the catalog split for a head retrain (one `train` image in ten validates,
+    the `eval` images are held out for the gate) and their cached embeddings as arrays."""
 
-    Data: the catalog's `train` images (one in ten validates: temperature, thresholds, detector)
-    and its `eval` images (the gate only). The gate policy, referral recall and uncertainty target
-    come from `settings`. Raises Unprocessable when there is nothing to train on or no current
-    model to start from.
-    """
-    started = time.monotonic()
+    records: list[ImageRecord]
+    classes: list[str]
+    train: list[ImageRecord]
+    fit: list[ImageRecord]
+    validation: list[ImageRecord]
+    held: list[ImageRecord]
+    backbone_id: str
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_held: np.ndarray
+    y_held: np.ndarray
+
+
+async def catalog_data(store: ObjectStore, current: CurrentModel, settings: TrainerSettings, *,
+                       progress: Progress, log: Log) -> CatalogData:
+    """The catalog's images for a retrain of `current`'s head, embedded (cached under its
+    backbone). Classes are the current model's plus those the training images have. Raises
+    Unprocessable when there is nothing to train on."""
     records = await Catalog(store).records()
-    loaded = await load_current(registry, settings.work_dir)
-    model, parent = loaded.model, loaded.manifest
-    current = parent.version
+    parent = current.manifest
     classes = sorted(set(parent.classes) | {r.label for r in records if r.split == "train"})
     train = [r for r in records if r.split == "train"]
     held = [r for r in records if r.split == "eval" and r.label in classes]
     if not train:
         raise Unprocessable("no training images: import a dataset or upload labelled images first",
                             code="no_training_data")
-    log(f"dataset: {counts(records)}; retraining the head of {current}")
-
-    backbone_id, cache = await ensure_embeddings(store, loaded, train + held,
+    log(f"dataset: {counts(records)}; retraining the head of {parent.version}")
+    backbone_id, cache = await ensure_embeddings(store, current, train + held,
                                                  batch_size=settings.embed_batch_size, progress=progress,
-                                                 log=log,
-                                                 cache_dir=settings.work_dir / "litert")
-
+                                                 log=log, cache_dir=settings.work_dir / "litert")
     index = {name: i for i, name in enumerate(classes)}
     fit = [r for r in train if not _is_validation(r)] or train
     validation = [r for r in train if _is_validation(r)] or train
@@ -226,8 +237,31 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         return (np.stack([cache[r.sha256] for r in subset]).astype(np.float32),
                 np.array([index[r.label] for r in subset]))
 
-    x_fit, y_fit = arrays(fit)
-    x_val, y_val = arrays(validation)
+    return CatalogData(records, classes, train, fit, validation, held, backbone_id,
+                       *arrays(fit), *arrays(validation), *arrays(held))
+
+
+@dataclass
+class Fitted:
+    """The fit step: the candidate network (logits, before calibration), its logits on the
+    validation and held-out images, and the embeddings its detector is fitted on."""
+
+    model: keras.Model
+    val_logits: np.ndarray
+    held_logits: np.ndarray
+    x_fit: np.ndarray
+    x_val: np.ndarray
+    backbone_id: str
+
+
+async def fit_candidate(store: ObjectStore, current: CurrentModel, data: CatalogData,
+                        options: TrainOptions, *, version: str, settings: TrainerSettings,
+                        progress: Progress, log: Log) -> Fitted:
+    """A new head on the embeddings, warm-started from the current head (anchored to it for the
+    classes it knows), each epoch's figures in `progress`; with `options.fine_tune` the backbone
+    is then fine-tuned on the images too (its embeddings are then cached under `version`)."""
+    model, parent = current.model, current.manifest
+    classes = data.classes
     old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
     init = _warm_start(old_kernel, old_bias, parent.classes, classes)
     history: list[dict[str, float]] = []  # one row per epoch: what the live dashboard charts
@@ -242,77 +276,114 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
                         history=list(history))
 
     kernel, bias = await asyncio.to_thread(
-        fit_head, x_fit, y_fit, len(classes), epochs=options.epochs, init=init, on_epoch=on_epoch,
-        validation=(x_val, y_val),
+        fit_head, data.x_fit, data.y_fit, len(classes), epochs=options.epochs, init=init,
+        on_epoch=on_epoch, validation=(data.x_val, data.y_val),
         anchor_strength=settings.head_anchor_strength,
         anchored=np.array([name in parent.classes for name in classes], dtype=float))
-    x_held, y_held = arrays(held)
-    allowed = admissible(classes)
-    baseline_probs = _expand(softmax(x_held @ old_kernel + old_bias, temperature_of(model)), parent.classes,
-                             classes)
-    baseline = classification_metrics(baseline_probs, y_held, tuple(classes))
     new_model = build_classifier(model.get_layer("backbone"), len(classes))
     new_model.get_layer(LOGITS).set_weights([kernel, bias])
-    if options.fine_tune:
-        progress.update(phase="fine-tuning")
-        sets = [await load_images(store, subset, classes, parent.input_size, parent.preprocessing)
-                for subset in (fit, validation, held)]
-        recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
-                        steps_per_epoch=max(1, len(fit) // Recipe.batch_size),
-                        first_trainable=(Recipe.first_trainable if parent.backbone == "efficientnet_lite0"
-                                         else None))
-        await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log, admissible=allowed)
-        val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
-        logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
-        embed_now = embedding_model(new_model)
-        x_fit = await asyncio.to_thread(predict, embed_now, sets[0].images)
-        x_val = await asyncio.to_thread(predict, embed_now, sets[1].images)
-        backbone_id = version  # the backbone changed: its embeddings are cached under this version
-    else:
-        val_logits, logits = x_val @ kernel + bias, x_held @ kernel + bias
-    progress.update(phase="calibrating")
-    temperature = fit_temperature(val_logits, y_val, allowed=allowed)
-    new_model = with_temperature(new_model, temperature)
-    held_probs = softmax(logits, temperature)
+    if not options.fine_tune:
+        return Fitted(new_model, data.x_val @ kernel + bias, data.x_held @ kernel + bias, data.x_fit,
+                      data.x_val, data.backbone_id)
+    progress.update(phase="fine-tuning")
+    sets = [await load_images(store, subset, classes, parent.input_size, parent.preprocessing)
+            for subset in (data.fit, data.validation, data.held)]
+    recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
+                    steps_per_epoch=max(1, len(data.fit) // Recipe.batch_size),
+                    first_trainable=(Recipe.first_trainable if parent.backbone == "efficientnet_lite0"
+                                     else None))
+    await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log,
+                            admissible=admissible(classes))
+    val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
+    held_logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
+    embed_now = embedding_model(new_model)
+    x_fit = await asyncio.to_thread(predict, embed_now, sets[0].images)
+    x_val = await asyncio.to_thread(predict, embed_now, sets[1].images)
+    return Fitted(new_model, val_logits, held_logits, x_fit, x_val, version)  # the backbone changed
+
+
+@dataclass
+class Evaluation:
+    """The evaluate step: the candidate's and the current model's figures on the same held-out
+    images, and the gate's verdict between them."""
+
+    candidate: dict[str, Any]
+    baseline: dict[str, Any]
+    gate: GateResult
+
+
+def evaluate_candidate(current: CurrentModel, data: CatalogData, fitted: Fitted, temperature: float,
+                       settings: TrainerSettings, log: Log) -> Evaluation:
+    """The held-out figures of the candidate (at `temperature`) and of the current model (its
+    head on the same embeddings), and the gate's verdict under the settings' policy."""
+    model, parent = current.model, current.manifest
+    classes, allowed, y_held = data.classes, admissible(data.classes), data.y_held
+    old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
+    current_probs = softmax(data.x_held @ old_kernel + old_bias, temperature_of(model))
+    baseline_probs = _expand(current_probs, parent.classes, classes)
+    baseline = classification_metrics(baseline_probs, y_held, tuple(classes))
+    held_probs = softmax(fitted.held_logits, temperature)
     candidate = classification_metrics(held_probs, y_held, tuple(classes))
-    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(logits), y_held, allowed)
+    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(fitted.held_logits), y_held, allowed)
     gate = apply_gate(y_held, allowed[y_held, decide(held_probs, allowed)],
                       allowed[y_held, decide(baseline_probs, allowed)],
                       classes, settings.gate_policy())
     log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
         f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "
         + "; ".join(gate.reasons))
+    return Evaluation(candidate, baseline, gate)
 
-    detector = _detector(model, parent, x_fit, y_fit, x_val,
-                         refit=options.fine_tune or len(x_fit) >= settings.ood_refit_min_images)
-    new_model = with_ood_output(new_model, detector[0])
-    checked = [Scored("catalog", softmax(val_logits, temperature), y_val)]
-    referral = referral_thresholds(checked, classes, MALIGNANT, allowed,
-                                   target_recall=settings.referral_recall,
-                                   confidence=settings.referral_confidence)
+
+async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: TrainOptions, *,
+                       version: str, settings: TrainerSettings, progress: Progress, log: Log) -> Outcome:
+    """Train a candidate from the store's catalog and judge it; does not publish or promote.
+
+    The steps: data (`catalog_data`: the catalog's `train` images, one in ten validating, and its
+    `eval` images, for the gate only), fit (`fit_candidate`), calibrate (`steps.calibrate`, as
+    the base training command: temperature, referral and uncertainty thresholds on validation),
+    evaluate (`evaluate_candidate`: held-out figures and the gate) and describe
+    (`steps.describe`). The gate policy, referral recall and uncertainty target come from
+    `settings`. Raises Unprocessable when there is nothing to train on or no current model to
+    start from.
+    """
+    started = time.monotonic()
+    current = await load_current(registry, settings.work_dir)
+    parent = current.manifest
+    data = await catalog_data(store, current, settings, progress=progress, log=log)
+    fitted = await fit_candidate(store, current, data, options, version=version, settings=settings,
+                                 progress=progress, log=log)
+    progress.update(phase="calibrating")
+    classes, allowed = data.classes, admissible(data.classes)
+    calibration = calibrate([Scored("catalog", fitted.val_logits, data.y_val)], classes, allowed,
+                            referral_recall=settings.referral_recall,
+                            referral_confidence=settings.referral_confidence,
+                            uncertain_below_accuracy=settings.uncertain_below_accuracy)
+    referral = dict(calibration.referral)
     # too few validation cases to choose one: keep the current one
     for name, point in parent.referral.items():
         if name in classes and name not in referral:
-            referral[name] = point.model_copy(update={"basis": f"inherited from {current}"})
+            referral[name] = point.model_copy(update={"basis": f"inherited from {parent.version}"})
+    evaluation = evaluate_candidate(current, data, fitted, calibration.temperature, settings, log)
 
+    detector = _detector(current.model, parent, fitted.x_fit, data.y_fit, fitted.x_val,
+                         refit=options.fine_tune or len(fitted.x_fit) >= settings.ood_refit_min_images)
+    new_model = with_ood_output(with_temperature(fitted.model, calibration.temperature), detector[0])
     progress.update(phase="saving")
-    snapshot = sorted(r.sha256 for r in train)
-    manifest = ModelManifest(
-        version=version, classes=classes, input_size=parent.input_size, preprocessing=parent.preprocessing,
-        backbone=parent.backbone, parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
-        temperature=temperature, parent_version=current, code_version=code_version(),
-        training_data={"images": len(train), "held_out": len(held), "counts": counts(records),
-                       "snapshot_sha256": digest(snapshot),
+    snapshot = sorted(r.sha256 for r in data.train)
+    baseline = evaluation.baseline
+    manifest = describe(
+        version, classes, temperature=calibration.temperature, referral=referral,
+        uncertainty=calibration.uncertainty,
+        input_size=parent.input_size, preprocessing=parent.preprocessing, backbone=parent.backbone,
+        parent_version=parent.version,
+        training_data={"images": len(data.train), "held_out": len(data.held),
+                       "counts": counts(data.records), "snapshot_sha256": digest(snapshot),
                        "snapshot_key": f"models/{version}/snapshot.json"},
-        metrics={"eval": candidate, "current_on_same_eval": {
+        metrics={"eval": evaluation.candidate, "current_on_same_eval": {
             k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
-        referral=referral,
-        uncertainty=uncertainty_threshold(checked, allowed,
-                                          target_accuracy=settings.uncertain_below_accuracy),
-        ood=detector[1],
-        backbone_version=backbone_id, gate=gate,
+        ood=detector[1], backbone_version=fitted.backbone_id, gate=evaluation.gate,
         recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
         training_seconds=round(time.monotonic() - started, 2))
     directory = await asyncio.to_thread(save_artifact, new_model, manifest,
                                         settings.work_dir / "versions" / version)
-    return Outcome(manifest, directory, gate, snapshot)
+    return Outcome(manifest, directory, evaluation.gate, snapshot)

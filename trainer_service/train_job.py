@@ -13,10 +13,9 @@ import numpy as np
 
 from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
-from shared.taxonomy import MALIGNANT, PARENTS, admissible, decide
-from trainer_service.artifacts import code_version
+from shared.taxonomy import admissible, decide
 from trainer_service.backbones import build_backbone
-from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
+from trainer_service.calibration import expected_calibration_error, softmax
 from trainer_service.checkpoint import Checkpoint
 from trainer_service.classifier import (
     LOGITS,
@@ -28,14 +27,9 @@ from trainer_service.classifier import (
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.ood import fit_ood, threshold_for, with_ood_output
-from trainer_service.operating import (
-    Scored,
-    calibrated,
-    cross_validated_bias,
-    referral_thresholds,
-    uncertainty_threshold,
-)
+from trainer_service.operating import Scored, cross_validated_bias
 from trainer_service.sources import Source, combined, load_sources, source_name
+from trainer_service.steps import calibrate, describe
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
 #: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
@@ -127,25 +121,20 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
         metrics.setdefault("eval", {})[name] = evaluate_on(model, root, spec.input_size, classes, spec.policy)
         log(f"eval {name}: balanced accuracy {metrics['eval'][name]['balanced_accuracy']:.4f}")
 
-    manifest = ModelManifest(
-        version=version,
-        classes=list(classes),
+    manifest = describe(
+        version, list(classes), temperature=operating["temperature"], referral=operating["referral"],
+        uncertainty=operating["uncertainty"],
         input_size=spec.input_size,
         preprocessing=spec.policy,
         backbone=spec.backbone,
-        temperature=operating["temperature"],
         parent_version=parent_version,
-        code_version=code_version(),
         training_data={
             "sources": {s.name: {"fit": data_summary(s.fit),
                                  "validation": data_summary(s.validation)} for s in sources},
             **data_summary(train),
         },
         metrics=metrics,
-        parents={c: p for c, p in PARENTS.items() if c in classes and p in classes},
-        referral=operating["referral"],
         ood=detector,
-        uncertainty=operating["uncertainty"],
         class_bias=operating["class_bias"],
         recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
                 "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
@@ -173,13 +162,11 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     kernel, old_bias = dense.get_weights()
     dense.set_weights([kernel, old_bias + bias.astype(np.float32)])
     adjusted = [Scored(s.source, s.values + bias, s.labels) for s in raw]
-    pooled_logits = np.concatenate([s.values for s in adjusted])
-    pooled_labels = np.concatenate([s.labels for s in adjusted])
-    temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
-    probabilities = calibrated(adjusted, temperature)
-    referral = referral_thresholds(probabilities, list(classes), MALIGNANT, allowed,
-                                   target_recall=referral_recall, confidence=referral_confidence)
-    uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=UNCERTAIN_BELOW_ACCURACY)
+    calibration = calibrate(adjusted, list(classes), allowed, referral_recall=referral_recall,
+                            referral_confidence=referral_confidence,
+                            uncertain_below_accuracy=UNCERTAIN_BELOW_ACCURACY)
+    temperature, probabilities = calibration.temperature, calibration.probabilities
+    referral, uncertainty = calibration.referral, calibration.uncertainty
     validation: dict[str, Any] = {}
     for before, after in zip(adjusted, probabilities, strict=True):
         m = classification_metrics(after.values, after.labels, classes)

@@ -1,0 +1,59 @@
+"""The steps every training run shares, the base training command (`train_job.run_job`) and the
+head retrain (`retrain.retrain_head`) alike: calibrate on validation, then describe the result.
+
+Each run has its own data and fit steps (images from class folders and a full fine-tune; the
+catalog's cached embeddings and a new head); from validation logits on, the rule is one:
+`calibrate` fits the temperature on the pooled validation logits and chooses the referral
+thresholds and the uncertainty threshold on the calibrated probabilities, and `describe` writes
+the manifest fields that follow from the classes and the calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.manifest import ModelManifest, ReferralThreshold, Uncertainty
+from shared.taxonomy import MALIGNANT, PARENTS
+from trainer_service.artifacts import code_version
+from trainer_service.calibration import fit_temperature
+from trainer_service.operating import Scored, calibrated, referral_thresholds, uncertainty_threshold
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What validation decided: the temperature, the probabilities it gives each validation
+    source, and the referral and uncertainty thresholds chosen on those probabilities."""
+
+    temperature: float
+    probabilities: list[Scored]
+    referral: dict[str, ReferralThreshold]
+    uncertainty: Uncertainty
+
+
+def calibrate(validation: list[Scored], classes: list[str], allowed: np.ndarray, *, referral_recall: float,
+              referral_confidence: float, uncertain_below_accuracy: float) -> Calibration:
+    """Calibrate on `validation` (logits per source): one temperature for the pooled logits, then
+    each malignant class's referral threshold (its validation recall's lower bound at
+    `referral_confidence` reaching `referral_recall` in every source) and the confidence below
+    which answers are uncertain (the answered share's accuracy at `uncertain_below_accuracy`)."""
+    pooled_logits = np.concatenate([s.values for s in validation])
+    pooled_labels = np.concatenate([s.labels for s in validation])
+    temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
+    probabilities = calibrated(validation, temperature)
+    referral = referral_thresholds(probabilities, classes, MALIGNANT, allowed, target_recall=referral_recall,
+                                   confidence=referral_confidence)
+    uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=uncertain_below_accuracy)
+    return Calibration(temperature, probabilities, referral, uncertainty)
+
+
+def describe(version: str, classes: list[str], *, temperature: float, referral: dict[str, ReferralThreshold],
+             uncertainty: Uncertainty, **fields: Any) -> ModelManifest:
+    """The manifest of a trained model: what calibration chose (temperature, referral and
+    uncertainty thresholds), the parent links among `classes`, the code version that trained it,
+    and the run's own `fields` (input size, backbone, data, metrics, detector, recipe...)."""
+    parents = {c: p for c, p in PARENTS.items() if c in classes and p in classes}
+    return ModelManifest(version=version, classes=classes, temperature=temperature, referral=referral,
+                         uncertainty=uncertainty, code_version=code_version(), parents=parents, **fields)
