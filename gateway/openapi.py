@@ -123,7 +123,8 @@ ROUTES = (
 _PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
                     "sha256": {"type": "string", "minLength": 1},
                     "version": {"type": "string", "pattern": VERSION_PATTERN}}
-_MODELS = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body) if isinstance(m, type)})
+_MODELS: tuple[type[BaseModel], ...] = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body)
+                                                     if isinstance(m, type) and issubclass(m, BaseModel)})
 
 
 def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
