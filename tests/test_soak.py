@@ -7,6 +7,7 @@ or hang. The figures go into docs/reliability.md's soak section."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from shared.store import open_store
 from tests.conftest import FIXTURES
 from tests.support import reliability
 from tests.support.http import files_form, form
@@ -68,6 +70,7 @@ class Traffic:
     def __init__(self) -> None:
         self.answers: dict[str, Counter[str]] = defaultdict(Counter)
         self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.uploads: list[str] = []  # job ids of the uploads answered 202
 
     async def send(self, session: aiohttp.ClientSession, kind: str, method: str, url: str,
                    **kwargs: object) -> None:
@@ -75,8 +78,10 @@ class Traffic:
         try:
             async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
                                        **kwargs) as response:  # type: ignore[arg-type]
-                await response.read()
+                body = await response.read()
                 self.answers[kind][str(response.status)] += 1
+                if kind == "upload" and response.status == 202:
+                    self.uploads.append(json.loads(body)["job_id"])
         except TimeoutError:
             self.answers[kind]["hung"] += 1
         except aiohttp.ClientError as exc:
@@ -112,6 +117,25 @@ async def client(session: aiohttp.ClientSession, base: str, traffic: Traffic, jo
                                headers=CONTRIBUTOR)
 
 
+async def lost_uploads(session: aiohttp.ClientSession, base: str, var: Path, job_ids: list[str]) -> int:
+    """Images of the accepted uploads (two each) that their final job does not show catalogued."""
+    store = await open_store(var.as_uri())
+    lost = 0
+    try:
+        for job_id in job_ids:
+            for _ in range(300):
+                async with session.get(f"{base}/jobs/{job_id}") as response:
+                    job = await response.json()
+                if job["state"] not in ("queued", "running"):
+                    break
+                await asyncio.sleep(0.1)
+            outcomes = job["result"]["files"] if job["state"] == "succeeded" else []
+            lost += await reliability.lost_images(store, outcomes, sent=2)
+    finally:
+        await store.close()
+    return lost
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -144,6 +168,7 @@ async def test_the_embedded_system_stays_flat_under_mixed_traffic(tmp_path: Path
             await asyncio.gather(*clients)
             await asyncio.sleep(1.0)  # let the last uploads' jobs finish, then read the end state
             samples.append((time.monotonic() - started, rss_kib(proc.pid), open_fds(proc.pid)))
+            lost = await lost_uploads(session, base, tmp_path / "var", traffic.uploads)
         assert proc.poll() is None, "the embedded process died"
 
     warm = [s for s in samples if s[0] >= WARM_UP_S]
@@ -156,6 +181,7 @@ async def test_the_embedded_system_stays_flat_under_mixed_traffic(tmp_path: Path
                                                                               prefix=True) else []),
         *([f"RSS grows {per_request:.0f} B/request"] if per_request >= MAX_RSS_BYTES_PER_REQUEST else []),
         *([f"fds {fds_start} -> {fds_end}"] if abs(fds_end - fds_start) > FD_SLACK else []),
+        *([f"{lost} accepted images not catalogued"] if lost else []),
     ]
     record(traffic, samples, warm, per_request, failures)
 
@@ -175,7 +201,7 @@ def record(traffic: Traffic, samples: list[tuple[float, int, int]], warm: list[t
         f"{SAMPLE_EVERY_S:.0f} s from /proc; warm-up {WARM_UP_S:.0f} s. Asserted: no 5xx, nothing hung or "
         f"refused, RSS growth over the second half (median slope of every pair of samples, over the request "
         f"rate) under {MAX_RSS_BYTES_PER_REQUEST} B/request, fds back within {FD_SLACK} of the warmed-up "
-        "start. "
+        f"start, every accepted upload's images catalogued ({len(traffic.uploads)} uploads). "
         f"Result: {'passed' if not failures else 'FAILED: ' + '; '.join(failures)}.",
         "",
         "| figure | value |",
