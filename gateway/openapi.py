@@ -10,7 +10,7 @@ answers against it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -67,7 +67,8 @@ class Route:
 
 _FILE = {"type": "string", "format": "binary"}
 # Other fields are ignored, not refused; declaring none keeps generated forms to the real ones.
-PREDICT_FORM = {"type": "object", "required": ["file"], "additionalProperties": False, "properties": {"file": _FILE}}
+PREDICT_FORM = {"type": "object", "required": ["file"], "additionalProperties": False,
+                "properties": {"file": _FILE}}
 UPLOAD_FORM = {"type": "object", "required": ["files"], "additionalProperties": False, "properties": {
     "files": {"type": "array", "items": _FILE, "description": "Images or zip archives of class folders."},
     "label": {"type": "string", "maxLength": 64, "description": "The class of every file."}}}
@@ -107,7 +108,8 @@ ROUTES = (
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
           "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
           {200: "text/event-stream", 204: ""}, errors=(404,)),
-    Route("post", "/retrain", "Train a new model version.", {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
+    Route("post", "/retrain", "Train a new model version.",
+          {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
     Route("get", "/models", "Every version, the current one, the promotion history.", {200: schemas.Models}),
     Route("post", "/models/rollback", "Serve the version that was current before.", {200: schemas.Current},
@@ -116,7 +118,8 @@ ROUTES = (
           {200: schemas.Current}, role="operator", errors=(400, 404, 408, 409, 413, 415, 422, 503),
           body=PromoteRequest),
     Route("get", "/audit", "Audited actions, newest first.", {200: schemas.AuditEvents}, role="operator",
-          errors=(400,), query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}),
+          errors=(400,),
+          query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}),
     Route("get", "/metrics", "Prometheus metrics.", {200: "text/plain"}),
     Route("get", "/openapi.json", "This document.", {200: "application/json"}),
 )
@@ -128,19 +131,22 @@ _MODELS: tuple[type[BaseModel], ...] = (ErrorBody, *{m for r in ROUTES for m in 
 
 
 def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
-    keys, top = models_json_schema(
-        [(m, "validation" if m in (TrainOptions, NoBody, PromoteRequest) else "serialization") for m in _MODELS],
-        ref_template="#/components/schemas/{model}")
+    modes: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (m, "validation" if m in (TrainOptions, NoBody, PromoteRequest) else "serialization")
+        for m in _MODELS]
+    keys, top = models_json_schema(modes, ref_template="#/components/schemas/{model}")
     return {model: ref for (model, _), ref in keys.items()}, top.get("$defs", {})
 
 
-def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any], description: str) -> dict[str, Any]:
+def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any],
+            description: str) -> dict[str, Any]:
     if what == "":
         return {"description": description}  # no body
     if isinstance(what, str):
         return {"description": description,
                 "content": {media: {"schema": {"type": "string"}} for media in what.split(",")}}
-    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": refs[what]}}}
+    answer: dict[str, Any] = {"description": description,
+                              "content": {"application/json": {"schema": refs[what]}}}
     if status in (429, 503) and what is ErrorBody:
         answer["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1},
                                              "description": "Seconds to wait before retrying."}}
@@ -162,10 +168,13 @@ def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) ->
     if parameters:
         operation["parameters"] = parameters
     if isinstance(route.body, dict):
-        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": route.body}}}
+        operation["requestBody"] = {"required": True,
+                                    "content": {"multipart/form-data": {"schema": route.body}}}
     elif route.body is not None:
-        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": refs[route.body]}}}
-    responses = {str(status): _answer(status, what, refs, "Success." if status < 300 else ERRORS.get(status, ""))
+        operation["requestBody"] = {"required": False,
+                                    "content": {"application/json": {"schema": refs[route.body]}}}
+    responses = {str(status): _answer(status, what, refs,
+                                      "Success." if status < 300 else ERRORS.get(status, ""))
                  for status, what in route.ok.items()}
     for status in sorted({*route.errors, *(_AUTH if needs_token else ()), *_ALWAYS} - set(route.ok)):
         responses[str(status)] = _answer(status, ErrorBody, refs, ERRORS[status])
@@ -184,11 +193,13 @@ def build(settings: GatewaySettings) -> dict[str, Any]:
         "info": {"title": "DermaScan", "version": "1",
                  "description": "Skin-lesion classification, uploads, retraining and model promotion. Every "
                                 "error is `{\"error\": {\"code\", \"message\", \"retryable\"}}`. Roles: "
-                                "`predict` < `contribute` < `operator`; `x-role` names the one a route needs."},
+                                "`predict` < `contribute` < `operator`; `x-role` names the one a route "
+                                "needs."},
         "paths": paths,
         "components": {"schemas": components,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "An API token (`python -m gateway token`)."}}},
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "An API token (`python -m gateway token`)."}}},
     }
 
 

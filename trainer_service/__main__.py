@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             settings, lambda bus, store,
             registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood or refit", file=sys.stderr)
+    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood or refit",
+          file=sys.stderr)
     return 2
 
 
