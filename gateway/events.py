@@ -7,12 +7,14 @@ gateway can serve any job's stream: the record is in the store. A comment line e
 `KEEPALIVE_S` keeps proxies from closing a quiet stream; a store that stops answering for a while
 is an `event: waiting`, not the end of the stream. A browser's EventSource reconnects to a stream
 that ended; when it says (`Last-Event-ID`) that it already has the final record, the answer is
-`204 No Content`, which tells it to stop.
+`204 No Content`, which tells it to stop. When the gateway shuts down every open stream ends at
+once (`event: closing`), so an open page never holds up a drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -24,6 +26,18 @@ from shared.jobs import Job
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
+#: Set when the application shuts down: every stream ends.
+CLOSING = web.AppKey("events_closing", asyncio.Event)
+
+
+def setup(app: web.Application) -> None:
+    """Give `app` the shutdown signal its event streams follow."""
+    app[CLOSING] = asyncio.Event()
+
+    async def close_streams(app: web.Application) -> None:
+        app[CLOSING].set()
+
+    app.on_shutdown.append(close_streams)
 
 
 def frame(event: str, data: dict[str, object], event_id: str | None = None) -> bytes:
@@ -47,6 +61,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     loop = asyncio.get_running_loop()
+    closing = request.app[CLOSING]
     deadline = loop.time() + settings.events_max_s
     sent_at, quiet_since = None, loop.time()
     try:
@@ -62,7 +77,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 quiet_since = loop.time()
             if loop.time() > deadline:
                 break  # the client's EventSource reconnects and gets a fresh stream
-            await asyncio.sleep(settings.events_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), settings.events_poll_s)
+            if closing.is_set():
+                await response.write(frame("closing", {"job_id": job_id,
+                                                       "message": "the gateway is stopping"}))
+                break
             try:
                 job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)
             except NotFound:

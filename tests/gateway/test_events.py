@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events import frame
+from gateway.events import CLOSING, frame
 from gateway.keys import JOBS
 from shared.jobs import Job
 from tests.gateway.conftest import Client, MakeClient
@@ -91,3 +91,14 @@ async def test_a_client_that_has_the_final_record_is_told_to_stop(make_client: M
     assert again.status == 204  # what makes a browser's EventSource stop reconnecting
     older = await client.get(f"/jobs/{job.job_id}/events", headers={"Last-Event-ID": "2000-01-01T00:00:00"})
     assert older.status == 200 and "event: end" in await older.text()
+
+
+async def test_open_streams_end_when_the_gateway_shuts_down(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)
+    job = await client.app[JOBS].save(Job(kind="train", state="running"))
+    reading = asyncio.create_task(read_events(client, job.job_id))
+    await asyncio.sleep(0.3)
+    assert not reading.done()  # a running job's stream stays open...
+    client.app[CLOSING].set()  # ...until the application's on_shutdown signal
+    names = [name for name, _ in await asyncio.wait_for(reading, 5)]
+    assert names == ["job", "closing"]
