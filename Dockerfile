@@ -30,6 +30,8 @@ COPY embedded/ embedded/
 COPY data/ data/
 # The bundled model (models/base) seeds an empty registry; backbones are for training.
 COPY models/ models/
+# The model card the web UI links to (GET /model-card).
+COPY MODEL_CARD.md ./
 # var/ holds the workers' model cache, the trainer's scratch space and the embedded mode's local
 # store: writable by the user (a named volume mounted on a directory that exists in the image
 # starts with that directory's owner).
