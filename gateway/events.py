@@ -65,7 +65,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     deadline = loop.time() + settings.events_max_s
     sent_at, quiet_since = None, loop.time()
     try:
-        while True:
+        while not _left(request):
             if job.final:
                 await response.write(frame("end", _as_data(job), job.updated_at.isoformat()))
                 break
@@ -90,7 +90,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 break
             except DermaScanError as exc:
                 await response.write(frame("waiting", {"job_id": job_id, "message": exc.message}))
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the client left between our check and a write: not an error
         log.debug("the client of job %s's event stream left", job_id)
-        raise
     return response
+
+
+def _left(request: web.Request) -> bool:
+    """Whether the client closed the connection (the server does not cancel the handler then)."""
+    return request.transport is None or request.transport.is_closing()

@@ -25,6 +25,15 @@ Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 
 
+class GatewayServer(TestServer):
+    """aiohttp's test server, but serving as `python -m gateway` does: a handler whose client
+    left is not cancelled (aiohttp's `AppRunner` default; its test server cancels it), so what a
+    handler does after a disconnect is what production does."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return web.AppRunner(self.app, **{**kwargs, "handler_cancellation": False})
+
+
 @pytest.fixture
 async def make_client(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[MakeClient]:
     """Build a gateway client; `with_worker=False` leaves nobody to answer predictions,
@@ -55,7 +64,7 @@ async def make_client(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Mak
         cleanups.append(system.stop)
         await system.start()
         assert system.app is not None
-        client = Client(TestServer(system.app))
+        client = Client(GatewayServer(system.app))
         await client.start_server()
         cleanups.append(client.close)
         if with_worker:

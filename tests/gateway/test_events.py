@@ -102,3 +102,32 @@ async def test_open_streams_end_when_the_gateway_shuts_down(make_client: MakeCli
     client.app[CLOSING].set()  # ...until the application's on_shutdown signal
     names = [name for name, _ in await asyncio.wait_for(reading, 5)]
     assert names == ["job", "closing"]
+
+
+async def test_a_client_that_leaves_ends_its_stream_without_an_error(
+        make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
+    client = await make_client(with_worker=False, events_poll_s=0.02)
+    jobs = client.app[JOBS]
+    job = await jobs.save(Job(kind="train", state="running", progress={"step": 0}))
+    reads = 0
+    load = jobs.load
+
+    async def counted(job_id: str, **kwargs: Any) -> Job:
+        nonlocal reads
+        reads += 1
+        return await load(job_id, **kwargs)
+
+    jobs.load = counted  # type: ignore[method-assign]
+    response = await client.get(f"/jobs/{job.job_id}/events")
+    assert (await response.content.readline()).startswith(b"event: job")
+    response.close()  # the page went away
+    await asyncio.sleep(0.3)
+    settled = reads
+    await asyncio.sleep(0.3)
+    assert reads == settled  # the stream stopped reading the store at once, not at its next write
+    job.progress = {"step": 1}
+    await jobs.save(job)
+    await asyncio.sleep(0.3)
+    assert "internal error" not in caplog.text
+    metrics = await (await client.get("/metrics")).text()
+    assert 'route="/jobs/{job_id}/events",status="500"' not in metrics.replace('method="GET",', "")
