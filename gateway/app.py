@@ -17,6 +17,7 @@ from gateway import audit, data_views, events, health, jobs, models, status, thu
 from gateway.audit import AUDIT, AuditLog
 from gateway.auth import TOKENS, guard
 from gateway.bulk import upload_bulk
+from gateway.catalog_view import CATALOG_VIEW, CatalogView
 from gateway.errors import error_middleware
 from gateway.keys import BUS, JOBS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
 from gateway.limits import UPLOAD_BYTES, ByteBudget, encoding_middleware, server_options
@@ -75,6 +76,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         app[REGISTRY] = ModelRegistry(own_store)
         app[JOBS] = JobStore(own_store)
         app[AUDIT] = AuditLog(own_store)
+        app[CATALOG_VIEW] = CatalogView(own_store, settings.data_views_max_age_s)
         joining = asyncio.create_task(_join_broker(app))
         yield
         joining.cancel()

@@ -5,6 +5,8 @@ its records (never by the browser from raw files). Open and read-only.
   aspect ratios (width / height), from the sizes the ingest recorded;
 - samples: a few images per class, each with the URL of its server-made thumbnail
   (gateway/thumbnails.py).
+
+Both read the records through `gateway/catalog_view.py`, which reads only what changed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from collections import Counter
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from gateway.keys import STORE
-from shared.catalog import Catalog, ImageRecord, counts
+from gateway.catalog_view import CATALOG_VIEW
+from shared.catalog import ImageRecord, counts
 from shared.errors import BadRequest
 from shared.taxonomy import CLASSES
 
@@ -114,21 +116,26 @@ def parse_per_class(raw: str | None) -> int:
     return int(raw)
 
 
+def by_label(records: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
+    """label -> its records by hash, labels in taxonomy order (pure)."""
+    grouped: dict[str, list[ImageRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.label, []).append(record)
+    return {label: sorted(grouped[label], key=lambda r: r.sha256)
+            for label in _in_taxonomy_order(set(grouped))}
+
+
 async def data_summary(request: web.Request) -> web.Response:
-    records = await Catalog(request.app[STORE]).records()
-    return web.json_response(summarise(records).model_dump(mode="json"))
+    summary = await request.app[CATALOG_VIEW].derived("summary", summarise)
+    return web.json_response(summary.model_dump(mode="json"))
 
 
 async def data_samples(request: web.Request) -> web.Response:
     """The first `per_class` images of each class by hash: a fixed, unbiased pick."""
     per_class = parse_per_class(request.query.get("per_class"))
-    by_label: dict[str, list[ImageRecord]] = {}
-    for record in await Catalog(request.app[STORE]).records():
-        by_label.setdefault(record.label, []).append(record)
-    classes = []
-    for label in _in_taxonomy_order(set(by_label)):
-        chosen = sorted(by_label[label], key=lambda r: r.sha256)[:per_class]
-        classes.append(ClassSamples(label=label, count=len(by_label[label]), samples=[
-            Sample(sha256=r.sha256, split=r.split, width=r.width, height=r.height,
-                   thumbnail_url=f"/data/thumbnails/{r.sha256}") for r in chosen]))
+    grouped = await request.app[CATALOG_VIEW].derived("by_label", by_label)
+    classes = [ClassSamples(label=label, count=len(records), samples=[
+        Sample(sha256=r.sha256, split=r.split, width=r.width, height=r.height,
+               thumbnail_url=f"/data/thumbnails/{r.sha256}") for r in records[:per_class]])
+        for label, records in grouped.items()]
     return web.json_response(DataSamples(classes=classes).model_dump(mode="json"))

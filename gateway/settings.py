@@ -83,6 +83,9 @@ class GatewaySettings(CommonSettings):
         "reads the job record for changes.")
     events_max_s: float = Field(
         3600.0, gt=0, description="Longest a job's event stream stays open; the page reconnects past it.")
+    data_views_max_age_s: float = Field(
+        60.0, gt=0, description="The Data views (`GET /data/*`) read only catalog objects they have not "
+        "seen; past this age they read the whole catalog again (a batch rewritten in place).")
 
     @field_validator("operator_token", "contributor_token", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from shared.manifest import utcnow
 from shared.store import ObjectStore
 
 Split = Literal["train", "eval"]
+CATALOG_PREFIX = "catalog/"
 EVAL_EVERY = 5  # uploads without group metadata: one image in five is held out, by hash
 
 
@@ -125,15 +126,31 @@ class Catalog:
         for key in parts:
             await self.store.delete(key)
 
+    async def keys(self) -> list[str]:
+        """The catalog's objects (batches and parts), in key order: what `records` reads."""
+        return await self.store.list(CATALOG_PREFIX)
+
+    async def records_in(self, key: str) -> list[ImageRecord]:
+        """The records of one catalog object (a batch or a part); [] for one deleted since it was
+        listed (a batch that ended deletes its parts, whose records are in the batch then)."""
+        try:
+            body = await self.store.get(key)
+        except NotFound:
+            return []
+        return [ImageRecord.model_validate_json(line) for line in body.splitlines() if line.strip()]
+
     async def records(self) -> list[ImageRecord]:
         """Every catalogued image, once each (first record of a hash wins), in key order."""
-        seen: dict[str, ImageRecord] = {}
-        for key in await self.store.list("catalog/"):
-            for line in (await self.store.get(key)).splitlines():
-                if line.strip():
-                    record = ImageRecord.model_validate_json(line)
-                    seen.setdefault(record.sha256, record)
-        return list(seen.values())
+        return unique([await self.records_in(key) for key in await self.keys()])
+
+
+def unique(groups: list[list[ImageRecord]]) -> list[ImageRecord]:
+    """The records of `groups`, in order, once per image hash (the first one wins)."""
+    seen: dict[str, ImageRecord] = {}
+    for group in groups:
+        for record in group:
+            seen.setdefault(record.sha256, record)
+    return list(seen.values())
 
 
 def counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:

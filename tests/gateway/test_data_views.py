@@ -59,6 +59,33 @@ async def test_the_summary_counts_the_catalog_per_split_and_class(
     assert {(s["width"], s["height"]) for s in body["common_sizes"]} == sizes
 
 
+async def test_the_data_views_read_each_catalog_object_once_and_see_new_images_at_once(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    await catalogue(client, picked(fixture_images))
+    store = client.app[STORE]
+    reads: list[str] = []
+    get = store.get
+
+    async def counted(key: str) -> bytes:
+        reads.append(key)
+        return await get(key)
+
+    store.get = counted  # type: ignore[method-assign]
+    for path in ("/data/summary", "/data/samples", "/data/summary", "/data/samples?per_class=3"):
+        assert (await client.get(path)).status == 200
+    assert reads == ["catalog/upload/batch1.jsonl"]  # one read for four requests
+    data = fixture_images["melanocytic_nevi"][3].read_bytes()  # one more image, its batch still open
+    sha = hashlib.sha256(data).hexdigest()
+    await Catalog(store).add_image(ImageRecord(
+        sha256=sha, label="melanocytic_nevi", key=image_key("melanocytic_nevi", sha, "jpeg"), split="train",
+        source="upload", job_id="open"), data)
+    reads.clear()
+    body = await (await client.get("/data/summary")).json()
+    assert body["total"] == 8  # the new image counts in the next answer, and only its part is read
+    assert [key for key in reads if key.startswith("catalog/")] == [f"catalog/upload/open.parts/{sha}.json"]
+
+
 def test_histograms_put_each_image_in_its_bin_and_count_unknown_sizes() -> None:
     def record(n: int, width: int, height: int) -> ImageRecord:
         return ImageRecord(sha256=f"{n:064x}", label="melanoma", key=f"images/melanoma/{n}.jpg",

@@ -45,3 +45,15 @@ async def test_a_hash_record_without_a_catalogued_image_is_no_duplicate(tmp_path
     assert await Catalog(store).find(orphan.sha256) is None
     await Catalog(store).add_image(orphan, b"x")
     assert await Catalog(store).find(orphan.sha256) == orphan
+
+
+async def test_a_batch_ending_while_the_catalog_is_read_loses_no_record_and_raises_nothing(
+        tmp_path: Path) -> None:
+    store = await open_store(tmp_path.as_uri())
+    catalog = Catalog(store)
+    for n in range(3):
+        await catalog.add_image(record(n), b"jpeg bytes")
+    listed = await catalog.keys()  # the parts, listed by a reader...
+    await catalog.write_batch("upload", "job1")  # ...which the batch's end deletes before it reads them
+    assert [await catalog.records_in(key) for key in listed] == [[], [], []]
+    assert len(await catalog.records()) == 3
