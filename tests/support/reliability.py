@@ -44,7 +44,9 @@ KNOWN_GAPS = [
     "message finds it final and the accepted images are never stored. `RabbitMQ cut during an upload` "
     "runs with the default and a 3 s outage; with `DERMASCAN_JOB_STALE_S=4` it loses the upload.",
     "A distributed gateway that crashes between taking the training claim and publishing the job leaves the "
-    "claim held until `DERMASCAN_JOB_STALE_S`.",
+    "claim held by a `queued` job, and only a `running` job goes stale: every later `/retrain` is 409 until "
+    "someone fails that job (the embedded mode's start-up recovery does; nothing does in the distributed "
+    "mode).",
     "An ingest job whose store stays down through every attempt cannot save its failed record.",
 ]
 COLUMNS = ("scenario", "sent", "answered", "answers by kind", "accepted uploads", "lost", "hung", "seconds",
@@ -250,5 +252,7 @@ def write_doc(command: str, path: Path = DOC) -> bool:
         return False
     previous = path.read_text() if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(command, previous))
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # renamed over it: never a torn file
+    partial.write_text(render(command, previous))
+    partial.replace(path)
     return True
