@@ -142,6 +142,7 @@ def create_app(
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_resources(bus, store))
     events.setup(app)
+    app[thumbnails.THUMBNAILS] = thumbnails.Thumbnails()
     app.router.add_get("/", ui.index)
     app.router.add_get("/static/{name}", ui.asset)
     app.router.add_get("/model-card", ui.model_card)

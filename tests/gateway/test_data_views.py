@@ -3,16 +3,21 @@ computed by the gateway from the stored catalog."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from gateway import thumbnails
 from gateway.data_views import summarise
 from gateway.keys import STORE
+from gateway.thumbnails import make_thumbnail
 from shared.catalog import Catalog, ImageRecord, counts, image_key, split_for
+from shared.store.base import StoreUnavailable
 from tests.gateway.conftest import MakeClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -136,3 +141,38 @@ async def test_bad_data_requests_are_4xx_with_a_reason(make_client: MakeClient, 
     response = await client.get(path)
     assert response.status == status
     assert (await response.json())["error"]["code"] == code
+
+
+async def test_a_thumbnail_asked_for_many_times_at_once_is_made_once(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await make_client(with_worker=False)
+    record = (await catalogue(client, picked(fixture_images)))[0]
+    made: list[int] = []
+
+    def counted(data: bytes, side: int = thumbnails.SIDE) -> bytes:
+        made.append(len(data))
+        return make_thumbnail(data, side)
+
+    monkeypatch.setattr(thumbnails, "make_thumbnail", counted)
+    answers = await asyncio.gather(*[client.get(f"/data/thumbnails/{record.sha256}") for _ in range(8)])
+    assert [a.status for a in answers] == [200] * 8
+    assert len({await a.read() for a in answers}) == 1
+    assert len(made) == 1  # one decode of the full-size image, however many asked at once
+
+
+async def test_a_thumbnail_the_store_cannot_keep_is_still_answered(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    record = (await catalogue(client, picked(fixture_images)))[0]
+    store = client.app[STORE]
+    put = store.put
+
+    async def refusing(key: str, data: bytes, **kwargs: Any) -> None:
+        if key.startswith("thumbnails/"):
+            raise StoreUnavailable("the store refused the write")
+        await put(key, data, **kwargs)
+
+    store.put = refusing  # type: ignore[method-assign]
+    response = await client.get(f"/data/thumbnails/{record.sha256}")
+    assert response.status == 200 and response.content_type == "image/jpeg"  # made again next time
