@@ -25,6 +25,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.openapi import VERSION_PATTERN, openapi
 from gateway.origins import cors_middleware, origin_middleware
 from gateway.predict import IN_FLIGHT, InFlight, predict
+from gateway.queue_watch import QUEUE_WATCH, QueueWatch
 from gateway.ratelimit import RATE_LIMITS, RateLimits
 from gateway.settings import GatewaySettings
 from gateway.tokens import Role, TokenBook
@@ -55,11 +56,9 @@ async def _join_broker(app: web.Application) -> None:
             log.warning("joining the broker failed (%s); retrying", exc)
             await asyncio.sleep(0.5)
     metrics = app[METRICS]
-    queues = [queue.name for queue in topology.queues]
     while True:
-        for queue in queues:
-            with contextlib.suppress(Exception):
-                stats = await bus.queue_stats(queue)
+        for queue, stats in (await app[QUEUE_WATCH].sample()).items():
+            if stats is not None:
                 metrics.queue_depth.labels(queue).set(stats.messages)
                 metrics.queue_consumers.labels(queue).set(stats.consumers)
         metrics.workers.set(len(app[WORKERS].live()))
@@ -77,6 +76,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         app[JOBS] = JobStore(own_store)
         app[AUDIT] = AuditLog(own_store)
         app[CATALOG_VIEW] = CatalogView(own_store, settings.data_views_max_age_s)
+        app[QUEUE_WATCH] = QueueWatch(own_bus, [queue.name for queue in Topology.of(settings).queues])
         joining = asyncio.create_task(_join_broker(app))
         yield
         joining.cancel()

@@ -2,8 +2,8 @@
 
 Uptime of the gateway and of each live worker (from their heartbeats), the broker and the store,
 every queue's depth and consumers (the ingest and trainer services show as the consumers of
-their queues), the taxonomy against what the current model predicts, and the Grafana link
-when one is configured.
+their queues; sampled at most once a second, gateway/queue_watch.py), the taxonomy against what
+the current model predicts, and the Grafana link when one is configured.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from gateway.keys import BUS, REGISTRY, SETTINGS, STORE, WORKERS, uptime_s
+from gateway.queue_watch import QUEUE_WATCH
 from shared.errors import DermaScanError
 from shared.taxonomy import CLASSES
 
@@ -61,19 +62,14 @@ class Status(BaseModel):
 
 
 async def _queues(request: web.Request) -> list[QueueSeen]:
-    app = request.app
-    settings = app[SETTINGS]
+    settings = request.app[SETTINGS]
+    sampled = await request.app[QUEUE_WATCH].sample()
     seen = []
     for role, name in (("predict", settings.predict_queue), ("ingest", settings.ingest_queue),
                        ("train", settings.train_queue)):
-        messages = consumers = None
-        if app[BUS].connected:
-            try:
-                stats = await asyncio.wait_for(app[BUS].queue_stats(name), 2)
-                messages, consumers = stats.messages, stats.consumers
-            except (DermaScanError, TimeoutError):
-                pass
-        seen.append(QueueSeen(name=name, role=role, messages=messages, consumers=consumers))
+        stats = sampled.get(name)
+        seen.append(QueueSeen(name=name, role=role, messages=stats.messages if stats else None,
+                              consumers=stats.consumers if stats else None))
     return seen
 
 

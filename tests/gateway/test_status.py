@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from gateway.keys import BUS
 from gateway.settings import GatewaySettings
+from shared.bus import QueueStats
 from shared.taxonomy import CLASSES
 from tests.gateway.conftest import MakeClient
 
@@ -39,3 +43,20 @@ async def test_without_workers_the_status_is_degraded_and_says_so(make_client: M
 def test_the_grafana_link_must_be_an_http_url(url: str) -> None:
     with pytest.raises(ValueError, match="not an http"):
         GatewaySettings(grafana_url=url)
+
+
+async def test_the_queues_are_asked_about_once_however_often_status_is_read(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)
+    bus = client.app[BUS]
+    asked: list[str] = []
+    queue_stats = bus.queue_stats
+
+    async def counted(queue: str) -> QueueStats:
+        asked.append(queue)
+        return await queue_stats(queue)
+
+    bus.queue_stats = counted  # type: ignore[method-assign]
+    bodies = await asyncio.gather(*[client.get("/status") for _ in range(10)])
+    assert [b.status for b in bodies] == [200] * 10
+    assert len(asked) <= 2 * 3  # one sample of the three queues serves every request of a second
+    assert all(q["consumers"] is not None for q in (await bodies[0].json())["queues"])
