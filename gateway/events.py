@@ -8,7 +8,8 @@ gateway can serve any job's stream: the record is in the store. A comment line e
 is an `event: waiting`, not the end of the stream. A browser's EventSource reconnects to a stream
 that ended; when it says (`Last-Event-ID`) that it already has the final record, the answer is
 `204 No Content`, which tells it to stop. When the gateway shuts down every open stream ends at
-once (`event: closing`), so an open page never holds up a drain.
+once (`event: closing`), so an open page never holds up a drain. At most
+`DERMASCAN_EVENTS_MAX_STREAMS` are open at once (then 429: the page polls the job instead).
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ import logging
 from aiohttp import web
 
 from gateway.keys import JOBS, SETTINGS
-from shared.errors import DermaScanError, NotFound
+from shared.errors import DermaScanError, NotFound, Overloaded
 from shared.jobs import Job
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
 #: Set when the application shuts down: every stream ends.
 CLOSING = web.AppKey("events_closing", asyncio.Event)
+#: The streams open now, by job id (one entry per stream).
+OPEN = web.AppKey("events_open", list[str])
 
 
 def setup(app: web.Application) -> None:
-    """Give `app` the shutdown signal its event streams follow."""
+    """Give `app` the shutdown signal its event streams follow, and their count."""
     app[CLOSING] = asyncio.Event()
+    app[OPEN] = []
 
     async def close_streams(app: web.Application) -> None:
         app[CLOSING].set()
@@ -57,6 +61,20 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)  # NotFound: a plain 404
     if job.final and request.headers.get("Last-Event-ID") == job.updated_at.isoformat():
         return web.Response(status=204)
+    streams = request.app[OPEN]
+    if len(streams) >= settings.events_max_streams:
+        raise Overloaded(f"this gateway has {len(streams)} event streams open, its most; follow the job with "
+                         f"GET /jobs/{job_id} instead", code="too_many_streams")
+    streams.append(job_id)
+    try:
+        return await _stream(request, job)
+    finally:
+        streams.remove(job_id)
+
+
+async def _stream(request: web.Request, job: Job) -> web.StreamResponse:
+    jobs, settings = request.app[JOBS], request.app[SETTINGS]
+    job_id = job.job_id
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)

@@ -107,7 +107,7 @@ ROUTES = (
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
           "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
-          {200: "text/event-stream", 204: ""}, errors=(404,)),
+          {200: "text/event-stream", 204: ""}, errors=(404, 429, 503)),
     Route("post", "/retrain", "Train a new model version.",
           {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),

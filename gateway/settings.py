@@ -83,6 +83,9 @@ class GatewaySettings(CommonSettings):
         "reads the job record for changes.")
     events_max_s: float = Field(
         3600.0, gt=0, description="Longest a job's event stream stays open; the page reconnects past it.")
+    events_max_streams: int = Field(
+        256, ge=1, description="Job event streams one gateway keeps open at once (each reads its job record "
+        "every `DERMASCAN_EVENTS_POLL_S`); past it: 429, and the page polls `GET /jobs/{id}` instead.")
     data_views_max_age_s: float = Field(
         60.0, gt=0, description="The Data views (`GET /data/*`) read only catalog objects they have not "
         "seen; past this age they read the whole catalog again (a batch rewritten in place).")

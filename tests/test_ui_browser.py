@@ -278,3 +278,20 @@ def test_sections_at_1280_and_at_phone_width_fit_and_are_photographed(ui: Page, 
                 save(page, shots, section, width)
     assert all((shots / f"{s}-{w}.png").stat().st_size < 400_000 for s in SECTIONS for w in (1280, 390))
     ui.clean()
+
+
+def test_an_upload_is_followed_to_its_outcome_when_the_event_stream_is_refused(ui: Page) -> None:
+    page = ui.page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    seen = len(ui.problems)
+    # a gateway with its most event streams open answers 429 (gateway/events.py): the page polls
+    page.route("**/events", lambda route: route.fulfill(status=429, content_type="application/json",
+                                                        body='{"error": {"code": "too_many_streams"}}'))
+    try:
+        page.set_input_files("#upload-files", [str(UPLOADS / "melanoma_0001.jpg")])  # stored above
+        page.click("#upload-button")
+        summary = page.wait_for_selector("#upload-summary >> text=1 duplicate", timeout=30_000)
+        assert summary is not None and summary.inner_text().startswith("succeeded")
+    finally:
+        page.unroute("**/events")
+    assert [p for p in ui.problems[seen:] if "/events" not in p and "(Too Many Requests)" not in p] == []

@@ -1,6 +1,6 @@
 // The DermaScan page: Status, Predict, Bulk upload and Data (Retraining: training.js), all from
 // the public JSON API. Server text goes in as text only (dom.js).
-import { byId, duration, el, errorLine, followJob, getJSON, initToken, pct, refused, stack, tokenFor, words } from "./dom.js";
+import { FINAL_STATES, byId, duration, el, errorLine, followJob, getJSON, initToken, pct, refused, stack, tokenFor, words } from "./dom.js";
 import { groupedBars, histogram, legend } from "./charts.js";
 import { initTraining } from "./training.js";
 
@@ -207,7 +207,7 @@ function send(form, token, rows, onSent) {
 
 function describeUpload(job, rows) {
   const p = job.progress || {};
-  const done = p.done || 0, final = ["succeeded", "failed", "rejected"].includes(job.state);
+  const done = p.done || 0, final = FINAL_STATES.has(job.state);
   const files = (job.result && job.result.files) || [];  // outcomes so far, also while running
   const byIndex = new Map(files.map((f) => [f.index, f]));
   rows.forEach((r, i) => {

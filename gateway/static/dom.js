@@ -14,6 +14,8 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 export const byId = (id) => document.getElementById(id);
+// The states a job ends in (shared/jobs.py FINAL_STATES).
+export const FINAL_STATES = new Set(["succeeded", "failed", "rejected"]);
 // Each body cell of `table` labelled with its column's heading (data-th): on a phone the rows are
 // shown as stacked cards that name each value (app.css), so no table is wider than the screen.
 export function stack(table) {
@@ -115,19 +117,37 @@ export async function withToken(url, options, needs, status) {
 // A job's record as it changes, from the gateway's server-sent events; `onJob` is called with
 // each, and the promise resolves with the final one. The gateway ends the stream after the final
 // record and answers the EventSource's reconnection (which names the last event it got) with 204,
-// which closes it for good: closing it here instead would abort a request in flight.
+// which closes it for good: closing it here instead would abort a request in flight. A stream the
+// gateway refused (429: too many open) or that failed for good is followed by polling the job.
 export function followJob(jobId, onJob) {
   return new Promise((resolve) => {
-    const source = new EventSource(`/jobs/${encodeURIComponent(jobId)}/events`);
+    const url = `/jobs/${encodeURIComponent(jobId)}`;
+    const source = new EventSource(`${url}/events`);
     let ended = false;
-    source.addEventListener("job", (event) => onJob(JSON.parse(event.data), false));
-    source.addEventListener("end", (event) => {
+    const finish = (job) => {
       if (ended) return;
       ended = true;
-      const job = JSON.parse(event.data);
-      onJob(job, true);
+      if (job) onJob(job, true);
       resolve(job);
+    };
+    source.addEventListener("job", (event) => onJob(JSON.parse(event.data), false));
+    source.addEventListener("end", (event) => finish(JSON.parse(event.data)));
+    source.addEventListener("gone", () => finish(null));
+    source.addEventListener("error", () => {
+      if (ended || source.readyState !== EventSource.CLOSED) return;  // CONNECTING: it retries itself
+      const poll = async () => {
+        try {
+          const response = await fetch(url);
+          if (response.status === 404) return finish(null);
+          if (response.ok) {
+            const job = await response.json();
+            if (FINAL_STATES.has(job.state)) return finish(job);
+            onJob(job, false);
+          }
+        } catch (err) { /* the gateway is away for a moment: ask again */ }
+        setTimeout(poll, 1000);
+      };
+      poll();
     });
-    source.addEventListener("gone", () => { ended = true; resolve(null); });
   });
 }

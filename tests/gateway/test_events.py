@@ -131,3 +131,24 @@ async def test_a_client_that_leaves_ends_its_stream_without_an_error(
     assert "internal error" not in caplog.text
     metrics = await (await client.get("/metrics")).text()
     assert 'route="/jobs/{job_id}/events",status="500"' not in metrics.replace('method="GET",', "")
+
+
+async def test_past_the_most_open_streams_a_stream_is_a_429_and_a_closed_one_frees_its_place(
+        make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, events_max_streams=1, events_poll_s=0.02)
+    job = await client.app[JOBS].save(Job(kind="train", state="running"))
+    first = await client.get(f"/jobs/{job.job_id}/events")
+    assert first.status == 200
+    refused = await client.get(f"/jobs/{job.job_id}/events")
+    assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+    body = await refused.json()
+    assert body["error"]["code"] == "too_many_streams"
+    assert f"GET /jobs/{job.job_id}" in body["error"]["message"]
+    first.close()
+    for _ in range(50):  # the stream notices its client left within a poll
+        again = await client.get(f"/jobs/{job.job_id}/events")
+        if again.status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert again.status == 200
+    again.close()
