@@ -7,6 +7,7 @@ system.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -37,14 +38,16 @@ async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise NotFound(f"no UI file {name[:80]!r}", code="no_such_file")
-    return web.Response(body=(STATIC / name).read_bytes(), content_type=ASSETS[name],
+    body = await asyncio.to_thread((STATIC / name).read_bytes)  # off the loop, as every file read
+    return web.Response(body=body, content_type=ASSETS[name],
                         charset="utf-8" if ASSETS[name].startswith("text/") else None, headers=_NO_STORE)
 
 
 async def model_card(_: web.Request) -> web.Response:
     """MODEL_CARD.md as plain text (the repository's copy); 404 where it was not installed."""
-    if not MODEL_CARD.is_file():
+    try:
+        text = await asyncio.to_thread(MODEL_CARD.read_text, encoding="utf-8")
+    except FileNotFoundError:
         raise NotFound("the model card is not installed here; it is MODEL_CARD.md in the repository",
-                       code="no_model_card")
-    return web.Response(text=MODEL_CARD.read_text(encoding="utf-8"), content_type="text/plain",
-                        charset="utf-8")
+                       code="no_model_card") from None
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
