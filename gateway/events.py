@@ -106,8 +106,10 @@ async def _stream(request: web.Request, job: Job) -> web.StreamResponse:
             except NotFound:
                 await response.write(frame("gone", {"job_id": job_id, "message": "the job record is gone"}))
                 break
-            except DermaScanError as exc:
-                await response.write(frame("waiting", {"job_id": job_id, "message": exc.message}))
+            except DermaScanError as exc:  # its text may quote an exception: logged, not sent
+                log.warning("job %s's event stream cannot read the record: %s", job_id, exc.message[:500])
+                await response.write(frame("waiting", {"job_id": job_id, "message": "the job record is "
+                                                       "unavailable right now; the stream goes on"}))
     except ConnectionResetError:  # the client left between our check and a write: not an error
         log.debug("the client of job %s's event stream left", job_id)
     return response

@@ -11,7 +11,9 @@ import pytest
 
 from gateway.events import CLOSING, frame
 from gateway.keys import JOBS
+from shared.errors import NotFound
 from shared.jobs import Job
+from shared.store import StoreUnavailable
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form
 from tests.support.tokens import CONTRIBUTOR
@@ -152,3 +154,26 @@ async def test_past_the_most_open_streams_a_stream_is_a_429_and_a_closed_one_fre
         await asyncio.sleep(0.05)
     assert again.status == 200
     again.close()
+
+
+async def test_a_store_outage_mid_stream_is_waiting_in_words_of_ours(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, events_poll_s=0.02)
+    jobs = client.app[JOBS]
+    job = await jobs.save(Job(kind="train", state="running"))
+    load = jobs.load
+    calls = 0
+
+    async def failing(job_id: str, **kwargs: Any) -> Job:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first poll after the stream started
+            raise StoreUnavailable("Could not connect to the endpoint URL: http://10.0.0.7:9000/private")
+        if calls == 3:
+            raise NotFound("the job is gone")  # ends the stream after the outage was reported
+        return await load(job_id, **kwargs)
+
+    jobs.load = failing  # type: ignore[method-assign]
+    events = await asyncio.wait_for(read_events(client, job.job_id), 10)
+    assert [name for name, _ in events] == ["job", "waiting", "gone"]
+    waiting = events[1][1]
+    assert "10.0.0.7" not in waiting["message"] and "unavailable" in waiting["message"]
