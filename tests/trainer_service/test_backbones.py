@@ -1,12 +1,16 @@
-"""The Keras EfficientNet-Lite0 port: architecture, PyTorch weight mapping, committed weights.
+"""The Keras EfficientNet-Lite0/1/2 port: architecture, PyTorch weight mapping, committed weights.
 
 The mapping is tested without torch: a fake state dict of numpy arrays with the reference's key
-names and PyTorch layouts goes through `lite0_arrays_from_torch`, and the Keras layers must then
-compute what PyTorch's cross-correlation with TF "same" padding computes.
+names and PyTorch layouts goes through `lite_arrays_from_torch`, and the Keras layers must then
+compute what PyTorch's cross-correlation with TF "same" padding computes. For Lite1 and Lite2
+the keys and shapes are the reference's own (tests/fixtures/efficientnet_lite_reference_shapes.json,
+dumped from `efficientnet-lite-pytorch` 0.1.0's `EfficientNet.from_name("efficientnet-lite<N>")`
+state dict in the conversion venv).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -17,11 +21,15 @@ from trainer_service.backbones import (
     LITE0_WEIGHTS,
     assign_weights,
     build_backbone,
+    efficientnet_lite,
     efficientnet_lite0,
-    lite0_arrays_from_torch,
+    lite_arrays_from_torch,
     load_weights_npz,
     save_weights_npz,
+    weights_file,
 )
+
+REFERENCE_SHAPES = Path(__file__).resolve().parent.parent / "fixtures/efficientnet_lite_reference_shapes.json"
 
 # The reference's per-stage (repeats, kernel, expand, in, out) for Lite0, written out by hand
 # from efficientnet_lite_builder.py so the test does not reuse the code under test.
@@ -87,7 +95,7 @@ def torch_conv_same(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
 
 def test_fake_torch_state_maps_onto_every_keras_weight() -> None:
     state = fake_state_dict(np.random.default_rng(0))
-    arrays = lite0_arrays_from_torch(state)
+    arrays = lite_arrays_from_torch(state)
     model = with_fc(efficientnet_lite0((32, 32)))
     assign_weights(model, arrays)  # raises on any missing key or wrong shape
     assert len(arrays) == len(state) == len(model.weights)
@@ -100,7 +108,7 @@ def test_fake_torch_state_maps_onto_every_keras_weight() -> None:
 def test_mapped_convolutions_compute_what_pytorch_computes() -> None:
     state = fake_state_dict(np.random.default_rng(1))
     model = efficientnet_lite0((15, 17))  # odd sizes exercise the asymmetric "same" padding
-    assign_weights(model, lite0_arrays_from_torch(state))
+    assign_weights(model, lite_arrays_from_torch(state))
     x = np.random.default_rng(2).uniform(-1, 1, (2, 15, 17, 3)).astype(np.float32)
 
     stem = model.get_layer("stem_conv")
@@ -145,7 +153,7 @@ def test_npz_round_trip_and_missing_weights_rejected(tmp_path: Path) -> None:
 
 
 def test_committed_imagenet_backbone_loads_and_is_not_random() -> None:
-    assert LITE0_WEIGHTS.is_file(), "run tools/convert_lite0.py"
+    assert LITE0_WEIGHTS.is_file(), "run tools/convert_efficientnet_lite.py --variant lite0"
     pretrained = build_backbone("efficientnet_lite0", (64, 64))
     stem = pretrained.get_layer("stem_bn").moving_variance.numpy()
     assert not np.allclose(stem, 1.0)  # fresh BatchNorm has variance 1
@@ -169,3 +177,69 @@ def test_mobilenet_v2_option_builds_offline_without_weights(tmp_path: Path) -> N
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def reference_state(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random arrays under every key of the reference's state dict of `name`, at its shapes."""
+    shapes = json.loads(REFERENCE_SHAPES.read_text())[name]
+    return {key: (rng.uniform(0.5, 1.5, shape) if key.endswith("running_var")  # variances are positive
+                  else rng.normal(0, 0.1, shape)).astype(np.float32) for key, shape in shapes.items()}
+
+
+# From the reference in the conversion venv: sum(p.numel() for p in model.parameters()) of
+# EfficientNet.from_name("efficientnet-lite1" / "-lite2"), 1000-class classifier included; the
+# headless Keras count adds the BatchNorm running statistics (53,664 / 58,096), which Keras counts
+# as weights, and drops the classifier's 1,281,000.
+REFERENCE_PARAMS = {"efficientnet_lite1": (5_416_680, 4_189_344),
+                    "efficientnet_lite2": (6_092_072, 4_869_168)}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_lite1_and_lite2_ports_take_every_reference_weight(name: str) -> None:
+    state = reference_state(name, np.random.default_rng(0))
+    model = with_fc(efficientnet_lite(name, (64, 64)))
+    assign_weights(model, lite_arrays_from_torch(state, name))  # raises on a missing key or wrong shape
+    assert len(model.weights) == len(state)
+    reference_params, headless = REFERENCE_PARAMS[name]
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == reference_params
+    assert efficientnet_lite(name).count_params() == headless
+    np.testing.assert_array_equal(model.get_layer("block20_project_bn").moving_mean.numpy(),
+                                  state["_blocks.20._bn2.running_mean"])
+    x = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    assert np.isfinite(model(x).numpy()).all()
+
+
+def test_lite2_weights_are_found_where_the_converter_writes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer_service.backbones as backbones
+
+    monkeypatch.setattr(backbones, "_BACKBONE_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="convert_efficientnet_lite.py --variant lite2"):
+        build_backbone("efficientnet_lite2", (32, 32))
+    written = efficientnet_lite("efficientnet_lite2", (32, 32))
+    save_weights_npz(written, weights_file("efficientnet_lite2"), dtype=np.float16)
+    loaded = build_backbone("efficientnet_lite2", (32, 32))
+    assert loaded.output_shape == (None, 1, 1, 1280)
+    np.testing.assert_array_equal(loaded.get_layer("block20_dw_conv").kernel.numpy(),
+                                  written.get_layer("block20_dw_conv").kernel.numpy().astype(np.float16))
+
+
+def test_float16_weight_files_upcast_on_load(tmp_path: Path) -> None:
+    source = efficientnet_lite("efficientnet_lite1", (32, 32))
+    save_weights_npz(source, tmp_path / "w16.npz", dtype=np.float16)
+    with np.load(tmp_path / "w16.npz") as arrays:
+        assert {arrays[k].dtype for k in arrays.files} == {np.dtype(np.float16)}
+    target = efficientnet_lite("efficientnet_lite1", (32, 32))
+    load_weights_npz(target, tmp_path / "w16.npz")
+    kernel = target.get_layer("block7_expand_conv").kernel
+    assert kernel.dtype == "float32"
+    expected = source.get_layer("block7_expand_conv").kernel.numpy().astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(kernel.numpy(), expected)
+
+
+def test_the_trainer_accepts_the_lite_backbones() -> None:
+    from trainer_service.cli import train_parser
+
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        args = train_parser().parse_args(["data", "--out", "o", "--backbone", name])
+        assert args.backbone == name
