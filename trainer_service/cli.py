@@ -38,7 +38,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="version name in the manifest")
     p.add_argument("--parent-version", default=None)
     p.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0",
-                   help="efficientnet_lite0 (committed ImageNet weights, offline) or mobilenet_v2 "
+                   help="efficientnet_lite0 (committed ImageNet weights, offline), efficientnet_lite1 "
+                        "or efficientnet_lite2 (ImageNet weights converted locally first: "
+                        "models/backbones/NOTICE.md) or mobilenet_v2 "
                         "(Keras ImageNet weights, downloaded on first use: needs network)")
     p.add_argument("--random-init", action="store_true", help="do not load pretrained backbone weights")
     p.add_argument("--input-size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
