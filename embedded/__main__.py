@@ -127,10 +127,14 @@ async def serve() -> None:
         await recover(store, bus, gateway_settings.ingest_queue)
         await seed(store, embedded.seed_dataset)
         async with system.running():
-            await web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port).start()
+            site = web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port)
+            await site.start()
             log.info("DermaScan (embedded) on http://%s:%d/", gateway_settings.http_host,
                      gateway_settings.http_port)
             await wait_for_shutdown()
+            # stop taking requests before the services drain: one that came in while the worker
+            # drained would wait out the predict timeout for a 504
+            await site.stop()
     finally:
         await runner.cleanup()
         await bus.close()
