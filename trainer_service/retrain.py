@@ -290,7 +290,7 @@ async def fit_candidate(store: ObjectStore, current: CurrentModel, data: Catalog
             for subset in (data.fit, data.validation, data.held)]
     recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
                     steps_per_epoch=max(1, len(data.fit) // Recipe.batch_size),
-                    first_trainable=(Recipe.first_trainable if parent.backbone == "efficientnet_lite0"
+                    first_trainable=(Recipe.first_trainable if parent.backbone.startswith("efficientnet_lite")
                                      else None))
     await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log,
                             admissible=admissible(classes))
