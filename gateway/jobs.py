@@ -14,7 +14,9 @@ from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """The job; a running job that stopped reporting is answered (and saved) as failed."""
+    """The job; a running job that stopped reporting is answered (and saved) as failed
+    `worker_lost` (`JobStore.load`). An ingest job may go on from there: its service resumes it
+    when the job's message comes again, so a poller can see `failed` then `running` again."""
     job = await request.app[JOBS].load(request.match_info["job_id"],
                                        stale_after_s=request.app[SETTINGS].job_stale_s)
     return web.json_response(job.model_dump(mode="json"))

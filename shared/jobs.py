@@ -33,6 +33,10 @@ FileStatus = Literal["stored", "duplicate", "rejected"]
 #: One record per claim of "the training job", numbered; the newest is the claim in force.
 TRAINING_CLAIMS = "jobs/training-claims/"
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
+#: The error code of a running job an observer (`JobStore.load`) failed because it went silent:
+#: a guess that its service is gone, not that service's verdict. An ingest service delivered the
+#: job's message again resumes it (`Job.resume`); a trainer does not (`JobStore.load`).
+WORKER_LOST = "worker_lost"
 _CLAIM_TRIES = 50
 
 
@@ -130,10 +134,25 @@ class Job(BaseModel):
         """Append a timestamped log line."""
         self.log.append(f"{time.strftime('%H:%M:%S')} {line}")
 
-    def fail(self, code: str, message: str, status: int = 500) -> None:
+    @property
+    def lost(self) -> bool:
+        """Failed by an observer as `worker_lost` (silent too long), not by its own service."""
+        return self.state == "failed" and self.error is not None and self.error.code == WORKER_LOST
+
+    def fail(self, code: str, message: str, status: int = 500, *, retryable: bool = False) -> None:
         """Make the job failed with `code` and `message`, and say so in its log."""
-        self.state, self.error = "failed", ErrorInfo(code=code, status=status, message=message)
+        self.state = "failed"
+        self.error = ErrorInfo(code=code, status=status, message=message, retryable=retryable)
         self.note(f"failed: {message}")
+
+    def resume(self, why: str) -> None:
+        """Make a job an observer failed as lost (`lost`) running again, saying `why` in its log:
+        its service has its message again, which proves the work is still to be done. Raises
+        ValueError for any other job."""
+        if not self.lost:
+            raise ValueError(f"only a {WORKER_LOST} job resumes, not a {self.state} one")
+        self.state, self.error, self.finished_at = "running", None, None
+        self.note(f"resumed: {why}")
 
 
 def _key(job_id: str) -> str:
@@ -154,12 +173,22 @@ class JobStore:
 
     async def load(self, job_id: str, *, stale_after_s: float) -> Job:
         """The job, with a running job silent for over `stale_after_s` turned into (and saved
-        as) a failed one: its service stopped while running it. Raises NotFound."""
+        as) a failed one, code `worker_lost`: its service stopped while running it (the claim of
+        a training job is then free). Raises NotFound.
+
+        For an ingest job that is a guess, not the end: its message is still unacknowledged, and
+        the ingest service it is delivered to again (a broker outage, a restart) resumes it where
+        it stopped, so its error says `retryable` and the state may go back to running. A training
+        job stays failed: its claim was released, so a redelivered one must not train beside a
+        newer claim's job (the trainer acknowledges it without running it); the model is unchanged."""
         job = await self.get(job_id)
         silent = utcnow() - job.updated_at
         if job.state == "running" and silent > dt.timedelta(seconds=stale_after_s):
-            job.fail("worker_lost", f"no progress for {silent.total_seconds():.0f} s: the {job.kind} "
-                                    "service stopped while running it")
+            resumes = job.kind == "ingest"
+            job.fail(WORKER_LOST, f"no progress for {silent.total_seconds():.0f} s: the {job.kind} service "
+                                  "stopped while running it"
+                                  + ("; it resumes where it stopped if the service gets the job again"
+                                     if resumes else ""), retryable=resumes)
             await self.save(job)
         return job
 

@@ -16,6 +16,7 @@ from shared.jobs import (
     FileOutcome,
     IngestResult,
     Job,
+    JobKind,
     JobState,
     JobStore,
     TrainResult,
@@ -171,6 +172,45 @@ async def test_a_claim_whose_job_is_missing_or_silent_is_taken_over(store: Objec
     assert await claim_training(jobs, Job(kind="train"), stale_after_s=60) is None
     silent = await jobs.get(running.job_id)
     assert silent.state == "failed" and silent.error is not None and silent.error.code == "worker_lost"
+
+
+async def silent_job(jobs: JobStore, kind: JobKind) -> Job:
+    """A running job of `kind` whose service last reported 2 minutes ago."""
+    job = await jobs.save(Job(kind=kind, state="running"))
+    job.updated_at -= dt.timedelta(seconds=120)
+    await jobs.store.put(f"jobs/{job.job_id}.json", job.model_dump_json().encode())
+    return job
+
+
+async def test_a_silent_ingest_job_is_reported_lost_and_resumable_a_training_job_only_lost(
+        store: ObjectStore) -> None:
+    jobs = JobStore(store)
+    upload = await silent_job(jobs, "ingest")
+    lost = await jobs.load(upload.job_id, stale_after_s=60)
+    assert lost.lost and lost.final and lost.finished_at is not None
+    assert lost.error is not None and lost.error.retryable, "a poller may see it resume"
+    assert "resumes where it stopped" in lost.error.message
+    assert (await jobs.get(upload.job_id)).lost, "saved as failed"
+
+    lost.resume("the ingest service got the job again")
+    await jobs.save(lost)
+    again = await jobs.load(upload.job_id, stale_after_s=60)  # fresh: not silent any more
+    assert again.state == "running" and again.error is None and again.finished_at is None
+    assert not again.final and again.log[-1].endswith("resumed: the ingest service got the job again")
+
+    training = await jobs.load((await silent_job(jobs, "train")).job_id, stale_after_s=60)
+    assert training.lost and training.error is not None and not training.error.retryable
+
+
+def test_only_a_job_reported_lost_resumes() -> None:
+    for job in (Job(kind="ingest", state="running"), Job(kind="ingest", state="succeeded")):
+        with pytest.raises(ValueError, match="only a worker_lost job resumes"):
+            job.resume("again")
+    failed_by_its_service = Job(kind="ingest")
+    failed_by_its_service.fail("store_unavailable", "the store stayed down", 503, retryable=True)
+    assert not failed_by_its_service.lost
+    with pytest.raises(ValueError):
+        failed_by_its_service.resume("again")
 
 
 async def test_recovery_fails_training_and_lost_uploads_and_leaves_queued_uploads(store: ObjectStore) -> None:
