@@ -23,6 +23,9 @@ class IngestMetrics:
         self.requeues = Counter(f"{PREFIX}_requeues_total",
                                 "Ingest jobs requeued for another attempt (the store stayed unavailable).",
                                 registry=registry)
+        self.resumes = Counter(f"{PREFIX}_resumes_total",
+                               "Ingest jobs reported worker_lost that this service was delivered again "
+                               "and resumed.", registry=registry)
         self.store_retries = Counter(f"{PREFIX}_store_retries_total",
                                      "Object-store calls retried after a transient failure.", ["operation"],
                                      registry=registry)

@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from shared.jobs import FileOutcome, IngestResult, Job
+from shared.messages import StagedFile
+
+
+def slot_of(staged: StagedFile) -> int:
+    """The slot of a staged file: its position in the upload (`uploads/<job_id>/<slot>`)."""
+    return int(staged.key.rsplit("/", 1)[-1])
 
 
 class Progress:
@@ -30,6 +36,10 @@ class Progress:
         outcomes = list(job.result.files) if isinstance(job.result, IngestResult) else []
         handled = {int(slot) for slot in job.progress.get("handled", [])}
         return cls(outcomes, handled, files=int(job.progress.get("files", staged)), staged=staged)
+
+    def unhandled(self, files: list[StagedFile]) -> list[StagedFile]:
+        """The staged files of `files` no attempt has handled yet."""
+        return [staged for staged in files if slot_of(staged) not in self.handled]
 
     def next_index(self) -> int:
         """A fresh outcome index, for a member of an archive (uploaded files keep their own)."""

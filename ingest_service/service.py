@@ -11,6 +11,10 @@
 - Outcomes are saved in the job record as files are handled, and a staged upload is deleted
   only after its outcome is saved; a later attempt resumes after the files already handled. A
   finished or failed job deletes all its staged uploads.
+- A job the gateway reported failed as `worker_lost` (silent past `DERMASCAN_JOB_STALE_S`, e.g.
+  while this service was cut from the broker) is not over: its staged uploads are kept (only this
+  service deletes them, at its own end of the job), and when its message comes again the job goes
+  back to running and resumes after the files already handled.
 The message is acknowledged once the job is final or requeued, so a crash mid-job means the job
 is redone (idempotently: images are content-addressed) rather than lost.
 """
@@ -23,14 +27,14 @@ import time
 
 from ingest_service import archives
 from ingest_service.metrics import IngestMetrics
-from ingest_service.progress import Progress
+from ingest_service.progress import Progress, slot_of
 from ingest_service.retrying import RetryingStore, RetryPolicy, is_transient
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
-from shared.jobs import FileOutcome, Job, JobStore
+from shared.jobs import WORKER_LOST, FileOutcome, Job, JobStore
 from shared.messages import ErrorInfo, IngestRequest, StagedFile, decode, encode
 from shared.sanitize import clean_image
 from shared.store import ObjectStore
@@ -85,10 +89,20 @@ class IngestService:
         except ServiceUnavailable as exc:
             await self._requeue_or_raise(request, attempt, exc)
             return
-        if job.final:
-            return  # redelivered after it was finished
-        attempt = max(attempt, int(job.progress.get("attempts", 0)) + 1)
         progress = Progress.resume(job, len(request.files))
+        if job.final:
+            try:
+                if not await self._resumable(request, job, progress):
+                    return  # redelivered after it was finished
+            except ServiceUnavailable as exc:
+                await self._requeue_or_raise(request, attempt, exc)
+                return
+            job.resume(f"the ingest service got the job again after it was reported {WORKER_LOST}; "
+                       f"continuing after the {len(progress.handled)} of {len(request.files)} files "
+                       "already handled")
+            self.metrics.resumes.inc()
+            log.info("ingest job %s was reported %s; resuming it", job.job_id, WORKER_LOST)
+        attempt = max(attempt, int(job.progress.get("attempts", 0)) + 1)
         if attempt > self.settings.max_attempts:
             error = ServiceUnavailable(f"gave up after {attempt - 1} attempts", code="too_many_attempts")
             await self._fail(request, job, progress, error)
@@ -115,6 +129,22 @@ class IngestService:
         self.metrics.jobs.labels("succeeded").inc()
         self.metrics.job_seconds.observe(time.perf_counter() - started)
         await self._delete_staged(request.files)
+
+    async def _resumable(self, request: IngestRequest, job: Job, progress: Progress) -> bool:
+        """Whether a final job is still to be done: an observer failed it as lost (it went
+        silent: this service stopped, e.g. cut from the broker) rather than this service ending
+        it, and a file it had not handled is still staged, or it had handled them all (it stopped
+        just before saving its end). Raises ServiceUnavailable."""
+        if not job.lost:
+            return False
+        left = progress.unhandled(request.files)
+        for staged in left:
+            if await self.store.exists(staged.key):
+                return True
+        if left:
+            log.warning("ingest job %s was reported %s and its staged files are gone; it stays failed",
+                        job.job_id, WORKER_LOST)
+        return not left  # every file handled: only its final record is missing
 
     async def _requeue_or_raise(self, request: IngestRequest, attempt: int, exc: BaseException) -> None:
         """Publish the job again with the next attempt number; past the limit, raise `exc`
@@ -156,7 +186,7 @@ class IngestService:
         last_save = time.monotonic()
         budget = archives.JobBudget(self.settings.max_job_zip_bytes)
         for staged in request.files:
-            slot = int(staged.key.rsplit("/", 1)[-1])
+            slot = slot_of(staged)
             if slot in progress.handled:
                 continue  # an earlier attempt handled it and saved its outcome
             try:
