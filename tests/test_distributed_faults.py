@@ -31,6 +31,7 @@ from tests.test_distributed_jobs import cluster_env
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 IMAGES = sorted([*(FIXTURES / "ham10000").rglob("*.jpg"), *(FIXTURES / "isic2017").rglob("*.jpg")])
 OUTAGE_S = 3.0
+STALE_S = 2.0  # DERMASCAN_JOB_STALE_S: shorter than OUTAGE_S
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -43,9 +44,10 @@ async def cluster(rabbit_url: str, s3_endpoint: str, tmp_path_factory: pytest.Te
     proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
     await proxy.up()
     via_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
-    # The default staleness (the jobs test's 4 s would fail an upload the outage paused: see the doc)
+    # Staleness shorter than the upload's outage (the cut plus aio-pika's 5 s reconnect): the gateway
+    # reports the paused upload `worker_lost`, and the redelivered job must resume it.
     env = {**cluster_env(via_proxy, s3_endpoint, unique, tmp_path, tiny_model_dir),
-           "DERMASCAN_JOB_STALE_S": "60"}
+           "DERMASCAN_JOB_STALE_S": str(STALE_S)}
     base = f"http://127.0.0.1:{env['DERMASCAN_HTTP_PORT']}"
     stack = ExitStack()
 
@@ -154,17 +156,22 @@ async def test_rabbitmq_cut_during_an_upload_loses_no_accepted_image(cluster: di
             await upload(files[30:])  # during the outage: accepted (and then kept) or refused honestly
             await asyncio.sleep(OUTAGE_S)
             await proxy.up()
-            jobs = [await final_job(counts, session, f"{base}/jobs/{job_id}") for job_id in accepted]
+            polled: list[list[str]] = [[] for _ in accepted]
+            jobs = [await final_job(counts, session, f"{base}/jobs/{job_id}", seen=seen)
+                    for job_id, seen in zip(accepted, polled, strict=True)]
             for job, batch_size in zip(jobs, (30, len(files) - 30), strict=False):
                 outcomes = job["result"]["files"]
                 counts.lost += await lost_images(store, outcomes, sent=batch_size)
             counts.notes.append(f"RabbitMQ refused for {OUTAGE_S:.0f} s with {stored_at_cut}/30 images of "
-                                "the first upload stored; the upload sent during the outage: "
-                                f"{'accepted' if len(accepted) > 1 else 'refused'}; jobs ended "
+                                f"the first upload stored, DERMASCAN_JOB_STALE_S={STALE_S:.0f}; the first "
+                                f"upload was polled {' -> '.join(polled[0])}; the upload sent during the "
+                                f"outage: {'accepted' if len(accepted) > 1 else 'refused'}; jobs ended "
                                 + ", ".join(job["state"] for job in jobs))
             assert counts.errors(allowed=["503 broker_unavailable"]) == {}, counts.answers
             assert [job["state"] for job in jobs] == ["succeeded"] * len(jobs), [j.get("error") for j in jobs]
             assert stored_at_cut < 30, "the cut came while the first upload was being ingested"
+            assert "failed worker_lost" in polled[0], f"the outage outlasted the staleness: {polled[0]}"
+            assert any("resumed: " in line for line in jobs[0]["log"]), jobs[0]["log"]
     finally:
         await store.close()
 
@@ -184,13 +191,20 @@ async def test_a_worker_killed_under_load_loses_no_request(cluster: dict[str, An
         assert cluster["procs"]["worker-b"].poll() is None and cluster["procs"]["gateway"].poll() is None
 
 
-async def final_job(counts: Scenario, session: aiohttp.ClientSession, url: str, timeout: float = 90) -> Any:
-    """The job once it is final (each poll counted)."""
+async def final_job(counts: Scenario, session: aiohttp.ClientSession, url: str, timeout: float = 90,
+                    seen: list[str] | None = None) -> Any:
+    """The job once it is final (each poll counted), polling on past `failed` with `worker_lost`,
+    which an ingest job may resume from (README, Jobs). `seen` gets each state polled, once per
+    change (`failed worker_lost` for that one)."""
     deadline = time.monotonic() + timeout
     job: Any = None
     while time.monotonic() < deadline:
         status, job = await counts.call(session, "GET", url, timeout=20)
-        if status == 200 and job["state"] not in ("queued", "running"):
-            return job
+        if status == 200:
+            state = " ".join([job["state"], *([job["error"]["code"]] if job.get("error") else [])])
+            if seen is not None and (not seen or seen[-1] != state):
+                seen.append(state)
+            if job["state"] not in ("queued", "running") and state != "failed worker_lost":
+                return job
         await asyncio.sleep(0.2)
     raise AssertionError(f"{url} not final after {timeout} s: {job}")
