@@ -47,6 +47,8 @@ class OodDetector(BaseModel):
     method: str = Field("mahalanobis_nearest_class/v1", description="How the score is computed.")
     dims: int = Field(description="Whitened principal directions the distance is measured in.")
     threshold: float = Field(description="Scores above this are out of distribution.")
+    flagged: float = Field(
+        0.01, gt=0, lt=1, description="Share of in-distribution validation images the threshold flags.")
     validation_flagged: dict[str, float] = Field(
         default_factory=dict, description="Share of held-out in-distribution images flagged, per source.")
     basis: str = Field("fitted", description="'fitted' on this version's training embeddings, or 'inherited "

@@ -108,6 +108,12 @@ def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     return keras.Model(model.input, [probabilities, score], name=model.name)
 
 
-def threshold_for(in_distribution: np.ndarray, *, flagged: float = 0.01) -> float:
+#: Share of held-out in-distribution images the threshold may flag. 2 %: chosen for v2-lite0-224 on
+#: the seed-1 design set of `tools/make_ood_set.py` (1 %: 72 % of drawn pictures caught, 2 %: 95 %,
+#: 3 %: 100 %), never on the seed-0 set the model card reports.
+FLAGGED = 0.02
+
+
+def threshold_for(in_distribution: np.ndarray, *, flagged: float = FLAGGED) -> float:
     """The score above which only `flagged` of held-out in-distribution images fall."""
     return float(np.quantile(in_distribution, 1.0 - flagged))

@@ -5,7 +5,8 @@ The network is not touched: the class biases baked into its logits layer are tak
 biases, temperature, referral thresholds and uncertainty threshold are fitted anew
 (`fit_operating_points`) on the validation part of the sources its recipe names (same fractions,
 same split seed, so no image it was trained on is used). The out-of-distribution branch is carried
-over unchanged. The result is a new version (versions are immutable) whose parent is the old one.
+over unchanged and its threshold set again on the same validation images (`--ood-flagged`). The
+result is a new version (versions are immutable) whose parent is the old one.
 """
 
 from __future__ import annotations
@@ -18,27 +19,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from shared.manifest import ModelManifest, utcnow
+from shared.manifest import ModelManifest, OodDetector, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
-from trainer_service.classifier import LOGITS
-from trainer_service.ood import OOD, OodFit, with_ood_output
+from trainer_service.classifier import LOGITS, embedding_model
+from trainer_service.evaluation import predict
+from trainer_service.ood import FLAGGED, ood_of, threshold_for, with_ood_output
 from trainer_service.sources import load_sources
 from trainer_service.train_job import fit_operating_points
 from trainer_service.training import Log
 
 
-def detector_of(model: keras.Model) -> OodFit | None:
-    """The fitted detector inside `model`'s "ood" branch (see `with_ood_output`), or None."""
-    names = {layer.name for layer in model.layers}
-    if OOD not in names:
-        return None
-    projection, negated_offset = model.get_layer("ood_whiten").get_weights()
-    (centres_t,) = model.get_layer("ood_dot").get_weights()
-    return OodFit(offset=-negated_offset, projection=projection, centres=centres_t.T.copy())
-
-
 def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = None,
-          referral_recall: float = 0.80, referral_confidence: float = 0.95,
+          referral_recall: float = 0.80, referral_confidence: float = 0.95, ood_flagged: float = FLAGGED,
           cache_dir: Path | None = None) -> tuple[keras.Model, ModelManifest]:
     """The model of `artifact` with operating points fitted again on its recipe's validation split.
 
@@ -68,8 +60,15 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
     network = keras.Model(model.input, dense.output)
     calibrated, operating = fit_operating_points(network, sources, classes, referral_recall, log,
                                                  referral_confidence=referral_confidence)
-    detector = detector_of(model)
+    detector, ood = ood_of(model), manifest.ood
     if detector is not None:
+        embed = embedding_model(calibrated)
+        scores = {s.name: detector.scores(predict(embed, s.validation.images)) for s in sources}
+        threshold = threshold_for(np.concatenate(list(scores.values())), flagged=ood_flagged)
+        ood = OodDetector(dims=detector.projection.shape[1], threshold=threshold, flagged=ood_flagged,
+                          validation_flagged={k: float((v > threshold).mean()) for k, v in scores.items()},
+                          **({"method": manifest.ood.method} if manifest.ood else {}))
+        log(f"ood: threshold {threshold:.3f}, validation flagged {ood.validation_flagged}")
         calibrated = with_ood_output(calibrated, detector)
 
     refitted = manifest.model_copy(update={
@@ -81,9 +80,10 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
         "class_bias": operating["class_bias"],
         "referral": operating["referral"],
         "uncertainty": operating["uncertainty"],
+        "ood": ood,
         "metrics": {"validation": operating["validation"]},  # eval figures belong to the old points
         "recipe": {**recipe, "referral_recall": referral_recall, "referral_confidence": referral_confidence,
-                   "operating_points_refit_from": manifest.version},
+                   "ood_flagged": ood_flagged, "operating_points_refit_from": manifest.version},
         "training_seconds": manifest.training_seconds,
     })
     log(f"refit in {time.monotonic() - started:.0f}s")
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the recipe's sources, where they are not at the paths it recorded")
     p.add_argument("--referral-recall", type=float, default=0.80)
     p.add_argument("--referral-confidence", type=float, default=0.95)
+    p.add_argument("--ood-flagged", type=float, default=FLAGGED,
+                   help="share of validation images the out-of-distribution threshold may flag")
     p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images (as `train` keeps)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, manifest = refit(args.artifact, args.version, log, data=args.data,
                             referral_recall=args.referral_recall,
-                            referral_confidence=args.referral_confidence,
+                            referral_confidence=args.referral_confidence, ood_flagged=args.ood_flagged,
                             cache_dir=args.work_dir / "decoded" if args.work_dir else None)
     save_artifact(model, manifest, args.out)
     log(f"wrote {args.out}")

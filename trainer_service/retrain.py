@@ -39,7 +39,7 @@ from trainer_service.embeddings import embed, load_cache, save_shard
 from trainer_service.evaluation import classification_metrics, compiled_forward, predict
 from trainer_service.gate import apply_gate
 from trainer_service.head import fit_head
-from trainer_service.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
+from trainer_service.ood import FLAGGED, OodFit, fit_ood, ood_of, threshold_for, with_ood_output
 from trainer_service.operating import Scored
 from trainer_service.settings import TrainerSettings
 from trainer_service.steps import calibrate, describe
@@ -87,7 +87,7 @@ def _detector(model: keras.Model, parent: ModelManifest, x_fit: np.ndarray, y_fi
     fit = fit_ood(x_fit, y_fit)
     scores = fit.scores(x_val)
     threshold = threshold_for(scores)
-    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold,
+    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=FLAGGED,
                             validation_flagged={"catalog": float((scores > threshold).mean())})
 
 

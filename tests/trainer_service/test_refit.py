@@ -13,8 +13,8 @@ from shared.manifest import ModelManifest
 from tests.support.models import make_tiny_model
 from trainer_service.artifacts import load_artifact
 from trainer_service.classifier import LOGITS, logits_model
-from trainer_service.ood import OodFit, with_ood_output
-from trainer_service.refit import detector_of, main
+from trainer_service.ood import FLAGGED, OodFit, ood_of, with_ood_output
+from trainer_service.refit import main
 from trainer_service.sources import load_sources
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -69,9 +69,13 @@ def test_refit_keeps_the_network_and_the_detector_and_fits_new_points(trained: P
     # the same out-of-distribution scores, from the carried-over branch
     np.testing.assert_allclose(new_model.predict(images, verbose=0)[1],
                                old_model.predict(images, verbose=0)[1], rtol=1e-5, atol=1e-5)
-    fit_old, fit_new = detector_of(old_model), detector_of(new_model)
+    fit_old, fit_new = ood_of(old_model), ood_of(new_model)
     assert fit_old is not None and fit_new is not None
     np.testing.assert_array_equal(fit_new.centres, fit_old.centres)
+    # the detector's threshold set again on validation, to flag the share asked for
+    assert new.ood is not None and new.ood.flagged == FLAGGED and new.ood.dims == 4
+    flagged = np.mean([share for share in new.ood.validation_flagged.values()])
+    assert 0 < flagged <= 0.2  # 2 % of 30 validation images: at most one or two per source
     # calibrated probabilities at the new temperature
     probabilities = new_model.predict(images, verbose=0)[0]
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
