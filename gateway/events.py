@@ -2,12 +2,17 @@
 
 The stream reads the job record (the one the ingest and trainer services write their progress
 into) every `DERMASCAN_EVENTS_POLL_S` and sends it as an `event: job` whenever its `updated_at`
-moved; after the record turns final it sends it a last time as `event: end` and closes. Any
-gateway can serve any job's stream: the record is in the store. A comment line every
-`KEEPALIVE_S` keeps proxies from closing a quiet stream; a store that stops answering for a while
-is an `event: waiting`, not the end of the stream. A browser's EventSource reconnects to a stream
-that ended; when it says (`Last-Event-ID`) that it already has the final record, the answer is
-`204 No Content`, which tells it to stop. When the gateway shuts down every open stream ends at
+moved; after the record is over (`over`) it sends it a last time as `event: end` and closes. An
+upload reported `worker_lost` whose error says `retryable` is not over although its state is
+`failed`: its ingest service resumes it when the broker delivers its message again, so its stream
+goes on as for a running job (to `running` again, then its real end, or `DERMASCAN_EVENTS_MAX_S`);
+a training job's `worker_lost` is not retryable and ends the stream. Any gateway can serve any
+job's stream: the record is in the store. A comment line every `KEEPALIVE_S` keeps proxies from
+closing a quiet stream; a store that stops answering for a while is an `event: waiting`, not the
+end of the stream. A browser's EventSource reconnects to a stream
+that ended; when it says (`Last-Event-ID`) that it already has the record that is over, the
+answer is `204 No Content`, which tells it to stop (one that has a resumable upload's record gets
+a fresh stream: the job is not over). When the gateway shuts down every open stream ends at
 once (`event: closing`), so an open page never holds up a drain. At most
 `DERMASCAN_EVENTS_MAX_STREAMS` are open at once (then 429: the page polls the job instead).
 """
@@ -50,6 +55,14 @@ def frame(event: str, data: dict[str, object], event_id: str | None = None) -> b
     return ("\n".join(lines) + "\n\n").encode()
 
 
+def over(job: Job) -> bool:
+    """Whether `job` will not change again, so its stream ends: final, and not an upload an
+    observer reported `worker_lost` with a `retryable` error (its service resumes it when it gets
+    the job's message again: `Job.resume`). The page's `over` (static/dom.js) is the same rule."""
+    resumable = job.lost and job.error is not None and job.error.retryable
+    return job.final and not resumable
+
+
 def _as_data(job: Job) -> dict[str, object]:
     return job.model_dump(mode="json")
 
@@ -59,7 +72,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     jobs, settings = request.app[JOBS], request.app[SETTINGS]
     job_id = request.match_info["job_id"]
     job = await jobs.load(job_id, stale_after_s=settings.job_stale_s)  # NotFound: a plain 404
-    if job.final and request.headers.get("Last-Event-ID") == job.updated_at.isoformat():
+    if over(job) and request.headers.get("Last-Event-ID") == job.updated_at.isoformat():
         return web.Response(status=204)
     streams = request.app[OPEN]
     if len(streams) >= settings.events_max_streams:
@@ -84,7 +97,7 @@ async def _stream(request: web.Request, job: Job) -> web.StreamResponse:
     sent_at, quiet_since = None, loop.time()
     try:
         while not _left(request):
-            if job.final:
+            if over(job):
                 await response.write(frame("end", _as_data(job), job.updated_at.isoformat()))
                 break
             if job.updated_at != sent_at:

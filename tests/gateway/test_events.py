@@ -1,5 +1,6 @@
 """`GET /jobs/{job_id}/events`: a job's progress pushed as server-sent events while it runs, the
-final record last, then the end of the stream."""
+final record last, then the end of the stream (an upload reported `worker_lost` is not final yet:
+it may resume)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from gateway.events import CLOSING, frame
 from gateway.keys import JOBS
 from shared.errors import NotFound
-from shared.jobs import Job
+from shared.jobs import WORKER_LOST, Job, JobStore
 from shared.store import StoreUnavailable
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form
@@ -78,6 +79,47 @@ async def test_a_real_upload_job_streams_to_its_outcome(make_client: MakeClient,
     assert [f["status"] for f in final["result"]["files"]] == ["stored"]
 
 
+async def reported(jobs: JobStore, job_id: str, state: str) -> Job:
+    """The job's record once it is `state` (the stream's own reads turn a silent job worker_lost)."""
+    for _ in range(200):
+        job = await jobs.get(job_id)
+        if job.state == state:
+            return job
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"job {job_id} is {job.state}, never {state}")
+
+
+async def test_an_upload_reported_worker_lost_is_followed_until_it_resumes_and_succeeds(
+        make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, events_poll_s=0.02, job_stale_s=1.0)
+    jobs = client.app[JOBS]
+    job = await jobs.save(Job(kind="ingest", state="running", progress={"files": 2, "done": 1}))
+    reading = asyncio.create_task(read_events(client, job.job_id))
+    lost = await reported(jobs, job.job_id, "failed")  # silent past DERMASCAN_JOB_STALE_S
+    assert lost.error is not None and lost.error.code == WORKER_LOST and lost.error.retryable
+    await asyncio.sleep(0.2)
+    assert not reading.done()  # failed, but not over: the broker redelivers it to the service
+    lost.resume("the ingest service got the job again")  # what ingest_service does on redelivery
+    await jobs.save(lost)
+    await asyncio.sleep(0.2)
+    lost.state, lost.progress = "succeeded", {"files": 2, "done": 2}
+    await jobs.save(lost)
+    events = await asyncio.wait_for(reading, 10)
+    records = [(name, data["state"], (data["error"] or {}).get("code")) for name, data in events]
+    assert records == [("job", "running", None), ("job", "failed", WORKER_LOST), ("job", "running", None),
+                       ("end", "succeeded", None)]
+    assert events[-1][1]["progress"]["done"] == 2
+
+
+async def test_a_training_job_reported_worker_lost_ends_its_stream(make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False, events_poll_s=0.02, job_stale_s=0.3)
+    job = await client.app[JOBS].save(Job(kind="train", state="running"))
+    events = await asyncio.wait_for(read_events(client, job.job_id), 10)
+    assert [(name, data["state"]) for name, data in events] == [("job", "running"), ("end", "failed")]
+    error = events[-1][1]["error"]
+    assert error["code"] == WORKER_LOST and error["retryable"] is False  # its claim was released
+
+
 async def test_an_unknown_job_is_a_404_not_a_stream(make_client: MakeClient) -> None:
     client = await make_client(with_worker=False)
     response = await client.get("/jobs/doesnotexist/events")
@@ -93,6 +135,26 @@ async def test_a_client_that_has_the_final_record_is_told_to_stop(make_client: M
     assert again.status == 204  # what makes a browser's EventSource stop reconnecting
     older = await client.get(f"/jobs/{job.job_id}/events", headers={"Last-Event-ID": "2000-01-01T00:00:00"})
     assert older.status == 200 and "event: end" in await older.text()
+
+
+async def test_a_client_that_has_a_resumable_uploads_record_gets_a_stream_not_a_stop(
+        make_client: MakeClient) -> None:
+    client = await make_client(with_worker=False)
+    jobs = client.app[JOBS]
+    job = Job(kind="ingest", state="running")
+    job.fail(WORKER_LOST, "no progress for 61 s", retryable=True)  # as JobStore.load reports it
+    await jobs.save(job)
+    seen = {"Last-Event-ID": job.updated_at.isoformat()}
+    again = await client.get(f"/jobs/{job.job_id}/events", headers=seen)
+    assert again.status == 200  # an EventSource told 204 would stop following an upload that resumes
+    assert (await again.content.readline()) == b"event: job\n"
+    again.close()
+    assert job.error is not None
+    job.error = job.error.model_copy(update={"retryable": False})
+    await jobs.save(job)  # a worker_lost that does not resume is over
+    seen = {"Last-Event-ID": job.updated_at.isoformat()}
+    final = await client.get(f"/jobs/{job.job_id}/events", headers=seen)
+    assert final.status == 204
 
 
 async def test_open_streams_end_when_the_gateway_shuts_down(make_client: MakeClient) -> None:
