@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from gateway.events import frame
+from shared.jobs import WORKER_LOST, IngestResult, Job
 from tests.support.processes import REPO, free_port, python_module, running, wait_http
 from tests.support.tokens import OPERATOR_TOKEN, TOKEN_ENV
 
@@ -296,3 +298,61 @@ def test_an_upload_is_followed_to_its_outcome_when_the_event_stream_is_refused(u
     finally:
         page.unroute("**/events")
     assert [p for p in ui.problems[seen:] if "/events" not in p and "(Too Many Requests)" not in p] == []
+
+
+def test_an_upload_reported_worker_lost_is_followed_until_it_resumes(ui: Page, base: str) -> None:
+    page = ui.page
+    seen = len(ui.problems)
+    # the page's event streams are answered here: first the record the gateway sends when an
+    # upload went silent (worker_lost, retryable), then, on the reconnection, the real final one
+    streams: list[Any] = []
+    answer: dict[str, Any] = {}  # once set, every further stream gets it at once
+
+    def stream(route: Any) -> None:
+        if answer:
+            route.fulfill(**answer)
+        else:
+            streams.append(route)
+
+    def sse(event: str, job: Job) -> dict[str, Any]:
+        body = b"retry: 200\n\n" + frame(event, job.model_dump(mode="json"), job.updated_at.isoformat())
+        return {"status": 200, "content_type": "text/event-stream", "body": body}
+
+    def wait_for_streams(count: int) -> None:
+        for _ in range(150):
+            if len(streams) >= count:
+                return
+            page.wait_for_timeout(100)  # the route handler runs while the page waits
+        raise AssertionError(f"the page opened {len(streams)} event streams, not {count}")
+
+    page.route("**/events", stream)
+    try:
+        page.set_input_files("#upload-files", [str(UPLOADS / "basal_cell_carcinoma-12.jpg")])  # stored above
+        page.click("#upload-button")
+        wait_for_streams(1)
+        job_id = streams[0].request.url.rsplit("/", 2)[-2]
+        for _ in range(300):
+            final = Job.model_validate(get_json(f"{base}/jobs/{job_id}"))
+            if final.final:
+                break
+            page.wait_for_timeout(100)
+        assert final.state == "succeeded"
+        lost = final.model_copy(update={"state": "running", "result": IngestResult(),
+                                        "progress": {"files": 1, "done": 0}, "log": []})
+        lost.fail(WORKER_LOST, "no progress for 61 s: the ingest service stopped", retryable=True)
+        streams[0].fulfill(**sse("job", lost))
+        paused = page.wait_for_selector("#upload-paused")
+        assert paused is not None and "will resume when it comes back" in paused.inner_text()
+        assert page.query_selector("#upload-summary") is None  # not shown as failed
+        assert "waiting for the upload service" in page.inner_text("#upload-table tbody tr")
+        wait_for_streams(2)  # the page follows it on
+        answer.update(status=204)  # what the gateway tells a reconnection that has the final record
+        streams[1].fulfill(**sse("end", final))
+        summary = page.wait_for_selector("#upload-summary >> text=1 duplicate", timeout=30_000)
+        assert summary is not None and summary.inner_text().startswith("succeeded")
+        assert page.query_selector("#upload-paused") is None
+    finally:
+        for route in streams[2:]:
+            route.fulfill(status=204)
+        page.unroute("**/events")
+    assert ui.problems[seen:] == []

@@ -1,6 +1,6 @@
 // The DermaScan page: Status, Predict, Bulk upload and Data (Retraining: training.js), all from
 // the public JSON API. Server text goes in as text only (dom.js).
-import { FINAL_STATES, byId, duration, el, errorLine, followJob, getJSON, initToken, pct, refused, stack, tokenFor, words } from "./dom.js";
+import { byId, duration, el, errorLine, followJob, getJSON, initToken, over, pct, refused, resumable, stack, tokenFor, words } from "./dom.js";
 import { groupedBars, histogram, legend } from "./charts.js";
 import { initTraining } from "./training.js";
 
@@ -207,7 +207,7 @@ function send(form, token, rows, onSent) {
 
 function describeUpload(job, rows) {
   const p = job.progress || {};
-  const done = p.done || 0, final = FINAL_STATES.has(job.state);
+  const done = p.done || 0, final = over(job), paused = resumable(job);
   const files = (job.result && job.result.files) || [];  // outcomes so far, also while running
   const byIndex = new Map(files.map((f) => [f.index, f]));
   rows.forEach((r, i) => {
@@ -218,6 +218,8 @@ function describeUpload(job, rows) {
       r.detail.textContent = detailOf(f);
     } else if (final) {
       r.outcome.textContent = job.state === "succeeded" ? "(an archive: its files below)" : job.state;
+    } else if (paused) {
+      r.outcome.textContent = "waiting for the upload service";
     } else {
       r.outcome.textContent = i < done ? "checked" : "queued for checks";
     }
@@ -231,6 +233,12 @@ function describeUpload(job, rows) {
     }
   }
   stack(byId("upload-table"));
+  if (paused) {  // failed as worker_lost, but it resumes: the page follows it on (followJob)
+    return el("div", { id: "upload-paused" }, el("div", { class: "flag unsure" },
+      "The upload service stopped answering; it will resume when it comes back. " +
+      "The files it has not checked yet are kept, and this page follows the upload on."),
+    el("div", { class: "meta" }, `${done}/${p.files || "?"} files checked so far`));
+  }
   if (!final) return el("span", {}, `upload ${job.state}: ${done}/${p.files || "?"} files checked`);
   const count = (status) => files.filter((f) => f.status === status).length;
   return el("div", {}, el("span", { id: "upload-summary" }, `${job.state}: ${count("stored")} stored, ` +

@@ -16,6 +16,13 @@ export function el(tag, attrs = {}, ...children) {
 export const byId = (id) => document.getElementById(id);
 // The states a job ends in (shared/jobs.py FINAL_STATES).
 export const FINAL_STATES = new Set(["succeeded", "failed", "rejected"]);
+// An upload the gateway reported failed as `worker_lost` (its service went silent) with a
+// retryable error: its ingest service resumes it when it gets the job again (shared/jobs.py).
+export function resumable(job) {
+  return job.state === "failed" && Boolean(job.error) && job.error.code === "worker_lost" && job.error.retryable === true;
+}
+// Whether a job will not change again: final and not resumable (the rule of gateway/events.py over).
+export function over(job) { return FINAL_STATES.has(job.state) && !resumable(job); }
 // Each body cell of `table` labelled with its column's heading (data-th): on a phone the rows are
 // shown as stacked cards that name each value (app.css), so no table is wider than the screen.
 export function stack(table) {
@@ -115,10 +122,11 @@ export async function withToken(url, options, needs, status) {
 }
 
 // A job's record as it changes, from the gateway's server-sent events; `onJob` is called with
-// each, and the promise resolves with the final one. The gateway ends the stream after the final
-// record and answers the EventSource's reconnection (which names the last event it got) with 204,
-// which closes it for good: closing it here instead would abort a request in flight. A stream the
-// gateway refused (429: too many open) or that failed for good is followed by polling the job.
+// each, and the promise resolves with the one that is over (`over`: a resumable upload's failed
+// record is not, so it is followed on). The gateway ends the stream after that record and answers
+// the EventSource's reconnection (which names the last event it got) with 204, which closes it
+// for good: closing it here instead would abort a request in flight. A stream the gateway refused
+// (429: too many open) or that failed for good is followed by polling the job.
 export function followJob(jobId, onJob) {
   return new Promise((resolve) => {
     const url = `/jobs/${encodeURIComponent(jobId)}`;
@@ -141,7 +149,7 @@ export function followJob(jobId, onJob) {
           if (response.status === 404) return finish(null);
           if (response.ok) {
             const job = await response.json();
-            if (FINAL_STATES.has(job.state)) return finish(job);
+            if (over(job)) return finish(job);
             onJob(job, false);
           }
         } catch (err) { /* the gateway is away for a moment: ask again */ }

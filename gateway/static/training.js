@@ -1,7 +1,7 @@
 // The Retraining section: start a job, its live progress (server-sent events fed by the job's
 // progress records), the candidate against the current model when it ends, and the version
 // history with promote and rollback.
-import { FINAL_STATES, byId, el, errorLine, followJob, getJSON, pct, stack, withToken, words } from "./dom.js";
+import { byId, el, errorLine, followJob, getJSON, over, pct, stack, withToken, words } from "./dom.js";
 import { legend, lines, recallPairs } from "./charts.js";
 
 const pts = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(100 * x).toFixed(1)}`;
@@ -28,7 +28,7 @@ function drawLive(job) {
   const p = job.progress || {};
   byId("train-live").hidden = false;
   byId("train-phase").textContent = `${job.state}: ${phaseText(job)}`;
-  byId("train-progress").value = FINAL_STATES.has(job.state) ? 1 : fraction(p);
+  byId("train-progress").value = over(job) ? 1 : fraction(p);
   const line = `${job.state} · ${phaseText(job)}`, log = byId("train-log");
   if (!log.lastElementChild || log.lastElementChild.dataset.line !== line) {  // heartbeats repeat themselves
     log.append(el("li", { "data-state": job.state, "data-phase": p.phase || "", "data-epoch": p.epoch || 0, "data-line": line },
