@@ -33,7 +33,8 @@ async def retrain(request: web.Request) -> web.Response:
     job = Job(kind="train")
     job.progress = {"phase": "queued"}
     job.note(f"queued with options {options.model_dump_json()}")
-    active = await claim_training(app[JOBS], job, stale_after_s=app[SETTINGS].job_stale_s)
+    active = await claim_training(app[JOBS], job, stale_after_s=app[SETTINGS].job_stale_s,
+                                  queued_stale_after_s=app[SETTINGS].training_queued_stale_s)
     if active is not None:
         draft.target, draft.outcome = active.job_id, "training_in_progress"
         return web.json_response(

@@ -29,6 +29,9 @@ class GatewaySettings(CommonSettings):
     job_stale_s: float = Field(
         60.0, gt=0, description="A running job without progress for this long is reported failed."
     )
+    training_queued_stale_s: float = Field(
+        900.0, gt=0, description="A training job no trainer started in this long is failed by the next "
+                                 "POST /retrain, which then takes its place.")
     predict_timeout_s: float = Field(10.0, gt=0, description="Deadline for a prediction (then 504).")
     max_in_flight: int = Field(
         128, ge=1, description="Predictions one gateway waits on at once; past it: 429."

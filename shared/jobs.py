@@ -244,8 +244,15 @@ async def _newest_claim(store: ObjectStore) -> tuple[int, str | None]:
         return newest, None  # unreadable: nobody holds it
 
 
-async def training_holder(jobs: JobStore, *, stale_after_s: float) -> Job | None:
-    """The training job holding the claim, or None when the claim is free."""
+async def training_holder(jobs: JobStore, *, stale_after_s: float,
+                          queued_stale_after_s: float | None = None) -> Job | None:
+    """The training job holding the claim, or None when the claim is free.
+
+    A holder still `queued` after `queued_stale_after_s` is failed (`not_started`) and frees the
+    claim: its gateway may have stopped between claiming and publishing, so no message will ever
+    start it, or no trainer took it for that long. A trainer that later gets its message finds it
+    final and leaves it (the model is unchanged either way).
+    """
     _, job_id = await _newest_claim(jobs.store)
     if job_id is None:
         return None
@@ -253,20 +260,31 @@ async def training_holder(jobs: JobStore, *, stale_after_s: float) -> Job | None
         holder = await jobs.load(job_id, stale_after_s=stale_after_s)
     except NotFound:
         return None
+    waited = (utcnow() - holder.created_at).total_seconds()
+    if holder.state == "queued" and queued_stale_after_s is not None and waited > queued_stale_after_s:
+        holder.fail("not_started", f"no trainer started this job in {waited:.0f} s (its gateway may have "
+                                   "stopped before queueing it, or no trainer is running); the model is "
+                                   "unchanged; POST /retrain to start another", status=503)
+        await jobs.save(holder)
+        return None
     return None if holder.final else holder
 
 
-async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float) -> Job | None:
+async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float,
+                         queued_stale_after_s: float | None = None) -> Job | None:
     """Make `job` (a new training job) the one training job: save it, then claim. Returns None
     when it holds the claim, else the job that does (and `job` is deleted again). Exactly one of
-    many concurrent claims wins. Raises what the store raises (StoreUnavailable)."""
+    many concurrent claims wins; a holder that went silent or never started is failed first
+    (`training_holder`). Raises what the store raises (StoreUnavailable)."""
     await jobs.save(job)  # first: a claim never names a job that is not there
     body = json.dumps({"job_id": job.job_id, "claimed_at": utcnow().isoformat()}).encode()
     for _ in range(_CLAIM_TRIES):
         number, holder_id = await _newest_claim(jobs.store)
         if holder_id == job.job_id:
             return None
-        holder = await training_holder(jobs, stale_after_s=stale_after_s) if holder_id else None
+        holder = (await training_holder(jobs, stale_after_s=stale_after_s,
+                                        queued_stale_after_s=queued_stale_after_s)
+                  if holder_id else None)
         if holder is not None:
             await jobs.delete(job.job_id)
             return holder

@@ -231,3 +231,19 @@ async def test_recovery_fails_training_and_lost_uploads_and_leaves_queued_upload
     assert error is not None and "POST /retrain" in error.message
     assert (await jobs.get(queued_upload.job_id)).state == "queued"
     assert await training_holder(jobs, stale_after_s=3600) is None  # the claim is free again
+
+
+async def test_a_claim_held_by_a_job_no_trainer_ever_started_is_taken_over(store: ObjectStore) -> None:
+    """A gateway that stopped between claiming and publishing leaves a queued job nobody will run."""
+    jobs = JobStore(store)
+    orphan = Job(kind="train")
+    assert await claim_training(jobs, orphan, stale_after_s=60, queued_stale_after_s=900) is None
+    # soon after, it is the holder: a trainer may be about to take it
+    blocked = await claim_training(jobs, Job(kind="train"), stale_after_s=60, queued_stale_after_s=900)
+    assert blocked is not None and blocked.job_id == orphan.job_id
+    orphan.created_at -= dt.timedelta(seconds=1000)  # queued for 16 minutes, never started
+    await store.put(f"jobs/{orphan.job_id}.json", orphan.model_dump_json().encode())
+    assert await claim_training(jobs, Job(kind="train"), stale_after_s=60, queued_stale_after_s=900) is None
+    expired = await jobs.get(orphan.job_id)
+    assert expired.state == "failed" and expired.error is not None and expired.error.code == "not_started"
+    assert "model is unchanged" in expired.error.message
