@@ -144,6 +144,10 @@ class IngestService:
         if left:
             log.warning("ingest job %s was reported %s and its staged files are gone; it stays failed",
                         job.job_id, WORKER_LOST)
+            # no longer resumable: say so, so a poller or the page stops waiting for it
+            job.fail("staged_files_gone", f"the upload service stopped and the {len(left)} files it had not "
+                                          "handled are no longer staged; upload them again")
+            await self.jobs.save(job)
         return not left  # every file handled: only its final record is missing
 
     async def _requeue_or_raise(self, request: IngestRequest, attempt: int, exc: BaseException) -> None:

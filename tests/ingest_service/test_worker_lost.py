@@ -113,7 +113,9 @@ async def test_a_job_failed_by_its_service_or_lost_with_its_files_gone_is_not_ru
                                  encode(IngestRequest(job_id=job_id, files=[staged])))
     after = await ingest.wait(await ingest.submit(noise_images(1, first_seed=7)))  # one at a time, in order
     assert after.state == "succeeded"
-    for job_id, was in before.items():
-        assert await jobs.get(job_id) == was, "left as it was"
+    assert await jobs.get(failed_by_service.job_id) == before[failed_by_service.job_id], "left as it was"
+    gone = await jobs.get(staging_gone.job_id)  # no longer resumable, and it says so: pollers stop waiting
+    assert gone.state == "failed" and gone.error is not None
+    assert (gone.error.code, gone.error.retryable, gone.lost) == ("staged_files_gone", False, False)
     assert [r.job_id for r in await Catalog(ingest.store).records()] == [after.job_id]
     assert ingest.metric("resumes_total") == 0
