@@ -30,6 +30,7 @@ from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
 from shared.errors import BadRequest, DermaScanError
+from shared.heartbeat import Heartbeat
 from shared.imaging import load_for_model
 from shared.messages import (
     ClassScore,
@@ -120,7 +121,7 @@ class InferenceWorker:
         self._in_flight = 0
         self._idle = asyncio.Event()  # set while no request is in flight: what a drain waits for
         self._idle.set()
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(bus, settings.status_exchange, self.status, settings.heartbeat_s)
         self._reconciler: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._started_at = time.time()
@@ -148,7 +149,7 @@ class InferenceWorker:
             await self.bus.consume(topology.predict.name, self._on_request, prefetch=prefetch))
         self._subscriptions.append(
             await self.bus.subscribe(topology.models_exchange, self._on_promotion))
-        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        self._heartbeat.start()
         if self.settings.model_path is None:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="model-reconcile")
             self._reconciler.add_done_callback(_report_death)
@@ -203,7 +204,7 @@ class InferenceWorker:
                 return self.classifier.version if self.classifier else None
             self._install(new)  # batches already formed finish on the old model
         log.info("now serving %s", version)
-        await self._send_status()
+        await self._heartbeat.send()
         return version
 
     async def _reconcile_forever(self) -> None:
@@ -282,24 +283,15 @@ class InferenceWorker:
             started_at=self._started_at,
         )
 
-    async def _send_status(self) -> None:
-        with contextlib.suppress(DermaScanError):
-            await self.bus.broadcast(self.settings.status_exchange, encode(self.status()))
-
-    async def _beat(self) -> None:
-        while True:
-            await self._send_status()
-            await asyncio.sleep(self.settings.heartbeat_s)
-
     async def stop(self) -> None:
         """Drain: stop consuming, let in-flight requests finish (bounded), then release."""
         for subscription in self._subscriptions:
             await subscription.cancel()
         with contextlib.suppress(TimeoutError):  # past the drain timeout: release anyway
             await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
-        for task in (self._heartbeat, self._reconciler):
-            if task is not None:
-                task.cancel()
+        await self._heartbeat.stop()
+        if self._reconciler is not None:
+            self._reconciler.cancel()
         if self._batcher is not None:
             await self._batcher.close()
         self._decode_pool.shutdown(wait=False)

@@ -57,7 +57,8 @@ class WorkerSettings(CommonSettings):
         2, ge=1, description="TensorFlow inter-op threads; the worker uses at least `streams`, "
         "since streams sharing one inter-op thread run one after the other.",
     )
-    heartbeat_s: float = Field(5.0, gt=0, description="Seconds between worker status broadcasts.")
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between the service's heartbeats (status broadcasts).")
     model_reconcile_s: float = Field(
         10.0, gt=0, description="Seconds between checks of the registry's current model: a promotion "
         "broadcast that was missed or overtaken by another heals within this.")

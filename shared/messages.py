@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import DermaScanError, error_for_status
 
@@ -135,6 +135,29 @@ class WorkerStatus(Message):
     interval_s: float = Field(5.0, description="How often the worker sends this.")
     engine: str | None = Field(None, description="The engine serving the model: litert or tensorflow.")
     started_at: float | None = Field(None, description="Unix time the worker started.")
+
+
+class ServiceStatus(Message):
+    """ingest or trainer service -> everyone (fanout), sent periodically: this instance is up.
+
+    The inference worker's heartbeat is `WorkerStatus` (it also says which model it serves);
+    both travel on the status exchange and `parse_status` tells them apart.
+    """
+
+    service: str = Field(description="Which service: ingest_service or trainer_service.")
+    instance_id: str = Field(description="Unique id of the service process.")
+    started_at: float = Field(description="Unix time the instance started.")
+    sent_at: float = Field(default_factory=time.time, description="Unix time it was sent.")
+    interval_s: float = Field(5.0, gt=0, description="How often the instance sends this.")
+
+
+StatusMessage = WorkerStatus | ServiceStatus
+_STATUS: TypeAdapter[StatusMessage] = TypeAdapter(StatusMessage)
+
+
+def parse_status(body: bytes) -> StatusMessage:
+    """A status-exchange body as the heartbeat it is; raises pydantic.ValidationError otherwise."""
+    return _STATUS.validate_json(body)
 
 
 class ModelPromoted(Message):
