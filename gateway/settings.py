@@ -38,7 +38,8 @@ class GatewaySettings(CommonSettings):
     )
     queue_poll_s: float = Field(5.0, gt=0, description="Seconds between queue-depth samples for /metrics.")
     worker_ttl_factor: float = Field(
-        3.0, gt=1, description="A worker silent for this many heartbeat intervals counts as gone."
+        3.0, gt=1,
+        description="A worker or service instance silent for this many heartbeat intervals counts as gone.",
     )
     operator_token: SecretStr | None = Field(
         None, description="Bearer token of the `operator` role (named `operator` in the audit log): "

@@ -1,8 +1,8 @@
 """`GET /status`: what the UI's Status section shows, in one answer (open, read-only).
 
-Uptime of the gateway and of each live worker (from their heartbeats), the broker and the store,
-every queue's depth and consumers (the ingest and trainer services show as the consumers of
-their queues; sampled at most once a second, gateway/queue_watch.py), the taxonomy against what
+Uptime of the gateway, of each live worker and of each ingest and trainer instance (from their
+heartbeats), the broker and the store, every queue's depth and consumers (sampled at most once a
+second, gateway/queue_watch.py), the taxonomy against what
 the current model predicts, and the Grafana link when one is configured.
 """
 
@@ -39,6 +39,15 @@ class WorkerLive(BaseModel):
     heard_s_ago: float = Field(description="Seconds since its last heartbeat.")
 
 
+class ServiceLive(BaseModel):
+    """One ingest or trainer service instance heard from recently."""
+
+    service: str = Field(description="ingest_service or trainer_service.")
+    id: str = Field(description="The instance's id (host and process).")
+    uptime_s: float = Field(description="Seconds since the instance started, from its heartbeat.")
+    heard_s_ago: float = Field(description="Seconds since its last heartbeat.")
+
+
 class ClassCoverage(BaseModel):
     """The taxonomy against the current model."""
 
@@ -56,6 +65,7 @@ class Status(BaseModel):
     store_url: str = Field(description="The object store.")
     store_reachable: bool = Field(description="Whether the store answered a ping within 2 s.")
     workers: list[WorkerLive] = Field(description="Live inference workers, by id.")
+    services: list[ServiceLive] = Field(description="Live ingest and trainer instances, by service and id.")
     queues: list[QueueSeen] = Field(description="The predict, ingest and train queues.")
     classes: ClassCoverage
     grafana_url: str | None = Field(description="`DERMASCAN_GRAFANA_URL`, when set.")
@@ -98,10 +108,14 @@ async def status(request: web.Request) -> web.Response:
                           uptime_s=round(now - w.started_at, 1) if w.started_at else None,
                           heard_s_ago=round(max(0.0, now - w.sent_at), 1))
                for w in app[WORKERS].live()]
+    services = [ServiceLive(service=s.service, id=s.instance_id,
+                            uptime_s=round(max(0.0, now - s.started_at), 1),
+                            heard_s_ago=round(max(0.0, now - s.sent_at), 1))
+                for s in app[WORKERS].services()]
     broker = app[BUS].connected
     body = Status(
         status="ok" if broker and store_ok and any(w.model_version for w in workers) else "degraded",
         gateway_uptime_s=round(uptime_s(app), 1), broker_connected=broker, store_url=app[STORE].url,
-        store_reachable=store_ok, workers=workers, queues=await _queues(request),
+        store_reachable=store_ok, workers=workers, services=services, queues=await _queues(request),
         classes=await _coverage(request), grafana_url=app[SETTINGS].grafana_url)
     return web.json_response(body.model_dump(mode="json"))

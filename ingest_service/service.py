@@ -34,6 +34,7 @@ from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.catalog import Catalog, ImageRecord, image_key, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
+from shared.heartbeat import Heartbeat
 from shared.jobs import WORKER_LOST, FileOutcome, Job, JobStore
 from shared.messages import ErrorInfo, IngestRequest, StagedFile, decode, encode
 from shared.sanitize import clean_image
@@ -68,15 +69,19 @@ class IngestService:
                                              settings.max_zip_bytes)
         self.topology = Topology.of(settings)
         self._subscription: Subscription | None = None
+        self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "ingest_service",
+                                              settings.heartbeat_s)
 
     async def start(self) -> None:
         await self.bus.wait_connected()
         await declare(self.bus, self.topology.ingest)
         self._subscription = await self.bus.consume(self.topology.ingest.name, self._on_job, prefetch=1)
+        self.status_beat.start()
 
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.cancel()
+        await self.status_beat.stop()  # last: listed as up while a job still finishes
 
     async def _on_job(self, delivery: Delivery) -> None:
         request = decode(IngestRequest, delivery.body)  # a malformed message is dead-lettered

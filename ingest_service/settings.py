@@ -13,6 +13,8 @@ class IngestSettings(CommonSettings):
 
     metrics_port: int = Field(9101, description="Port of the ingest service's /metrics (0: none).")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between the service's heartbeats (status broadcasts).")
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, gt=0,
         description="Most pixels of one image (width x height, read from the header before decoding; "

@@ -46,7 +46,7 @@ class CommonSettings(BaseSettings):
         1024, ge=1, description="Requests the predict queue may hold; past it the gateway answers 429."
     )
     status_exchange: str = Field(
-        "dermascan.status", description="Fanout exchange of worker heartbeats."
+        "dermascan.status", description="Fanout exchange of the services' heartbeats."
     )
     models_exchange: str = Field(
         "dermascan.models", description="Fanout exchange announcing model promotions."

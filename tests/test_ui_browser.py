@@ -122,6 +122,9 @@ def test_every_section_renders_with_no_console_errors_or_failed_requests(ui: Pag
     workers = page.inner_text("#workers-table")
     assert health["workers"][0]["id"] in workers and health["workers"][0]["engine"] in workers
     assert len(page.query_selector_all("#queues-table tbody tr")) == 3
+    page.wait_for_selector("#services-table tbody tr:nth-child(2)")  # the ingest and trainer services
+    services = page.inner_text("#services-table")
+    assert "ingest service" in services and "trainer service" in services
     assert page.get_attribute("#grafana-link", "href") == GRAFANA
     assert page.inner_text("#classes-predicted") == ", ".join(c.replace("_", " ")
                                                               for c in health["classes"]["predicted"])

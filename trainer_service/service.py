@@ -20,6 +20,7 @@ from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
+from shared.heartbeat import Heartbeat
 from shared.jobs import Job, JobState, JobStore, TrainResult
 from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
@@ -48,6 +49,8 @@ class TrainerService:
         self.topology = Topology.of(settings)
         self._subscription: Subscription | None = None
         self._promotions: Subscription | None = None
+        self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "trainer_service",
+                                                settings.heartbeat_s)
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
@@ -57,6 +60,7 @@ class TrainerService:
         self.metrics.current_model.info({"version": current})
         self._promotions = await self.bus.subscribe(self.topology.models_exchange, self._on_promotion)
         self._subscription = await self.bus.consume(self.topology.train.name, self._on_job, prefetch=1)
+        self.status_beat.start()
 
     async def _on_promotion(self, delivery: Delivery) -> None:
         """A promotion was announced: report the registry's current version (broadcasts may
@@ -71,6 +75,7 @@ class TrainerService:
         for subscription in (self._subscription, self._promotions):
             if subscription is not None:
                 await subscription.cancel()
+        await self.status_beat.stop()  # last: listed as up while a training still finishes
 
     async def _on_job(self, delivery: Delivery) -> None:
         request = decode(TrainRequest, delivery.body)

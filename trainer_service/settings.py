@@ -16,6 +16,8 @@ class TrainerSettings(CommonSettings):
 
     metrics_port: int = Field(9102, description="Port of the trainer's /metrics (0: none).")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="Seconds between the service's heartbeats (status broadcasts).")
     work_dir: Path = Field(REPO_ROOT / "var" / "trainer", description="Scratch space for training runs.")
     max_balanced_accuracy_drop: float = Field(
         0.02, ge=0, le=1, description="Gate: most the held-out balanced accuracy may fall.")

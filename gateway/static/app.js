@@ -42,6 +42,11 @@ async function refreshStatus() {
       w.id, w.model_version || "loading…", w.engine || "–", duration(w.uptime_s), `${w.heard_s_ago} s ago`]),
     { id: "workers-table" })
     : errorLine("No inference worker is live: predictions will wait."));
+  const services = s.services;
+  byId("status-services").replaceChildren(services.length
+    ? table(["service", "instance", "up", "heard"], services.map((v) => [
+      words(v.service), v.id, duration(v.uptime_s), `${v.heard_s_ago} s ago`]), { id: "services-table" })
+    : errorLine("No ingest or trainer service is live: uploads and retraining will wait."));
   byId("status-queues").replaceChildren(table(["queue", "carries", "waiting", "consumers"], s.queues.map((q) => [
     q.name, q.role, q.messages === null ? "?" : String(q.messages), q.consumers === null ? "?" : String(q.consumers)]),
   { id: "queues-table" }));
