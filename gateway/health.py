@@ -6,7 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.keys import BUS, METRICS, REGISTRY, SETTINGS, STORE, WORKERS, uptime_s
+from gateway.keys import BUS, METRICS, SETTINGS, STORE, WORKERS, uptime_s
+from gateway.status import class_coverage
 from shared.errors import DermaScanError
 from shared.taxonomy import CLASSES
 
@@ -70,17 +71,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def classes(request: web.Request) -> web.Response:
     """The taxonomy, and which of its classes the current model predicts."""
-    registry = request.app[REGISTRY]
-    current, predicted = None, []
-    try:
-        current = await registry.current_version()
-        if current is not None:
-            predicted = (await registry.manifest(current)).classes
-    except DermaScanError:
-        pass
+    coverage = await class_coverage(request)
     return web.json_response({
         "taxonomy": list(CLASSES),
-        "model_version": current,
-        "predicted": predicted,
-        "not_yet_predicted": [c for c in CLASSES if c not in predicted],
+        "model_version": coverage.model_version,
+        "predicted": coverage.predicted,
+        "not_yet_predicted": coverage.needs_data,
     })

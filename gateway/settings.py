@@ -27,7 +27,9 @@ class GatewaySettings(CommonSettings):
     )
     max_files_per_request: int = Field(5000, ge=1, description="Most files in one bulk upload.")
     job_stale_s: float = Field(
-        60.0, gt=0, description="A running job without progress for this long is reported failed."
+        60.0, gt=0,
+        description="A running job without progress for this long is reported failed (`worker_lost`); an "
+                    "upload resumes if its message comes again."
     )
     training_queued_stale_s: float = Field(
         900.0, gt=0, description="A training job no trainer started in this long is failed by the next "

@@ -83,7 +83,9 @@ async def _queues(request: web.Request) -> list[QueueSeen]:
     return seen
 
 
-async def _coverage(request: web.Request) -> ClassCoverage:
+async def class_coverage(request: web.Request) -> ClassCoverage:
+    """The taxonomy against the current model (GET /status and GET /classes); no model or an
+    unreachable registry: nothing predicted."""
     registry = request.app[REGISTRY]
     current, predicted = None, []
     try:
@@ -117,5 +119,5 @@ async def status(request: web.Request) -> web.Response:
         status="ok" if broker and store_ok and any(w.model_version for w in workers) else "degraded",
         gateway_uptime_s=round(uptime_s(app), 1), broker_connected=broker, store_url=app[STORE].url,
         store_reachable=store_ok, workers=workers, services=services, queues=await _queues(request),
-        classes=await _coverage(request), grafana_url=app[SETTINGS].grafana_url)
+        classes=await class_coverage(request), grafana_url=app[SETTINGS].grafana_url)
     return web.json_response(body.model_dump(mode="json"))
