@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from shared.store import open_store
-from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.processes import embedded_env, free_port, python_module, running, wait_http
 from tests.support.reliability import Scenario, lost_images, scenario
-from tests.support.tokens import CONTRIBUTOR, OPERATOR, TOKEN_ENV
+from tests.support.tokens import CONTRIBUTOR, OPERATOR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,9 +77,7 @@ def test_after_a_kill_9_uploads_resume_training_is_failed_and_retrain_works_agai
 
 def kill_and_restart(tmp_path: Path, tiny_model_dir: Path) -> None:
     var = tmp_path / "var"
-    env = {"DERMASCAN_STORE_URL": var.as_uri(), "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-           "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir), "DERMASCAN_SEED_DATASET": "",
-           "DERMASCAN_INFERENCE_ENGINE": "tensorflow", **TOKEN_ENV}
+    env = embedded_env(tmp_path, tiny_model_dir, DERMASCAN_INFERENCE_ENGINE="tensorflow")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with running(python_module("embedded"), env={**env, "DERMASCAN_HTTP_PORT": str(port)},

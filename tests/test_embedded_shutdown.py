@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import free_port, python_module, running, wait_http
-from tests.support.tokens import TOKEN_ENV
+from tests.support.processes import embedded_env, free_port, python_module, running, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 IMAGE = next((Path(__file__).parent / "fixtures" / "ham10000" / "melanoma").glob("*.jpg")).read_bytes()
@@ -28,11 +27,8 @@ def test_sigterm_under_load_answers_what_it_took_and_exits_cleanly(tmp_path: Pat
                                                                   tiny_model_dir: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-           "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir), "DERMASCAN_SEED_DATASET": "",
-           "DERMASCAN_INFERENCE_ENGINE": "tensorflow", "DERMASCAN_HTTP_PORT": str(port),
-           "DERMASCAN_PREDICT_RATE_PER_S": "10000", **TOKEN_ENV}
+    env = embedded_env(tmp_path, tiny_model_dir, DERMASCAN_INFERENCE_ENGINE="tensorflow",
+                       DERMASCAN_HTTP_PORT=str(port), DERMASCAN_PREDICT_RATE_PER_S="10000")
     outcomes: Counter[str] = Counter()
     done = threading.Event()
 

@@ -22,8 +22,8 @@ from shared.store import open_store
 from tests.conftest import FIXTURES
 from tests.support import reliability
 from tests.support.http import files_form, form
-from tests.support.processes import free_port, python_module, running, wait_http
-from tests.support.tokens import CONTRIBUTOR, TOKEN_ENV
+from tests.support.processes import embedded_env, free_port, python_module, running, wait_http
+from tests.support.tokens import CONTRIBUTOR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 TRAFFIC_S = 150.0  # of traffic, after the start: a minute past the warm-up, short enough for make test
@@ -149,10 +149,8 @@ async def test_the_embedded_system_stays_flat_under_mixed_traffic(tmp_path: Path
                                                                   tiny_model_dir: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-           "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir), "DERMASCAN_SEED_DATASET": "",
-           "DERMASCAN_HTTP_PORT": str(port), "DERMASCAN_PREDICT_RATE_PER_S": "0", **TOKEN_ENV}
+    env = embedded_env(tmp_path, tiny_model_dir, DERMASCAN_HTTP_PORT=str(port),
+                       DERMASCAN_PREDICT_RATE_PER_S="0")
     with running(python_module("embedded"), env=env, log=tmp_path / "embedded.log") as proc:
         await asyncio.to_thread(wait_http, f"{base}/readyz", timeout=120, proc=proc)
         traffic = Traffic()

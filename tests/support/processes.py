@@ -13,7 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.tokens import TOKEN_ENV
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def embedded_env(tmp_path: Path, model_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m embedded` under test: its store and model cache in
+    `tmp_path`, the model of `model_dir`, no seed dataset, the test tokens; `extra` on top."""
+    return {"DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
+            "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+            "DERMASCAN_BUNDLED_MODEL_DIR": str(model_dir), "DERMASCAN_SEED_DATASET": "", **TOKEN_ENV, **extra}
 
 
 def free_port() -> int:
