@@ -59,8 +59,7 @@ def over(job: Job) -> bool:
     """Whether `job` will not change again, so its stream ends: final, and not an upload an
     observer reported `worker_lost` with a `retryable` error (its service resumes it when it gets
     the job's message again: `Job.resume`). The page's `over` (static/dom.js) is the same rule."""
-    resumable = job.lost and job.error is not None and job.error.retryable
-    return job.final and not resumable
+    return job.final and not job.resumable
 
 
 def _as_data(job: Job) -> dict[str, object]:

@@ -140,7 +140,7 @@ class IngestService:
         silent: this service stopped, e.g. cut from the broker) rather than this service ending
         it, and a file it had not handled is still staged, or it had handled them all (it stopped
         just before saving its end). Raises ServiceUnavailable."""
-        if not job.lost:
+        if not job.resumable:
             return False
         left = progress.unhandled(request.files)
         for staged in left:

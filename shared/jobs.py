@@ -139,6 +139,12 @@ class Job(BaseModel):
         """Failed by an observer as `worker_lost` (silent too long), not by its own service."""
         return self.state == "failed" and self.error is not None and self.error.code == WORKER_LOST
 
+    @property
+    def resumable(self) -> bool:
+        """Lost with a `retryable` error: an upload its service resumes when it gets the job's
+        message again (`resume`); a lost training job is not (its claim is free)."""
+        return self.lost and self.error is not None and self.error.retryable
+
     def fail(self, code: str, message: str, status: int = 500, *, retryable: bool = False) -> None:
         """Make the job failed with `code` and `message`, and say so in its log."""
         self.state = "failed"

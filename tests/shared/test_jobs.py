@@ -189,6 +189,7 @@ async def test_a_silent_ingest_job_is_reported_lost_and_resumable_a_training_job
     lost = await jobs.load(upload.job_id, stale_after_s=60)
     assert lost.lost and lost.final and lost.finished_at is not None
     assert lost.error is not None and lost.error.retryable, "a poller may see it resume"
+    assert lost.resumable
     assert "resumes where it stopped" in lost.error.message
     assert (await jobs.get(upload.job_id)).lost, "saved as failed"
 
@@ -200,6 +201,7 @@ async def test_a_silent_ingest_job_is_reported_lost_and_resumable_a_training_job
 
     training = await jobs.load((await silent_job(jobs, "train")).job_id, stale_after_s=60)
     assert training.lost and training.error is not None and not training.error.retryable
+    assert not training.resumable
 
 
 def test_only_a_job_reported_lost_resumes() -> None:
@@ -208,7 +210,7 @@ def test_only_a_job_reported_lost_resumes() -> None:
             job.resume("again")
     failed_by_its_service = Job(kind="ingest")
     failed_by_its_service.fail("store_unavailable", "the store stayed down", 503, retryable=True)
-    assert not failed_by_its_service.lost
+    assert not failed_by_its_service.lost and not failed_by_its_service.resumable
     with pytest.raises(ValueError):
         failed_by_its_service.resume("again")
 
