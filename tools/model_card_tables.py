@@ -17,17 +17,30 @@ def _f(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _span(interval: list[float] | None) -> str:
+    return "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def _auc(metrics: dict[str, Any], name: str) -> str:
+    value = metrics["per_class"].get(name, {}).get("auc")
+    return "-" if value is None else _f(value) + _span(metrics.get("intervals", {}).get("auc", {}).get(name))
+
+
 def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     names = list(runs)
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("images", lambda m: str(m["images"])),
-        ("balanced accuracy", lambda m: _f(m["balanced_accuracy"])),
+        ("balanced accuracy [95 % bootstrap]",
+         lambda m: _f(m["balanced_accuracy"]) + _span(m.get("intervals", {}).get("balanced_accuracy"))),
         ("macro AUC (one-vs-rest)", lambda m: _f(m["macro_auc_ovr"])),
-        ("melanoma AUC", lambda m: _f(m["per_class"].get("melanoma", {}).get("auc"))),
-        ("seborrheic keratosis AUC", lambda m: _f(m["per_class"].get("seborrheic_keratosis", {}).get("auc"))),
+        ("melanoma AUC", lambda m: _auc(m, "melanoma")),
+        ("seborrheic keratosis AUC", lambda m: _auc(m, "seborrheic_keratosis")),
         ("ECE at T = 1", lambda m: _f(m.get("ece_uncalibrated"))),
         ("ECE calibrated", lambda m: _f(m["ece"])),
+        ("ECE a calibrated model would show here: median / p90",
+         lambda m: "-" if "ece_calibrated_floor" not in m else
+         f"{m['ece_calibrated_floor']['median']:.3f} / {m['ece_calibrated_floor']['p90']:.3f}"),
     ]
     for label, get in rows:
         lines.append(f"| {label} | " + " | ".join(get(runs[n]) for n in names) + " |")
@@ -36,7 +49,8 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
         for n in names:
             row = runs[n].get("operating_points", {}).get("referral", {}).get(name)
             cells.append("-" if row is None or row["recall"] is None else
-                         f"{row['recall']:.3f} / {_f(row['specificity'])} (>= {row['threshold']:.3f})")
+                         f"{row['recall']:.3f}{_span(row.get('recall_interval'))} / {_f(row['specificity'])} "
+                         f"(>= {row['threshold']:.3f})")
         lines.append(f"| {name} referral: recall / specificity | " + " | ".join(cells) + " |")
     for key, label in (("ood_flagged", "flagged out of distribution"),):
         lines.append(f"| {label} | " + " | ".join(

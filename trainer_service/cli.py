@@ -127,8 +127,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     print(f"model {manifest.version} on {args.data}")
     print(format_report(metrics))
     for name, row in metrics.get("operating_points", {}).get("referral", {}).items():
-        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}, "
-              f"specificity {row['specificity']}")
+        span = row.get("recall_interval")
+        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}"
+              + (f" (95% Wilson interval {span[0]:.3f}-{span[1]:.3f})" if span else "")
+              + f", specificity {row['specificity']}")
     for key in ("uncertainty", "ood_flagged"):
         if key in metrics.get("operating_points", {}):
             print(f"{key}: {metrics['operating_points'][key]}")

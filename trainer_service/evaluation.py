@@ -50,7 +50,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
     k = len(classes)
     allowed = admissible(classes)
     present = np.bincount(labels, minlength=k) > 0
-    predicted = _nearest_present(decide(probabilities, allowed), allowed, present)
+    predicted = scored_answers(probabilities, labels, allowed)
     matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
     support = matrix.sum(axis=1)
     predicted_counts = matrix.sum(axis=0)
@@ -80,6 +80,13 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
     }
 
 
+def scored_answers(probabilities: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The label each answer is scored as: the API's answer (`decide`), moved to its nearest
+    ancestor among the labels present in the set when it is not present itself."""
+    present = np.bincount(labels, minlength=allowed.shape[0]) > 0
+    return _nearest_present(decide(probabilities, allowed), allowed, present)
+
+
 def _nearest_present(predicted: np.ndarray, allowed: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Each predicted output as the most specific present label that admits it (else itself)."""
     out = predicted.copy()
@@ -95,6 +102,10 @@ def _auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(positive, scores)) if 0 < positive.sum() < len(positive) else None
 
 
+def _span(interval: list[float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def format_report(metrics: dict[str, Any]) -> str:
     """A human-readable table of `classification_metrics` output."""
     classes = metrics["classes"]
@@ -106,13 +117,23 @@ def format_report(metrics: dict[str, Any]) -> str:
     ]
     if "ece_uncalibrated" in metrics:
         lines.append(f"ECE at temperature 1: {metrics['ece_uncalibrated']:.4f}")
+    if "ece_calibrated_floor" in metrics:
+        floor = metrics["ece_calibrated_floor"]
+        lines.append(f"ECE a perfectly calibrated model would show on this set: median "
+                     f"{floor['median']:.4f}, 90th percentile {floor['p90']:.4f}")
+    if "intervals" in metrics:
+        ci = metrics["intervals"]
+        lines.append(f"{ci['level']:.0%} bootstrap intervals ({ci['resamples']} resamples): "
+                     f"balanced accuracy {_span(ci['balanced_accuracy'])}")
     lines += ["", f"{'class':<22} {'recall':>7} {'precision':>9} {'auc':>7} {'support':>7}"]
     for name in classes:
         row = metrics["per_class"][name]
         rec = "-" if row["recall"] is None else f"{row['recall']:.3f}"
         pre = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         auc = "-" if row.get("auc") is None else f"{row['auc']:.3f}"
-        lines.append(f"{name:<22} {rec:>7} {pre:>9} {auc:>7} {row['support']:>7}")
+        span = metrics.get("intervals", {}).get("auc", {}).get(name)
+        lines.append(f"{name:<22} {rec:>7} {pre:>9} {auc:>7} {row['support']:>7}"
+                     + (f"   AUC {_span(span)}" if span else ""))
     short = [name[:6] for name in classes]
     lines += ["", "confusion matrix (rows true, columns predicted):",
               " " * 8 + " ".join(f"{s:>6}" for s in short)]

@@ -26,6 +26,7 @@ from trainer_service.classifier import (
 )
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
+from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
 from trainer_service.ood import FLAGGED, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, cross_validated_bias
 from trainer_service.sources import Source, combined, load_sources, source_name
@@ -208,6 +209,8 @@ def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], cla
     probabilities = predict(model, data.images)
     metrics = classification_metrics(probabilities, data.labels, classes)
     metrics["ece_uncalibrated"] = _ece_at_unit_temperature(model, data)
+    metrics["ece_calibrated_floor"] = calibrated_ece_floor(probabilities, admissible(classes))
+    metrics["intervals"] = bootstrap_intervals(probabilities, data.labels, classes)
     metrics["data"] = data_summary(data)
     if manifest is not None:
         metrics["operating_points"] = operating_figures(model, manifest, data, probabilities)
@@ -223,9 +226,11 @@ def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSe
         c = data.classes.index(name)
         flagged = probabilities @ allowed[c] >= point.threshold
         positive = data.labels == c
+        hits = int(flagged[positive].sum())
         out["referral"][name] = {
             "threshold": point.threshold,
             "recall": float(flagged[positive].mean()) if positive.any() else None,
+            "recall_interval": wilson_interval(hits, int(positive.sum())),
             "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
             "positives": int(positive.sum())}
     if manifest.uncertainty is not None:
