@@ -191,9 +191,13 @@ class InferenceWorker:
     async def reconcile(self) -> str | None:
         """Load the registry's current version unless it is served already; returns the version
         served. A version that fails to load is logged and the old one kept (tried again at the
-        next reconcile). Raises what the store raises."""
-        version = await self.registry.current_version()
+        next reconcile). Raises what the store raises.
+
+        The pointer is read under the reload lock: read before it, a reconcile that waited behind
+        a slow load could install the version it read then, after a later one had been served.
+        """
         async with self._reload_lock:
+            version = await self.registry.current_version()
             if version is None or (self.classifier is not None and self.classifier.version == version):
                 return self.classifier.version if self.classifier else None
             try:

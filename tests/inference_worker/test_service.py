@@ -122,3 +122,40 @@ async def test_the_worker_follows_the_registry_when_a_promotion_broadcast_is_mis
     finally:
         await worker.stop()
         await bus.close()
+
+
+async def test_a_reconcile_whose_registry_read_was_overtaken_does_not_install_the_older_version(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two promotions' reconciles: the first one's read of the pointer (tiny-v1) answers only
+    after the second has read tiny-v2. Serving must end on tiny-v2, what the registry says last."""
+    settings = WorkerSettings(store_url=tmp_path.as_uri(), bundled_model_dir=tiny_model_dir,
+                              model_cache_dir=tmp_path / "cache", metrics_port=0, model_reconcile_s=3600)
+    bus = await connect_bus("memory://")
+    store = await open_store(settings.store_url)
+    manifest = ModelManifest.model_validate_json((tiny_model_dir / "manifest.json").read_text())
+    worker = InferenceWorker(settings, bus, store, WorkerMetrics(CollectorRegistry()))
+    await worker.start()
+    try:
+        await worker.registry.publish(tiny_model_dir / "model.keras",
+                                      manifest.model_copy(update={"version": "tiny-v2"}))
+        slow_read_may_answer = asyncio.Event()
+        answers = iter(["stale", "tiny-v2", "tiny-v2"])
+
+        async def current_version() -> str:
+            answer = next(answers)
+            if answer == "stale":  # read before the second promotion, answered after it
+                await slow_read_may_answer.wait()
+                return "tiny-v1"
+            return answer
+
+        monkeypatch.setattr(worker.registry, "current_version", current_version)
+        first = asyncio.create_task(worker.reconcile())
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(worker.reconcile())
+        await asyncio.sleep(0.05)
+        slow_read_may_answer.set()
+        await asyncio.gather(first, second)
+        assert worker.status().model_version == "tiny-v2"
+    finally:
+        await worker.stop()
+        await bus.close()

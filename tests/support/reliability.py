@@ -49,6 +49,10 @@ CLOSED_GAPS = [
     "A gateway that stops between taking the training claim and publishing the job no longer blocks training "
     "for good: a training job still `queued` after `DERMASCAN_TRAINING_QUEUED_STALE_S` (15 min) is failed "
     "`not_started` by the next `POST /retrain`, which takes the claim (`tests/shared/test_jobs.py`).",
+    "Concurrent promotions no longer leave a worker on an older version until its next periodic check: a "
+    "reconcile reads the registry's pointer under the reload lock, so one whose read was overtaken cannot "
+    "install what it read after a later version (`concurrent promotions` failed once under load; "
+    "`tests/inference_worker/test_service.py` replays the overtaken read).",
 ]
 COLUMNS = ("scenario", "sent", "answered", "answers by kind", "accepted uploads", "lost", "hung", "seconds",
            "result", "run", "notes")
