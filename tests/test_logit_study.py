@@ -1,0 +1,64 @@
+"""tools/logit_study.py on saved logits: temperature rules fitted on validation only, and an
+ensemble whose figures are those of the mean of the two models' probabilities."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import logit_study
+
+CLASSES = np.array(["melanocytic_nevi", "melanoma", "seborrheic_keratosis"])
+
+
+def _study(path: Path, seed: int, sharpness: float) -> Path:
+    """Logits whose labels are drawn from softmax(logits): calibrated at T = sharpness."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for name, n in (("val_a", 400), ("val_b", 300), ("eval_a", 500)):
+        base = np.random.default_rng(hash(name) % 2**32).normal(0, 2, (n, 3))
+        labels = np.array([np.random.default_rng(i).choice(3, p=np.exp(r) / np.exp(r).sum())
+                           for i, r in enumerate(base)])
+        arrays[f"{name}.logits"] = base * sharpness + rng.normal(0, 0.1, base.shape)
+        arrays[f"{name}.labels"] = labels
+        arrays[f"{name}.ood"] = rng.normal(1, 0.3, n)
+    np.savez(path, classes=CLASSES, temperature=1.0, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def test_temperature_rules_recover_the_temperature_the_logits_were_made_with(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logit_study.temperatures(_study(tmp_path / "s.npz", 0, sharpness=2.0))
+    lines = capsys.readouterr().out.splitlines()
+    own = next(line for line in lines if "model's own" in line)
+    fitted = next(line for line in lines if "fitted on val_a" in line)
+    log_t = float(re.search(r"\(a (-?[0-9.]+),", fitted).group(1))  # type: ignore[union-attr]
+    assert "(a 0.000," in own and 0.5 < log_t < 0.9  # log 2 = 0.69, found on 400 validation logits
+
+    def eval_ece(line: str) -> float:
+        return float(line.split("eval_a ", 1)[1].split(",")[0])
+
+    assert eval_ece(fitted) < eval_ece(own) / 1.8
+
+
+def test_the_ensemble_of_a_model_with_itself_is_that_model(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = _study(tmp_path / "s.npz", 1, sharpness=1.0)
+    logit_study.ensemble(path, path)
+    out = capsys.readouterr().out.split("\n  ")
+    assert out[1].split(": ", 1)[1] == out[3].split(": ", 1)[1].split("\n")[0]
+
+
+def test_studies_of_different_images_are_refused(tmp_path: Path) -> None:
+    first = _study(tmp_path / "a.npz", 2, sharpness=1.0)
+    data = dict(np.load(first))
+    data["val_a.labels"] = np.roll(data["val_a.labels"], 1)
+    np.savez(tmp_path / "b.npz", **data)
+    with pytest.raises(SystemExit, match="different images"):
+        logit_study.ensemble(first, tmp_path / "b.npz")

@@ -1,0 +1,147 @@
+"""Studies on saved logits: what another temperature rule or a two-model ensemble would do, without
+retraining or re-running the networks.
+
+    python tools/logit_study.py dump ARTIFACT OUT.npz --eval ../shared/data/ham10000/eval \
+        ../shared/data/isic2017/val
+    python tools/logit_study.py temperatures OUT.npz
+    python tools/logit_study.py ensemble A.npz B.npz
+
+`dump` saves an artifact's logits (the validation split its recipe names, then each `--eval`
+set) and OOD scores. `temperatures` prints each set's ECE under the model's own temperature and
+under temperatures fitted on one source's validation, on both weighted equally, and growing with
+the OOD score. `ensemble` prints balanced accuracy, melanoma AUC and ECE of each model and of the
+mean of their calibrated probabilities. Choices are fitted on `val_*` sets only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.taxonomy import admissible
+from trainer_service.calibration import expected_calibration_error, negative_log_likelihood, softmax
+from trainer_service.evaluation import classification_metrics
+
+
+def dump(artifact: Path, out: Path, evals: list[Path]) -> None:
+    import keras
+
+    from trainer_service.artifacts import load_artifact
+    from trainer_service.classifier import LOGITS
+    from trainer_service.dataset import load_image_set
+    from trainer_service.evaluation import predict
+    from trainer_service.sources import load_sources, source_name
+
+    model, manifest = load_artifact(artifact)
+    recipe = manifest.recipe
+    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
+    classes, sources = load_sources([Path(p) for p in recipe["sources"]], manifest.input_size,
+                                    policy=manifest.preprocessing,
+                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
+                                    cache_dir=None)
+    logits = keras.Model(model.input, model.get_layer(LOGITS).output)
+    sets = {f"val_{s.name}": (s.validation.images, s.validation.labels) for s in sources}
+    for root in evals:
+        data = load_image_set(root, manifest.input_size, classes=classes, policy=manifest.preprocessing)
+        sets[f"eval_{source_name(root)}"] = (data.images, data.labels)
+    arrays: dict[str, Any] = {"classes": np.array(classes), "temperature": manifest.temperature}
+    for name, (images, labels) in sets.items():
+        arrays[f"{name}.logits"] = predict(logits, images)
+        arrays[f"{name}.ood"] = predict(model, images, output=1).reshape(-1)
+        arrays[f"{name}.labels"] = labels
+    np.savez(out, **arrays)
+    print(f"wrote {out}: {', '.join(f'{k} ({len(v[1])})' for k, v in sets.items())}")
+
+
+def _sets(study: np.lib.npyio.NpzFile) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    names = sorted({key.rsplit(".", 1)[0] for key in study.files if "." in key})
+    return {n: (study[f"{n}.logits"], study[f"{n}.labels"], study[f"{n}.ood"]) for n in names}
+
+
+def temperatures(path: Path) -> None:
+    study = np.load(path)
+    allowed = admissible([str(c) for c in study["classes"]])
+    sets = _sets(study)
+    validation = {n: v for n, v in sets.items() if n.startswith("val_")}
+
+    def nll(logits: np.ndarray, labels: np.ndarray, t: np.ndarray) -> float:
+        p = softmax(logits / t[:, None])
+        return float(-np.log(np.maximum((p * allowed[labels]).sum(axis=1), 1e-300)).mean())
+
+    rules: dict[str, tuple[float, float]] = {"model's own": (np.log(float(study["temperature"])), 0.0)}
+    for name, (logits, labels, _) in validation.items():
+        rules[f"fitted on {name}"] = (np.log(_fit(lambda t, lg=logits, lb=labels: negative_log_likelihood(
+            lg, lb, t, allowed))), 0.0)
+    rules["both sources weighted equally"] = (np.log(_fit(lambda t: sum(
+        negative_log_likelihood(lg, lb, t, allowed) for lg, lb, _ in validation.values()))), 0.0)
+    fit = minimize(lambda w: sum(nll(lg, lb, np.exp(w[0] + w[1] * o)) for lg, lb, o in validation.values()),
+                   [0.0, 0.0], method="Nelder-Mead").x
+    rules["log T linear in the OOD score, sources equal"] = (float(fit[0]), float(fit[1]))
+    print("ECE (top label, 15 bins) per set; T = exp(a + b * ood score)")
+    for rule, (a, b) in rules.items():
+        cells = [f"{n} {_ece(lg / np.exp(a + b * o)[:, None], lb, allowed):.3f}"
+                 for n, (lg, lb, o) in sets.items()]
+        print(f"  {rule} (a {a:.3f}, b {b:.3f}): " + ", ".join(cells))
+
+
+def _ece(scaled_logits: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> float:
+    return expected_calibration_error(softmax(scaled_logits), labels, allowed)
+
+
+def _fit(objective: object) -> float:
+    result = minimize_scalar(lambda lt: objective(np.exp(lt)), bounds=(-3.0, 3.0), method="bounded")  # type: ignore[operator]
+    return float(np.exp(result.x))
+
+
+def ensemble(first: Path, second: Path) -> None:
+    a, b = np.load(first), np.load(second)
+    classes = tuple(str(c) for c in a["classes"])
+    if classes != tuple(str(c) for c in b["classes"]):
+        raise SystemExit("the two studies have different classes")
+    sa, sb = _sets(a), _sets(b)
+
+    def figures(p: np.ndarray, labels: np.ndarray) -> str:
+        m = classification_metrics(p, labels, classes)
+        mel = m["per_class"]["melanoma"]["auc"]
+        return f"balanced accuracy {m['balanced_accuracy']:.3f}, melanoma AUC {mel:.3f}, ECE {m['ece']:.3f}"
+
+    for name in sa:
+        if not np.array_equal(sa[name][1], sb[name][1]):
+            raise SystemExit(f"{name}: the two studies hold different images")
+        pa = softmax(sa[name][0] / float(a["temperature"]))
+        pb = softmax(sb[name][0] / float(b["temperature"]))
+        labels = sa[name][1]
+        print(f"{name}\n  {first.stem}: {figures(pa, labels)}\n  {second.stem}: {figures(pb, labels)}"
+              f"\n  mean of both: {figures((pa + pb) / 2, labels)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dump")
+    d.add_argument("artifact", type=Path)
+    d.add_argument("out", type=Path)
+    d.add_argument("--eval", type=Path, nargs="*", default=[])
+    sub.add_parser("temperatures").add_argument("study", type=Path)
+    e = sub.add_parser("ensemble")
+    e.add_argument("first", type=Path)
+    e.add_argument("second", type=Path)
+    args = p.parse_args(argv)
+    if args.command == "dump":
+        dump(args.artifact, args.out, args.eval)
+    elif args.command == "temperatures":
+        temperatures(args.study)
+    else:
+        ensemble(args.first, args.second)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
