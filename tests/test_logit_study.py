@@ -62,3 +62,29 @@ def test_studies_of_different_images_are_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "b.npz", **data)
     with pytest.raises(SystemExit, match="different images"):
         logit_study.ensemble(first, tmp_path / "b.npz")
+
+
+def test_patient_metadata_is_credited_only_when_it_carries_the_label(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Uninformative logits, and ages that tell melanoma apart: the stack with age must win."""
+    rng = np.random.default_rng(3)
+    arrays: dict[str, np.ndarray] = {}
+    rows = ["sha256,age,sex"]
+    for name, n in (("val_a", 300), ("eval_a", 300)):
+        labels = rng.integers(0, 3, n)
+        digests = [f"{name}-{i}" for i in range(n)]
+        arrays[f"{name}.logits"] = rng.normal(0, 1, (n, 3))
+        arrays[f"{name}.labels"], arrays[f"{name}.ood"] = labels, rng.normal(1, 0.3, n)
+        arrays[f"{name}.sha256"] = np.array(digests)
+        rows += [f"{d},{70 if y == 1 else 30},{'male' if i % 2 else 'female'}"
+                 for i, (d, y) in enumerate(zip(digests, labels, strict=True))]
+    np.savez(tmp_path / "s.npz", classes=CLASSES, temperature=1.0, **arrays)  # type: ignore[arg-type]
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    logit_study.metadata(tmp_path / "s.npz", [tmp_path / "metadata.csv"])
+    out = capsys.readouterr().out
+    alone, with_age = (block.split("eval_a: ")[1].split("\n")[0] for block in out.split("stacked on")[1:])
+
+    def melanoma_auc(line: str) -> float:
+        return float(line.split("melanoma AUC ")[1])
+
+    assert melanoma_auc(alone) < 0.65 and melanoma_auc(with_age) > 0.95

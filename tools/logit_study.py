@@ -5,23 +5,29 @@ retraining or re-running the networks.
         ../shared/data/isic2017/val
     python tools/logit_study.py temperatures OUT.npz
     python tools/logit_study.py ensemble A.npz B.npz
+    python tools/logit_study.py metadata OUT.npz --csv ../shared/data/ham10000/metadata.csv \
+        ../shared/data/isic2017/metadata.csv
 
 `dump` saves an artifact's logits (the validation split its recipe names, then each `--eval`
 set) and OOD scores. `temperatures` prints each set's ECE under the model's own temperature and
 under temperatures fitted on one source's validation, on both weighted equally, and growing with
 the OOD score. `ensemble` prints balanced accuracy, melanoma AUC and ECE of each model and of the
-mean of their calibrated probabilities. Choices are fitted on `val_*` sets only.
+mean of their calibrated probabilities. `metadata` asks whether patient age and sex would pay: a
+logistic regression on the model's log-probabilities is fitted on the pooled validation sets with
+and without them, and both are scored on every set. Choices are fitted on `val_*` sets only.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+from scipy.special import log_softmax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,14 +54,18 @@ def dump(artifact: Path, out: Path, evals: list[Path]) -> None:
                                     cache_dir=None)
     logits = keras.Model(model.input, model.get_layer(LOGITS).output)
     sets = {f"val_{s.name}": (s.validation.images, s.validation.labels) for s in sources}
+    hashes = {f"val_{s.name}": s.validation.sha256 for s in sources}
     for root in evals:
         data = load_image_set(root, manifest.input_size, classes=classes, policy=manifest.preprocessing)
         sets[f"eval_{source_name(root)}"] = (data.images, data.labels)
+        hashes[f"eval_{source_name(root)}"] = data.sha256
     arrays: dict[str, Any] = {"classes": np.array(classes), "temperature": manifest.temperature}
     for name, (images, labels) in sets.items():
         arrays[f"{name}.logits"] = predict(logits, images)
         arrays[f"{name}.ood"] = predict(model, images, output=1).reshape(-1)
         arrays[f"{name}.labels"] = labels
+    for name, digests in hashes.items():
+        arrays[f"{name}.sha256"] = np.array(digests)
     np.savez(out, **arrays)
     print(f"wrote {out}: {', '.join(f'{k} ({len(v[1])})' for k, v in sets.items())}")
 
@@ -122,6 +132,53 @@ def ensemble(first: Path, second: Path) -> None:
               f"\n  mean of both: {figures((pa + pb) / 2, labels)}")
 
 
+def _patients(csvs: list[Path]) -> dict[str, tuple[float, str]]:
+    """sha256 -> (age in years or NaN, sex) from the sources' metadata.csv files."""
+    out: dict[str, tuple[float, str]] = {}
+    for path in csvs:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                age = row.get("age") or row.get("age_approximate") or ""
+                try:
+                    years = float(age)
+                except ValueError:
+                    years = float("nan")
+                out[row["sha256"]] = (years, (row.get("sex") or "").strip().lower())
+    return out
+
+
+def metadata(path: Path, csvs: list[Path]) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    study = np.load(path)
+    classes = tuple(str(c) for c in study["classes"])
+    patients = _patients(csvs)
+    sets = _sets(study)
+
+    def features(name: str, with_patient: bool) -> np.ndarray:
+        logp = np.asarray(log_softmax(sets[name][0] / float(study["temperature"]), axis=1))
+        if not with_patient:
+            return logp
+        rows = [patients.get(str(h), (float("nan"), "")) for h in study[f"{name}.sha256"]]
+        age = np.array([r[0] for r in rows])
+        extra = np.stack([np.nan_to_num(age / 100.0), np.isnan(age),
+                          [r[1] == "male" for r in rows], [r[1] == "female" for r in rows]], axis=1)
+        return np.concatenate([logp, extra.astype(np.float64)], axis=1)
+
+    validation = [n for n in sets if n.startswith("val_")]
+    labels = np.concatenate([sets[n][1] for n in validation])
+    for with_patient in (False, True):
+        x = np.concatenate([features(n, with_patient) for n in validation])
+        fit = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(x, labels)
+        print("stacked on validation, " + ("with age and sex" if with_patient else "log-probabilities only"))
+        for name in sets:
+            p = np.zeros((len(sets[name][1]), len(classes)))
+            p[:, fit.classes_] = fit.predict_proba(features(name, with_patient))
+            m = classification_metrics(p, sets[name][1], classes)
+            print(f"  {name}: balanced accuracy {m['balanced_accuracy']:.3f}, "
+                  f"melanoma AUC {m['per_class']['melanoma']['auc']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,13 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("ensemble")
     e.add_argument("first", type=Path)
     e.add_argument("second", type=Path)
+    m = sub.add_parser("metadata")
+    m.add_argument("study", type=Path)
+    m.add_argument("--csv", type=Path, nargs="+", required=True)
     args = p.parse_args(argv)
     if args.command == "dump":
         dump(args.artifact, args.out, args.eval)
     elif args.command == "temperatures":
         temperatures(args.study)
-    else:
+    elif args.command == "ensemble":
         ensemble(args.first, args.second)
+    else:
+        metadata(args.study, args.csv)
     return 0
 
 
