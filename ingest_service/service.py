@@ -139,7 +139,8 @@ class IngestService:
         """Whether a final job is still to be done: an observer failed it as lost (it went
         silent: this service stopped, e.g. cut from the broker) rather than this service ending
         it, and a file it had not handled is still staged, or it had handled them all (it stopped
-        just before saving its end). Raises ServiceUnavailable."""
+        just before saving its end). A lost job whose unhandled files are gone is failed for good
+        here (`staged_files_gone`) and saved, so its poller stops waiting. Raises ServiceUnavailable."""
         if not job.resumable:
             return False
         left = progress.unhandled(request.files)

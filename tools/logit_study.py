@@ -43,15 +43,11 @@ def dump(artifact: Path, out: Path, evals: list[Path]) -> None:
     from trainer_service.classifier import LOGITS
     from trainer_service.dataset import load_image_set
     from trainer_service.evaluation import predict
-    from trainer_service.sources import load_sources, source_name
+    from trainer_service.refit import recipe_sources
+    from trainer_service.sources import source_name
 
     model, manifest = load_artifact(artifact)
-    recipe = manifest.recipe
-    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
-    classes, sources = load_sources([Path(p) for p in recipe["sources"]], manifest.input_size,
-                                    policy=manifest.preprocessing,
-                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
-                                    cache_dir=None)
+    classes, sources = recipe_sources(manifest)
     logits = keras.Model(model.input, model.get_layer(LOGITS).output)
     sets = {f"val_{s.name}": (s.validation.images, s.validation.labels) for s in sources}
     hashes = {f"val_{s.name}": s.validation.sha256 for s in sources}

@@ -19,14 +19,32 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from shared.manifest import ModelManifest, OodDetector, utcnow
+from shared.manifest import ModelManifest, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
-from trainer_service.classifier import LOGITS, embedding_model
-from trainer_service.evaluation import predict
-from trainer_service.ood import FLAGGED, ood_of, threshold_for, with_ood_output
-from trainer_service.sources import load_sources
-from trainer_service.train_job import fit_operating_points
+from trainer_service.classifier import LOGITS
+from trainer_service.ood import FLAGGED, ood_of, with_ood_output
+from trainer_service.sources import Source, load_sources
+from trainer_service.train_job import detector_on_validation, fit_operating_points
 from trainer_service.training import Log
+
+
+def recipe_sources(manifest: ModelManifest, *, data: list[Path] | None = None,
+                   cache_dir: Path | None = None) -> tuple[tuple[str, ...], list[Source]]:
+    """The sources a model's recipe trained on, split as it split them (same fractions, same
+    seed), so their `validation` parts hold no image it was trained on; `data` stands in for
+    the recorded paths. Raises ValueError when the recipe does not say how it was split or the
+    data's classes are not the model's."""
+    recipe = manifest.recipe
+    if "validation_fraction" not in recipe or not (data or recipe.get("sources")):
+        raise ValueError(f"{manifest.version}: the recipe does not name its sources and validation split")
+    roots = data or [Path(p) for p in recipe["sources"]]
+    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
+    classes, sources = load_sources(roots, manifest.input_size, policy=manifest.preprocessing,
+                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
+                                    cache_dir=cache_dir)
+    if list(classes) != manifest.classes:
+        raise ValueError(f"the data's classes {list(classes)} are not the model's {manifest.classes}")
+    return classes, sources
 
 
 def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = None,
@@ -40,15 +58,7 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
     started = time.monotonic()
     model, manifest = load_artifact(artifact)
     recipe = manifest.recipe
-    if "validation_fraction" not in recipe or not (data or recipe.get("sources")):
-        raise ValueError(f"{artifact}: the recipe does not name its sources and validation split")
-    roots = data or [Path(p) for p in recipe["sources"]]
-    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
-    classes, sources = load_sources(roots, manifest.input_size, policy=manifest.preprocessing,
-                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
-                                    cache_dir=cache_dir)
-    if list(classes) != manifest.classes:
-        raise ValueError(f"the data's classes {list(classes)} are not the model's {manifest.classes}")
+    classes, sources = recipe_sources(manifest, data=data, cache_dir=cache_dir)
     for s in sources:
         log(f"validation {s.name}: {len(s.validation.files)} images")
 
@@ -62,13 +72,9 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
                                                  referral_confidence=referral_confidence)
     detector, ood = ood_of(model), manifest.ood
     if detector is not None:
-        embed = embedding_model(calibrated)
-        scores = {s.name: detector.scores(predict(embed, s.validation.images)) for s in sources}
-        threshold = threshold_for(np.concatenate(list(scores.values())), flagged=ood_flagged)
-        ood = OodDetector(dims=detector.projection.shape[1], threshold=threshold, flagged=ood_flagged,
-                          validation_flagged={k: float((v > threshold).mean()) for k, v in scores.items()},
-                          **({"method": manifest.ood.method} if manifest.ood else {}))
-        log(f"ood: threshold {threshold:.3f}, validation flagged {ood.validation_flagged}")
+        ood = detector_on_validation(calibrated, detector, sources, log, flagged=ood_flagged)
+        if manifest.ood is not None:
+            ood = ood.model_copy(update={"method": manifest.ood.method})
         calibrated = with_ood_output(calibrated, detector)
 
     refitted = manifest.model_copy(update={

@@ -27,7 +27,7 @@ from trainer_service.classifier import (
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
-from trainer_service.ood import FLAGGED, fit_ood, threshold_for, with_ood_output
+from trainer_service.ood import FLAGGED, OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, cross_validated_bias
 from trainer_service.sources import Source, combined, load_sources, source_name
 from trainer_service.steps import calibrate, describe
@@ -187,14 +187,21 @@ def fit_detector(model: keras.Model, train: ImageSet, sources: list[Source], log
                  *, flagged: float = FLAGGED) -> tuple[keras.Model, OodDetector]:
     """Fit the out-of-distribution detector on the training embeddings, set its threshold so that
     `flagged` of the pooled validation images score above it, and add it as the "ood" output."""
+    fit = fit_ood(predict(embedding_model(model), train.images), train.labels)
+    return with_ood_output(model, fit), detector_on_validation(model, fit, sources, log, flagged=flagged)
+
+
+def detector_on_validation(model: keras.Model, fit: OodFit, sources: list[Source], log: Log,
+                           *, flagged: float = FLAGGED) -> OodDetector:
+    """The detector `fit` on `model`'s embeddings, its threshold set so that `flagged` of the
+    pooled validation images score above it, with the share flagged per source."""
     embed = embedding_model(model)
-    fit = fit_ood(predict(embed, train.images), train.labels)
     scores = {s.name: fit.scores(predict(embed, s.validation.images)) for s in sources}
     threshold = threshold_for(np.concatenate(list(scores.values())), flagged=flagged)
     detector = OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=flagged,
                            validation_flagged={k: float((v > threshold).mean()) for k, v in scores.items()})
     log(f"ood: threshold {threshold:.3f}, validation flagged {detector.validation_flagged}")
-    return with_ood_output(model, fit), detector
+    return detector
 
 
 def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],
