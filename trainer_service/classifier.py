@@ -10,6 +10,7 @@ the input of head-only retrains), "logits", "temperature" (a Rescaling by 1/T) a
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 EMBEDDING = "embedding"
@@ -47,6 +48,18 @@ def _with_temperature(inputs: keras.KerasTensor, logits: keras.KerasTensor,
 def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     """The same classifier (shared layers and weights) with calibration temperature `temperature`."""
     return _with_temperature(model.input, model.get_layer(LOGITS).output, temperature)
+
+
+def without_class_bias(model: keras.Model, class_bias: list[float]) -> keras.Model:
+    """Pixels -> logits of a trained `model` with the per-class offsets `class_bias` (baked into
+    its logits layer by calibration) taken out of that layer in place: the network as fine-tuning
+    left it, to fit operating points again or to train further."""
+    dense = model.get_layer(LOGITS)
+    kernel, bias = dense.get_weights()
+    if class_bias:
+        bias = bias - np.asarray(class_bias, np.float32)
+    dense.set_weights([kernel, bias])
+    return keras.Model(model.input, dense.output)
 
 
 def temperature_of(model: keras.Model) -> float:

@@ -43,6 +43,10 @@ def train_parser() -> argparse.ArgumentParser:
                         "models/backbones/NOTICE.md) or mobilenet_v2 "
                         "(Keras ImageNet weights, downloaded on first use: needs network)")
     p.add_argument("--random-init", action="store_true", help="do not load pretrained backbone weights")
+    p.add_argument("--init-from", type=Path, default=None, metavar="ARTIFACT",
+                   help="fine-tune this artifact's network further instead of starting from ImageNet "
+                        "weights and a new head (its classes, backbone, input size, preprocessing and "
+                        "validation split must be this run's; it becomes the parent version)")
     p.add_argument("--input-size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
     p.add_argument("--eval-data", type=Path, nargs="*", default=[],
                    help="also evaluate on these sets (never used to fit or choose anything)")
@@ -94,11 +98,16 @@ def train_main(argv: list[str] | None = None) -> int:
         pretrained=not args.random_init, policy=args.policy, referral_recall=args.referral_recall,
         referral_confidence=args.referral_confidence,
         work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
+        init_from=args.init_from,
     )
     if (args.out / "model.keras").exists():
         print(f"error: {args.out} already holds a model", file=sys.stderr)
         return 2
-    model, manifest = run_job(spec, args.version, _log, parent_version=args.parent_version)
+    try:
+        model, manifest = run_job(spec, args.version, _log, parent_version=args.parent_version)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     save_artifact(model, manifest, args.out)
     for name, figures in manifest.metrics["validation"].items():
         print(f"validation {name}:\n{format_report(figures)}\n")

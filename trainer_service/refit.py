@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from shared.manifest import ModelManifest, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
-from trainer_service.classifier import LOGITS
+from trainer_service.classifier import without_class_bias
 from trainer_service.ood import FLAGGED, ood_of, with_ood_output
 from trainer_service.sources import Source, load_sources
 from trainer_service.train_job import detector_on_validation, fit_operating_points
@@ -62,12 +61,7 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
     for s in sources:
         log(f"validation {s.name}: {len(s.validation.files)} images")
 
-    dense = model.get_layer(LOGITS)
-    kernel, bias = dense.get_weights()
-    if manifest.class_bias:
-        bias = bias - np.asarray(manifest.class_bias, np.float32)
-    dense.set_weights([kernel, bias])
-    network = keras.Model(model.input, dense.output)
+    network = without_class_bias(model, manifest.class_bias)
     calibrated, operating = fit_operating_points(network, sources, classes, referral_recall, log,
                                                  referral_confidence=referral_confidence)
     detector, ood = ood_of(model), manifest.ood

@@ -70,6 +70,11 @@ def cached_image_set(root: Path, size: tuple[int, int], classes: tuple[str, ...]
     return data
 
 
+def per_source(fractions: list[float], sources: int) -> list[float]:
+    """One held-out share per source: `fractions` as given, or its first value for every source."""
+    return fractions if len(fractions) == sources else fractions[:1] * sources
+
+
 def load_sources(roots: list[Path], size: tuple[int, int], *, policy: str, fractions: list[float], seed: int,
                  cache_dir: Path | None) -> tuple[tuple[str, ...], list[Source]]:
     """(classes, sources): every root decoded onto the union of classes and split for validation.
@@ -78,7 +83,7 @@ def load_sources(roots: list[Path], size: tuple[int, int], *, policy: str, fract
     FileNotFoundError for a missing or empty root and ValueError for a name used twice.
     """
     classes = union_classes(roots)
-    shares = fractions if len(fractions) == len(roots) else [fractions[0]] * len(roots)
+    shares = per_source(fractions, len(roots))
     sources: list[Source] = []
     for root, share in zip(roots, shares, strict=True):
         data = cached_image_set(root, size, classes, policy, cache_dir)

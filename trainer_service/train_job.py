@@ -14,6 +14,7 @@ import numpy as np
 from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
 from shared.taxonomy import admissible, decide
+from trainer_service.artifacts import load_artifact
 from trainer_service.backbones import build_backbone
 from trainer_service.calibration import expected_calibration_error, softmax
 from trainer_service.checkpoint import Checkpoint
@@ -23,13 +24,14 @@ from trainer_service.classifier import (
     embedding_model,
     logits_model,
     with_temperature,
+    without_class_bias,
 )
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
 from trainer_service.ood import FLAGGED, OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, cross_validated_bias
-from trainer_service.sources import Source, combined, load_sources, source_name
+from trainer_service.sources import Source, combined, load_sources, per_source, source_name
 from trainer_service.steps import calibrate, describe
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
@@ -53,6 +55,11 @@ class JobSpec:
     referral_confidence: float = 0.95
     work_dir: Path | None = None
     split_seed: int | None = None  # None: the recipe's seed; fix it to train ensemble members on one split
+    init_from: Path | None = None  # an artifact whose network fine-tuning starts from (`continued_network`)
+
+    @property
+    def effective_split_seed(self) -> int:
+        return self.recipe.seed if self.split_seed is None else self.split_seed
 
 
 def _source_scores(model: keras.Model, sources: list[Source]) -> list[Scored]:
@@ -96,19 +103,23 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
     cache = spec.work_dir / "decoded" if spec.work_dir else None
     classes, sources = load_sources(list(spec.data), spec.input_size, policy=spec.policy,
                                     fractions=list(spec.validation_fraction),
-                                    seed=spec.recipe.seed if spec.split_seed is None else spec.split_seed,
-                                    cache_dir=cache)
+                                    seed=spec.effective_split_seed, cache_dir=cache)
     train, strata = combined(sources)
     allowed = admissible(classes)
     for s in sources:
         log(f"data {s.name}: {len(s.fit.files)} fit / {len(s.validation.files)} validation; {s.fit.counts()}")
     log(f"data: {time.monotonic() - started:.0f}s")
 
-    backbone = build_backbone(spec.backbone, spec.input_size, pretrained=spec.pretrained)
-    model = build_classifier(backbone, len(classes))
     checkpoint = Checkpoint(spec.work_dir / "checkpoint") if spec.work_dir else None
-    if checkpoint is None or not checkpoint.exists():
-        train_head(model, train, spec.recipe, log)
+    if spec.init_from is not None:
+        model, init_version = continued_network(spec, classes)
+        parent_version = parent_version or init_version
+        log(f"fine-tune: starting from {spec.init_from} ({init_version})")
+    else:
+        model = build_classifier(build_backbone(spec.backbone, spec.input_size, pretrained=spec.pretrained),
+                                 len(classes))
+        if checkpoint is None or not checkpoint.exists():
+            train_head(model, train, spec.recipe, log)
     history = fine_tune(model, train, sources[0].validation, spec.recipe, log, strata=strata,
                         admissible=allowed,
                         score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
@@ -140,11 +151,44 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
         recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
                 "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
                 "referral_confidence": spec.referral_confidence,
-                "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed},
+                "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed,
+                **({"init_from": init_version} if spec.init_from is not None else {})},
         history=history,
         training_seconds=round(time.monotonic() - started, 1),
     )
     return model, manifest
+
+
+def continued_network(spec: JobSpec, classes: tuple[str, ...]) -> tuple[keras.Model, str]:
+    """(network, its version): the network of the artifact `spec.init_from` (backbone and head,
+    class biases taken out, temperature 1, no OOD branch), for a run that trains it further
+    instead of starting from ImageNet weights and a new head: a long recipe split over sessions.
+
+    Raises ValueError unless that model has this run's classes, backbone, input size and
+    preprocessing and was validated on the same split (same sources, fractions and split seed):
+    otherwise images it was trained on would sit in this run's validation part.
+    """
+    assert spec.init_from is not None
+    model, manifest = load_artifact(spec.init_from)
+    recipe = manifest.recipe
+    roots = [Path(p) for p in recipe.get("sources", [])]
+    fractions = per_source(list(spec.validation_fraction), len(spec.data))
+    theirs = per_source(list(recipe.get("validation_fraction", [])), len(roots))
+    seed = recipe.get("split_seed") if recipe.get("split_seed") is not None else recipe.get("seed")
+    mismatches = [
+        f"{what}: {mine} here, {other} there" for what, mine, other in (
+            ("classes", list(classes), manifest.classes),
+            ("backbone", spec.backbone, manifest.backbone),
+            ("input size", list(spec.input_size), list(manifest.input_size)),
+            ("preprocessing", spec.policy, manifest.preprocessing),
+            ("sources", [source_name(p) for p in spec.data],
+             [source_name(p) for p in roots]),
+            ("validation fractions", fractions, theirs),
+            ("split seed", spec.effective_split_seed, seed),
+        ) if mine != other]
+    if mismatches:
+        raise ValueError(f"cannot continue {manifest.version}: " + "; ".join(mismatches))
+    return with_temperature(without_class_bias(model, manifest.class_bias), 1.0), manifest.version
 
 
 def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...],

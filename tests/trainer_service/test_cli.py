@@ -88,3 +88,38 @@ def test_train_writes_a_versioned_artifact(trained: Path, ham_root: Path) -> Non
 
 def test_train_refuses_to_overwrite(untrained: Path, ham_root: Path) -> None:
     assert train_main([str(ham_root), "--out", str(untrained)]) == 2
+
+
+def _continue(trained: Path, out: Path, *extra: str) -> int:
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    return train_main([
+        str(fixtures / "ham10000"), str(fixtures / "isic2017"), "--out", str(out), "--version", "smoke-2",
+        "--input-size", "32", "32", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8",
+        "--warmup-steps", "1", "--learning-rate", "1e-12", "--init-from", str(trained), *extra,
+    ])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_init_from_continues_a_trained_network(trained: Path, tmp_path: Path) -> None:
+    assert _continue(trained, tmp_path / "more", "--validation-fraction", "0.25") == 0
+    manifest = ModelManifest.model_validate_json((tmp_path / "more" / "manifest.json").read_text())
+    assert manifest.parent_version == "smoke-1" and manifest.recipe["init_from"] == "smoke-1"
+    before, before_manifest = load_artifact(trained)
+    after, _ = load_artifact(tmp_path / "more")
+    # a learning rate of ~0 leaves the network as it was: the head is the trained one, not a new fit
+    kernel, bias = before.get_layer("logits").get_weights()
+    np.testing.assert_allclose(after.get_layer("logits").get_weights()[0], kernel, atol=1e-6)
+    np.testing.assert_allclose(
+        after.get_layer("logits").get_weights()[1] - np.asarray(manifest.class_bias),
+        bias - np.asarray(before_manifest.class_bias), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_init_from_refuses_another_validation_split(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _continue(trained, tmp_path / "other", "--validation-fraction", "0.5") == 2
+    assert "validation fractions" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "model.keras").exists()
