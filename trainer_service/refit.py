@@ -22,7 +22,7 @@ from shared.manifest import ModelManifest, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
 from trainer_service.classifier import without_class_bias
 from trainer_service.ood import FLAGGED, ood_of, with_ood_output
-from trainer_service.sources import Source, load_sources
+from trainer_service.sources import Source, load_sources, recorded_split_seed
 from trainer_service.train_job import detector_on_validation, fit_operating_points
 from trainer_service.training import Log
 
@@ -37,9 +37,9 @@ def recipe_sources(manifest: ModelManifest, *, data: list[Path] | None = None,
     if "validation_fraction" not in recipe or not (data or recipe.get("sources")):
         raise ValueError(f"{manifest.version}: the recipe does not name its sources and validation split")
     roots = data or [Path(p) for p in recipe["sources"]]
-    seed = recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0)
     classes, sources = load_sources(roots, manifest.input_size, policy=manifest.preprocessing,
-                                    fractions=list(recipe["validation_fraction"]), seed=int(seed),
+                                    fractions=list(recipe["validation_fraction"]),
+                                    seed=recorded_split_seed(recipe),
                                     cache_dir=cache_dir)
     if list(classes) != manifest.classes:
         raise ValueError(f"the data's classes {list(classes)} are not the model's {manifest.classes}")

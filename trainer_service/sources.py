@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,11 @@ def cached_image_set(root: Path, size: tuple[int, int], classes: tuple[str, ...]
 def per_source(fractions: list[float], sources: int) -> list[float]:
     """One held-out share per source: `fractions` as given, or its first value for every source."""
     return fractions if len(fractions) == sources else fractions[:1] * sources
+
+
+def recorded_split_seed(recipe: dict[str, Any]) -> int:
+    """The validation split's seed a manifest's recipe records: its split seed, else its seed."""
+    return int(recipe["split_seed"] if recipe.get("split_seed") is not None else recipe.get("seed", 0))
 
 
 def load_sources(roots: list[Path], size: tuple[int, int], *, policy: str, fractions: list[float], seed: int,

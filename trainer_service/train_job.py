@@ -31,7 +31,14 @@ from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
 from trainer_service.ood import FLAGGED, OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored, cross_validated_bias
-from trainer_service.sources import Source, combined, load_sources, per_source, source_name
+from trainer_service.sources import (
+    Source,
+    combined,
+    load_sources,
+    per_source,
+    recorded_split_seed,
+    source_name,
+)
 from trainer_service.steps import calibrate, describe
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
@@ -174,7 +181,6 @@ def continued_network(spec: JobSpec, classes: tuple[str, ...]) -> tuple[keras.Mo
     roots = [Path(p) for p in recipe.get("sources", [])]
     fractions = per_source(list(spec.validation_fraction), len(spec.data))
     theirs = per_source(list(recipe.get("validation_fraction", [])), len(roots))
-    seed = recipe.get("split_seed") if recipe.get("split_seed") is not None else recipe.get("seed")
     mismatches = [
         f"{what}: {mine} here, {other} there" for what, mine, other in (
             ("classes", list(classes), manifest.classes),
@@ -184,7 +190,7 @@ def continued_network(spec: JobSpec, classes: tuple[str, ...]) -> tuple[keras.Mo
             ("sources", [source_name(p) for p in spec.data],
              [source_name(p) for p in roots]),
             ("validation fractions", fractions, theirs),
-            ("split seed", spec.effective_split_seed, seed),
+            ("split seed", spec.effective_split_seed, recorded_split_seed(recipe)),
         ) if mine != other]
     if mismatches:
         raise ValueError(f"cannot continue {manifest.version}: " + "; ".join(mismatches))
