@@ -3,7 +3,8 @@
 A run's directory holds `state.json` (epoch reached, best score and epoch, the per-epoch
 history), `weights.npz` (every variable of the model now: BatchNorm statistics and dropout's random
 state included), `optimizer.npz` (its
-step counter and moments) and `best.npz` (the best epoch's weights). Random streams are seeded
+step counter and moments), `best.npz` (the best epoch's weights) and, when the recipe averages its
+last epochs, `average.npz` (their running mean so far). Random streams are seeded
 per epoch from the recipe's seed, so a resumed run draws what an unbroken one would have.
 Starting the same command again picks up after the last finished epoch.
 """
@@ -27,6 +28,7 @@ class TrainingState:
     epoch: int = 0
     best: float = -1.0
     best_epoch: int = -1
+    averaged: int = 0  # epochs in the running weight average
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -53,13 +55,17 @@ class Checkpoint:
         return (self.directory / "state.json").is_file()
 
     def save(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, state: TrainingState,
-             *, best_weights: list[np.ndarray] | None) -> None:
-        """Write the state; `state.json` goes last, so a crash mid-save leaves the previous epoch."""
+             *, best_weights: list[np.ndarray] | None,
+             average_weights: list[np.ndarray] | None = None) -> None:
+        """Write the state (`best_weights`, `average_weights`: only when they changed); `state.json`
+        goes last, so a crash mid-save leaves the previous epoch."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _write_arrays(self.directory / "weights.npz", [np.asarray(v.numpy()) for v in model.variables])
         _write_arrays(self.directory / "optimizer.npz", [np.asarray(v.numpy()) for v in optimizer.variables])
         if best_weights is not None:
             _write_arrays(self.directory / "best.npz", best_weights)
+        if average_weights is not None:
+            _write_arrays(self.directory / "average.npz", average_weights)
         tmp = self.directory / "state.json.tmp"
         tmp.write_text(json.dumps(asdict(state), indent=1) + "\n")
         os.replace(tmp, self.directory / "state.json")
@@ -89,5 +95,12 @@ class Checkpoint:
 
     def best_weights(self) -> list[np.ndarray] | None:
         """The best epoch's weights, or None before any epoch finished."""
-        path = self.directory / "best.npz"
+        return self._saved("best.npz")
+
+    def average_weights(self) -> list[np.ndarray] | None:
+        """The running mean of the averaged epochs' weights, or None before the first of them."""
+        return self._saved("average.npz")
+
+    def _saved(self, name: str) -> list[np.ndarray] | None:
+        path = self.directory / name
         return _read_arrays(path) if path.is_file() else None

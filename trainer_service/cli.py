@@ -70,6 +70,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="first backbone layer to fine-tune ('' = all)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop fine-tuning after this long (checkpointed: the same command resumes)")
+    p.add_argument("--average-last", type=int, default=d.average_last, metavar="K",
+                   help="also score the mean of the last K epochs' weights, kept if it beats every "
+                        "epoch (stochastic weight averaging; 0: off)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed of the validation split (default: --seed); members of an ensemble share one")
@@ -86,12 +89,17 @@ def train_main(argv: list[str] | None = None) -> int:
     from trainer_service.train_job import JobSpec, run_job
     from trainer_service.training import Recipe
 
-    recipe = Recipe(
-        batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps, sampling_power=args.sampling_power,
-        first_trainable=args.first_trainable or None, max_minutes=args.max_minutes, seed=args.seed,
-    )
+    try:
+        recipe = Recipe(
+            batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps, sampling_power=args.sampling_power,
+            first_trainable=args.first_trainable or None, max_minutes=args.max_minutes, seed=args.seed,
+            average_last=args.average_last,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     spec = JobSpec(
         data=tuple(args.data), backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
         validation_fraction=tuple(args.validation_fraction), eval_data=tuple(args.eval_data),

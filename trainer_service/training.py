@@ -4,7 +4,10 @@ Stage 1 trains the Dense head on embeddings of the frozen backbone (computed onc
 augmentation): cheap, and it gives stage 2 a sensible head instead of random gradients. Stage 2
 unfreezes the backbone from `first_trainable` on (BatchNorm stays frozen) and trains on the
 augmented, rebalanced stream with a warm-up + cosine learning rate, keeping the weights of the
-epoch with the best validation balanced accuracy. Thread-unsafe: one training per process.
+epoch with the best validation score. With `Recipe.average_last` the mean of the last epochs'
+weights is one more candidate (stochastic weight averaging over the tail of the schedule: one
+score of a smoother model instead of the luckiest epoch; BatchNorm is frozen, so no statistics
+need recomputing). Thread-unsafe: one training per process.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ class Recipe:
     first_trainable: str | None = "block1_expand_conv"
     max_minutes: float | None = None
     seed: int = 0
+    average_last: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.average_last <= self.epochs:
+            raise ValueError(f"average_last must be 0-{self.epochs} (the epochs), not {self.average_last}")
 
 
 def train_head(model: keras.Model, train: ImageSet, recipe: Recipe, log: Log) -> None:
@@ -94,8 +102,11 @@ def fine_tune(
 
     `strata` and `admissible` are passed to the stream and the loss (`training_stream`,
     `set_cross_entropy`); `score` picks the best epoch (default: balanced accuracy on
-    `held_out`). With `checkpoint`, every finished epoch is saved and a saved run resumes
-    where it stopped; `recipe.max_minutes` bounds this call, not the whole run.
+    `held_out`). With `recipe.average_last` = K, the mean of the weights at the end of the last
+    K epochs is scored after the last epoch and kept if it beats every epoch; its row in the
+    history has `averaged_epochs` [first, last]. The kept row has `kept: True`. With `checkpoint`,
+    every finished epoch is saved (the running mean too) and a saved run resumes where it
+    stopped; `recipe.max_minutes` bounds this call, not the whole run.
     """
     set_backbone_trainable(model, True, first_trainable=recipe.first_trainable)
     total = recipe.epochs * recipe.steps_per_epoch
@@ -108,10 +119,10 @@ def fine_tune(
     model.compile(optimizer=optimizer, loss=set_cross_entropy(
         np.eye(num_classes) if admissible is None else admissible))
     scorer = score or balanced_accuracy_on(held_out)
-    state, best_weights = TrainingState(), None
+    state, best_weights, average = TrainingState(), None, None
     if checkpoint is not None and checkpoint.exists():
         state = checkpoint.restore(model, optimizer)
-        best_weights = checkpoint.best_weights()
+        best_weights, average = checkpoint.best_weights(), checkpoint.average_weights()
         log(f"fine-tune: resumed after epoch {state.epoch} "
             f"(best {state.best:.4f} at epoch {state.best_epoch})")
     log(f"fine-tune: {model.count_params():,} params, {_trainable(model):,} trainable, {total} steps")
@@ -140,14 +151,38 @@ def fine_tune(
         if value > state.best:
             state.best, state.best_epoch = value, epoch + 1
             best_weights = [np.array(w) for w in model.get_weights()]
+        averaging = epoch + 1 > recipe.epochs - recipe.average_last
+        if averaging:
+            state.averaged += 1
+            average = _running_mean(average, model.get_weights(), state.averaged)
         if checkpoint is not None:
             checkpoint.save(model, optimizer, state,
-                            best_weights=best_weights if state.best_epoch == epoch + 1 else None)
+                            best_weights=best_weights if state.best_epoch == epoch + 1 else None,
+                            average_weights=average if averaging else None)
+    history = [dict(row) for row in state.history]
+    if average is not None and state.epoch == recipe.epochs:
+        model.set_weights(average)
+        value, figures = scorer(model)
+        span = [recipe.epochs - state.averaged + 1, recipe.epochs]
+        history.append({"epoch": recipe.epochs, "averaged_epochs": span, "score": value, **figures})
+        log(f"average of epochs {span[0]}-{span[1]}: score {value:.4f}")
+        if value > state.best:
+            history[-1]["kept"] = True
+            log(f"kept the average of epochs {span[0]}-{span[1]} (score {value:.4f} > {state.best:.4f})")
+            best_weights = None
     if best_weights is not None:
         model.set_weights(best_weights)
+        history[state.best_epoch - 1]["kept"] = True
         log(f"restored epoch {state.best_epoch} (score {state.best:.4f})")
     set_backbone_trainable(model, False)
-    return state.history
+    return history
+
+
+def _running_mean(mean: list[np.ndarray] | None, weights: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """The mean of `count` weight lists, given the mean of the first `count - 1` and the last."""
+    if mean is None or count == 1:
+        return [np.array(w, dtype=np.float64) for w in weights]
+    return [m + (np.asarray(w, np.float64) - m) / count for m, w in zip(mean, weights, strict=True)]
 
 
 def _trainable(model: keras.Model) -> int:

@@ -90,6 +90,14 @@ def test_train_refuses_to_overwrite(untrained: Path, ham_root: Path) -> None:
     assert train_main([str(ham_root), "--out", str(untrained)]) == 2
 
 
+def test_train_refuses_to_average_more_epochs_than_it_trains(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    assert train_main([str(ham_root), "--out", str(out), "--epochs", "2", "--average-last", "3"]) == 2
+    assert "average_last must be 0-2" in capsys.readouterr().err
+
+
 def _continue(trained: Path, out: Path, *extra: str) -> int:
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
     return train_main([
