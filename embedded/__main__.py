@@ -33,7 +33,7 @@ from shared.bus.memory import MemoryBus
 from shared.catalog import Catalog
 from shared.jobs import JobStore, recover_unfinished
 from shared.messages import IngestRequest, decode
-from shared.runtime import run, setup_logging, wait_for_shutdown
+from shared.runtime import run, service_parser, setup_logging, wait_for_shutdown
 from shared.settings import REPO_ROOT, CommonSettings
 from shared.store import ObjectStore, open_store_for
 from trainer_service.importer import import_dataset
@@ -141,7 +141,8 @@ async def serve() -> None:
         await store.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    service_parser("python -m embedded", __doc__).parse_args(argv)
     setup_logging(GatewaySettings().log_level)
     run(serve)
 

@@ -7,7 +7,6 @@ to stderr (give it to NAME; it is not stored anywhere), the token file's line to
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from aiohttp import web
@@ -15,7 +14,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tokens import file_line, new_token
-from shared.runtime import run, setup_logging, wait_for_shutdown
+from shared.runtime import run, service_parser, setup_logging, wait_for_shutdown
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -37,8 +36,7 @@ def make_token(name: str, role: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = service_parser("python -m gateway", __doc__)
     commands = parser.add_subparsers(dest="command")
     token = commands.add_parser("token", help="make an API token and print its token-file line")
     token.add_argument("--name", required=True, help="who holds it (letters, digits, . _ @ -)")

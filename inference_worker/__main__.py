@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
-from shared.runtime import run, serve_service, setup_logging
+from shared.runtime import run, serve_service, service_parser, setup_logging
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m inference_worker", description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = service_parser("python -m inference_worker", __doc__)
     parser.add_argument("--concurrency", type=int, help="model streams (DERMASCAN_WORKER_STREAMS)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # Built anew rather than copied, so that defaults derived from the streams follow them.
     settings = WorkerSettings(streams=args.concurrency) if args.concurrency else WorkerSettings()
     setup_logging(settings.log_level)

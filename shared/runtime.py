@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -14,6 +15,15 @@ from prometheus_client import CollectorRegistry
 from shared.bus import MessageBus, connect_bus
 from shared.metrics import serve_metrics
 from shared.store import ObjectStore, open_store_for
+
+
+def service_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a service's `__main__`: `--help` prints `doc` and where its settings
+    come from; a service without options of its own refuses any argument (exit 2) instead of
+    starting to serve."""
+    return argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Settings come from DERMASCAN_* environment variables (README.md, \"Configuration\").")
 
 
 def setup_logging(level: str) -> None:

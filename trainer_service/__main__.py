@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from shared.registry import ModelRegistry
-from shared.runtime import run, serve_service, setup_logging
+from shared.runtime import run, serve_service, service_parser, setup_logging
 from shared.store import open_store_for
 from trainer_service.settings import TrainerSettings
 
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service import refit
 
         return refit.main(argv)
+    if command == "serve":
+        service_parser("python -m trainer_service [serve]", __doc__).parse_args(argv)
     settings = TrainerSettings()
     setup_logging(settings.log_level)
     if command == "import":
