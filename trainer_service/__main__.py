@@ -7,6 +7,8 @@
 - `evaluate-ood`: the out-of-distribution detector on in- and out-of-distribution folders.
 - `refit ARTIFACT`: a model's operating points chosen again on its own validation split
   (trainer_service/refit.py).
+- `soup ARTIFACT ARTIFACT ...`: the greedy mean of the weights of models of one lineage, made a
+  model version (trainer_service/soup.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service import refit
 
         return refit.main(argv)
+    if command == "soup":
+        from trainer_service import soup
+
+        return soup.main(argv)
     if command == "serve":
         service_parser("python -m trainer_service [serve]", __doc__).parse_args(argv)
     settings = TrainerSettings()
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             settings, lambda bus, store,
             registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood or refit",
+    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood, refit or soup",
           file=sys.stderr)
     return 2
 

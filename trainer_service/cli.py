@@ -16,8 +16,29 @@ from pathlib import Path
 from shared.classifier import configure_threads
 
 
-def _log(message: str) -> None:
+def log_line(message: str) -> None:
+    """One line of an offline command's progress on stdout, with the time."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def add_derived_artifact_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a command that makes a new version out of trained ones (`refit`, `soup`)."""
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to create")
+    p.add_argument("--version", required=True, help="the new version's name")
+    p.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="the recipe's sources, where they are not at the paths it recorded")
+    p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images (as `train` keeps)")
+    p.add_argument("--threads", type=int, default=2)
+
+
+def begin_command(threads: int, out: Path) -> bool:
+    """Set the thread pools of an offline command that writes a model artifact to `out`; False,
+    with the reason on stderr, when `out` already holds one (versions are immutable)."""
+    configure_threads(threads, max(1, threads // 2))
+    if (out / "model.keras").exists():
+        print(f"error: {out} already holds a model", file=sys.stderr)
+        return False
+    return True
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -83,7 +104,8 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv: list[str] | None = None) -> int:
     """`train`: write an artifact directory; prints progress and the validation report."""
     args = train_parser().parse_args(argv)
-    configure_threads(args.threads, max(1, args.threads // 2))
+    if not begin_command(args.threads, args.out):
+        return 2
     from trainer_service.artifacts import save_artifact
     from trainer_service.evaluation import format_report
     from trainer_service.train_job import JobSpec, run_job
@@ -108,18 +130,15 @@ def train_main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
         init_from=args.init_from,
     )
-    if (args.out / "model.keras").exists():
-        print(f"error: {args.out} already holds a model", file=sys.stderr)
-        return 2
     try:
-        model, manifest = run_job(spec, args.version, _log, parent_version=args.parent_version)
+        model, manifest = run_job(spec, args.version, log_line, parent_version=args.parent_version)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_artifact(model, manifest, args.out)
     for name, figures in manifest.metrics["validation"].items():
         print(f"validation {name}:\n{format_report(figures)}\n")
-    _log(f"wrote {args.out}")
+    log_line(f"wrote {args.out}")
     return 0
 
 

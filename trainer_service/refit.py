@@ -12,7 +12,6 @@ result is a new version (versions are immutable) whose parent is the old one.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import keras
 from shared.manifest import ModelManifest, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
 from trainer_service.classifier import without_class_bias
+from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line
 from trainer_service.ood import FLAGGED, ood_of, with_ood_output
 from trainer_service.sources import Source, load_sources, recorded_split_seed
 from trainer_service.train_job import detector_on_validation, fit_operating_points
@@ -93,31 +93,18 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer_service refit", description=__doc__.split("\n")[0])
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
-    p.add_argument("--out", type=Path, required=True, help="artifact directory to create")
-    p.add_argument("--version", required=True, help="the new version's name")
-    p.add_argument("--data", type=Path, nargs="+", default=None,
-                   help="the recipe's sources, where they are not at the paths it recorded")
+    add_derived_artifact_arguments(p)
     p.add_argument("--referral-recall", type=float, default=0.80)
     p.add_argument("--referral-confidence", type=float, default=0.95)
     p.add_argument("--ood-flagged", type=float, default=FLAGGED,
                    help="share of validation images the out-of-distribution threshold may flag")
-    p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images (as `train` keeps)")
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from shared.classifier import configure_threads
-
-    configure_threads(args.threads, max(1, args.threads // 2))
-    if (args.out / "model.keras").exists():
-        print(f"error: {args.out} already holds a model", file=sys.stderr)
+    if not begin_command(args.threads, args.out):
         return 2
-
-    def log(line: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    model, manifest = refit(args.artifact, args.version, log, data=args.data,
+    model, manifest = refit(args.artifact, args.version, log_line, data=args.data,
                             referral_recall=args.referral_recall,
                             referral_confidence=args.referral_confidence, ood_flagged=args.ood_flagged,
                             cache_dir=args.work_dir / "decoded" if args.work_dir else None)
     save_artifact(model, manifest, args.out)
-    log(f"wrote {args.out}")
+    log_line(f"wrote {args.out}")
     return 0

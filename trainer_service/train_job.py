@@ -130,8 +130,22 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
     history = fine_tune(model, train, sources[0].validation, spec.recipe, log, strata=strata,
                         admissible=allowed,
                         score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
+    recipe = {**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
+              "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
+              "referral_confidence": spec.referral_confidence,
+              "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed,
+              **({"init_from": init_version} if spec.init_from is not None else {})}
+    return finish(model, spec, version, classes, sources, train, log, recipe=recipe, history=history,
+                  parent_version=parent_version, started=started)
 
-    model, operating = fit_operating_points(model, sources, classes, spec.referral_recall, log,
+
+def finish(network: keras.Model, spec: JobSpec, version: str, classes: tuple[str, ...], sources: list[Source],
+           train: ImageSet, log: Log, *, recipe: dict[str, Any], history: list[dict[str, Any]],
+           parent_version: str | None, started: float) -> tuple[keras.Model, ModelManifest]:
+    """A trained `network` (pixels -> logits) made a model version: operating points fitted on the
+    validation parts of `sources`, the OOD detector on `train` (their fit parts, combined),
+    `spec.eval_data` measured, and the manifest described with `recipe` and `history`."""
+    model, operating = fit_operating_points(network, sources, classes, spec.referral_recall, log,
                                             referral_confidence=spec.referral_confidence)
     model, detector = fit_detector(model, train, sources, log)
     metrics: dict[str, Any] = {"validation": operating.pop("validation")}
@@ -155,11 +169,7 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
         metrics=metrics,
         ood=detector,
         class_bias=operating["class_bias"],
-        recipe={**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
-                "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
-                "referral_confidence": spec.referral_confidence,
-                "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed,
-                **({"init_from": init_version} if spec.init_from is not None else {})},
+        recipe=recipe,
         history=history,
         training_seconds=round(time.monotonic() - started, 1),
     )
@@ -177,24 +187,46 @@ def continued_network(spec: JobSpec, classes: tuple[str, ...]) -> tuple[keras.Mo
     """
     assert spec.init_from is not None
     model, manifest = load_artifact(spec.init_from)
-    recipe = manifest.recipe
-    roots = [Path(p) for p in recipe.get("sources", [])]
-    fractions = per_source(list(spec.validation_fraction), len(spec.data))
-    theirs = per_source(list(recipe.get("validation_fraction", [])), len(roots))
-    mismatches = [
-        f"{what}: {mine} here, {other} there" for what, mine, other in (
-            ("classes", list(classes), manifest.classes),
-            ("backbone", spec.backbone, manifest.backbone),
-            ("input size", list(spec.input_size), list(manifest.input_size)),
-            ("preprocessing", spec.policy, manifest.preprocessing),
-            ("sources", [source_name(p) for p in spec.data],
-             [source_name(p) for p in roots]),
-            ("validation fractions", fractions, theirs),
-            ("split seed", spec.effective_split_seed, recorded_split_seed(recipe)),
-        ) if mine != other]
+    mismatches = lineage_mismatches(spec_lineage(spec, classes), lineage(manifest))
     if mismatches:
         raise ValueError(f"cannot continue {manifest.version}: " + "; ".join(mismatches))
-    return with_temperature(without_class_bias(model, manifest.class_bias), 1.0), manifest.version
+    return bare_network(model, manifest), manifest.version
+
+
+def bare_network(model: keras.Model, manifest: ModelManifest) -> keras.Model:
+    """A loaded model's network as fine-tuning left it: pixels -> logits at temperature 1, its
+    class biases taken out, no OOD branch (layers shared with `model`)."""
+    return with_temperature(without_class_bias(model, manifest.class_bias), 1.0)
+
+
+#: What a trained network's lineage is: the inputs and classes it answers on and the validation
+#: split it was chosen on. Two networks may be continued or averaged one from the other only
+#: when theirs are equal: otherwise images one was trained on would sit in the other's validation.
+Lineage = dict[str, Any]
+
+
+def lineage(manifest: ModelManifest) -> Lineage:
+    """The lineage a model version's manifest and recipe record."""
+    recipe = manifest.recipe
+    roots = [Path(p) for p in recipe.get("sources", [])]
+    return {"classes": list(manifest.classes), "backbone": manifest.backbone,
+            "input size": list(manifest.input_size), "preprocessing": manifest.preprocessing,
+            "sources": [source_name(p) for p in roots],
+            "validation fractions": per_source(list(recipe.get("validation_fraction", [])), len(roots)),
+            "split seed": recorded_split_seed(recipe)}
+
+
+def spec_lineage(spec: JobSpec, classes: tuple[str, ...]) -> Lineage:
+    """The lineage a run of `spec` on data with `classes` gives its network."""
+    return {"classes": list(classes), "backbone": spec.backbone, "input size": list(spec.input_size),
+            "preprocessing": spec.policy, "sources": [source_name(p) for p in spec.data],
+            "validation fractions": per_source(list(spec.validation_fraction), len(spec.data)),
+            "split seed": spec.effective_split_seed}
+
+
+def lineage_mismatches(mine: Lineage, theirs: Lineage) -> list[str]:
+    """'what: mine here, theirs there' for each field in which two lineages differ."""
+    return [f"{what}: {mine[what]} here, {theirs[what]} there" for what in mine if mine[what] != theirs[what]]
 
 
 def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...],

@@ -23,21 +23,6 @@ HAM = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermato
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32x32 model trained for two one-step epochs on both committed fixture sources."""
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
-    status = train_main([
-        str(fixtures / "ham10000"), str(fixtures / "isic2017"), "--out", str(out), "--version", "smoke-1",
-        "--input-size", "32", "32", "--epochs", "2", "--steps-per-epoch", "1", "--head-epochs", "1",
-        "--batch-size", "8", "--validation-fraction", "0.25", "--warmup-steps", "1",
-        "--eval-data", str(fixtures / "isic2017"),
-    ])
-    assert status == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init 32x32 artifact for the seven HAM10000 classes."""
     out = tmp_path_factory.mktemp("artifacts") / "untrained"
