@@ -90,7 +90,8 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
     return calibrated, refitted
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m trainer_service refit`."""
     p = argparse.ArgumentParser(prog="python -m trainer_service refit", description=__doc__.split("\n")[0])
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
     add_derived_artifact_arguments(p)
@@ -98,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--referral-confidence", type=float, default=0.95)
     p.add_argument("--ood-flagged", type=float, default=FLAGGED,
                    help="share of validation images the out-of-distribution threshold may flag")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if not begin_command(args.threads, args.out):
         return 2
     model, manifest = refit(args.artifact, args.version, log_line, data=args.data,

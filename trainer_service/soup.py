@@ -114,13 +114,18 @@ def soup(artifacts: list[Path], version: str, log: Log, *, eval_data: tuple[Path
                   history=history, parent_version=versions[0], started=started)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m trainer_service soup`."""
     p = argparse.ArgumentParser(prog="python -m trainer_service soup", description=__doc__.split("\n")[0])
     p.add_argument("artifacts", type=Path, nargs="+", help="model directories of one lineage")
     add_derived_artifact_arguments(p)
     p.add_argument("--eval-data", type=Path, nargs="*", default=[],
                    help="also evaluate on these sets (never used to fit or choose anything)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if not begin_command(args.threads, args.out):
         return 2
     try:
