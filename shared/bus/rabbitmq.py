@@ -124,7 +124,7 @@ class RabbitBus:
     async def _connect_forever(self) -> None:
         while True:
             try:
-                connection = await aio_pika.connect_robust(self._url, timeout=5)
+                connection = await self._connect_once()
                 break
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("broker not reachable (%s); retrying", exc)
@@ -143,6 +143,18 @@ class RabbitBus:
         await replies.consume(self._on_reply, no_ack=True)
         connection.close_callbacks.add(self._fail_pending)
         self._ready.set()
+
+    async def _connect_once(self) -> aio_pika.RobustConnection:
+        """One connection attempt (aio-pika's `connect_robust`, holding on to the connection):
+        a failed or cancelled attempt closes it, because aio-pika's reconnect task ignores a
+        cancel that lands mid-attempt and would otherwise retry forever behind a closed bus."""
+        connection = aio_pika.RobustConnection(aio_pika.connection.make_url(self._url))
+        try:
+            await connection.connect(timeout=5)
+        except BaseException:
+            await asyncio.shield(connection.close())
+            raise
+        return connection
 
     @property
     def connected(self) -> bool:

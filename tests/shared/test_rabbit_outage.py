@@ -129,3 +129,18 @@ async def test_a_dead_letter_queue_declared_with_older_bounds_is_kept_and_the_qu
     finally:
         await connection.close()
         await bus.close()
+
+
+async def test_a_bus_closed_during_its_first_connection_attempt_leaves_nothing_running(
+        rabbit_url: str, proxy: Proxy) -> None:
+    proxy.freeze()  # the broker's side never answers: the attempt is still in flight at close
+    bus = RabbitBus(through(rabbit_url, proxy))
+    await bus.start(wait=0.5)
+    assert not bus.connected
+    await bus.close()
+    await asyncio.sleep(0.1)
+    # aio-pika's reconnect task ignores a cancel that lands mid-attempt: left behind, it would
+    # retry forever and hang the event loop's shutdown (as a gateway test's teardown once did)
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
+            and "connection_factory" in repr(t.get_coro())]
+    assert left == []
