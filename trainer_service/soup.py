@@ -49,11 +49,12 @@ def mean_weights(members: list[Weights]) -> Weights:
             for i, first in enumerate(members[0])]
 
 
-def greedy_soup(ranked: list[Weights], score: Callable[[Weights], float],
-                log: Log) -> tuple[list[int], float]:
+def greedy_soup(ranked: list[Weights], score: Callable[[Weights], float], log: Log, *,
+                first_score: float | None = None) -> tuple[list[int], float]:
     """(indices of the ingredients kept, the soup's score): `ranked` best first; each next
-    ingredient is kept if the mean with it scores at least the soup's score without it."""
-    kept, best = [0], score(ranked[0])
+    ingredient is kept if the mean with it scores at least the soup's score without it.
+    `first_score`: the first ingredient's score where the caller has it already."""
+    kept, best = [0], score(ranked[0]) if first_score is None else first_score
     for i in range(1, len(ranked)):
         value = score(mean_weights([ranked[k] for k in [*kept, i]]))
         log(f"soup {[*kept, i]}: score {value:.4f} ({'kept' if value >= best else 'left out'}, "
@@ -92,7 +93,7 @@ def soup(artifacts: list[Path], version: str, log: Log, *, eval_data: tuple[Path
     order = sorted(range(len(members)), key=lambda i: -alone[i])
     for i in order:
         log(f"ingredient {loaded[i][1].version}: validation score {alone[i]:.4f}")
-    kept, value = greedy_soup([members[i] for i in order], score, log)
+    kept, value = greedy_soup([members[i] for i in order], score, log, first_score=alone[order[0]])
     chosen = [order[k] for k in kept]
     soup_network.set_weights(mean_weights([members[i] for i in chosen]))
     versions = [loaded[i][1].version for i in chosen]
