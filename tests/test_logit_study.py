@@ -49,9 +49,9 @@ def test_temperature_rules_recover_the_temperature_the_logits_were_made_with(
 def test_the_ensemble_of_a_model_with_itself_is_that_model(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     path = _study(tmp_path / "s.npz", 1, sharpness=1.0)
-    logit_study.ensemble(path, path)
+    logit_study.ensemble([path, path, path])
     out = capsys.readouterr().out.split("\n  ")
-    assert out[1].split(": ", 1)[1] == out[3].split(": ", 1)[1].split("\n")[0]
+    assert out[1].split(": ", 1)[1] == out[4].split(": ", 1)[1].split("\n")[0]
 
 
 def test_studies_of_different_images_are_refused(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_studies_of_different_images_are_refused(tmp_path: Path) -> None:
     data["val_a.labels"] = np.roll(data["val_a.labels"], 1)
     np.savez(tmp_path / "b.npz", **data)
     with pytest.raises(SystemExit, match="different images"):
-        logit_study.ensemble(first, tmp_path / "b.npz")
+        logit_study.ensemble([first, tmp_path / "b.npz"])
 
 
 def test_patient_metadata_is_credited_only_when_it_carries_the_label(

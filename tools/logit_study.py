@@ -4,17 +4,20 @@ retraining or re-running the networks.
     python tools/logit_study.py dump ARTIFACT OUT.npz --eval ../shared/data/ham10000/eval \
         ../shared/data/isic2017/val
     python tools/logit_study.py temperatures OUT.npz
-    python tools/logit_study.py ensemble A.npz B.npz
+    python tools/logit_study.py ensemble A.npz B.npz [C.npz ...]
+    python tools/logit_study.py dump ARTIFACT OUT-flip.npz --view flip_lr ...   (for test-time augmentation)
     python tools/logit_study.py metadata OUT.npz --csv ../shared/data/ham10000/metadata.csv \
         ../shared/data/isic2017/metadata.csv
 
 `dump` saves an artifact's logits (the validation split its recipe names, then each `--eval`
-set) and OOD scores. `temperatures` prints each set's ECE under the model's own temperature and
-under temperatures fitted on one source's validation, on both weighted equally, and growing with
-the OOD score. `ensemble` prints balanced accuracy, melanoma AUC and ECE of each model and of the
-mean of their calibrated probabilities. `metadata` asks whether patient age and sex would pay: a
-logistic regression on the model's log-probabilities is fitted on the pooled validation sets with
-and without them, and both are scored on every set. Choices are fitted on `val_*` sets only.
+set) and OOD scores, of the images as they are or turned by `--view` (so an `ensemble` of one
+model's views is its test-time augmentation). `temperatures` prints each set's ECE under the
+model's own temperature and under temperatures fitted on one source's validation, on both
+weighted equally, and growing with the OOD score. `ensemble` prints balanced accuracy, melanoma
+AUC and ECE of each study and of the mean of their calibrated probabilities. `metadata` asks
+whether patient age and sex would pay: a logistic regression on the model's log-probabilities is
+fitted on the pooled validation sets with and without them, and both are scored on every set.
+Choices are fitted on `val_*` sets only.
 """
 
 from __future__ import annotations
@@ -35,28 +38,37 @@ from shared.taxonomy import admissible
 from trainer_service.calibration import expected_calibration_error, negative_log_likelihood, softmax
 from trainer_service.evaluation import classification_metrics
 
+#: Turns of an (N, H, W, 3) batch a lesion's label does not depend on (training augments with them).
+VIEWS = {
+    "identity": lambda images: images,
+    "flip_lr": lambda images: images[:, :, ::-1],
+    "flip_ud": lambda images: images[:, ::-1],
+    "rot180": lambda images: images[:, ::-1, ::-1],
+}
 
-def dump(artifact: Path, out: Path, evals: list[Path]) -> None:
+
+def dump(artifact: Path, out: Path, evals: list[Path], view: str = "identity",
+         cache_dir: Path | None = None) -> None:
     import keras
 
     from trainer_service.artifacts import load_artifact
     from trainer_service.classifier import LOGITS
-    from trainer_service.dataset import load_image_set
     from trainer_service.evaluation import predict
     from trainer_service.refit import recipe_sources
-    from trainer_service.sources import source_name
+    from trainer_service.sources import cached_image_set, source_name
 
     model, manifest = load_artifact(artifact)
-    classes, sources = recipe_sources(manifest)
+    classes, sources = recipe_sources(manifest, cache_dir=cache_dir)
     logits = keras.Model(model.input, model.get_layer(LOGITS).output)
     sets = {f"val_{s.name}": (s.validation.images, s.validation.labels) for s in sources}
     hashes = {f"val_{s.name}": s.validation.sha256 for s in sources}
     for root in evals:
-        data = load_image_set(root, manifest.input_size, classes=classes, policy=manifest.preprocessing)
+        data = cached_image_set(root, manifest.input_size, classes, manifest.preprocessing, cache_dir)
         sets[f"eval_{source_name(root)}"] = (data.images, data.labels)
         hashes[f"eval_{source_name(root)}"] = data.sha256
     arrays: dict[str, Any] = {"classes": np.array(classes), "temperature": manifest.temperature}
     for name, (images, labels) in sets.items():
+        images = np.ascontiguousarray(VIEWS[view](images))
         arrays[f"{name}.logits"] = predict(logits, images)
         arrays[f"{name}.ood"] = predict(model, images, output=1).reshape(-1)
         arrays[f"{name}.labels"] = labels
@@ -106,26 +118,26 @@ def _fit(objective: object) -> float:
     return float(np.exp(result.x))
 
 
-def ensemble(first: Path, second: Path) -> None:
-    a, b = np.load(first), np.load(second)
-    classes = tuple(str(c) for c in a["classes"])
-    if classes != tuple(str(c) for c in b["classes"]):
-        raise SystemExit("the two studies have different classes")
-    sa, sb = _sets(a), _sets(b)
+def ensemble(paths: list[Path]) -> None:
+    studies = [np.load(path) for path in paths]
+    classes = tuple(str(c) for c in studies[0]["classes"])
+    if any(classes != tuple(str(c) for c in study["classes"]) for study in studies[1:]):
+        raise SystemExit("the studies have different classes")
+    sets = [_sets(study) for study in studies]
 
     def figures(p: np.ndarray, labels: np.ndarray) -> str:
         m = classification_metrics(p, labels, classes)
         mel = m["per_class"]["melanoma"]["auc"]
         return f"balanced accuracy {m['balanced_accuracy']:.3f}, melanoma AUC {mel:.3f}, ECE {m['ece']:.3f}"
 
-    for name in sa:
-        if not np.array_equal(sa[name][1], sb[name][1]):
-            raise SystemExit(f"{name}: the two studies hold different images")
-        pa = softmax(sa[name][0] / float(a["temperature"]))
-        pb = softmax(sb[name][0] / float(b["temperature"]))
-        labels = sa[name][1]
-        print(f"{name}\n  {first.stem}: {figures(pa, labels)}\n  {second.stem}: {figures(pb, labels)}"
-              f"\n  mean of both: {figures((pa + pb) / 2, labels)}")
+    for name in sets[0]:
+        labels = sets[0][name][1]
+        if any(not np.array_equal(labels, other[name][1]) for other in sets[1:]):
+            raise SystemExit(f"{name}: the studies hold different images")
+        probabilities = [softmax(s[name][0] / float(study["temperature"]))
+                         for s, study in zip(sets, studies, strict=True)]
+        lines = [f"  {path.stem}: {figures(p, labels)}" for path, p in zip(paths, probabilities, strict=True)]
+        print("\n".join([name, *lines, f"  mean of all: {figures(np.mean(probabilities, axis=0), labels)}"]))
 
 
 def _patients(csvs: list[Path]) -> dict[str, tuple[float, str]]:
@@ -182,20 +194,23 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("artifact", type=Path)
     d.add_argument("out", type=Path)
     d.add_argument("--eval", type=Path, nargs="*", default=[])
+    d.add_argument("--view", choices=sorted(VIEWS), default="identity")
+    d.add_argument("--cache-dir", type=Path, help="decoded images, kept between dumps (as train's work dir)")
     sub.add_parser("temperatures").add_argument("study", type=Path)
     e = sub.add_parser("ensemble")
-    e.add_argument("first", type=Path)
-    e.add_argument("second", type=Path)
+    e.add_argument("studies", type=Path, nargs="+")
     m = sub.add_parser("metadata")
     m.add_argument("study", type=Path)
     m.add_argument("--csv", type=Path, nargs="+", required=True)
     args = p.parse_args(argv)
     if args.command == "dump":
-        dump(args.artifact, args.out, args.eval)
+        dump(args.artifact, args.out, args.eval, args.view, args.cache_dir)
     elif args.command == "temperatures":
         temperatures(args.study)
     elif args.command == "ensemble":
-        ensemble(args.first, args.second)
+        if len(args.studies) < 2:
+            p.error("ensemble needs two studies or more")
+        ensemble(args.studies)
     else:
         metadata(args.study, args.csv)
     return 0
