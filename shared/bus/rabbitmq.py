@@ -113,6 +113,7 @@ class RabbitBus:
         self._outbox: dict[str, list[tuple[str, bytes]]] = {}  # reply queue -> replies of this turn
         self._sending: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self._reply_path = asyncio.Event()  # set while the reply channel and its consumer are restored
         self._connector: asyncio.Task[None] | None = None
 
     async def start(self, *, wait: float = 5.0) -> None:
@@ -141,8 +142,20 @@ class RabbitBus:
             self._replies.reply_to, exclusive=True, auto_delete=True
         )
         await replies.consume(self._on_reply, no_ack=True)
-        connection.close_callbacks.add(self._fail_pending)
+        # aio-pika restores a connection's channels one by one, in no set order: a consumer's channel
+        # may deliver before the reply channel is back. The reply path is ours to track.
+        reply_channel.reopen_callbacks.add(self._reply_path_restored)
+        connection.close_callbacks.add(self._lost)
+        self._reply_path.set()
         self._ready.set()
+
+    def _reply_path_restored(self, *_: object) -> None:
+        """The reply channel is reopened, our reply queue declared again and consumed."""
+        self._reply_path.set()
+
+    def _lost(self, *_: object) -> None:
+        self._reply_path.clear()
+        self._fail_pending()
 
     async def _connect_once(self) -> aio_pika.RobustConnection:
         """One connection attempt (aio-pika's `connect_robust`, holding on to the connection):
@@ -158,11 +171,14 @@ class RabbitBus:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is up and the publishing channel open: false from the moment
-        the broker is lost until the robust connection has reconnected and reopened the channel
-        (aio-pika's own `is_closed` stays false while it reconnects)."""
+        """True while the connection is up, the publishing channel open and the reply queue
+        consumed: false from the moment the broker is lost until the robust connection has
+        reconnected and restored both channels (aio-pika's own `is_closed` stays false while it
+        reconnects). A call made once this is true has a reply queue for its answer."""
         connection, channel = self._connection, self._channel
-        if not self._ready.is_set() or connection is None or connection.is_closed:
+        if not (self._ready.is_set() and self._reply_path.is_set()):
+            return False
+        if connection is None or connection.is_closed:
             return False
         transport = connection.transport
         if transport is None or transport.connection.is_closed or not connection.connected.is_set():
@@ -179,9 +195,11 @@ class RabbitBus:
                 f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
 
     def _live_channel(self, replies: bool = False) -> AbstractChannel:
-        """The publishing channel (with confirms), or with `replies` the reply channel (without)."""
+        """The publishing channel (with confirms), or with `replies` the reply channel (without),
+        each usable once restored, whatever the state of the other."""
         channel = self._reply_channel if replies else self._channel
-        if not self.connected or channel is None or channel.is_closed:
+        usable = self._reply_path.is_set() if replies else self.connected
+        if not usable or channel is None or channel.is_closed:
             raise BrokerUnavailable("the message broker is not reachable")
         return channel
 
@@ -300,10 +318,13 @@ class RabbitBus:
     async def reply(self, request: Delivery, body: bytes) -> None:
         """Queue a reply; the replies of one turn of the event loop leave together, one message
         per reply queue. No publisher confirm: a reply queue is its caller's own, and when it is
-        gone nobody waits any more (the caller's deadline covers a lost reply)."""
+        gone nobody waits any more (the caller's deadline covers a lost reply). While the broker
+        is being reconnected the replies wait for the reply channel, up to the publish timeout:
+        a request delivered on a consumer channel restored first is answered, not dropped."""
         if not request.reply_to:
             return
-        self._live_channel(replies=True)
+        if self._reply_channel is None:
+            raise BrokerUnavailable("the message broker is not reachable")
         if not self._outbox:
             task = asyncio.get_running_loop().create_task(self._send_replies())
             self._sending.add(task)
@@ -316,6 +337,9 @@ class RabbitBus:
             await asyncio.wait(set(self._sending))
 
     async def _send_replies(self) -> None:
+        if not self._reply_path.is_set():  # reconnecting: replies queued meanwhile join this outbox
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reply_path.wait(), self._publish_timeout_s)
         outbox, self._outbox = self._outbox, {}
         for reply_to, replies in outbox.items():
             try:

@@ -144,3 +144,26 @@ async def test_a_bus_closed_during_its_first_connection_attempt_leaves_nothing_r
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()
             and "connection_factory" in repr(t.get_coro())]
     assert left == []
+
+
+async def test_a_reply_made_while_the_broker_is_reconnecting_reaches_its_caller_once_it_is_back(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    """aio-pika restores a connection's channels in no set order: a worker's consumer channel may
+    deliver a request before its reply channel is back. The reply waits for it, not dropped."""
+    worker = await connect_bus(through(rabbit_url, proxy), publish_timeout_s=15)
+    caller = await connect_bus(rabbit_url)
+    delivered: asyncio.Queue[Delivery] = asyncio.Queue()
+    try:
+        await worker.declare_queue(unique)
+        await worker.consume(unique, delivered.put, prefetch=1)
+        call = asyncio.create_task(caller.call(unique, b"melanoma?", timeout=25))
+        request = await asyncio.wait_for(delivered.get(), 5)
+        await proxy.down()
+        await until(lambda: not worker.connected, timeout=3)
+        await worker.reply(request, b"nevus")  # the reply channel is down: queued, not refused
+        await proxy.up()
+        assert await asyncio.wait_for(call, 20) == b"nevus"
+        await worker.wait_connected(timeout=10)  # and the rest of the connection follows
+    finally:
+        await worker.close()
+        await caller.close()
