@@ -9,6 +9,8 @@
   (trainer_service/refit.py).
 - `soup ARTIFACT ARTIFACT ...`: the greedy mean of the weights of models of one lineage, made a
   model version (trainer_service/soup.py).
+- `evidence ARTIFACT --reference EVAL --out FILE`: the embeddings a model was trained, validated
+  and is judged on, which head retrains append to (trainer_service/evidence_build.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -
 
     store = await open_store_for(settings)
     try:
-        summary = await import_dataset(store, root)
+        summary = await import_dataset(store, root, split_secret=settings.split_secret)
         print(f"imported: {summary}", flush=True)
         if embed:
             from shared.catalog import Catalog
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer_service import soup
 
         return soup.main(argv)
+    if command == "evidence":
+        from trainer_service import evidence_build
+
+        return evidence_build.main(argv)
     if command == "serve":
         service_parser("python -m trainer_service [serve]", __doc__).parse_args(argv)
     settings = TrainerSettings()
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             settings, lambda bus, store,
             registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood, refit or soup",
+    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood, refit, soup or evidence",
           file=sys.stderr)
     return 2
 
