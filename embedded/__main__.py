@@ -69,10 +69,10 @@ class EmbeddedSettings(CommonSettings):
         return REPO_ROOT / "var" / "queues"
 
 
-async def seed(store: ObjectStore, dataset: Path | None) -> None:
+async def seed(store: ObjectStore, dataset: Path | None, split_secret: SecretStr | None) -> None:
     if dataset is None or not await asyncio.to_thread(dataset.is_dir) or await Catalog(store).records():
         return
-    summary = await import_dataset(store, dataset, batch="sample", log=log.debug)
+    summary = await import_dataset(store, dataset, batch="sample", split_secret=split_secret, log=log.debug)
     log.info("seeded the empty store with %s: %s", dataset, summary)
 
 
@@ -118,14 +118,15 @@ async def serve() -> None:
     embedded = EmbeddedSettings()
     bus = await open_bus(gateway_settings, embedded)
     store = await open_store_for(gateway_settings)
+    trainer = TrainerSettings(metrics_port=0)
     system = build_system(bus, store, gateway=gateway_settings, worker=WorkerSettings(metrics_port=0),
-                          ingest=IngestSettings(metrics_port=0), trainer=TrainerSettings(metrics_port=0))
+                          ingest=IngestSettings(metrics_port=0), trainer=trainer)
     assert system.app is not None
     runner = web.AppRunner(system.app, access_log=None)
     try:
         await runner.setup()
         await recover(store, bus, gateway_settings.ingest_queue)
-        await seed(store, embedded.seed_dataset)
+        await seed(store, embedded.seed_dataset, trainer.split_secret)
         async with system.running():
             site = web.TCPSite(runner, gateway_settings.http_host, gateway_settings.http_port)
             await site.start()

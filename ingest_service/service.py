@@ -15,6 +15,10 @@
   while this service was cut from the broker) is not over: its staged uploads are kept (only this
   service deletes them, at its own end of the job), and when its message comes again the job goes
   back to running and resumes after the files already handled.
+- Each stored image's split is drawn for its lesion group (an upload: the image alone) with the
+  server's split secret (`shared.split_secret`, read once, when the first image needs it), and is
+  kept in its record only: an outcome says the class an image is stored under, never its split,
+  so a contributor cannot learn which of their images are held out.
 The message is acknowledged once the job is final or requeued, so a crash mid-job means the job
 is redone (idempotently: images are content-addressed) rather than lost.
 """
@@ -32,12 +36,13 @@ from ingest_service.retrying import RetryingStore, RetryPolicy, is_transient
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
-from shared.catalog import Catalog, ImageRecord, image_key, split_for
+from shared.catalog import Catalog, ImageRecord, image_key, lesion_group, split_for
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
 from shared.heartbeat import Heartbeat
 from shared.jobs import WORKER_LOST, FileOutcome, Job, JobStore
 from shared.messages import ErrorInfo, IngestRequest, StagedFile, decode, encode
 from shared.sanitize import clean_image
+from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import class_from_filename
 
@@ -68,6 +73,7 @@ class IngestService:
         self.limits = archives.ArchiveLimits(settings.max_zip_members, settings.max_member_bytes,
                                              settings.max_zip_bytes)
         self.topology = Topology.of(settings)
+        self._split_secret: bytes | None = None
         self._subscription: Subscription | None = None
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "ingest_service",
                                               settings.heartbeat_s)
@@ -267,10 +273,10 @@ class IngestService:
                                label=known, message=f"the same image is already stored as {known}")
         if existing is not None:  # stored and catalogued by an earlier attempt of this job
             return FileOutcome(index=index, filename=filename, status="stored", sha256=image.sha256,
-                               label=existing.label, key=existing.key, split=existing.split)
+                               label=existing.label, key=existing.key)
         record = ImageRecord(
             sha256=image.sha256, label=label, key=image_key(label, image.sha256, image.format),
-            split=split_for(image.sha256), source="upload",
+            split=split_for(lesion_group(image.sha256, None), await self._secret()), source="upload",
             filename=filename.replace("\\", "/").rsplit("/", 1)[-1],
             job_id=job_id, width=image.width, height=image.height, format=image.format,
             bytes=len(image.data))
@@ -278,4 +284,11 @@ class IngestService:
         self.metrics.files.labels("stored", "ok").inc()
         self.metrics.stored_bytes.inc(len(image.data))
         return FileOutcome(index=index, filename=filename, status="stored", sha256=image.sha256, label=label,
-                           key=record.key, split=record.split)
+                           key=record.key)
+
+    async def _secret(self) -> bytes:
+        """The split secret, read (or created) through the retrying store the first time; a store
+        that stays down raises StoreUnavailable, which requeues the job like any store call."""
+        if self._split_secret is None:
+            self._split_secret = await load_split_secret(self.store, self.settings.split_secret)
+        return self._split_secret

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.imaging import DEFAULT_MAX_PIXELS
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, SplitSecretSettings
 
 
-class IngestSettings(CommonSettings):
+class IngestSettings(CommonSettings, SplitSecretSettings):
     """Limits the ingest service enforces on every upload, and how hard it retries the store."""
 
     metrics_port: int = Field(9101, description="Port of the ingest service's /metrics (0: none).")

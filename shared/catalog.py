@@ -5,16 +5,25 @@
   the image is stored, so an image is catalogued even when its job fails a moment later.
 - `hashes/<sha256>.json`: the record again, for duplicate checks; written last, so an image that
   counts as a duplicate is always catalogued.
+- `secrets/split.json`: the server's split secret (`shared/split_secret.py`), never served.
 - `catalog/<source>/<batch>.jsonl`: the records of one batch (one ingest job, one import)
   gathered into one object when the batch ends (`write_batch`), its parts then deleted, so a
   training run reads a few objects instead of one per image. Parts left by a batch that never
   ended are catalogued all the same.
 Original filenames are kept inside records only, never in keys.
+
+Splits are drawn per lesion group (`lesion_group`: the lesion or patient id when known, else the
+image itself) with a keyed hash of the group under the server's secret (`split_for`), so nobody
+without the secret can compute, choose or search for the split of an image: re-encoding an image
+until its content hash lands in `eval` no longer works. The split is drawn once, when the image
+is stored, and `ImageRecord.split` is the truth from then on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import json
 from collections import Counter
 from typing import Literal
@@ -27,15 +36,37 @@ from shared.store import ObjectStore
 
 Split = Literal["train", "eval"]
 CATALOG_PREFIX = "catalog/"
-EVAL_EVERY = 5  # uploads without group metadata: one image in five is held out, by hash
+EVAL_EVERY = 5  # one lesion group in five is held out
+VALIDATION_EVERY = 10  # one training lesion group in ten validates a retrain
 
 
-def split_for(sha256: str, group: str | None = None) -> Split:
-    """Deterministic held-out split: by group (lesion, patient) when known, else by image hash."""
-    import hashlib
+def lesion_group(sha256: str, group: str | None) -> str:
+    """What a split is drawn for: the lesion (or patient) when known, else the image alone."""
+    return group or sha256
 
-    basis = hashlib.sha256(group.encode()).hexdigest() if group else sha256
-    return "eval" if int(basis[:8], 16) % EVAL_EVERY == 0 else "train"
+
+def _draw(secret: bytes, purpose: bytes, group: str) -> int:
+    """A keyed, uniform 64-bit draw for `group`; one `purpose` per question, so the draws of
+    different questions are independent."""
+    if not secret:
+        raise ValueError("the split secret is empty")
+    mac = hmac.new(secret, purpose + b"\0" + group.encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:8], "big")
+
+
+def split_for(group: str, secret: bytes) -> Split:
+    """The split of every image of lesion group `group` (`lesion_group(...)`): 'eval' for one
+    group in EVAL_EVERY, drawn with the server's `secret` (`shared.split_secret`). Deterministic
+    for one secret; unknowable and unsteerable without it. Raises ValueError on an empty secret."""
+    return "eval" if _draw(secret, b"split", group) % EVAL_EVERY == 0 else "train"
+
+
+def validation_share(group: str, secret: bytes) -> bool:
+    """Whether the training images of lesion group `group` validate a retrain (one group in
+    VALIDATION_EVERY, drawn with `secret` independently of `split_for`): every image of a lesion on
+    one side. Call it on records whose split is 'train' with `lesion_group(r.sha256, r.group)`.
+    Raises ValueError on an empty secret."""
+    return _draw(secret, b"validation", group) % VALIDATION_EVERY == 0
 
 
 class ImageRecord(BaseModel):
@@ -162,6 +193,4 @@ def counts(records: list[ImageRecord]) -> dict[str, dict[str, int]]:
 
 
 def digest(hashes: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(sorted(hashes)).encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +55,19 @@ class CommonSettings(BaseSettings):
         REPO_ROOT / "models" / "base",
         description="Model (model.keras + manifest.json) that seeds an empty registry.",
     )
+
+
+class SplitSecretSettings(BaseSettings):
+    """The secret that draws each lesion group's split (`shared.split_secret`). Mixed into the
+    settings of every service that assigns splits: the ingest service and the trainer (its
+    `import`, and the validation share of a retrain)."""
+
+    model_config = SettingsConfigDict(env_prefix="DERMASCAN_", extra="ignore")
+
+    split_secret: SecretStr | None = Field(
+        None, min_length=16,
+        description="Secret (16 characters or more) that draws which lesion groups are held out "
+        "(`eval`) and which validate a retrain. Unset: a random one is created once in the object "
+        "store (`secrets/split.json`) and shared by every service on that store. Set it on every "
+        "service that assigns splits (ingest and trainer) or on none; changing it changes the draws "
+        "of images stored afterwards only.")

@@ -1,9 +1,9 @@
 """`python -m trainer_service import PATH`: load a labelled dataset into the store's catalog.
 
-Layouts: `PATH/<class>/*` (split held out by lesion from a `metadata.csv` when present, else by
-image hash), or `PATH/train/<class>/*` + `PATH/eval/<class>/*` or `PATH/val/<class>/*` (HAM10000 and
-ISIC 2017 as shipped here: the given split is kept). Images are validated and stripped of metadata
-like uploads.
+Layouts: `PATH/<class>/*` (each lesion group's split drawn with the server's split secret,
+`shared.split_secret`: the group is the lesion a `metadata.csv` names, else the image alone), or
+`PATH/train/<class>/*` + `PATH/eval/<class>/*` or `PATH/val/<class>/*` (HAM10000 and ISIC 2017 as
+shipped here: the given split is kept). Images are validated and stripped of metadata like uploads.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shared.catalog import Catalog, ImageRecord, Split, image_key, split_for
+from pydantic import SecretStr
+
+from shared.catalog import Catalog, ImageRecord, Split, image_key, lesion_group, split_for
 from shared.errors import DermaScanError
 from shared.imaging import DEFAULT_MAX_PIXELS
 from shared.sanitize import CleanImage, clean_image
+from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import is_known
 from trainer_service.dataset import IMAGE_SUFFIXES, read_lesion_ids
@@ -42,11 +45,13 @@ def _clean(path: Path) -> CleanImage:
 
 
 async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = None,
-                         log: Any = print) -> dict[str, Any]:
+                         split_secret: SecretStr | None = None, log: Any = print) -> dict[str, Any]:
     """Import every image under `root`; returns counts of stored, duplicate and skipped files.
-    Raises FileNotFoundError when `root` is not a folder."""
+    `split_secret` is the configured `DERMASCAN_SPLIT_SECRET` (None: the store's, as every
+    service reads it). Raises FileNotFoundError when `root` is not a folder."""
     if not await asyncio.to_thread(root.is_dir):
         raise FileNotFoundError(f"{root} is not a folder")
+    secret = await load_split_secret(store, split_secret)
     catalog = Catalog(store)
     lesions = read_lesion_ids(root)
     batch = batch or f"{root.name}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -65,9 +70,10 @@ async def import_dataset(store: ObjectStore, root: Path, *, batch: str | None = 
             return
         seen.add(image.sha256)
         group = lesions.get(path.stem)
+        split = given or split_for(lesion_group(image.sha256, group), secret)
         record = ImageRecord(sha256=image.sha256, label=label,
                              key=image_key(label, image.sha256, image.format),
-                             split=given or split_for(image.sha256, group), source="import",
+                             split=split, source="import",
                              filename=path.name, job_id=batch, group=group, width=image.width,
                              height=image.height, format=image.format, bytes=len(image.data))
         await catalog.add_image(record, image.data)

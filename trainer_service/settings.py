@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.settings import REPO_ROOT, CommonSettings
+from shared.settings import REPO_ROOT, CommonSettings, SplitSecretSettings
 from shared.taxonomy import MALIGNANT
 from shared.verdict import GatePolicy
 
 
-class TrainerSettings(CommonSettings):
+class TrainerSettings(CommonSettings, SplitSecretSettings):
     """How the trainer trains, and the promotion gate it applies."""
 
     metrics_port: int = Field(9102, description="Port of the trainer's /metrics (0: none).")

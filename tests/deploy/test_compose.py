@@ -28,6 +28,8 @@ UNSET_ON_PURPOSE = {
     "DERMASCAN_OPERATOR_TOKEN":
         "tokens come from the dermascan_api_tokens secret (digests), not the environment",
     "DERMASCAN_CONTRIBUTOR_TOKEN": "the same",
+    "DERMASCAN_SPLIT_SECRET":
+        "unset, the services share a random secret created once in the bucket (shared/split_secret.py)",
 }
 #: Where each service listens inside its container: (variable, port the compose file exposes it on).
 LISTEN = {"gateway": ("DERMASCAN_HTTP_HOST", "DERMASCAN_HTTP_PORT"),

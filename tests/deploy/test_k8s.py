@@ -16,7 +16,9 @@ pytestmark = pytest.mark.timeout(30)
 K8S = REPO / "deploy" / "k8s"
 SERVICES = {"gateway": "gateway", "inference-worker": "inference_worker",
             "ingest-service": "ingest_service", "trainer-service": "trainer_service"}
-UNSET_ON_PURPOSE = {"DERMASCAN_MODEL_PATH"}  # workers serve the registry's current model
+#: DERMASCAN_MODEL_PATH: workers serve the registry's current model; DERMASCAN_SPLIT_SECRET: unset, the
+#: services share a random secret created once in the bucket (shared/split_secret.py).
+UNSET_ON_PURPOSE = {"DERMASCAN_MODEL_PATH", "DERMASCAN_SPLIT_SECRET"}
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from shared.store.base import StoreUnavailable
 from tests.gateway.conftest import MakeClient
 
 pytestmark = pytest.mark.timeout(60)
+SECRET = b"a test's split secret"
 
 
 async def catalogue(client: object, paths: dict[str, list[Path]]) -> list[ImageRecord]:
@@ -34,7 +35,7 @@ async def catalogue(client: object, paths: dict[str, list[Path]]) -> list[ImageR
             sha = hashlib.sha256(data).hexdigest()
             width, height = Image.open(io.BytesIO(data)).size
             record = ImageRecord(sha256=sha, label=label, key=image_key(label, sha, "jpeg"),
-                                 split=split_for(sha), source="upload", job_id="batch1", width=width,
+                                 split=split_for(sha, SECRET), source="upload", job_id="batch1", width=width,
                                  height=height, format="jpeg", bytes=len(data))
             await catalog.add_image(record, data)
             records.append(record)

@@ -129,6 +129,10 @@ class FlakyStore:
         self._check("put", key)
         await self.inner.put(key, data, content_type=content_type)
 
+    async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        self._check("create", key)
+        await self.inner.create(key, data, content_type=content_type)
+
     async def get(self, key: str) -> bytes:
         self._check("get", key)
         return await self.inner.get(key)
