@@ -84,8 +84,17 @@ class RetryingStore:
         """The inner store's conditional create, retried like the rest (AlreadyExists is final)."""
         await self._call("create", lambda: self.inner.create(key, data, content_type=content_type))
 
+    async def put_if(self, key: str, data: bytes, *, version: str | None,
+                     content_type: str = "application/octet-stream") -> str:
+        """The inner store's conditional put, retried like the rest (VersionMismatch is final)."""
+        return await self._call("put_if", lambda: self.inner.put_if(key, data, version=version,
+                                                                    content_type=content_type))
+
     async def get(self, key: str) -> bytes:
         return await self._call("get", lambda: self.inner.get(key))
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        return await self._call("get", lambda: self.inner.get_versioned(key))
 
     async def exists(self, key: str) -> bool:
         return await self._call("exists", lambda: self.inner.exists(key))

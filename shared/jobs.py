@@ -7,7 +7,13 @@ One training at a time is this module's rule, and only its: `claim_training` tak
 with one conditional create (`ObjectStore.create`) of the next record in
 `jobs/training-claims/`, so of many concurrent claims exactly one wins. The newest claim
 record names the job holding it; the claim is free again once that job is final (the trainer
-releases it by finishing the job), its record is missing, or it stopped reporting progress.
+releases it by finishing the job, an operator by cancelling it), its record is missing, or it
+stopped reporting progress.
+
+Every write of a record is conditional (`ObjectStore.put_if`): a copy of a job carries the version
+it was read or last saved as, and `JobStore.save` refuses (JobChanged) when somebody else wrote the
+record since (an observer's `worker_lost`, an operator's cancel), so a service never overwrites a
+verdict it has not seen, and a final outcome is never changed.
 """
 
 from __future__ import annotations
@@ -18,26 +24,45 @@ import time
 from collections import Counter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shared.catalog import Split
-from shared.errors import NotFound, ServiceUnavailable
+from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, new_id
-from shared.store import AlreadyExists, ObjectStore
+from shared.store import AlreadyExists, ObjectStore, VersionMismatch
 from shared.verdict import GateResult
 
 JobKind = Literal["ingest", "train"]
-JobState = Literal["queued", "running", "succeeded", "failed", "rejected"]
+JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 FileStatus = Literal["stored", "duplicate", "rejected"]
 #: One record per claim of "the training job", numbered; the newest is the claim in force.
 TRAINING_CLAIMS = "jobs/training-claims/"
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected"})
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 #: The error code of a running job an observer (`JobStore.load`) failed because it went silent:
 #: a guess that its service is gone, not that service's verdict. An ingest service delivered the
 #: job's message again resumes it (`Job.resume`); a trainer does not (`JobStore.load`).
 WORKER_LOST = "worker_lost"
+#: The error code of a job an operator cancelled (`cancel_training`).
+CANCELLED = "cancelled"
+#: Progress phases of a training job past which a cancel is too late: its candidate is being
+#: stored in the registry or made the current model (seconds; roll back afterwards instead).
+TOO_LATE_TO_CANCEL = frozenset({"publishing", "promoting"})
 _CLAIM_TRIES = 50
+_SAVE_TRIES = 20
+
+
+class JobChanged(Conflict):
+    """A job's record changed since this copy of it was read or saved (another writer came first:
+    an observer reported it `worker_lost`, an operator cancelled it), or the copy would change the
+    outcome of a final record. `current` is the record now, when known (None: gone or not read).
+    Nothing was written: read the job again and decide again."""
+
+    default_code = "job_changed"
+
+    def __init__(self, message: str, *, current: Job | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 def _absent(value: object) -> bool:
@@ -107,7 +132,8 @@ class Job(BaseModel):
 
     job_id: str = Field(default_factory=new_id, description="Unique id.")
     kind: JobKind = Field(description="'ingest' or 'train'.")
-    state: JobState = Field("queued", description="queued, running, succeeded, failed or rejected.")
+    state: JobState = Field("queued",
+                            description="queued, running, succeeded, failed, rejected or cancelled.")
     progress: dict[str, Any] = Field(default_factory=dict, description="Kind-specific progress.")
     result: IngestResult | TrainResult | None = Field(
         None, description="Outcome: an ingest job's file outcomes (also while running), a training job's "
@@ -118,6 +144,10 @@ class Job(BaseModel):
     updated_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    #: The record's version in the store when this copy was read or last saved (None: never
+    #: stored), and the outcome (state, error) it must keep because that record was final.
+    _version: str | None = PrivateAttr(None)
+    _sealed: tuple[str, ErrorInfo | None] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _result_of_its_kind(self) -> Job:
@@ -151,6 +181,12 @@ class Job(BaseModel):
         self.error = ErrorInfo(code=code, status=status, message=message, retryable=retryable)
         self.note(f"failed: {message}")
 
+    def cancel(self, why: str) -> None:
+        """Make the job cancelled (final), saying `why` in its error and its log."""
+        self.state = "cancelled"
+        self.error = ErrorInfo(code=CANCELLED, status=409, message=why)
+        self.note(f"cancelled: {why}")
+
     def resume(self, why: str) -> None:
         """Make a job an observer failed as lost (`lost`) running again, saying `why` in its log:
         its service has its message again, which proves the work is still to be done. Raises
@@ -165,6 +201,12 @@ def _key(job_id: str) -> str:
     return f"jobs/{job_id}.json"
 
 
+def _sealed(job: Job) -> tuple[str, ErrorInfo | None] | None:
+    """The outcome a save of `job` must keep: that of a final record, unless it is an upload
+    reported lost, which its service may still resume."""
+    return (job.state, job.error) if job.final and not job.resumable else None
+
+
 class JobStore:
     """Reads and writes job records. Loop-only."""
 
@@ -172,10 +214,14 @@ class JobStore:
         self.store = store
 
     async def get(self, job_id: str) -> Job:
-        """The job; raises NotFound (also for ids that could not be keys)."""
+        """The job, carrying the version `save` writes over; raises NotFound (also for ids that
+        could not be keys)."""
         if not job_id.isalnum():
             raise NotFound(f"no job {job_id!r}")
-        return Job.model_validate_json(await self.store.get(_key(job_id)))
+        data, version = await self.store.get_versioned(_key(job_id))
+        job = Job.model_validate_json(data)
+        job._version, job._sealed = version, _sealed(job)
+        return job
 
     async def load(self, job_id: str, *, stale_after_s: float) -> Job:
         """The job, with a running job silent for over `stale_after_s` turned into (and saved
@@ -195,18 +241,53 @@ class JobStore:
                                   "stopped while running it"
                                   + ("; it resumes where it stopped if the service gets the job again"
                                      if resumes else ""), retryable=resumes)
-            await self.save(job)
+            try:
+                await self.save(job)
+            except JobChanged:  # its service (or a cancel) wrote meanwhile: that record stands
+                return await self.get(job_id)
         return job
 
     async def save(self, job: Job) -> Job:
+        """Write `job` over the record this copy was read (or last saved) as; a new job only if
+        it has no record yet. Stamps its times and returns it, carrying the new version.
+
+        Raises JobChanged, writing nothing, when the record changed since (another writer came
+        first), or when the copy would change the state or error of a final record (its log may
+        grow). One exception, for uploads: a record an observer failed as `worker_lost` with a
+        retryable error (`Job.resumable`) is replaced by a write of the job's own service, which
+        is evidently still at work on it (the job's log says so), as a redelivery resumes it."""
+        if job._sealed is not None and (job.state, job.error) != job._sealed:
+            raise JobChanged(f"job {job.job_id} is {job._sealed[0]}: a finished job's outcome stays")
         job.updated_at = utcnow()
         if job.state == "running" and job.started_at is None:
             job.started_at = job.updated_at
         if job.final and job.finished_at is None:
             job.finished_at = job.updated_at
-        await self.store.put(_key(job.job_id), job.model_dump_json().encode(),
-                             content_type="application/json")
+        try:
+            version = await self._put(job, job._version)
+        except VersionMismatch:
+            current = await self._current(job.job_id)
+            if current is None or not current.resumable or job.resumable:
+                raise JobChanged(f"job {job.job_id} changed since it was read"
+                                 + (f": it is {current.state}" if current is not None else ": it is gone"),
+                                 current=current) from None
+            job.note(f"its service was still at work on it after it was reported {WORKER_LOST}")
+            try:
+                version = await self._put(job, current._version)
+            except VersionMismatch:
+                raise JobChanged(f"job {job.job_id} changed since it was read") from None
+        job._version, job._sealed = version, _sealed(job)
         return job
+
+    async def _put(self, job: Job, version: str | None) -> str:
+        return await self.store.put_if(_key(job.job_id), job.model_dump_json().encode(), version=version,
+                                       content_type="application/json")
+
+    async def _current(self, job_id: str) -> Job | None:
+        try:
+            return await self.get(job_id)
+        except NotFound:
+            return None
 
     async def delete(self, job_id: str) -> None:
         await self.store.delete(_key(job_id))
@@ -271,7 +352,10 @@ async def training_holder(jobs: JobStore, *, stale_after_s: float,
         holder.fail("not_started", f"no trainer started this job in {waited:.0f} s (its gateway may have "
                                    "stopped before queueing it, or no trainer is running); the model is "
                                    "unchanged; POST /retrain to start another", status=503)
-        await jobs.save(holder)
+        try:
+            await jobs.save(holder)
+        except JobChanged as changed:  # a trainer started it (or somebody ended it) meanwhile
+            return None if changed.current is None or changed.current.final else changed.current
         return None
     return None if holder.final else holder
 
@@ -320,6 +404,35 @@ async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[
             job.fail("interrupted",
                      f"DermaScan stopped while this upload was {job.state} and its queue entry "
                                     "was lost; upload the files again")
-        await jobs.save(job)
+        try:
+            await jobs.save(job)
+        except JobChanged:
+            continue  # somebody else decided it meanwhile
         failed.append(job)
     return failed
+
+
+async def cancel_training(jobs: JobStore, job_id: str, *, why: str, stale_after_s: float) -> Job:
+    """Cancel a queued or running training job and return it: its record is `cancelled` at once,
+    which frees the training claim. A trainer running it finds that at its next write (its
+    progress heartbeat) and stops without publishing or promoting; a queued job's message is
+    acknowledged unrun. Raises NotFound; Unprocessable for an upload; Conflict `job_over` for a
+    final job and `too_late` for one storing or promoting its candidate (`TOO_LATE_TO_CANCEL`)."""
+    for _ in range(_SAVE_TRIES):
+        job = await jobs.load(job_id, stale_after_s=stale_after_s)
+        if job.kind != "train":
+            raise Unprocessable("only a training job can be cancelled; an upload runs to its end",
+                                code="not_cancellable")
+        if job.final:
+            raise Conflict(f"job {job_id} is already {job.state}", code="job_over")
+        phase = job.progress.get("phase")
+        if phase in TOO_LATE_TO_CANCEL:
+            raise Conflict(f"job {job_id} is {phase} its candidate: too late to cancel; it ends in seconds "
+                           "(POST /models/rollback undoes a promotion)", code="too_late")
+        job.cancel(why)
+        try:
+            return await jobs.save(job)
+        except JobChanged:
+            continue  # its trainer wrote progress meanwhile: look again
+    raise ServiceUnavailable(f"job {job_id} changed {_SAVE_TRIES} times while being cancelled",
+                             code="job_contended")

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from shared.store.base import AlreadyExists, ObjectStore, S3Timeouts, StoreUnavailable, check_key
+from shared.store.base import (
+    AlreadyExists,
+    ObjectStore,
+    S3Timeouts,
+    StoreUnavailable,
+    VersionMismatch,
+    check_key,
+)
 
 
 class StoreSettings(Protocol):
@@ -51,5 +58,5 @@ async def open_store_for(settings: StoreSettings) -> ObjectStore:
                             timeouts=timeouts_of(settings))
 
 
-__all__ = ["AlreadyExists", "ObjectStore", "S3Timeouts", "StoreSettings", "StoreUnavailable", "check_key",
-           "open_store", "open_store_for", "timeouts_of"]
+__all__ = ["AlreadyExists", "ObjectStore", "S3Timeouts", "StoreSettings", "StoreUnavailable",
+           "VersionMismatch", "check_key", "open_store", "open_store_for", "timeouts_of"]

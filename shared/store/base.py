@@ -2,7 +2,10 @@
 
 Contract (pinned by tests/shared/test_store_contract.py): `put` overwrites atomically; `create`
 writes only a key that does not exist yet, atomically (exactly one of many concurrent creates
-of a key succeeds; the others raise AlreadyExists); `get` of a missing key raises NotFound;
+of a key succeeds; the others raise AlreadyExists); `put_if` writes only over the version of a
+key its writer read (`get_versioned`: S3's ETag, a content hash on disk), atomically with respect
+to every other `put_if` and `create` of the key, and raises VersionMismatch when somebody wrote
+(or deleted) it since; `get` of a missing key raises NotFound;
 `list` returns keys under a prefix, sorted; `delete` of a missing key is a no-op; keys never
 contain `..` segments or a leading `/`. A store that cannot be reached (refused, silent past
 its timeouts, failing) raises StoreUnavailable: a 503 with Retry-After at the gateway.
@@ -20,6 +23,13 @@ class AlreadyExists(Conflict):
     """`create` of a key that exists: somebody else wrote it first."""
 
     default_code = "already_exists"
+
+
+class VersionMismatch(Conflict):
+    """`put_if` over a version that is no longer the key's: somebody else wrote (or deleted) it
+    since it was read, or (expecting none) it exists. Read it again and decide again."""
+
+    default_code = "version_mismatch"
 
 
 class StoreUnavailable(ServiceUnavailable):
@@ -62,7 +72,18 @@ class ObjectStore(Protocol):
         writer distinct bytes (an id in them): a create retried after a lost answer that finds
         exactly its own bytes counts as done."""
 
+    async def put_if(self, key: str, data: bytes, *, version: str | None,
+                     content_type: str = "application/octet-stream") -> str:
+        """Write `key` only if its version is still `version` (None: only if it does not exist,
+        like `create`), and return the new version. Raises VersionMismatch otherwise (also when
+        the key was deleted since). Readers never see part of `data`. Like `create`, a write
+        retried after a lost answer that finds exactly its own bytes counts as done."""
+
     async def get(self, key: str) -> bytes: ...
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The bytes of `key` and their version, the token `put_if` compares: S3's ETag, a hash
+        of the bytes on disk (so a write of identical bytes is no change). Raises NotFound."""
 
     async def exists(self, key: str) -> bool: ...
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,15 +12,23 @@ from pathlib import Path
 from typing import TypeVar
 
 from shared.errors import NotFound
-from shared.store.base import AlreadyExists, StoreUnavailable, check_key
+from shared.store.base import AlreadyExists, StoreUnavailable, VersionMismatch, check_key
 
 T = TypeVar("T")
 _TMP = ".tmp-"
 
 
+def version_of(data: bytes) -> str:
+    """The version `get_versioned` reports for bytes on disk: a hash of them (as S3's ETag of a
+    plain upload is), so identical bytes are the same version."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 class LocalStore:
     """Keys map to files under `root`. Writes are atomic: a temp file, then a rename (`put`) or
-    a hard link, which fails when the name exists (`create`: the O_EXCL of whole files)."""
+    a hard link, which fails when the name exists (`create`: the O_EXCL of whole files).
+    `put_if` compares and renames while holding an exclusive `flock` of the key's folder, so
+    conditional writes of one folder are serialized across threads and processes on this disk."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -32,7 +42,7 @@ class LocalStore:
         """`call` in a thread; a disk that fails (full, read-only, gone) is StoreUnavailable."""
         try:
             return await asyncio.to_thread(call)
-        except (NotFound, AlreadyExists):
+        except (NotFound, AlreadyExists, VersionMismatch):
             raise
         except OSError as exc:
             raise StoreUnavailable(f"object store {self.url} failed: {exc}") from exc
@@ -73,6 +83,35 @@ class LocalStore:
     async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         await self._run(lambda: self._create(key, data))
 
+    def _put_if(self, key: str, data: bytes, version: str | None) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)  # released by the close below
+            try:
+                current: str | None = version_of(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                if current is not None and current == version_of(data):
+                    return current  # our own write, retried
+                raise VersionMismatch(f"object {key!r} is at version {current}, not {version}")
+            if version is None:
+                self._create(key, data)  # a no-clobber link: also atomic against `create`
+            else:
+                self._put(key, data)
+        finally:
+            os.close(folder)
+        return version_of(data)
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None,
+                     content_type: str = "application/octet-stream") -> str:
+        try:
+            return await self._run(lambda: self._put_if(key, data, version))
+        except AlreadyExists:
+            raise VersionMismatch(f"object {key!r} exists") from None
+
     def _get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -81,6 +120,10 @@ class LocalStore:
 
     async def get(self, key: str) -> bytes:
         return await self._run(lambda: self._get(key))
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = await self.get(key)
+        return data, version_of(data)
 
     async def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -15,11 +15,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import NotFound
-from shared.store.base import AlreadyExists, S3Timeouts, StoreUnavailable, check_key
+from shared.store.base import AlreadyExists, S3Timeouts, StoreUnavailable, VersionMismatch, check_key
 
 T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
-#: 412: the key exists; 409: a concurrent conditional write of the key is under way.
+#: 412: the key exists (`create`) or is at another version (`put_if`); 409: a concurrent
+#: conditional write of the key is under way.
 _TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
@@ -91,7 +92,29 @@ class S3Store:
     async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         await self._run(lambda: self._create(key, data, content_type))
 
-    def _get(self, key: str) -> bytes:
+    def _put_if(self, key: str, data: bytes, version: str | None, content_type: str) -> str:
+        # If-Match / If-None-Match on PutObject: S3 (since 2024), MinIO and moto's server check it
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            response = self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                               ContentType=content_type, **condition)
+        except ClientError as exc:
+            if _code(exc) not in _TAKEN | _MISSING:  # 404: If-Match of a key deleted since
+                raise
+            try:
+                stored, now = self._get_versioned(key)
+                if stored == data:  # our own write, whose answer a retry lost
+                    return now
+            except NotFound:
+                pass
+            raise VersionMismatch(f"object {key!r} changed since version {version}") from None
+        return str(response["ETag"])
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None,
+                     content_type: str = "application/octet-stream") -> str:
+        return await self._run(lambda: self._put_if(key, data, version, content_type))
+
+    def _get_versioned(self, key: str) -> tuple[bytes, str]:
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
@@ -99,10 +122,16 @@ class S3Store:
                 raise NotFound(f"no object {key!r}") from None
             raise
         body: bytes = response["Body"].read()
-        return body
+        return body, str(response["ETag"])
+
+    def _get(self, key: str) -> bytes:
+        return self._get_versioned(key)[0]
 
     async def get(self, key: str) -> bytes:
         return await self._run(lambda: self._get(key))
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        return await self._run(lambda: self._get_versioned(key))
 
     def _exists(self, key: str) -> bool:
         try:

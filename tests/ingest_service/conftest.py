@@ -133,9 +133,18 @@ class FlakyStore:
         self._check("create", key)
         await self.inner.create(key, data, content_type=content_type)
 
+    async def put_if(self, key: str, data: bytes, *, version: str | None,
+                     content_type: str = "application/octet-stream") -> str:
+        self._check("put", key)
+        return await self.inner.put_if(key, data, version=version, content_type=content_type)
+
     async def get(self, key: str) -> bytes:
         self._check("get", key)
         return await self.inner.get(key)
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str]:
+        self._check("get", key)
+        return await self.inner.get_versioned(key)
 
     async def exists(self, key: str) -> bool:
         self._check("exists", key)

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound, Unprocessable
 from shared.jobs import (
     TRAINING_CLAIMS,
+    WORKER_LOST,
     FileOutcome,
     IngestResult,
     Job,
+    JobChanged,
     JobKind,
     JobState,
     JobStore,
     TrainResult,
+    cancel_training,
     claim_training,
     recover_unfinished,
     training_holder,
@@ -104,7 +108,7 @@ async def test_saving_stamps_the_times_of_each_step_once(tmp_path: Path) -> None
     assert stored.log[-1].endswith(" operator looked at it")
 
 
-@pytest.mark.parametrize("state", ["succeeded", "failed", "rejected"])
+@pytest.mark.parametrize("state", ["succeeded", "failed", "rejected", "cancelled"])
 async def test_every_final_state_is_final(tmp_path: Path, state: JobState) -> None:
     jobs = JobStore(await open_store(tmp_path.as_uri()))
     job = await jobs.save(Job(kind="ingest", state=state))
@@ -249,3 +253,83 @@ async def test_a_claim_held_by_a_job_no_trainer_ever_started_is_taken_over(store
     expired = await jobs.get(orphan.job_id)
     assert expired.state == "failed" and expired.error is not None and expired.error.code == "not_started"
     assert "model is unchanged" in expired.error.message
+
+
+@pytest.fixture(params=["local", "s3"])
+async def either_store(request: pytest.FixtureRequest, tmp_path: Path,
+                       unique: str) -> AsyncIterator[ObjectStore]:
+    """Local disk or S3 over HTTP (moto's server): job writes are conditional on both."""
+    if request.param == "local":
+        store = await open_store(tmp_path.as_uri())
+    else:
+        store = await open_store(f"s3://{unique}", endpoint_url=request.getfixturevalue("s3_endpoint"))
+    yield store
+    await store.close()
+
+
+async def test_a_copy_read_before_another_write_cannot_overwrite_it(either_store: ObjectStore) -> None:
+    """The race of issue 23: a trainer's copy of its running job against an observer's verdict."""
+    jobs = JobStore(either_store)
+    trainer_copy = await jobs.save(Job(kind="train", state="running"))
+    observer_copy = await jobs.get(trainer_copy.job_id)
+    observer_copy.fail(WORKER_LOST, "no progress for 61 s")
+    await jobs.save(observer_copy)
+
+    trainer_copy.state = "succeeded"
+    with pytest.raises(JobChanged) as changed:
+        await jobs.save(trainer_copy)
+    assert changed.value.status == 409
+    assert changed.value.current is not None and changed.value.current.lost
+    stored = await jobs.get(trainer_copy.job_id)
+    assert stored.lost and stored.finished_at is not None, "the verdict stands"
+
+    stored.state, stored.error = "succeeded", None  # even a fresh copy cannot change a final outcome
+    with pytest.raises(JobChanged, match="outcome stays"):
+        await jobs.save(stored)
+    with pytest.raises(JobChanged):  # nor can a new record with a taken id
+        await jobs.save(Job(job_id=trainer_copy.job_id, kind="train", state="succeeded"))
+    assert (await jobs.get(trainer_copy.job_id)).lost
+
+
+async def test_an_observers_verdict_loses_to_the_write_of_a_service_still_at_work(
+        either_store: ObjectStore) -> None:
+    jobs = JobStore(either_store)
+    training = await jobs.save(Job(kind="train", state="running"))
+    observed = await jobs.get(training.job_id)  # an observer reads it and finds it silent...
+    await jobs.save(training)  # ...the trainer reports progress...
+    observed.fail(WORKER_LOST, "no progress for 61 s")
+    with pytest.raises(JobChanged):  # ...and the verdict is not written
+        await jobs.save(observed)
+    assert (await jobs.get(training.job_id)).state == "running"
+
+    upload = await jobs.save(Job(kind="ingest", state="running"))
+    reported = await jobs.get(upload.job_id)
+    reported.fail(WORKER_LOST, "no progress for 61 s", retryable=True)
+    await jobs.save(reported)
+    upload.progress = {"done": 3}  # the ingest service was only slow: its write resumes the upload
+    await jobs.save(upload)
+    resumed = await jobs.get(upload.job_id)
+    assert resumed.state == "running" and resumed.progress == {"done": 3}
+    assert "still at work on it" in resumed.log[-1]
+
+
+async def test_cancelling_a_training_job_ends_it_and_frees_the_claim(either_store: ObjectStore) -> None:
+    jobs = JobStore(either_store)
+    job = Job(kind="train")
+    assert await claim_training(jobs, job, stale_after_s=60) is None
+    cancelled = await cancel_training(jobs, job.job_id, why="by ops", stale_after_s=60)
+    assert cancelled.state == "cancelled" and cancelled.final and cancelled.finished_at is not None
+    assert cancelled.error is not None and cancelled.error.code == "cancelled"
+    assert await training_holder(jobs, stale_after_s=60) is None, "the claim is free at once"
+    with pytest.raises(Conflict) as again:
+        await cancel_training(jobs, job.job_id, why="twice", stale_after_s=60)
+    assert again.value.code == "job_over"
+
+    promoting = Job(kind="train", state="running", progress={"phase": "promoting"})
+    assert await claim_training(jobs, promoting, stale_after_s=60) is None
+    with pytest.raises(Conflict) as late:
+        await cancel_training(jobs, promoting.job_id, why="late", stale_after_s=60)
+    assert late.value.code == "too_late"
+    upload = await jobs.save(Job(kind="ingest"))
+    with pytest.raises(Unprocessable):
+        await cancel_training(jobs, upload.job_id, why="no", stale_after_s=60)

@@ -14,7 +14,14 @@ import boto3
 import pytest
 
 from shared.errors import BadRequest, NotFound
-from shared.store import AlreadyExists, ObjectStore, S3Timeouts, StoreUnavailable, open_store
+from shared.store import (
+    AlreadyExists,
+    ObjectStore,
+    S3Timeouts,
+    StoreUnavailable,
+    VersionMismatch,
+    open_store,
+)
 from shared.store.s3 import S3Store
 from tests.support.processes import free_port
 
@@ -115,6 +122,48 @@ async def test_exactly_one_of_many_concurrent_creates_wins(store: ObjectStore) -
         assert sum(wins) == 1, wins
         winner = wins.index(True)
         assert await store.get("jobs/claims/0000000001.json") == f"writer {winner}".encode()
+
+
+async def test_put_if_writes_only_over_the_version_its_writer_read(store: ObjectStore) -> None:
+    first = await store.put_if("jobs/a.json", b"queued", version=None)
+    with pytest.raises(VersionMismatch) as exists:
+        await store.put_if("jobs/a.json", b"queued again", version=None)  # a new key only
+    assert exists.value.status == 409
+    data, version = await store.get_versioned("jobs/a.json")
+    assert (data, version) == (b"queued", first)
+
+    observer = await store.put_if("jobs/a.json", b"failed: worker_lost", version=version)
+    assert observer != version
+    with pytest.raises(VersionMismatch):  # the trainer still holds the version it read
+        await store.put_if("jobs/a.json", b"succeeded", version=version)
+    assert await store.get_versioned("jobs/a.json") == (b"failed: worker_lost", observer)
+
+    await store.put("jobs/a.json", b"overwritten")  # an unconditional put is a new version too
+    with pytest.raises(VersionMismatch):
+        await store.put_if("jobs/a.json", b"succeeded", version=observer)
+    await store.delete("jobs/a.json")
+    with pytest.raises(VersionMismatch):  # deleted since: no version matches
+        await store.put_if("jobs/a.json", b"succeeded", version=observer)
+    with pytest.raises(NotFound):
+        await store.get_versioned("jobs/a.json")
+    assert await store.list("jobs/") == []  # no temp files left
+
+
+async def test_of_concurrent_put_ifs_over_one_version_exactly_one_wins(store: ObjectStore) -> None:
+    if store.url.startswith("s3:"):
+        pytest.skip("moto checks If-Match, then writes, without a lock, as it does If-None-Match (below)")
+    version = await store.put_if("jobs/b.json", b"running", version=None)
+
+    async def attempt(i: int) -> bool:
+        try:
+            await store.put_if("jobs/b.json", f"writer {i}".encode(), version=version)
+        except VersionMismatch:
+            return False
+        return True
+
+    wins = await asyncio.gather(*(attempt(i) for i in range(16)))
+    assert sum(wins) == 1, wins
+    assert await store.get("jobs/b.json") == f"writer {wins.index(True)}".encode()
 
 
 @pytest.fixture
