@@ -4,7 +4,8 @@ its records (never by the browser from raw files). Open and read-only.
 - summary: images per split and class, the distribution of image sizes (longest side) and of
   aspect ratios (width / height), from the sizes the ingest recorded;
 - samples: a few images per class, each with the URL of its server-made thumbnail
-  (gateway/thumbnails.py).
+  (gateway/thumbnails.py). Not their split: which images are held out is the server's to know
+  (`shared.catalog.split_for`); the summary's counts per split are all a client learns of it.
 
 Both read the records through `gateway/catalog_view.py`, which reads only what changed.
 """
@@ -61,8 +62,9 @@ class DataSummary(BaseModel):
 
 
 class Sample(BaseModel):
+    """One image of a class; never its split (held out or not)."""
+
     sha256: str
-    split: str
     width: int
     height: int
     thumbnail_url: str = Field(description="`GET` it for a small JPEG of the image.")
@@ -135,7 +137,7 @@ async def data_samples(request: web.Request) -> web.Response:
     per_class = parse_per_class(request.query.get("per_class"))
     grouped = await request.app[CATALOG_VIEW].derived("by_label", by_label)
     classes = [ClassSamples(label=label, count=len(records), samples=[
-        Sample(sha256=r.sha256, split=r.split, width=r.width, height=r.height,
+        Sample(sha256=r.sha256, width=r.width, height=r.height,
                thumbnail_url=f"/data/thumbnails/{r.sha256}") for r in records[:per_class]])
         for label, records in grouped.items()]
     return web.json_response(DataSamples(classes=classes).model_dump(mode="json"))

@@ -26,6 +26,7 @@ import logging
 
 from aiohttp import web
 
+from gateway.jobs import public
 from gateway.keys import JOBS, SETTINGS
 from shared.errors import DermaScanError, NotFound, Overloaded
 from shared.jobs import Job
@@ -63,7 +64,7 @@ def over(job: Job) -> bool:
 
 
 def _as_data(job: Job) -> dict[str, object]:
-    return job.model_dump(mode="json")
+    return public(job)
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:

@@ -3,14 +3,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from gateway.audit import AUDIT_DRAFT
 from gateway.json_body import read_json
 from gateway.keys import BUS, JOBS, SETTINGS
 from shared.errors import DermaScanError
-from shared.jobs import Job, claim_training
+from shared.jobs import IngestResult, Job, claim_training
 from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
+
+
+def public(job: Job) -> dict[str, Any]:
+    """A job's record as clients get it (`GET /jobs/{id}` and its event stream), in JSON: an
+    upload's file outcomes never say which split an image was drawn into (records saved before
+    outcomes stopped carrying it still do), so a contributor cannot learn which of their images
+    are held out."""
+    data = job.model_dump(mode="json")
+    if isinstance(job.result, IngestResult):
+        for outcome in data["result"]["files"]:
+            outcome.pop("split", None)
+    return data
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -19,7 +33,7 @@ async def get_job(request: web.Request) -> web.Response:
     when the job's message comes again, so a poller can see `failed` then `running` again."""
     job = await request.app[JOBS].load(request.match_info["job_id"],
                                        stale_after_s=request.app[SETTINGS].job_stale_s)
-    return web.json_response(job.model_dump(mode="json"))
+    return web.json_response(public(job))
 
 
 async def retrain(request: web.Request) -> web.Response:

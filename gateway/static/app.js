@@ -165,7 +165,7 @@ function outcomeCell(file) {
 }
 function detailOf(file) {
   if (file.status === "rejected") return `${file.reason}${file.message ? ": " + file.message : ""}`;
-  return file.label ? `${words(file.label)} (${file.split || "?"})` : "";
+  return file.label ? words(file.label) : "";  // never the split: the server keeps who is held out
 }
 
 function uploadRows(files) {
@@ -306,7 +306,7 @@ async function refreshData() {
   byId("data-samples").replaceChildren(el("div", { class: "samples" }, ...samples.classes.map((c) =>
     el("figure", { "data-label": c.label }, el("figcaption", {}, `${words(c.label)} (${c.count})`),
       el("div", { class: "thumbs" }, ...c.samples.map((s) =>
-        el("img", { src: s.thumbnail_url, alt: `a ${words(c.label)} image (${s.split}), ${s.width}×${s.height}`,
+        el("img", { src: s.thumbnail_url, alt: `a ${words(c.label)} image, ${s.width}×${s.height}`,
           loading: "lazy", width: 160, height: 120 })))))));
 }
 
