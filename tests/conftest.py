@@ -24,6 +24,9 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+#: The split secret test systems draw with (DERMASCAN_SPLIT_SECRET), so which images are held out
+#: is the same run after run, like a seed; tests of the secret a store makes for itself unset it.
+TEST_SPLIT_SECRET = "dermascan-tests-split-secret"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -53,6 +56,15 @@ def shared_litert_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
     hash, so sharing is safe): each model is converted once, not once per test."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DERMASCAN_LITERT_CACHE_DIR", str(tmp_path_factory.mktemp("litert-cache")))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixed_split_secret() -> Iterator[None]:
+    """Every service a test starts, in this process or another, draws splits with
+    TEST_SPLIT_SECRET (a random one per store would change the held-out images run to run)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DERMASCAN_SPLIT_SECRET", TEST_SPLIT_SECRET)
         yield
 
 

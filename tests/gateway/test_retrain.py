@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from shared.store import open_store
 from shared.verdict import GateResult
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form, wait_job
 from tests.support.reliability import scenario
@@ -28,7 +29,8 @@ LENIENT_GATE = {"max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0,
 async def seeded_client(make_client: MakeClient, tmp_path: Path,
                         gate: dict[str, object] | None = None) -> Client:
     store = await open_store(tmp_path.as_uri())
-    summary = await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
+    summary = await import_dataset(store, FIXTURES / "ham10000", split_secret=SecretStr(TEST_SPLIT_SECRET),
+                                   log=lambda _: None)
     assert summary["stored:train"] + summary["stored:eval"] == 28
     return await make_client(with_jobs=True, trainer=LENIENT_GATE if gate is None else gate)
 

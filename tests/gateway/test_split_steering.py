@@ -57,7 +57,8 @@ def has_split(value: Any) -> bool:
 
 
 async def test_re_encoding_an_image_no_longer_steers_its_uploads_into_the_held_out_split(
-        make_client: MakeClient) -> None:
+        make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DERMASCAN_SPLIT_SECRET")  # as deployed: a random secret made in the store
     client = await make_client(with_worker=False, with_jobs=True)
     melanoma = sorted((FIXTURES / "ham10000" / "melanoma").glob("*.jpg"))[0].read_bytes()
     chosen = [d for d in re_encodings(melanoma, 1000) if held_out_by_the_old_rule(d)][:UPLOADED]
@@ -80,7 +81,8 @@ async def test_re_encoding_an_image_no_longer_steers_its_uploads_into_the_held_o
 
 
 async def test_nothing_served_holds_the_split_secret_nor_the_split_of_an_earlier_upload(
-        make_client: MakeClient) -> None:
+        make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DERMASCAN_SPLIT_SECRET")  # as deployed: a random secret made in the store
     client = await make_client(with_worker=False, with_jobs=True)
     melanoma = sorted((FIXTURES / "ham10000" / "melanoma").glob("*.jpg"))[0].read_bytes()
     job = await upload(client, [("melanoma_1.jpg", melanoma)])  # the secret is created for it

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_uploads_are_drawn_with_the_secret_another_service_created(make_ingest: MakeIngest) -> None:
-    ingest = await make_ingest()
+    ingest = await make_ingest(split_secret=None)  # as deployed: a random secret made in the store
     secret = await load_split_secret(ingest.direct, None)  # e.g. an import ran first
 
     job = await ingest.wait(await ingest.submit(noise_images(30)))
@@ -32,7 +32,7 @@ async def test_uploads_are_drawn_with_the_secret_another_service_created(make_in
 async def test_a_store_that_cannot_give_the_secret_for_a_while_is_ridden_out(
         make_ingest: MakeIngest, tmp_path: Path) -> None:
     flaky = FlakyStore(await open_store((tmp_path / "store").as_uri()))
-    ingest = await make_ingest(store=flaky, store_retry_s=10, store_retry_first_s=0.05,
+    ingest = await make_ingest(store=flaky, split_secret=None, store_retry_s=10, store_retry_first_s=0.05,
                                store_retry_max_wait_s=0.2)
     flaky.failing = lambda op, key: key.startswith("secrets/") and flaky.failures < 4
 

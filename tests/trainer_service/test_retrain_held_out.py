@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
 from shared.catalog import Catalog, ImageRecord, image_key
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import open_store
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from trainer_service.importer import import_dataset
 from trainer_service.retrain import Progress, retrain_head
 from trainer_service.settings import TrainerSettings
@@ -33,7 +34,8 @@ def held_out_image() -> tuple[bytes, str]:
 
 async def test_a_class_only_the_held_out_split_has_is_skipped(tmp_path: Path, tiny_model_dir: Path) -> None:
     store = await open_store((tmp_path / "store").as_uri())
-    await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
+    await import_dataset(store, FIXTURES / "ham10000", split_secret=SecretStr(TEST_SPLIT_SECRET),
+                         log=lambda _: None)
     data, sha = held_out_image()
     eczema = ImageRecord(sha256=sha, label="eczema", key=image_key("eczema", sha, "jpeg"), split="eval",
                          source="upload", job_id="upload1", format="jpeg", bytes=len(data), width=64,
