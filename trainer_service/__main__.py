@@ -27,7 +27,7 @@ from trainer_service.settings import TrainerSettings
 
 async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -> None:
     from trainer_service.importer import import_dataset
-    from trainer_service.current_model import Progress, ensure_embeddings, load_current
+    from trainer_service.retrain import Progress, ensure_embeddings, load_current
 
     store = await open_store_for(settings)
     try:
