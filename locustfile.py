@@ -22,7 +22,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, task
 
-FINAL_STATES = {"succeeded", "failed", "rejected"}
+FINAL_STATES = {"succeeded", "failed", "rejected", "cancelled"}
 IMAGE_ROOT = Path(os.environ.get("DERMASCAN_LOCUST_IMAGES",
                                  Path(__file__).parent / "tests" / "fixtures" / "ham10000"))
 #: (class label, JPEG bytes) of every image, read once per Locust process.

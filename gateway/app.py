@@ -120,7 +120,7 @@ def create_app(
 
     Open to anyone: the UI, health, /classes, /metrics, /openapi.json, `GET /models`,
     `GET /jobs/{id}` and (by default) /predict. Uploads need the `contribute` role; retraining,
-    promotion, rollback and the audit log `operator` (gateway/auth.py)."""
+    promotion, rollback, cancelling a job and the audit log `operator` (gateway/auth.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
@@ -158,6 +158,7 @@ def create_app(
     app.router.add_post("/upload-bulk", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_post("/uploads", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_get("/jobs/{job_id}", jobs.get_job)
+    app.router.add_delete("/jobs/{job_id}", guard(Role.OPERATOR, jobs.cancel_job, action="cancel"))
     app.router.add_get("/jobs/{job_id}/events", events.job_events)
     app.router.add_post("/retrain", guard(Role.OPERATOR, jobs.retrain, action="retrain"))
     app.router.add_get("/models", models.list_models)

@@ -1,4 +1,5 @@
-"""The audit log: who uploaded, retrained, promoted, rolled back or forced what, and how it ended.
+"""The audit log: who uploaded, retrained, promoted, rolled back, forced or cancelled what, and
+how it ended.
 
 One JSON object per event at `audit/<UTC time>-<id>.json` in the object store: every write is a
 new key, so gateways never race on a shared file, and keys sort by time. `GET /audit` (operators)
@@ -24,7 +25,7 @@ from shared.store import ObjectStore
 log = logging.getLogger(__name__)
 PREFIX = "audit/"
 DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
-Action = Literal["upload", "retrain", "promote", "rollback"]
+Action = Literal["upload", "retrain", "promote", "rollback", "cancel"]
 
 
 class AuditEvent(BaseModel):
@@ -34,7 +35,7 @@ class AuditEvent(BaseModel):
 
     event_id: str = Field(default_factory=new_id, description="Unique id.")
     at: dt.datetime = Field(default_factory=utcnow, description="When the request was answered (UTC).")
-    action: Action = Field(description="upload, retrain, promote or rollback.")
+    action: Action = Field(description="upload, retrain, promote, rollback or cancel (a training job).")
     actor: str = Field(description="Name of the token that sent the request.")
     role: RoleName = Field(description="That token's role.")
     target: str | None = Field(None, description="Model version or job id acted on, when known.")

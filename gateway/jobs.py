@@ -1,8 +1,9 @@
-"""`GET /jobs/{id}` (open: a job id is an unguessable capability) and `POST /retrain`
-(operators; 202 + job id, 409 while one is active)."""
+"""`GET /jobs/{id}` (open: a job id is an unguessable capability), `POST /retrain` (operators;
+202 + job id, 409 while one is active) and `DELETE /jobs/{id}` (operators: cancel a training job)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from gateway.audit import AUDIT_DRAFT
 from gateway.json_body import read_json
 from gateway.keys import BUS, JOBS, SETTINGS
 from shared.errors import DermaScanError
-from shared.jobs import IngestResult, Job, claim_training
+from shared.jobs import IngestResult, Job, JobChanged, cancel_training, claim_training
 from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
 
 
@@ -63,8 +64,23 @@ async def retrain(request: web.Request) -> web.Response:
     except DermaScanError as exc:
         job.state, job.error = "failed", ErrorInfo.from_exception(exc)  # final: the claim is free again
         job.note(f"could not queue the job: {exc.message}")
-        await app[JOBS].save(job)
+        with contextlib.suppress(JobChanged):  # its message arrived after all: the trainer's record stands
+            await app[JOBS].save(job)
         raise
     return web.json_response({"job_id": job.job_id, "kind": "train", "state": job.state,
                               "status_url": f"/jobs/{job.job_id}"},
                              status=202, headers={"Location": f"/jobs/{job.job_id}"})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """`DELETE /jobs/{id}`: cancel a queued or running training job (`shared.jobs.cancel_training`)
+    and answer its record, now `cancelled`; the training claim is free at once, and the trainer
+    running it stops at its next progress write. Audited. Raises NotFound, Conflict (`job_over`:
+    already final; `too_late`: storing or promoting its candidate) and Unprocessable (an upload)."""
+    app = request.app
+    job_id = request.match_info["job_id"]
+    draft = request[AUDIT_DRAFT]
+    draft.target = job_id
+    job = await cancel_training(app[JOBS], job_id, why=f"cancelled by {draft.principal.name}",
+                                stale_after_s=app[SETTINGS].job_stale_s)
+    return web.json_response(public(job))

@@ -105,6 +105,9 @@ ROUTES = (
     Route("post", "/uploads", "Alias of `POST /upload-bulk`.", {202: schemas.JobAccepted},
           role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
+    Route("delete", "/jobs/{job_id}", "Cancel a queued or running training job: its record, now `cancelled` "
+          "(the training claim is free at once). 409 when it is over or storing or promoting its candidate; "
+          "422 for an upload.", {200: Job}, role="operator", errors=(404, 409, 422, 503)),
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
           "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
           {200: "text/event-stream", 204: ""}, errors=(404, 429, 503)),

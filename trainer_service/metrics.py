@@ -16,7 +16,7 @@ class TrainerMetrics:
         register_uptime(registry, "trainer_service")
         self.jobs = Counter(f"{PREFIX}_jobs_total", "Training jobs by final state.", ["status"],
                             registry=registry)
-        for status in ("succeeded", "rejected", "failed"):
+        for status in ("succeeded", "rejected", "failed", "cancelled"):
             self.jobs.labels(status)  # exported from the start, so increase() sees the first job
         self.training_seconds = Histogram(f"{PREFIX}_training_seconds", "Duration of a training job.",
                                           buckets=LONG_BUCKETS, registry=registry)

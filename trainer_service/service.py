@@ -4,11 +4,14 @@ The message is acknowledged only when the job is final. A job found `running` on
 belonged to a trainer that died: it is marked failed, and the current model was never touched
 (the registry pointer moves only after a candidate passed the gate). Finishing a job, however it
 ends, releases the training claim the gateway took for it (`shared.jobs.claim_training`).
+While it runs the job is held through a `JobLease`: every write is conditional, so a job that was
+cancelled (`DELETE /jobs/{id}`) or reported `worker_lost` is found out at the next write and the
+trainer stops, publishing and promoting nothing; a job past `DERMASCAN_TRAINING_TIME_LIMIT_S` is
+stopped and failed (`time_limit_exceeded`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -21,10 +24,11 @@ from shared.bus.topology import Topology, declare
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
 from shared.heartbeat import Heartbeat
-from shared.jobs import Job, JobState, JobStore, TrainResult
+from shared.jobs import Job, JobChanged, JobState, JobStore, TrainResult
 from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
+from trainer_service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExceeded
 from trainer_service.metrics import TrainerMetrics
 from trainer_service.retrain import Progress, retrain_head
 from trainer_service.settings import TrainerSettings
@@ -96,24 +100,40 @@ class TrainerService:
     async def _run(self, job: Job, request: TrainRequest) -> None:
         started = time.monotonic()
         progress = Progress({"phase": "starting"})
-        job.state = "running"
-        job.note("training started")
-        await self.jobs.save(job)
-        beat = asyncio.create_task(self._heartbeat(job, progress))
         self.metrics.running.inc()
-        options = request.options
         try:
-            outcome = await retrain_head(self.store, self.registry, options, version=new_version(),
-                                         settings=self.settings, progress=progress, log=job.note)
-        except Exception as exc:
-            log.exception("training job %s failed", job.job_id)
-            await self._stop_beat(beat)
-            await self._finish(job, "failed", ErrorInfo.from_exception(exc))
-            return
+            async with JobLease(self.jobs, job, progress, every_s=self.settings.progress_interval_s,
+                                limit_s=self.settings.training_time_limit_s) as lease:
+                await self._train(lease, request, progress, started)
+        except JobTaken as taken:  # cancelled or reported lost: its record says so, and stands
+            log.warning("%s: stopped, nothing more published or promoted", taken)
+            current = taken.current
+            self.metrics.jobs.labels("cancelled" if current is not None and current.state == "cancelled"
+                                     else "failed").inc()
         finally:
             self.metrics.running.dec()
-        await self._stop_beat(beat)
+
+    async def _train(self, lease: JobLease, request: TrainRequest, progress: Progress,
+                     started: float) -> None:
+        """Train, publish and (when asked and the gate passed) promote the job's candidate.
+        Raises JobTaken as soon as the job is no longer this trainer's."""
+        job, options = lease.job, request.options
+        try:
+            outcome = await lease.limited(retrain_head(
+                self.store, self.registry, options, version=new_version(), settings=self.settings,
+                progress=progress, log=job.note))
+        except TimeLimitExceeded as exc:
+            log.warning("training job %s: %s", job.job_id, exc)
+            await self._end(lease, "failed", ErrorInfo(code=TIME_LIMIT, status=504, message=str(exc)))
+            return
+        except JobTaken:
+            raise
+        except Exception as exc:
+            log.exception("training job %s failed", job.job_id)
+            await self._end(lease, "failed", ErrorInfo.from_exception(exc))
+            return
         manifest = outcome.manifest
+        await lease.phase("publishing")  # still ours? (raises JobTaken); too late to cancel from here
         await self.registry.publish(outcome.directory / "model.keras", manifest)
         await self.store.put(f"models/{manifest.version}/snapshot.json",
                              json.dumps(outcome.snapshot).encode())
@@ -123,17 +143,17 @@ class TrainerService:
             if row["recall"] is not None:
                 self.metrics.class_recall.labels(name).set(row["recall"])
         self.metrics.training_seconds.observe(time.monotonic() - started)
-        job.progress = {**progress.values, "phase": "done"}
         job.result = result = TrainResult(
             version=manifest.version, gate=outcome.gate, classes=manifest.classes,
             balanced_accuracy=evaluation["balanced_accuracy"],
             per_class_recall={k: v["recall"] for k, v in evaluation["per_class"].items()},
             training_seconds=manifest.training_seconds)
         if not outcome.gate.passed:
-            await self._finish(job, "rejected", ErrorInfo(
+            await self._end(lease, "rejected", ErrorInfo(
                 code="gate_rejected", status=422, message="; ".join(outcome.gate.reasons)))
             return
         if options.promote:
+            await lease.phase("promoting")  # still ours? (raises JobTaken): a lost job never promotes
             await self.registry.promote(manifest.version)
             result.promoted = True
             self.metrics.current_model.info({"version": manifest.version})
@@ -141,24 +161,19 @@ class TrainerService:
                 await self.bus.broadcast(self.topology.models_exchange,
                                          encode(ModelPromoted(version=manifest.version)))
             job.note(f"promoted {manifest.version}")
-        await self._finish(job, "succeeded", None)
+        await self._end(lease, "succeeded", None)
 
-    async def _heartbeat(self, job: Job, progress: Progress) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_interval_s)
-            job.progress = dict(progress.values)
-            with contextlib.suppress(DermaScanError):
-                await self.jobs.save(job)
-
-    @staticmethod
-    async def _stop_beat(beat: asyncio.Task[None]) -> None:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+    async def _end(self, lease: JobLease, state: JobState, error: ErrorInfo | None) -> None:
+        if await lease.finish(state, error, phase=None if state == "failed" else "done"):  # claim freed
+            self.metrics.jobs.labels(state).inc()
 
     async def _finish(self, job: Job, state: JobState, error: ErrorInfo | None) -> None:
         job.state, job.error = state, error
         if error is not None:
             job.note(f"{state}: {error.message}")
-        await self.jobs.save(job)  # final: the training claim is free
+        try:
+            await self.jobs.save(job)  # final: the training claim is free
+        except JobChanged as changed:
+            log.warning("training job %s not ended %s: %s", job.job_id, state, changed)
+            return
         self.metrics.jobs.labels(state).inc()

@@ -53,6 +53,10 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
     head_anchor_strength: float = Field(
         1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
+    training_time_limit_s: float = Field(
+        3600.0, gt=0,
+        description="A training job still training after this many seconds is stopped and failed "
+                    "(`time_limit_exceeded`), freeing the training claim; the current model is unchanged.")
     embed_batch_size: int = Field(64, ge=1, description="Images per forward pass when computing embeddings.")
     intra_op_threads: int = Field(2, ge=1, description="TensorFlow intra-op threads for training.")
 

@@ -15,7 +15,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 export const byId = (id) => document.getElementById(id);
 // The states a job ends in (shared/jobs.py FINAL_STATES).
-export const FINAL_STATES = new Set(["succeeded", "failed", "rejected"]);
+export const FINAL_STATES = new Set(["succeeded", "failed", "rejected", "cancelled"]);
 // An upload the gateway reported failed as `worker_lost` (its service went silent) with a
 // retryable error: its ingest service resumes it when it gets the job again (shared/jobs.py).
 export function resumable(job) {

@@ -1,6 +1,6 @@
 // The Retraining section: start a job, its live progress (server-sent events fed by the job's
-// progress records), the candidate against the current model when it ends, and the version
-// history with promote and rollback.
+// progress records) with a Cancel button while it is queued or training, the candidate against the
+// current model when it ends, and the version history with promote and rollback.
 import { byId, el, errorLine, followJob, getJSON, over, pct, stack, withToken, words } from "./dom.js";
 import { legend, lines, recallPairs } from "./charts.js";
 
@@ -24,9 +24,42 @@ function fraction(p) {
   return p.phase === "done" ? 1 : 0.02;
 }
 
+// Progress phases in which a cancel is too late (shared/jobs.py TOO_LATE_TO_CANCEL).
+const TOO_LATE_TO_CANCEL = new Set(["publishing", "promoting"]);
+
+// The Cancel button of the job followed: shown while it is queued or training.
+function cancelButton(job) {
+  let button = byId("train-cancel");
+  if (!button) {
+    button = el("button", { type: "button", class: "small quiet", id: "train-cancel" }, "Cancel this job");
+    byId("train-phase").after(button);
+  }
+  button.dataset.job = job.job_id;
+  button.hidden = over(job) || TOO_LATE_TO_CANCEL.has((job.progress || {}).phase);
+  button.onclick = () => cancelJob(job.job_id);
+  return button;
+}
+
+async function cancelJob(jobId) {
+  const status = byId("retrain-status");
+  const button = byId("train-cancel");
+  button.disabled = true;
+  try {
+    const response = await withToken(`/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" }, "operator", status);
+    if (response === null) return;
+    const body = await response.json();
+    status.replaceChildren(response.ok
+      ? el("span", { id: "cancel-done" }, `job ${jobId} cancelled; the training claim is free`)
+      : errorLine(`${body.error.message} (HTTP ${response.status})`, "cancel-error"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function drawLive(job) {
   const p = job.progress || {};
   byId("train-live").hidden = false;
+  cancelButton(job);
   byId("train-phase").textContent = `${job.state}: ${phaseText(job)}`;
   byId("train-progress").value = over(job) ? 1 : fraction(p);
   const line = `${job.state} · ${phaseText(job)}`, log = byId("train-log");
@@ -91,8 +124,10 @@ async function showResult(job) {
   const box = byId("train-result");
   const result = job.result;
   if (!result) {
-    box.replaceChildren(el("p", { class: "flag refer", id: "train-verdict" },
-      `The job ${job.state}: ${job.error ? job.error.message : "no result"}. The current model is unchanged.`));
+    const why = job.error ? job.error.message : "no result";
+    box.replaceChildren(el("p", { class: "flag refer", id: "train-verdict" }, job.state === "cancelled"
+      ? `The job was cancelled (${why}). The current model is unchanged.`
+      : `The job ${job.state}: ${why}. The current model is unchanged.`));
     return;
   }
   const gate = result.gate;

@@ -37,7 +37,7 @@ async def wait_job(client: TestClient[web.Request, web.Application], job_id: str
     after `timeout` s."""
     for _ in range(int(timeout / 0.1)):
         job: dict[str, Any] = await (await client.get(f"/jobs/{job_id}")).json()
-        if job["state"] in ("succeeded", "failed", "rejected"):
+        if job["state"] in ("succeeded", "failed", "rejected", "cancelled"):
             return job
         await asyncio.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish: {job}")
