@@ -359,3 +359,24 @@ def test_an_upload_reported_worker_lost_is_followed_until_it_resumes(ui: Page, b
             route.fulfill(status=204)
         page.unroute("**/events")
     assert ui.problems[seen:] == []
+
+
+def test_a_running_training_job_is_cancelled_from_its_cancel_button(ui: Page, base: str) -> None:
+    page = ui.page
+    current = get_json(f"{base}/models")["current"]
+    page.fill("#train-epochs", "500")
+    page.check("#train-promote")
+    page.click("#retrain-button")
+    page.wait_for_selector("#train-log li[data-state=running]", state="attached", timeout=60_000)
+    button = page.wait_for_selector("#train-cancel:not([hidden])")
+    assert button is not None
+    job_id = button.get_attribute("data-job")
+    button.click()
+    page.wait_for_selector("#cancel-done")
+    verdict = page.wait_for_selector("#train-verdict", timeout=30_000)
+    assert verdict is not None and "The job was cancelled (cancelled by operator)" in verdict.inner_text()
+    assert page.is_hidden("#train-cancel") and page.is_enabled("#retrain-button")
+    job = get_json(f"{base}/jobs/{job_id}")
+    assert job["state"] == "cancelled" and job["error"]["code"] == "cancelled"
+    assert get_json(f"{base}/models")["current"] == current
+    ui.clean()
