@@ -8,12 +8,13 @@ to stderr (give it to NAME; it is not stored anywhere), the token file's line to
 from __future__ import annotations
 
 import sys
+from typing import get_args
 
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from gateway.tokens import file_line, new_token
+from gateway.tokens import RoleName, file_line, new_token
 from shared.runtime import run, service_parser, setup_logging, wait_for_shutdown
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command")
     token = commands.add_parser("token", help="make an API token and print its token-file line")
     token.add_argument("--name", required=True, help="who holds it (letters, digits, . _ @ -)")
-    token.add_argument("--role", required=True, choices=["predict", "contribute", "operator"])
+    token.add_argument("--role", required=True, choices=get_args(RoleName))
     args = parser.parse_args(argv)
     if args.command == "token":
         try:

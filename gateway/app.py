@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui
 from gateway.audit import AUDIT, AuditLog
-from gateway.auth import TOKENS, guard
+from gateway.auth import AUTH_LIMITS, TOKENS, AuthLimits, guard
 from gateway.bulk import upload_bulk
 from gateway.catalog_view import CATALOG_VIEW, CatalogView
 from gateway.errors import error_middleware
@@ -25,6 +25,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.openapi import VERSION_PATTERN, openapi
 from gateway.origins import cors_middleware, origin_middleware
 from gateway.predict import IN_FLIGHT, InFlight, predict
+from gateway.protocol_log import protocol_log
 from gateway.queue_watch import QUEUE_WATCH, QueueWatch
 from gateway.ratelimit import RATE_LIMITS, RateLimits
 from gateway.settings import GatewaySettings
@@ -75,6 +76,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         app[REGISTRY] = ModelRegistry(own_store)
         app[JOBS] = JobStore(own_store)
         app[AUDIT] = AuditLog(own_store)
+        app[AUDIT].start()
         app[CATALOG_VIEW] = CatalogView(own_store, settings.data_views_max_age_s)
         app[QUEUE_WATCH] = QueueWatch(own_bus, [queue.name for queue in Topology.of(settings).queues])
         joining = asyncio.create_task(_join_broker(app))
@@ -82,6 +84,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         joining.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await joining
+        await app[AUDIT].close()  # the refusals it still counts, written before the store closes
         if bus is None:
             await own_bus.close()
         if store is None:
@@ -118,16 +121,18 @@ def create_app(
     (the embedded mode); otherwise it opens its own from `settings`. Raises ValueError or
     OSError when the token file of `settings` is malformed or unreadable.
 
-    Open to anyone: the UI, health, /classes, /metrics, /openapi.json, `GET /models`,
-    `GET /jobs/{id}` and (by default) /predict. Uploads need the `contribute` role; retraining,
-    promotion, rollback, cancelling a job and the audit log `operator` (gateway/auth.py)."""
+    Open to anyone (at an allowed host, gateway/origins.py): the UI, health, /classes, /metrics,
+    /openapi.json, the catalog's counts (`GET /data/summary`), `GET /models`, `GET /jobs/{id}` and
+    (by default) /predict. The catalog's images (`GET /data/samples`, `/data/thumbnails/*`) need
+    the `view` role; uploads `contribute`; retraining, promotion, rollback, cancelling a
+    job and the audit log `operator` (gateway/auth.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
         middlewares=[metrics.middleware, cors_middleware, error_middleware, origin_middleware,
                      encoding_middleware],
         client_max_size=settings.max_file_bytes + 1024 * 1024,
-        handler_args=server_options(settings),
+        handler_args={**server_options(settings), "logger": protocol_log()},
     )
     app[SETTINGS] = settings
     app[TOKENS] = TokenBook.from_settings(settings)
@@ -139,6 +144,7 @@ def create_app(
     app[IN_FLIGHT] = InFlight(settings.max_in_flight)
     app[UPLOAD_BYTES] = ByteBudget(settings.max_upload_bytes_in_flight)
     app[RATE_LIMITS] = RateLimits(settings)
+    app[AUTH_LIMITS] = AuthLimits(settings)
     app[STARTED] = time.monotonic()
     app.cleanup_ctx.append(_resources(bus, store))
     events.setup(app)
@@ -148,8 +154,8 @@ def create_app(
     app.router.add_get("/model-card", ui.model_card)
     app.router.add_get("/status", status.status)
     app.router.add_get("/data/summary", data_views.data_summary)
-    app.router.add_get("/data/samples", data_views.data_samples)
-    app.router.add_get("/data/thumbnails/{sha256}", thumbnails.thumbnail)
+    app.router.add_get("/data/samples", guard(Role.VIEW, data_views.data_samples))
+    app.router.add_get("/data/thumbnails/{sha256}", guard(Role.VIEW, thumbnails.thumbnail))
     app.router.add_post("/predict", guard(Role.PREDICT, predict))
     app.router.add_get("/health", health.health)
     app.router.add_get("/livez", health.livez)

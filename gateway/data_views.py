@@ -1,5 +1,7 @@
 """`GET /data/summary` and `GET /data/samples`: what the stored catalog holds, computed here from
-its records (never by the browser from raw files). Open and read-only.
+its records (never by the browser from raw files). Read-only; the summary's counts and charts are
+open, the samples (which lead to patients' images) need a token of the `view` role or higher
+(guarded in gateway/app.py).
 
 - summary: images per split and class, the distribution of image sizes (longest side) and of
   aspect ratios (width / height), from the sizes the ingest recorded;

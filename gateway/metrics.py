@@ -38,6 +38,10 @@ class GatewayMetrics:
                                      ["queue"], registry=registry)
         self.workers = Gauge(f"{PREFIX}_live_workers", "Inference workers heard from recently.",
                              registry=registry)
+        self.auth_failures = Counter(
+            f"{PREFIX}_auth_failures_total",
+            "Requests refused for their token: missing_token, malformed_token, unknown_token, or "
+            "address_limited (too many failures from the address).", ["reason"], registry=registry)
 
         self.rpc_seconds.labels("ok")
 

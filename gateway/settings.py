@@ -13,6 +13,8 @@ from shared.settings import CommonSettings
 
 #: Shortest token accepted from the environment: refuses placeholders like "change-me".
 MIN_TOKEN_LENGTH = 16
+#: Names of this machine's loopback interface: always allowed by default (DERMASCAN_ALLOWED_HOSTS).
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class GatewaySettings(CommonSettings):
@@ -60,6 +62,21 @@ class GatewaySettings(CommonSettings):
         default_factory=list, json_schema_extra={"default_text": "none"},
         description="Comma-separated browser origins (`https://host[:port]`) besides the gateway's own "
         "that may send state-changing requests; CORS headers are sent only to these (none: CORS off).")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOCAL_HOSTS), json_schema_extra={"default_text": ", ".join(LOCAL_HOSTS)},
+        description="Comma-separated host names (the `Host` header, port ignored) this gateway answers to, "
+        "besides `DERMASCAN_HTTP_HOST` when it names one address; any other is refused with 421, so a page "
+        "whose name was re-pointed at this address (DNS rebinding) reads nothing. List the public name a "
+        "browser uses behind a proxy or a DNS name; `*`: any. `/livez`, `/readyz` and `/metrics` answer "
+        "any host (probes and scrapers).")
+    token_calls_per_min: int = Field(
+        120, ge=0, description="Calls a minute per API token to the routes that need the `contribute` or "
+        "`operator` role (uploads, retraining, promotion, rollback, /audit), bursts of as many, per gateway "
+        "process; past it: 429 with Retry-After. 0: no limit.")
+    auth_failures_per_min: int = Field(
+        30, ge=0, description="Unknown or malformed tokens a minute per client address; past it every "
+        "token from that address is refused (429 with Retry-After) until the minute is over, so guessing "
+        "is slow. Counted in `dermascan_gateway_auth_failures_total`. 0: no limit.")
     header_timeout_s: float = Field(
         15.0, gt=0, description="Seconds a connection may take to send a request's headers, or stay idle "
         "between requests, before the gateway closes it.")
@@ -119,6 +136,22 @@ class GatewaySettings(CommonSettings):
         if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return items
+        hosts = []
+        for item in (str(i).strip().lower().rstrip(".") for i in items):
+            if not item:
+                continue
+            port_or_url = any(c in item for c in "/@?# ") or (":" in item and not item.startswith("["))
+            if item != "*" and port_or_url:
+                raise ValueError(f"{item!r} is not a host name like clinic.example.org (no scheme, no port)")
+            hosts.append(item)
+        return hosts
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """`GET /data/thumbnails/{sha256}`: a small JPEG of a catalogued image, made here on first request
 and cached in the store (`thumbnails/<sha256>.jpg`), so the Data section's grid never sends the
-browser a full-size image. Open and read-only; the hash names content, so the answer never
-changes and may be cached for good.
+browser a full-size image. Read-only, and only for a token of the `view` role or higher (guarded
+in gateway/app.py): these are patients' images. The hash names content, so the answer never
+changes; it may be kept by the browser that asked with the token (`private`, varying with
+`Authorization`), never by a shared cache.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Longest side of a thumbnail, in pixels.
 SIDE = 160
+#: Kept a day by the asking browser only, and only for the same token.
+CACHING = {"Cache-Control": "private, max-age=86400", "Vary": "Authorization"}
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -95,5 +99,4 @@ async def thumbnail(request: web.Request) -> web.Response:
         raise BadRequest("an image is named by the lowercase hex SHA-256 of its bytes (GET /data/samples "
                          "lists them)", code="invalid_sha256")
     small = await request.app[THUMBNAILS].get(request.app[STORE], sha256)
-    return web.Response(body=small, content_type="image/jpeg",
-                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return web.Response(body=small, content_type="image/jpeg", headers=CACHING)

@@ -150,7 +150,7 @@ async def test_the_embedded_system_stays_flat_under_mixed_traffic(tmp_path: Path
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = embedded_env(tmp_path, tiny_model_dir, DERMASCAN_HTTP_PORT=str(port),
-                       DERMASCAN_PREDICT_RATE_PER_S="0")
+                       DERMASCAN_PREDICT_RATE_PER_S="0", DERMASCAN_TOKEN_CALLS_PER_MIN="0")
     with running(python_module("embedded"), env=env, log=tmp_path / "embedded.log") as proc:
         await asyncio.to_thread(wait_http, f"{base}/readyz", timeout=120, proc=proc)
         traffic = Traffic()

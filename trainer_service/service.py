@@ -3,7 +3,7 @@
 The message is acknowledged only when the job is final. A job found `running` on redelivery
 belonged to a trainer that died: it is marked failed, and the current model was never touched
 (the registry pointer moves only after a candidate passed the gate). Finishing a job, however it
-ends, releases the training claim the gateway took for it (`shared.jobs.claim_training`).
+ends, releases the training claim the gateway took for it (`shared.training_claim`).
 While it runs the job is held through a `JobLease`: every write is conditional, so a job that was
 cancelled (`DELETE /jobs/{id}`) or reported `worker_lost` is found out at the next write and the
 trainer stops, publishing and promoting nothing; a job past `DERMASCAN_TRAINING_TIME_LIMIT_S` is

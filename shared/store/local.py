@@ -116,7 +116,7 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"no object {key!r}") from None
+            raise NotFound("no such object") from None
 
     async def get(self, key: str) -> bytes:
         return await self._run(lambda: self._get(key))

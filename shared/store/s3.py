@@ -119,7 +119,7 @@ class S3Store:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _code(exc) in _MISSING:
-                raise NotFound(f"no object {key!r}") from None
+                raise NotFound("no such object") from None
             raise
         body: bytes = response["Body"].read()
         return body, str(response["ETag"])

@@ -19,6 +19,7 @@ from gateway.thumbnails import make_thumbnail
 from shared.catalog import Catalog, ImageRecord, counts, image_key, split_for
 from shared.store.base import StoreUnavailable
 from tests.gateway.conftest import MakeClient
+from tests.support.tokens import CONTRIBUTOR
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = b"a test's split secret"
@@ -79,7 +80,7 @@ async def test_the_data_views_read_each_catalog_object_once_and_see_new_images_a
 
     store.get = counted  # type: ignore[method-assign]
     for path in ("/data/summary", "/data/samples", "/data/summary", "/data/samples?per_class=3"):
-        assert (await client.get(path)).status == 200
+        assert (await client.get(path, headers=CONTRIBUTOR)).status == 200
     assert reads == ["catalog/upload/batch1.jsonl"]  # one read for four requests
     data = fixture_images["melanocytic_nevi"][3].read_bytes()  # one more image, its batch still open
     sha = hashlib.sha256(data).hexdigest()
@@ -111,22 +112,23 @@ async def test_samples_name_thumbnails_made_once_and_kept_in_the_store(
         make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
     client = await make_client(with_worker=False)
     records = await catalogue(client, picked(fixture_images))
-    body = await (await client.get("/data/samples?per_class=2")).json()
+    body = await (await client.get("/data/samples?per_class=2", headers=CONTRIBUTOR)).json()
     by_label = {c["label"]: c for c in body["classes"]}
     assert by_label["melanoma"]["count"] == 4 and len(by_label["melanoma"]["samples"]) == 2
     assert len(by_label["melanocytic_nevi"]["samples"]) == 2
     sample = by_label["melanoma"]["samples"][0]
     assert sample["sha256"] == min(r.sha256 for r in records if r.label == "melanoma")
-    response = await client.get(sample["thumbnail_url"])
+    response = await client.get(sample["thumbnail_url"], headers=CONTRIBUTOR)
     assert response.status == 200 and response.content_type == "image/jpeg"
-    assert "immutable" in response.headers["Cache-Control"]
+    assert response.headers["Cache-Control"].startswith("private")  # patients' images: no shared cache
+    assert response.headers["Vary"] == "Authorization"
     small = Image.open(io.BytesIO(await response.read()))
     assert small.format == "JPEG" and max(small.size) == 160
     store = client.app[STORE]
     assert await store.exists(f"thumbnails/{sample['sha256']}.jpg")
     original = next(r for r in records if r.sha256 == sample["sha256"])
     await store.delete(original.key)  # the cached thumbnail no longer needs the image
-    assert (await client.get(sample["thumbnail_url"])).status == 200
+    assert (await client.get(sample["thumbnail_url"], headers=CONTRIBUTOR)).status == 200
 
 
 @pytest.mark.parametrize("path,status,code", [
@@ -139,7 +141,7 @@ async def test_samples_name_thumbnails_made_once_and_kept_in_the_store(
 async def test_bad_data_requests_are_4xx_with_a_reason(make_client: MakeClient, path: str, status: int,
                                                        code: str) -> None:
     client = await make_client(with_worker=False)
-    response = await client.get(path)
+    response = await client.get(path, headers=CONTRIBUTOR)
     assert response.status == status
     assert (await response.json())["error"]["code"] == code
 
@@ -156,7 +158,8 @@ async def test_a_thumbnail_asked_for_many_times_at_once_is_made_once(
         return make_thumbnail(data, side)
 
     monkeypatch.setattr(thumbnails, "make_thumbnail", counted)
-    answers = await asyncio.gather(*[client.get(f"/data/thumbnails/{record.sha256}") for _ in range(8)])
+    answers = await asyncio.gather(*[client.get(f"/data/thumbnails/{record.sha256}", headers=CONTRIBUTOR)
+                                     for _ in range(8)])
     assert [a.status for a in answers] == [200] * 8
     assert len({await a.read() for a in answers}) == 1
     assert len(made) == 1  # one decode of the full-size image, however many asked at once
@@ -175,5 +178,15 @@ async def test_a_thumbnail_the_store_cannot_keep_is_still_answered(
         await put(key, data, **kwargs)
 
     store.put = refusing  # type: ignore[method-assign]
-    response = await client.get(f"/data/thumbnails/{record.sha256}")
+    response = await client.get(f"/data/thumbnails/{record.sha256}", headers=CONTRIBUTOR)
     assert response.status == 200 and response.content_type == "image/jpeg"  # made again next time
+
+
+async def test_a_404_names_no_store_key(make_client: MakeClient,
+                                        fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    record = (await catalogue(client, picked(fixture_images)))[0]
+    await client.app[STORE].delete(record.key)  # the image is gone, its record is not
+    response = await client.get(f"/data/thumbnails/{record.sha256}", headers=CONTRIBUTOR)
+    assert response.status == 404
+    assert record.key not in (await response.json())["error"]["message"]  # was "no object 'images/...'"

@@ -151,7 +151,7 @@ async def test_put_if_writes_only_over_the_version_its_writer_read(store: Object
 
 async def test_of_concurrent_put_ifs_over_one_version_exactly_one_wins(store: ObjectStore) -> None:
     if store.url.startswith("s3:"):
-        pytest.skip("moto checks If-Match, then writes, without a lock, as it does If-None-Match (below)")
+        pytest.skip("moto checks If-Match, then writes, without a lock, as it does If-None-Match (above)")
     version = await store.put_if("jobs/b.json", b"running", version=None)
 
     async def attempt(i: int) -> bool:
