@@ -12,8 +12,9 @@ from gateway.audit import AUDIT_DRAFT
 from gateway.json_body import read_json
 from gateway.keys import BUS, JOBS, SETTINGS
 from shared.errors import DermaScanError
-from shared.jobs import IngestResult, Job, JobChanged, cancel_training, claim_training
+from shared.jobs import IngestResult, Job, JobChanged
 from shared.messages import ErrorInfo, TrainOptions, TrainRequest, encode
+from shared.training_claim import cancel_training, claim_training
 
 
 def public(job: Job) -> dict[str, Any]:
@@ -40,7 +41,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def retrain(request: web.Request) -> web.Response:
     """Queue a training job with the body's `TrainOptions` (JSON or no body; gate margins are
     the trainer's settings, never the caller's: a body naming them is 422). Of concurrent
-    requests exactly one is accepted (`shared.jobs.claim_training`); the others are 409."""
+    requests exactly one is accepted (`shared.training_claim.claim_training`); the others are 409."""
     app = request.app
     options = await read_json(request, TrainOptions, what="the training options")
     draft = request[AUDIT_DRAFT]
@@ -73,7 +74,7 @@ async def retrain(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    """`DELETE /jobs/{id}`: cancel a queued or running training job (`shared.jobs.cancel_training`)
+    """`DELETE /jobs/{id}`: cancel a queued or running training job (`shared.training_claim.cancel_training`)
     and answer its record, now `cancelled`; the training claim is free at once, and the trainer
     running it stops at its next progress write. Audited. Raises NotFound, Conflict (`job_over`:
     already final; `too_late`: storing or promoting its candidate) and Unprocessable (an upload)."""

@@ -3,12 +3,8 @@
 A job lives at `jobs/<job_id>.json`. Every service that works on a job updates that record, so
 any gateway (also after a restart) answers `GET /jobs/{id}` from the store.
 
-One training at a time is this module's rule, and only its: `claim_training` takes the claim
-with one conditional create (`ObjectStore.create`) of the next record in
-`jobs/training-claims/`, so of many concurrent claims exactly one wins. The newest claim
-record names the job holding it; the claim is free again once that job is final (the trainer
-releases it by finishing the job, an operator by cancelling it), its record is missing, or it
-stopped reporting progress.
+One training at a time is `shared.training_claim`'s rule: a training job holds the claim until
+it is final.
 
 Every write of a record is conditional (`ObjectStore.put_if`): a copy of a job carries the version
 it was read or last saved as, and `JobStore.save` refuses (JobChanged) when somebody else wrote the
@@ -19,7 +15,6 @@ verdict it has not seen, and a final outcome is never changed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections import Counter
 from typing import Any, Literal
@@ -27,29 +22,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shared.catalog import Split
-from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from shared.errors import Conflict, NotFound
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, new_id
-from shared.store import AlreadyExists, ObjectStore, VersionMismatch
+from shared.store import ObjectStore, VersionMismatch
 from shared.verdict import GateResult
 
 JobKind = Literal["ingest", "train"]
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 FileStatus = Literal["stored", "duplicate", "rejected"]
-#: One record per claim of "the training job", numbered; the newest is the claim in force.
-TRAINING_CLAIMS = "jobs/training-claims/"
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 #: The error code of a running job an observer (`JobStore.load`) failed because it went silent:
 #: a guess that its service is gone, not that service's verdict. An ingest service delivered the
 #: job's message again resumes it (`Job.resume`); a trainer does not (`JobStore.load`).
 WORKER_LOST = "worker_lost"
-#: The error code of a job an operator cancelled (`cancel_training`).
+#: The error code of a job an operator cancelled (`shared.training_claim.cancel_training`).
 CANCELLED = "cancelled"
-#: Progress phases of a training job past which a cancel is too late: its candidate is being
-#: stored in the registry or made the current model (seconds; roll back afterwards instead).
-TOO_LATE_TO_CANCEL = frozenset({"publishing", "promoting"})
-_CLAIM_TRIES = 50
-_SAVE_TRIES = 20
 
 
 class JobChanged(Conflict):
@@ -314,79 +302,6 @@ class JobStore:
         return sorted(jobs, key=lambda j: j.created_at)
 
 
-def _claim_key(number: int) -> str:
-    return f"{TRAINING_CLAIMS}{number:010d}.json"
-
-
-async def _newest_claim(store: ObjectStore) -> tuple[int, str | None]:
-    """The number of the newest claim record and the job it names (0, None: none yet)."""
-    numbers = [int(name) for key in await store.list(TRAINING_CLAIMS)
-               if (name := key.removeprefix(TRAINING_CLAIMS).removesuffix(".json")).isdigit()]
-    if not numbers:
-        return 0, None
-    newest = max(numbers)
-    try:
-        return newest, str(json.loads(await store.get(_claim_key(newest)))["job_id"])
-    except (NotFound, ValueError, KeyError, TypeError):
-        return newest, None  # unreadable: nobody holds it
-
-
-async def training_holder(jobs: JobStore, *, stale_after_s: float,
-                          queued_stale_after_s: float | None = None) -> Job | None:
-    """The training job holding the claim, or None when the claim is free.
-
-    A holder still `queued` after `queued_stale_after_s` is failed (`not_started`) and frees the
-    claim: its gateway may have stopped between claiming and publishing, so no message will ever
-    start it, or no trainer took it for that long. A trainer that later gets its message finds it
-    final and leaves it (the model is unchanged either way).
-    """
-    _, job_id = await _newest_claim(jobs.store)
-    if job_id is None:
-        return None
-    try:
-        holder = await jobs.load(job_id, stale_after_s=stale_after_s)
-    except NotFound:
-        return None
-    waited = (utcnow() - holder.created_at).total_seconds()
-    if holder.state == "queued" and queued_stale_after_s is not None and waited > queued_stale_after_s:
-        holder.fail("not_started", f"no trainer started this job in {waited:.0f} s (its gateway may have "
-                                   "stopped before queueing it, or no trainer is running); the model is "
-                                   "unchanged; POST /retrain to start another", status=503)
-        try:
-            await jobs.save(holder)
-        except JobChanged as changed:  # a trainer started it (or somebody ended it) meanwhile
-            return None if changed.current is None or changed.current.final else changed.current
-        return None
-    return None if holder.final else holder
-
-
-async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float,
-                         queued_stale_after_s: float | None = None) -> Job | None:
-    """Make `job` (a new training job) the one training job: save it, then claim. Returns None
-    when it holds the claim, else the job that does (and `job` is deleted again). Exactly one of
-    many concurrent claims wins; a holder that went silent or never started is failed first
-    (`training_holder`). Raises what the store raises (StoreUnavailable)."""
-    await jobs.save(job)  # first: a claim never names a job that is not there
-    body = json.dumps({"job_id": job.job_id, "claimed_at": utcnow().isoformat()}).encode()
-    for _ in range(_CLAIM_TRIES):
-        number, holder_id = await _newest_claim(jobs.store)
-        if holder_id == job.job_id:
-            return None
-        holder = (await training_holder(jobs, stale_after_s=stale_after_s,
-                                        queued_stale_after_s=queued_stale_after_s)
-                  if holder_id else None)
-        if holder is not None:
-            await jobs.delete(job.job_id)
-            return holder
-        try:
-            await jobs.store.create(_claim_key(number + 1), body, content_type="application/json")
-        except AlreadyExists:
-            continue  # another claim came first: look at it
-        return None
-    await jobs.delete(job.job_id)
-    raise ServiceUnavailable(f"could not claim training in {_CLAIM_TRIES} tries", code="claim_contended")
-
-
 async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[Job]:
     """After a process that ran every service died (the embedded mode, `kill -9`): fail each job
     it left unfinished whose work cannot resume, and return those. An ingest job whose message
@@ -410,29 +325,3 @@ async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[
             continue  # somebody else decided it meanwhile
         failed.append(job)
     return failed
-
-
-async def cancel_training(jobs: JobStore, job_id: str, *, why: str, stale_after_s: float) -> Job:
-    """Cancel a queued or running training job and return it: its record is `cancelled` at once,
-    which frees the training claim. A trainer running it finds that at its next write (its
-    progress heartbeat) and stops without publishing or promoting; a queued job's message is
-    acknowledged unrun. Raises NotFound; Unprocessable for an upload; Conflict `job_over` for a
-    final job and `too_late` for one storing or promoting its candidate (`TOO_LATE_TO_CANCEL`)."""
-    for _ in range(_SAVE_TRIES):
-        job = await jobs.load(job_id, stale_after_s=stale_after_s)
-        if job.kind != "train":
-            raise Unprocessable("only a training job can be cancelled; an upload runs to its end",
-                                code="not_cancellable")
-        if job.final:
-            raise Conflict(f"job {job_id} is already {job.state}", code="job_over")
-        phase = job.progress.get("phase")
-        if phase in TOO_LATE_TO_CANCEL:
-            raise Conflict(f"job {job_id} is {phase} its candidate: too late to cancel; it ends in seconds "
-                           "(POST /models/rollback undoes a promotion)", code="too_late")
-        job.cancel(why)
-        try:
-            return await jobs.save(job)
-        except JobChanged:
-            continue  # its trainer wrote progress meanwhile: look again
-    raise ServiceUnavailable(f"job {job_id} changed {_SAVE_TRIES} times while being cancelled",
-                             code="job_contended")

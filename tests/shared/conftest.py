@@ -1,0 +1,22 @@
+"""Fixtures of the tests of `shared/`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from shared.store import ObjectStore, open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+async def either_store(request: pytest.FixtureRequest, tmp_path: Path,
+                       unique: str) -> AsyncIterator[ObjectStore]:
+    """Local disk or S3 over HTTP (moto's server): job writes are conditional on both."""
+    if request.param == "local":
+        store = await open_store(tmp_path.as_uri())
+    else:
+        store = await open_store(f"s3://{unique}", endpoint_url=request.getfixturevalue("s3_endpoint"))
+    yield store
+    await store.close()
