@@ -25,6 +25,8 @@ from gateway.models import NoBody, PromoteRequest
 from gateway.predict import DEFAULT_TOP_K, PredictAnswer
 from gateway.settings import GatewaySettings
 from gateway.status import Status
+from gateway.thumbnails import SHA256
+from shared.imaging import MIN_SIDE
 from shared.jobs import Job
 from shared.messages import TrainOptions
 from shared.taxonomy import CLASSES
@@ -33,21 +35,26 @@ from shared.taxonomy import CLASSES
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 #: Why each error status happens, shared by the routes that can answer it.
 ERRORS = {
-    400: "Malformed request: not an image, a corrupt or empty one, a malformed multipart body, a bad query.",
-    401: "No token, another scheme or an unknown token (with `WWW-Authenticate: Bearer`).",
+    400: "Malformed request: not an image, a corrupt or empty one, one under {MIN_SIDE} pixels a side "
+         "(`too_small`), a malformed multipart body, a bad query.",
+    401: "No token, another scheme, a token that is not printable ASCII or an unknown one (with "
+         "`WWW-Authenticate: Bearer`).",
     403: "The token's role is too low, or a foreign `Origin`.",
     404: "No such job or version.",
     408: "The body did not arrive in time (`DERMASCAN_BODY_TIMEOUT_S`, `DERMASCAN_UPLOAD_TIMEOUT_S`).",
     409: "In conflict with the current state.",
     413: "Too large: the file, the request, or the image's pixels (from its header).",
-    415: "Unsupported image format, a body that is not JSON, or a compressed body (`Content-Encoding`).",
+    415: "Unsupported image format (JPEG, PNG and WebP are; GIF is not), a body that is not JSON, or a "
+         "compressed body (`Content-Encoding`).",
+    421: "The `Host` is not one this gateway answers to (`DERMASCAN_ALLOWED_HOSTS`).",
     422: "A field is missing or a value is invalid (the field and the reason, never the input).",
-    429: "Rate limit, upload quota or overload; retry after `Retry-After` seconds.",
+    429: "Rate limit (per caller, per token, or too many unknown tokens from the address), upload quota or "
+         "overload; retry after `Retry-After` seconds.",
     500: "Internal error: the message gives a request id to find in the log.",
     503: "The broker or the store is unavailable; retry after `Retry-After` seconds.",
     504: "No worker answered within `DERMASCAN_PREDICT_TIMEOUT_S`.",
 }
-_ALWAYS = (429, 500)  # any route may be overloaded or fail
+_ALWAYS = (421, 429, 500)  # any route may be asked for by a foreign host name, be overloaded or fail
 _AUTH = (401, 403)
 
 
@@ -58,20 +65,38 @@ class Route:
     method: str
     path: str
     summary: str
-    ok: dict[int, type[BaseModel] | str]  # status -> model, or comma-separated media types for others
+    # status -> model, comma-separated media types for others, or the schema of an event stream's events
+    ok: dict[int, type[BaseModel] | str | dict[str, Any]]
     role: str | None = None
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | dict[str, Any] | None = None  # a JSON model, or a multipart schema
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-_FILE = {"type": "string", "format": "binary"}
+_IMAGE = {"type": "string", "format": "binary",
+          "description": f"A JPEG, PNG or WebP image at least {MIN_SIDE} pixels a side; any other is refused "
+                         "(400 `not_an_image`, `too_small`; 415 for another format such as GIF)."}
+_IMAGE_TYPES = "image/jpeg, image/png, image/webp"
 # Other fields are ignored, not refused; declaring none keeps generated forms to the real ones.
 PREDICT_FORM = {"type": "object", "required": ["file"], "additionalProperties": False,
-                "properties": {"file": _FILE}}
+                "properties": {"file": _IMAGE}, "x-encoding": {"file": {"contentType": _IMAGE_TYPES}}}
 UPLOAD_FORM = {"type": "object", "required": ["files"], "additionalProperties": False, "properties": {
-    "files": {"type": "array", "items": _FILE, "description": "Images or zip archives of class folders."},
-    "label": {"type": "string", "maxLength": 64, "description": "The class of every file."}}}
+    # One or more parts, each a file whatever its bytes: each one's outcome (stored, duplicate,
+    # rejected and why) is in the job, so no content is refused here, and one part is as good as
+    # an array of them (on the wire they are the same): all this declares is "not none".
+    "files": {"not": {"type": "array", "maxItems": 0},
+              "description": "Images or zip archives of class folders, one part each; each file's outcome "
+                             "is in the job."},
+    "label": {"enum": ["", *CLASSES], "description": "The class of every file (empty: each file's class "
+                                                     "from its name)."}}}
+#: One server-sent event of `GET /jobs/{id}/events`, as Open API 3.1 describes an event stream's
+#: events: `job` and `end` carry the job's record, the others `{job_id, message}`.
+JOB_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"enum": ["job", "end", "closing", "gone", "waiting"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "JSON: the job's record (`job`, `end`), or `{job_id, message}`."},
+    "id": {"type": "string", "description": "The record's `updated_at`."},
+    "retry": {"type": "integer", "minimum": 0}}}
 _UPLOAD_ERRORS = (400, 408, 413, 415, 422, 503)
 
 ROUTES = (
@@ -84,11 +109,11 @@ ROUTES = (
     Route("get", "/data/summary", "The catalog: images per split and class, image sizes and aspect ratios.",
           {200: DataSummary}),
     Route("get", "/data/samples", "A few images of each class, with their thumbnails' URLs.",
-          {200: DataSamples}, errors=(400,),
+          {200: DataSamples}, role="view", errors=(400,),
           query={"per_class": {"type": "integer", "minimum": 1, "maximum": MAX_PER_CLASS, "default": 4}}),
     Route("get", "/data/thumbnails/{sha256}",
           "A small JPEG of a catalogued image (made once, kept in the store).",
-          {200: "image/jpeg"}, errors=(400, 404, 503)),
+          {200: "image/jpeg"}, role="view", errors=(400, 404, 503)),
     Route("post", "/predict", "Classify one image (JPEG, PNG or WebP).", {200: PredictAnswer}, role="predict",
           errors=(*_UPLOAD_ERRORS, 504), body=PREDICT_FORM,
           query={"top_k": {"type": "integer", "minimum": 1, "maximum": len(CLASSES),
@@ -110,7 +135,7 @@ ROUTES = (
           "422 for an upload.", {200: Job}, role="operator", errors=(404, 409, 422, 503)),
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
           "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
-          {200: "text/event-stream", 204: ""}, errors=(404, 429, 503)),
+          {200: JOB_EVENT, 204: ""}, errors=(404, 429, 503)),
     Route("post", "/retrain", "Train a new model version.",
           {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
@@ -127,7 +152,7 @@ ROUTES = (
     Route("get", "/openapi.json", "This document.", {200: "application/json"}),
 )
 _PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
-                    "sha256": {"type": "string", "minLength": 1},
+                    "sha256": {"type": "string", "pattern": f"^{SHA256.pattern}$"},
                     "version": {"type": "string", "pattern": VERSION_PATTERN}}
 _MODELS: tuple[type[BaseModel], ...] = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body)
                                                      if isinstance(m, type) and issubclass(m, BaseModel)})
@@ -138,13 +163,22 @@ def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
         (m, "validation" if m in (TrainOptions, NoBody, PromoteRequest) else "serialization")
         for m in _MODELS]
     keys, top = models_json_schema(modes, ref_template="#/components/schemas/{model}")
-    return {model: ref for (model, _), ref in keys.items()}, top.get("$defs", {})
+    components = top.get("$defs", {})
+    # The model says this in a validator, which pydantic's schema cannot show: with `force`, a reason
+    # (whitespace stripped: at least 3 characters) is required.
+    components["PromoteRequest"].update({
+        "if": {"required": ["force"], "properties": {"force": {"const": True}}},
+        "then": {"required": ["reason"],
+                 "properties": {"reason": {"type": "string", "pattern": r"^\s*\S.+\S\s*$"}}}})
+    return {model: ref for (model, _), ref in keys.items()}, components
 
 
-def _answer(status: int, what: type[BaseModel] | str, refs: dict[Any, Any],
+def _answer(status: int, what: type[BaseModel] | str | dict[str, Any], refs: dict[Any, Any],
             description: str) -> dict[str, Any]:
     if what == "":
         return {"description": description}  # no body
+    if isinstance(what, dict):
+        return {"description": description, "content": {"text/event-stream": {"schema": what}}}
     if isinstance(what, str):
         return {"description": description,
                 "content": {media: {"schema": {"type": "string"}} for media in what.split(",")}}
@@ -171,8 +205,9 @@ def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) ->
     if parameters:
         operation["parameters"] = parameters
     if isinstance(route.body, dict):
-        operation["requestBody"] = {"required": True,
-                                    "content": {"multipart/form-data": {"schema": route.body}}}
+        form = {key: value for key, value in route.body.items() if key != "x-encoding"}
+        operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+            "schema": form, "encoding": route.body.get("x-encoding", {})}}}
     elif route.body is not None:
         operation["requestBody"] = {"required": False,
                                     "content": {"application/json": {"schema": refs[route.body]}}}
@@ -196,8 +231,8 @@ def build(settings: GatewaySettings) -> dict[str, Any]:
         "info": {"title": "DermaScan", "version": "1",
                  "description": "Skin-lesion classification, uploads, retraining and model promotion. Every "
                                 "error is `{\"error\": {\"code\", \"message\", \"retryable\"}}`. Roles: "
-                                "`predict` < `contribute` < `operator`; `x-role` names the one a route "
-                                "needs."},
+                                "`predict` < `view` (the catalog's images) < `contribute` < `operator`; "
+                                "`x-role` names the one a route needs."},
         "paths": paths,
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {

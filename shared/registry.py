@@ -1,6 +1,7 @@
 """The model registry in the object store.
 
-Layout: `models/<version>/model.keras` and `models/<version>/manifest.json` per version, and
+Layout: `models/<version>/model.keras` and `models/<version>/manifest.json` per version (and
+`models/<version>/evidence.npz`, its training evidence, where it has one), and
 one record per promotion, `models/promotions/<n>.json` (n = 1, 2, ...), each written once with
 a conditional create (`ObjectStore.create`): of two promotions racing for number n one gets it
 and the other takes n + 1, so none is lost. The version served is the newest record's; the
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT = "model.keras"
 MANIFEST = "manifest.json"
+EVIDENCE = "evidence.npz"  # what its head was trained, validated and judged on (trainer_service.evidence)
 CURRENT_KEY = "models/current.json"
 HISTORY_KEY = "models/history.json"  # before promotion records: read, never written
 PROMOTIONS = "models/promotions/"
@@ -80,14 +82,23 @@ class ModelRegistry:
         manifests = [await self.manifest(name) for name in names]
         return sorted(manifests, key=lambda m: m.created_at)
 
-    async def publish(self, artifact: Path, manifest: ModelManifest) -> None:
-        """Store an artifact and its manifest as a new version (does not promote it)."""
+    async def publish(self, artifact: Path, manifest: ModelManifest, *,
+                      evidence: bytes | None = None) -> None:
+        """Store an artifact, its training evidence (when it has one) and its manifest as a new
+        version (does not promote it). The manifest goes last: a version is listed only once its
+        files are all there."""
         await self.store.put(_key(manifest.version, ARTIFACT), await asyncio.to_thread(artifact.read_bytes))
+        if evidence is not None:
+            await self.store.put(_key(manifest.version, EVIDENCE), evidence)
         await self.store.put(
             _key(manifest.version, MANIFEST),
             manifest.model_dump_json(indent=2).encode(),
             content_type="application/json",
         )
+
+    async def evidence(self, version: str) -> bytes:
+        """The training evidence of `version`; raises NotFound when it has none."""
+        return await self.store.get(_key(version, EVIDENCE))
 
     async def _legacy_history(self) -> list[dict[str, str]]:
         try:
@@ -161,7 +172,9 @@ class ModelRegistry:
             return current
         manifest = ModelManifest.model_validate_json((bundled_dir / MANIFEST).read_text())
         log.info("empty registry: publishing bundled model %s", manifest.version)
-        await self.publish(bundled_dir / ARTIFACT, manifest)
+        evidence = bundled_dir / EVIDENCE
+        await self.publish(bundled_dir / ARTIFACT, manifest,
+                           evidence=evidence.read_bytes() if evidence.is_file() else None)
         await self._append(manifest.version, only_first=True)
         current = await self.current_version()
         assert current is not None  # record 1 exists now, ours or another starter's

@@ -73,7 +73,8 @@ def cluster_env(broker_url: str, s3_endpoint: str, unique: str, tmp_path: Path,
         **TOKEN_ENV,
         # A gate that lets the first candidate through (margins are the trainer's settings).
         "DERMASCAN_MAX_BALANCED_ACCURACY_DROP": "1", "DERMASCAN_MAX_CLASS_RECALL_DROP": "1",
-        "DERMASCAN_GATE_MALIGNANT_MAX_RECALL_DROP": "1",
+        "DERMASCAN_GATE_MALIGNANT_MAX_RECALL_DROP": "1", "DERMASCAN_GATE_MIN_CLASS_SUPPORT": "1",
+        "DERMASCAN_GATE_UNJUDGED_MALIGNANT_BLOCKS": "false",
         "DERMASCAN_PREDICT_RATE_PER_S": "0",  # one test client predicts in a tight loop: no per-caller limit
     }
 

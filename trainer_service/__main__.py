@@ -26,8 +26,8 @@ from trainer_service.settings import TrainerSettings
 
 
 async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -> None:
+    from trainer_service.current_model import Progress, ensure_embeddings, load_current
     from trainer_service.importer import import_dataset
-    from trainer_service.retrain import Progress, ensure_embeddings, load_current
 
     store = await open_store_for(settings)
     try:
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             settings, lambda bus, store,
             registry: TrainerService(settings, bus, store, TrainerMetrics(registry))))
         return 0
-    print(f"unknown command {command!r}; use serve, import, train, evaluate, evaluate-ood, refit, soup or evidence",
+    print(f"unknown command {command!r}; "
+          "use serve, import, train, evaluate, evaluate-ood, refit, soup or evidence",
           file=sys.stderr)
     return 2
 

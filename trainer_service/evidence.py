@@ -67,8 +67,8 @@ class Evidence:
         classes, names = tuple(sorted(set(labels))), tuple(sorted(set(sources)))
         empty = cls(backbone, classes, names, np.zeros((0, embeddings.shape[1]), np.uint8),
                     scale.astype(np.float32), low.astype(np.float32), np.zeros(0, np.int16),
-                    np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros(0, str), np.zeros((0, 32), np.uint8),
-                    _hashes_to_bytes(list(reserved)))
+                    np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros(0, str),
+                    np.zeros((0, 32), np.uint8), _hashes_to_bytes(list(reserved)))
         return empty.append(embeddings, labels, sources, roles, groups, sha256)
 
     def __len__(self) -> int:
@@ -82,7 +82,8 @@ class Evidence:
         if not (len(embeddings) == len(sources) == len(roles) == len(groups) == len(sha256) == n):
             raise ValueError("every row needs an embedding, label, source, role, group and hash")
         if n and embeddings.shape[1] != self.vectors.shape[1]:
-            raise ValueError(f"embeddings of dimension {embeddings.shape[1]}, evidence of {self.vectors.shape[1]}")
+            raise ValueError(f"embeddings of dimension {embeddings.shape[1]}, "
+                             f"evidence of {self.vectors.shape[1]}")
         classes = tuple(sorted(set(self.classes) | set(labels)))
         names = tuple(sorted(set(self.sources) | set(sources)))
         relabel = np.array([classes.index(c) for c in self.classes] or [0], np.int16)
@@ -90,20 +91,25 @@ class Evidence:
         q = np.clip(np.rint((embeddings - self.offset) / self.scale), 0, 255).astype(np.uint8)
         return replace(
             self, classes=classes, sources=names,
-            vectors=np.concatenate([self.vectors, q.reshape(n, -1)]),
-            labels=np.concatenate([relabel[self.labels], np.array([classes.index(c) for c in labels], np.int16)]),
-            source=np.concatenate([resource[self.source], np.array([names.index(s) for s in sources], np.uint8)]),
+            vectors=np.concatenate([self.vectors, q.reshape(n, self.vectors.shape[1])]),
+            labels=np.concatenate([relabel[self.labels],
+                                   np.array([classes.index(c) for c in labels], np.int16)]),
+            source=np.concatenate([resource[self.source],
+                                   np.array([names.index(s) for s in sources], np.uint8)]),
             role=np.concatenate([self.role, np.array([ROLES.index(r) for r in roles], np.uint8)]),
             groups=np.concatenate([self.groups, np.asarray(groups, str)]),
             sha256=np.concatenate([self.sha256, _hashes_to_bytes(sha256)]))
 
     def mask(self, role: Role) -> np.ndarray:
         """Which rows play `role`."""
-        return self.role == ROLES.index(role)
+        rows: np.ndarray = self.role == ROLES.index(role)
+        return rows
 
     def embeddings(self, rows: np.ndarray) -> np.ndarray:
         """The float32 embeddings of `rows` (a mask or indices)."""
-        return (self.offset + self.scale * self.vectors[rows].astype(np.float32)).astype(np.float32)
+        floats: np.ndarray = (self.offset
+                              + self.scale * self.vectors[rows].astype(np.float32)).astype(np.float32)
+        return floats
 
     def label_names(self, rows: np.ndarray) -> list[str]:
         """The class name of each of `rows`."""

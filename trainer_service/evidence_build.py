@@ -30,10 +30,12 @@ def _check_digest(name: str, part: str, hashes: tuple[str, ...], recorded: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer_service evidence", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m trainer_service evidence",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
     p.add_argument("--reference", type=Path, required=True,
-                   help="held-out class-per-folder set with lesion ids (HAM10000 eval/); its gate half judges retrains")
+                   help="held-out class-per-folder set with lesion ids (HAM10000 eval/); "
+                        "its gate half judges retrains")
     p.add_argument("--out", type=Path, required=True, help="the .npz to write (models/base/evidence.npz)")
     p.add_argument("--data", type=Path, nargs="+", default=None, help="the recipe's sources, if moved")
     p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images")
@@ -41,20 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     configure_threads(args.threads, 1)
     from trainer_service.artifacts import load_artifact
+    from trainer_service.current_model import embedder
     from trainer_service.dataset import load_image_set
-    from trainer_service.sources import source_name
     from trainer_service.refit import recipe_sources
-    from trainer_service.retrain import embedder
+    from trainer_service.sources import source_name
 
     model, manifest = load_artifact(args.artifact)
     classes, sources = recipe_sources(manifest, data=args.data, cache_dir=args.work_dir)
-    reference = load_image_set(args.reference, manifest.input_size, classes=classes, policy=manifest.preprocessing)
+    reference = load_image_set(args.reference, manifest.input_size, classes=classes,
+                               policy=manifest.preprocessing)
     embed = embedder(model, args.artifact / "model.keras", args.work_dir, log_line)
     gate = np.array([reference_part(g) == "gate" for g in reference.groups])
     parts: list[tuple[str, Role, ImageSet]] = []
     for source in sources:
         recorded = manifest.training_data.get("sources", {}).get(source.name, {})
-        for role, data in (("fit", source.fit), ("validation", source.validation)):
+        shares: tuple[tuple[Role, ImageSet], ...] = (("fit", source.fit), ("validation", source.validation))
+        for role, data in shares:
             _check_digest(source.name, role, data.sha256, recorded.get(role, {}))
             parts.append((source.name, role, data))
     parts.append((source_name(args.reference), "reference", reference.subset(np.flatnonzero(gate))))

@@ -1,94 +1,69 @@
-"""Retraining from the object store: a new head on cached embeddings of the current backbone.
+"""Retraining from the object store: a new head on the served model's backbone, fitted on its
+training evidence plus the catalog's new images, judged on evidence that can show a change.
 
-The dataset is the catalog's `train` images (imported set plus uploads); the held-out `eval`
-images decide the promotion gate. Classes the current model lacks but the uploads have extend
-the head; the current head's weights warm-start the classes it knows.
+The steps (`retrain_head`): data (`retrain_data.gather`: the parent's evidence and the catalog's
+new images), fit (`fit_candidate`: a class- and source-balanced head warm-started from the
+current one), then off the event loop the operating points (class biases, temperature, referral
+and uncertainty thresholds on the validation evidence, per source), the gate (`judge`: the
+candidate against the served model on the lineage's reference images and on the catalog's held-out
+uploads, each apart) and the candidate's graph; finally the manifest and the evidence it leaves
+for the next retrain. A fine-tune (`options.fine_tune`) changes the backbone, so the evidence no
+longer describes it: it trains and is judged on the catalog's images, and is refused unless the
+catalog holds enough of them (`fine_tune.check_catalog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 
-from shared.catalog import Catalog, ImageRecord, counts, digest
-from shared.errors import Unprocessable
-from shared.manifest import ModelManifest, OodDetector
+from shared.catalog import counts, digest
+from shared.manifest import ModelManifest, OodDetector, ReferralThreshold
 from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from shared.taxonomy import admissible, decide
-from shared.verdict import GateResult
+from shared.taxonomy import MALIGNANT, admissible, decide
+from shared.verdict import GatePolicy, GateResult, GateSet
 from trainer_service.artifacts import save_artifact
 from trainer_service.calibration import expected_calibration_error, softmax
-from trainer_service.classifier import (
-    LOGITS,
-    build_classifier,
-    embedding_model,
-    temperature_of,
-    with_temperature,
+from trainer_service.classifier import LOGITS, build_classifier, temperature_of, with_temperature
+from trainer_service.current_model import (
+    CurrentModel,
+    Log,
+    Progress,
+    embedder,
+    ensure_embeddings,
+    load_current,
+    load_images,
 )
-from trainer_service.dataset import ImageSet
-from trainer_service.embeddings import embed, load_cache, save_shard
-from trainer_service.evaluation import classification_metrics, compiled_forward, predict
-from trainer_service.gate import apply_gate
+from trainer_service.evaluation import classification_metrics
+from trainer_service.gate import Answers, combine, judge_set, label_audit
 from trainer_service.head import fit_head
 from trainer_service.ood import FLAGGED, OodFit, fit_ood, ood_of, threshold_for, with_ood_output
 from trainer_service.operating import Scored
+from trainer_service.retrain_data import Rows, TrainingData, gather
 from trainer_service.settings import TrainerSettings
-from trainer_service.steps import calibrate, describe
-from trainer_service.training import Recipe, fine_tune, held_out_logits
+from trainer_service.steps import OperatingPoints, describe, operating_points
 
-Log = Callable[[str], None]
-VALIDATION_EVERY = 10  # one training image in ten calibrates the temperature
+__all__ = ["CurrentModel", "Outcome", "Progress", "embedder", "ensure_embeddings", "load_current",
+           "load_images", "retrain_head"]
 
 
 @dataclass
 class Outcome:
-    """A trained candidate, on disk, with the gate's verdict."""
+    """A trained candidate, on disk, with the gate's verdict and the evidence it was trained on."""
 
     manifest: ModelManifest
     directory: Path
     gate: GateResult
     snapshot: list[str]
-
-
-@dataclass
-class Progress:
-    """What a running job reports; read by the job heartbeat while training runs in threads."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def update(self, **values: Any) -> None:
-        self.values.update(values)
-
-
-def _is_validation(record: ImageRecord) -> bool:
-    return int(record.sha256[8:16], 16) % VALIDATION_EVERY == 0
-
-
-def _detector(model: keras.Model, parent: ModelManifest, x_fit: np.ndarray, y_fit: np.ndarray,
-              x_val: np.ndarray,
-              *, refit: bool) -> tuple[OodFit, OodDetector]:
-    """The candidate's out-of-distribution detector: refitted on the catalog's embeddings, or (a
-    head-only retrain on a small catalog, where the backbone and so the embeddings are unchanged)
-    the current model's, which was fitted on far more images."""
-    inherited = None if refit or parent.ood is None else ood_of(model)
-    if inherited is not None and parent.ood is not None:
-        flagged = float((inherited.scores(x_val) > parent.ood.threshold).mean())
-        return inherited, parent.ood.model_copy(update={
-            "basis": f"inherited from {parent.version}", "validation_flagged": {"catalog": flagged}})
-    fit = fit_ood(x_fit, y_fit)
-    scores = fit.scores(x_val)
-    threshold = threshold_for(scores)
-    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=FLAGGED,
-                            validation_flagged={"catalog": float((scores > threshold).mean())})
+    evidence: bytes | None = None
 
 
 def _warm_start(old_kernel: np.ndarray, old_bias: np.ndarray, old_classes: list[str],
@@ -111,159 +86,98 @@ def _expand(probabilities: np.ndarray, own: list[str], classes: list[str]) -> np
     return out
 
 
-async def load_images(store: ObjectStore, records: list[ImageRecord], classes: list[str],
-                      input_size: tuple[int, int], policy: str) -> ImageSet:
-    """Decoded images of `records` as a training set (for fine-tuning)."""
-    from shared.imaging import load_for_model
-
-    async def pixels(record: ImageRecord) -> np.ndarray:
-        return await asyncio.to_thread(load_for_model, await store.get(record.key), input_size, policy=policy)
-
-    images = [await pixels(r) for r in records]
-    return ImageSet(np.stack(images), np.array([classes.index(r.label) for r in records], np.int32),
-                    tuple(classes), tuple(r.key for r in records), tuple(r.sha256 for r in records),
-                    tuple(r.group or r.sha256 for r in records))
-
-
-class CurrentModel(NamedTuple):
-    """The model being retrained: loaded, its manifest, and the file it came from (which keys
-    the LiteRT conversion cache)."""
-
-    model: keras.Model
-    manifest: ModelManifest
-    artifact: Path
+def answers(probabilities: np.ndarray, labels: np.ndarray, classes: list[str],
+            referral: dict[str, ReferralThreshold]) -> Answers:
+    """What a model with these (calibrated) probabilities and referral thresholds tells a
+    clinician about each image: its top label right or not, and for each malignant class whether
+    the answer names it or flags it for referral."""
+    allowed = admissible(classes)
+    top = decide(probabilities, allowed)
+    caught = {}
+    for name in MALIGNANT:
+        if name in classes:
+            c = classes.index(name)
+            named = allowed[c, top].astype(bool)
+            point = referral.get(name)
+            caught[name] = named | (probabilities @ allowed[c] >= point.threshold) if point else named
+    return Answers(allowed[labels, top], caught)
 
 
-async def load_current(registry: ModelRegistry, work_dir: Path) -> CurrentModel:
-    """The current model; raises Unprocessable for an empty registry."""
-    current = await registry.current_version()
-    if current is None:
-        raise Unprocessable("the registry has no current model to retrain from", code="no_current_model")
-    artifact = await registry.fetch(current, work_dir / "models") / "model.keras"
-    model = await asyncio.to_thread(keras.saving.load_model, artifact, compile=False)
-    return CurrentModel(model, await registry.manifest(current), artifact)
+def recall_floor(bias: np.ndarray, logits: np.ndarray, served: np.ndarray, labels: np.ndarray,
+                 classes: list[str], log: Log, *, step: float = 0.05, most: float = 2.0) -> np.ndarray:
+    """`bias` with each malignant class's entry raised (by `step`, at most `most` in all) until the
+    candidate's top-label recall of it on the validation images (`logits` before the bias) is no
+    lower than the served model's (`served` probabilities): what the gate then checks on held-out
+    images, chosen here on validation."""
+    allowed = admissible(classes)
+    out = bias.copy()
+    for name in MALIGNANT:
+        c = classes.index(name) if name in classes else -1
+        positive = labels == c
+        if c < 0 or not positive.any():
+            continue
+        target = allowed[c, decide(served[positive], allowed)].mean()
+
+        def recall(c: int = c, positive: np.ndarray = positive) -> float:
+            return float(allowed[c, decide(softmax(logits[positive] + out), allowed)].mean())
+
+        start = recall()
+        while recall() < target and out[c] - bias[c] < most:
+            out[c] += step
+        if out[c] != bias[c]:
+            log(f"class bias of {name} raised {out[c] - bias[c]:+.2f}: validation recall {start:.3f} -> "
+                f"{recall():.3f} (served model {target:.3f})")
+    return out
 
 
-def embedder(model: keras.Model, artifact: Path, cache_dir: Path | None,
-             log: Log) -> Callable[[np.ndarray], np.ndarray]:
-    """images -> embeddings, on LiteRT (its conversion of the embedding part of `artifact`, cached
-    in `cache_dir` by the file's hash) when it converts and matches TensorFlow within 1e-3, else
-    TensorFlow."""
-    forward = compiled_forward(embedding_model(model))
-
-    def tensorflow(images: np.ndarray) -> np.ndarray:
-        return np.asarray(forward(images.astype(np.float32)))
-
-    try:
-        from shared.litert import LiteRTForward, convert
-
-        lite = LiteRTForward(convert(embedding_model(model), artifact, cache_dir, part="embedding"),
-                             threads=2)
-        probe = np.random.default_rng(0).integers(0, 256, (2, *model.input_shape[1:]), dtype=np.uint8)
-        gap = float(np.abs(lite(probe)[0] - tensorflow(probe)).max())
-        if gap > 1e-3 * (1.0 + float(np.abs(tensorflow(probe)).max())):
-            raise ValueError(f"LiteRT embeddings differ from TensorFlow's by {gap:.3g}")
-    except Exception as exc:  # noqa: BLE001 - a layer LiteRT cannot convert, a missing runtime, a mismatch
-        log(f"embeddings on TensorFlow: LiteRT unavailable ({exc})")
-        return tensorflow
-    return lambda images: np.asarray(lite(images)[0])
-
-
-async def ensure_embeddings(store: ObjectStore, current: CurrentModel, records: list[ImageRecord], *,
-                            batch_size: int, progress: Progress, log: Log,
-                            cache_dir: Path | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """Embeddings of `records` under the current model's backbone: cached ones read, missing ones
-    computed (on LiteRT, see `embedder`; its conversion cached in `cache_dir`) and cached. Returns
-    (backbone id, embeddings by hash)."""
-    model, manifest, artifact = current
-    backbone_id = manifest.backbone_version or manifest.version
-    cache = await load_cache(store, backbone_id)
-    missing = [r for r in records if r.sha256 not in cache]
-    progress.update(phase="embedding", embedded=0, to_embed=len(missing), cached=len(cache))
-    if missing:
-        computed = await embed(
-            store, missing, await asyncio.to_thread(embedder, model, artifact, cache_dir, log),
-            manifest.input_size, policy=manifest.preprocessing, batch_size=batch_size,
-            on_progress=lambda n: progress.update(embedded=n))
-        await save_shard(store, backbone_id, computed)
-        cache.update(computed)
-    log(f"embeddings: {len(missing)} computed, {len(records) - len(missing)} from the cache")
-    return backbone_id, cache
+def no_less_sensitive(candidate: np.ndarray, served: np.ndarray, labels: np.ndarray, classes: list[str],
+                      referral: dict[str, ReferralThreshold], served_referral: dict[str, ReferralThreshold],
+                      log: Log) -> dict[str, ReferralThreshold]:
+    """The candidate's referral thresholds, each lowered where needed so that on the validation
+    images (`candidate` and `served` probabilities over `classes`) the candidate names or flags at
+    least as many images of each malignant class as the served model does: a retrain may move the
+    head, never what a clinician is told about a melanoma. Chosen on validation, like the rest."""
+    allowed = admissible(classes)
+    before = answers(served, labels, classes, served_referral).caught
+    out = dict(referral)
+    for name, point in referral.items():
+        c = classes.index(name)
+        positive = labels == c
+        need = int(before.get(name, np.zeros(0, bool))[positive].sum()) if name in before else 0
+        named = allowed[c, decide(candidate, allowed)].astype(bool)[positive]
+        scores = np.sort((candidate @ allowed[c])[positive][~named])[::-1]
+        have = int(named.sum() + (scores >= point.threshold).sum())
+        if have >= need or need - int(named.sum()) > len(scores):
+            continue
+        threshold = float(scores[need - int(named.sum()) - 1])
+        log(f"referral threshold of {name} lowered {point.threshold:.4f} -> {threshold:.4f}: "
+            f"the served model names or flags {need} of {int(positive.sum())} validation images of it, "
+            f"the candidate {have}")
+        out[name] = point.model_copy(
+            update={"threshold": threshold,
+                    "basis": f"{point.basis}; lowered to catch as many as the served model"})
+    return out
 
 
 @dataclass
-class CatalogData:
-    """The data step: the catalog split for a head retrain (one `train` image in ten validates,
-    the `eval` images are held out for the gate) and their cached embeddings as arrays."""
+class Head:
+    """The fit step: the new head's weights (before the class biases) on the run's classes."""
 
-    records: list[ImageRecord]
-    classes: list[str]
-    train: list[ImageRecord]
-    fit: list[ImageRecord]
-    validation: list[ImageRecord]
-    held: list[ImageRecord]
-    backbone_id: str
-    x_fit: np.ndarray
-    y_fit: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_held: np.ndarray
-    y_held: np.ndarray
+    kernel: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x @ self.kernel + self.bias)
 
 
-async def catalog_data(store: ObjectStore, current: CurrentModel, settings: TrainerSettings, *,
-                       progress: Progress, log: Log) -> CatalogData:
-    """The catalog's images for a retrain of `current`'s head, embedded (cached under its
-    backbone). Classes are the current model's plus those the training images have. Raises
-    Unprocessable when there is nothing to train on."""
-    records = await Catalog(store).records()
-    parent = current.manifest
-    classes = sorted(set(parent.classes) | {r.label for r in records if r.split == "train"})
-    train = [r for r in records if r.split == "train"]
-    held = [r for r in records if r.split == "eval" and r.label in classes]
-    if not train:
-        raise Unprocessable("no training images: import a dataset or upload labelled images first",
-                            code="no_training_data")
-    log(f"dataset: {counts(records)}; retraining the head of {parent.version}")
-    backbone_id, cache = await ensure_embeddings(store, current, train + held,
-                                                 batch_size=settings.embed_batch_size, progress=progress,
-                                                 log=log, cache_dir=settings.work_dir / "litert")
-    index = {name: i for i, name in enumerate(classes)}
-    fit = [r for r in train if not _is_validation(r)] or train
-    validation = [r for r in train if _is_validation(r)] or train
-    held = held or validation
-
-    def arrays(subset: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.stack([cache[r.sha256] for r in subset]).astype(np.float32),
-                np.array([index[r.label] for r in subset]))
-
-    return CatalogData(records, classes, train, fit, validation, held, backbone_id,
-                       *arrays(fit), *arrays(validation), *arrays(held))
-
-
-@dataclass
-class Fitted:
-    """The fit step: the candidate network (logits, before calibration), its logits on the
-    validation and held-out images, and the embeddings its detector is fitted on."""
-
-    model: keras.Model
-    val_logits: np.ndarray
-    held_logits: np.ndarray
-    x_fit: np.ndarray
-    x_val: np.ndarray
-    backbone_id: str
-
-
-async def fit_candidate(store: ObjectStore, current: CurrentModel, data: CatalogData,
-                        options: TrainOptions, *, version: str, settings: TrainerSettings,
-                        progress: Progress, log: Log) -> Fitted:
-    """A new head on the embeddings, warm-started from the current head (anchored to it for the
-    classes it knows), each epoch's figures in `progress`; with `options.fine_tune` the backbone
-    is then fine-tuned on the images too (its embeddings are then cached under `version`)."""
+async def fit_candidate(current: CurrentModel, data: TrainingData, options: TrainOptions, *,
+                        settings: TrainerSettings, progress: Progress) -> Head:
+    """A new head on the fit rows, warm-started from the current head (anchored to it for the
+    classes it knows), balanced over classes and, inside each class, over sources; each epoch's
+    figures in `progress`."""
     model, parent = current.model, current.manifest
-    classes = data.classes
     old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
-    init = _warm_start(old_kernel, old_bias, parent.classes, classes)
+    init = _warm_start(old_kernel, old_bias, parent.classes, data.classes)
     history: list[dict[str, float]] = []  # one row per epoch: what the live dashboard charts
     progress.update(phase="training", epoch=0, epochs=options.epochs, history=[])
 
@@ -276,114 +190,177 @@ async def fit_candidate(store: ObjectStore, current: CurrentModel, data: Catalog
                         history=list(history))
 
     kernel, bias = await asyncio.to_thread(
-        fit_head, data.x_fit, data.y_fit, len(classes), epochs=options.epochs, init=init,
-        on_epoch=on_epoch, validation=(data.x_val, data.y_val),
-        anchor_strength=settings.head_anchor_strength,
-        anchored=np.array([name in parent.classes for name in classes], dtype=float))
-    new_model = build_classifier(model.get_layer("backbone"), len(classes))
-    new_model.get_layer(LOGITS).set_weights([kernel, bias])
-    if not options.fine_tune:
-        return Fitted(new_model, data.x_val @ kernel + bias, data.x_held @ kernel + bias, data.x_fit,
-                      data.x_val, data.backbone_id)
-    progress.update(phase="fine-tuning")
-    sets = [await load_images(store, subset, classes, parent.input_size, parent.preprocessing)
-            for subset in (data.fit, data.validation, data.held)]
-    recipe = Recipe(epochs=options.fine_tune_epochs, max_minutes=options.max_minutes,
-                    steps_per_epoch=max(1, len(data.fit) // Recipe.batch_size),
-                    first_trainable=(Recipe.first_trainable if parent.backbone.startswith("efficientnet_lite")
-                                     else None))
-    await asyncio.to_thread(fine_tune, new_model, sets[0], sets[1], recipe, log,
-                            admissible=admissible(classes))
-    val_logits = await asyncio.to_thread(held_out_logits, new_model, sets[1])
-    held_logits = await asyncio.to_thread(held_out_logits, new_model, sets[2])
-    embed_now = embedding_model(new_model)
-    x_fit = await asyncio.to_thread(predict, embed_now, sets[0].images)
-    x_val = await asyncio.to_thread(predict, embed_now, sets[1].images)
-    return Fitted(new_model, val_logits, held_logits, x_fit, x_val, version)  # the backbone changed
+        fit_head, data.fit.x, data.fit.y, len(data.classes), epochs=options.epochs, init=init,
+        on_epoch=on_epoch, validation=(data.validation.x, data.validation.y), strata=data.fit.strata(),
+        admissible=admissible(data.classes), anchor_strength=settings.head_anchor_strength,
+        anchored=np.array([name in parent.classes for name in data.classes], dtype=float))
+    return Head(kernel, bias)
+
+
+def _scored(rows: Rows, logits: np.ndarray) -> list[Scored]:
+    return [Scored(str(source), logits[rows.sources == source], rows.y[rows.sources == source])
+            for source in sorted(set(rows.sources.tolist()))]
 
 
 @dataclass
-class Evaluation:
-    """The evaluate step: the candidate's and the current model's figures on the same held-out
-    images, and the gate's verdict between them."""
+class Judged:
+    """Everything decided after the fit: operating points, held-out figures, the gate's verdict,
+    and the candidate's full graph."""
 
-    candidate: dict[str, Any]
-    baseline: dict[str, Any]
+    points: OperatingPoints
+    referral: dict[str, ReferralThreshold]
+    metrics: dict[str, Any]
     gate: GateResult
+    detector: OodDetector
+    model: keras.Model
 
 
-def evaluate_candidate(current: CurrentModel, data: CatalogData, fitted: Fitted, temperature: float,
-                       settings: TrainerSettings, log: Log) -> Evaluation:
-    """The held-out figures of the candidate (at `temperature`) and of the current model (its
-    head on the same embeddings), and the gate's verdict under the settings' policy."""
-    model, parent = current.model, current.manifest
-    classes, allowed, y_held = data.classes, admissible(data.classes), data.y_held
+def _basis(rows: Rows, classes: list[str], name: str) -> str:
+    per_source = {s: n.get(name, 0) for s, n in rows.counts(classes).items()}
+    return "validation: " + ", ".join(f"{n} {name} images from {s}" for s, n in per_source.items() if n)
+
+
+def _detector(current: CurrentModel, data: TrainingData, *, refit: bool) -> tuple[OodFit, OodDetector]:
+    """The candidate's out-of-distribution detector: the served model's (same backbone, so the same
+    embeddings; it was fitted on the whole fit evidence) unless the catalog added `refit`-worthy
+    images, then fitted again on every fit row."""
+    parent = current.manifest
+    inherited = None if refit or parent.ood is None else ood_of(current.model)
+    if inherited is not None and parent.ood is not None:
+        flagged = {s.source: float((inherited.scores(data.validation.x[data.validation.sources == s.source])
+                                    > parent.ood.threshold).mean()) for s in _scored(data.validation,
+                                                                                      data.validation.x)}
+        return inherited, parent.ood.model_copy(update={"basis": f"inherited from {parent.version}",
+                                                        "validation_flagged": flagged})
+    fit = fit_ood(data.fit.x, data.fit.y)
+    scores = fit.scores(data.validation.x)
+    threshold = threshold_for(scores)
+    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=FLAGGED,
+                            validation_flagged={"all": float((scores > threshold).mean())})
+
+
+def _audit(current: CurrentModel, data: TrainingData, policy: GatePolicy) -> list[str]:
+    """`gate.label_audit` of the images this retrain adds, against the parent's validation rows."""
+    added = data.evidence.source_names(np.arange(len(data.evidence)))[data.inherited:]
+    if not len(added):
+        return []
+    rows = np.arange(data.inherited, len(data.evidence))
+    x, labels = data.evidence.embeddings(rows), np.array([data.classes.index(c)
+                                                          for c in data.evidence.label_names(rows)])
+    inherited = np.zeros(len(data.evidence), bool)
+    inherited[:data.inherited] = True
+    reference = inherited & data.evidence.mask("validation")
+    x_ref = data.evidence.embeddings(reference)
+    y_ref = np.array([data.classes.index(c) for c in data.evidence.label_names(reference)], np.int64)
+    kernel, bias = current.model.get_layer(LOGITS).get_weights()
+    parent, classes, temperature = current.manifest, data.classes, temperature_of(current.model)
+
+    def caught(embeddings: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        probabilities = _expand(softmax(embeddings @ kernel + bias, temperature), parent.classes, classes)
+        return answers(probabilities, y, classes, parent.referral).caught
+
+    return label_audit(labels, caught(x, labels), y_ref, caught(x_ref, y_ref), classes, policy)
+
+
+def judge(current: CurrentModel, data: TrainingData, head: Head, settings: TrainerSettings,
+          log: Log) -> Judged:
+    """Operating points on the validation evidence, then the gate on every held-out set, then the
+    candidate's graph. CPU-bound: run it in a thread.
+
+    No cross-validated class biases here: the head is already trained class- and source-balanced,
+    and on the bundled model's evidence the span cross-validation chose moved from run to run (0.5
+    to 2.0), trading 5-8 points of nevus or keratosis recall either way. Only malignant classes get
+    a bias, and only as far as keeping their validation recall (`recall_floor`); their referral
+    thresholds keep what the served model catches on validation (`no_less_sensitive`)."""
+    model, parent, classes = current.model, current.manifest, data.classes
+    allowed = admissible(classes)
     old_kernel, old_bias = model.get_layer(LOGITS).get_weights()
-    current_probs = softmax(data.x_held @ old_kernel + old_bias, temperature_of(model))
-    baseline_probs = _expand(current_probs, parent.classes, classes)
-    baseline = classification_metrics(baseline_probs, y_held, tuple(classes))
-    held_probs = softmax(fitted.held_logits, temperature)
-    candidate = classification_metrics(held_probs, y_held, tuple(classes))
-    candidate["ece_uncalibrated"] = expected_calibration_error(softmax(fitted.held_logits), y_held, allowed)
-    gate = apply_gate(y_held, allowed[y_held, decide(held_probs, allowed)],
-                      allowed[y_held, decide(baseline_probs, allowed)],
-                      classes, settings.gate_policy())
-    log(f"held-out balanced accuracy {candidate['balanced_accuracy']:.4f} "
-        f"(current {baseline['balanced_accuracy']:.4f}); gate {'passed' if gate.passed else 'failed'}: "
-        + "; ".join(gate.reasons))
-    return Evaluation(candidate, baseline, gate)
+    rows = data.validation
+    served_validation = _expand(softmax(rows.x @ old_kernel + old_bias, temperature_of(model)),
+                                parent.classes, classes)
+    logits = head.logits(rows.x)
+    points = operating_points(_scored(rows, logits), classes, allowed,
+                              referral_recall=settings.referral_recall,
+                              referral_confidence=settings.referral_confidence,
+                              uncertain_below_accuracy=settings.uncertain_below_accuracy,
+                              fit_bias=False,  # see `judge`'s docstring
+                              floor=lambda bias: recall_floor(bias, logits, served_validation, rows.y,
+                                                              classes, log))
+    temperature = points.calibration.temperature
+    referral = no_less_sensitive(
+        softmax(head.logits(rows.x) + points.class_bias, temperature), served_validation, rows.y, classes,
+        {name: point.model_copy(update={"basis": _basis(rows, classes, name)})
+         for name, point in points.calibration.referral.items()}, parent.referral, log)
+    for name in MALIGNANT:
+        if name in classes and name not in referral:
+            log(f"no referral threshold for {name}: fewer than 10 validation images of it in every source")
+    policy = settings.gate_policy()
+    sets: list[GateSet] = []
+    metrics: dict[str, Any] = {}
+    described = {"reference": f"the lineage's held-out reference images (of {parent.version}'s evidence)",
+                 "uploads": "the catalog's held-out images not in the evidence"}
+    for name, held in (("reference", data.reference), ("uploads", data.uploads)):
+        if not len(held):
+            continue
+        served = _expand(softmax(held.x @ old_kernel + old_bias, temperature_of(model)),
+                         parent.classes, classes)
+        candidate = softmax(head.logits(held.x) + points.class_bias, temperature)
+        sets.append(judge_set(name, described[name], held.y, answers(candidate, held.y, classes, referral),
+                              answers(served, held.y, classes, parent.referral), classes, policy,
+                              sources=held.sources))
+        figures = classification_metrics(candidate, held.y, tuple(classes))
+        figures["ece_uncalibrated"] = expected_calibration_error(softmax(head.logits(held.x)), held.y,
+                                                                 allowed)
+        before = {k: v for k, v in classification_metrics(served, held.y, tuple(classes)).items()
+                  if k in ("balanced_accuracy", "accuracy", "per_class", "ece")}
+        metrics.setdefault("eval", figures)  # the first set's: what the job result and metrics report
+        metrics.setdefault("current_on_same_eval", before)
+        metrics.setdefault("eval_set", name)
+        metrics.setdefault("by_set", {})[name] = {"candidate": figures, "current": before}
+    gate = combine(sets, classes, policy, findings=_audit(current, data, policy))
+    log(f"gate {'passed' if gate.passed else 'failed'}: " + "; ".join(gate.reasons))
+    detector = _detector(current, data, refit=len(data.added) >= settings.ood_refit_min_images)
+    network = build_classifier(model.get_layer("backbone"), len(classes))
+    network.get_layer(LOGITS).set_weights([head.kernel, head.bias + points.class_bias.astype(np.float32)])
+    candidate_model = with_ood_output(with_temperature(network, temperature), detector[0])
+    return Judged(points, referral, metrics, gate, detector[1], candidate_model)
 
 
 async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: TrainOptions, *,
                        version: str, settings: TrainerSettings, progress: Progress, log: Log) -> Outcome:
-    """Train a candidate from the store's catalog and judge it; does not publish or promote.
-
-    The steps: data (`catalog_data`: the catalog's `train` images, one in ten validating, and its
-    `eval` images, for the gate only), fit (`fit_candidate`), calibrate (`steps.calibrate`, as
-    the base training command: temperature, referral and uncertainty thresholds on validation),
-    evaluate (`evaluate_candidate`: held-out figures and the gate) and describe
-    (`steps.describe`). The gate policy, referral recall and uncertainty target come from
-    `settings`. Raises Unprocessable when there is nothing to train on or no current model to
-    start from.
-    """
+    """Train a candidate from the served model's evidence and the store's catalog and judge it;
+    does not publish or promote. Raises Unprocessable when there is nothing to train, validate or
+    judge on, no current model to start from, or (fine-tuning) too few catalog images."""
     started = time.monotonic()
     current = await load_current(registry, settings.work_dir)
-    parent = current.manifest
-    data = await catalog_data(store, current, settings, progress=progress, log=log)
-    fitted = await fit_candidate(store, current, data, options, version=version, settings=settings,
-                                 progress=progress, log=log)
-    progress.update(phase="calibrating")
-    classes, allowed = data.classes, admissible(data.classes)
-    calibration = calibrate([Scored("catalog", fitted.val_logits, data.y_val)], classes, allowed,
-                            referral_recall=settings.referral_recall,
-                            referral_confidence=settings.referral_confidence,
-                            uncertain_below_accuracy=settings.uncertain_below_accuracy)
-    referral = dict(calibration.referral)
-    # too few validation cases to choose one: keep the current one
-    for name, point in parent.referral.items():
-        if name in classes and name not in referral:
-            referral[name] = point.model_copy(update={"basis": f"inherited from {parent.version}"})
-    evaluation = evaluate_candidate(current, data, fitted, calibration.temperature, settings, log)
+    if options.fine_tune:
+        from trainer_service.fine_tune import fine_tune_candidate
 
-    detector = _detector(current.model, parent, fitted.x_fit, data.y_fit, fitted.x_val,
-                         refit=options.fine_tune or len(fitted.x_fit) >= settings.ood_refit_min_images)
-    new_model = with_ood_output(with_temperature(fitted.model, calibration.temperature), detector[0])
+        return await fine_tune_candidate(store, current, options, version=version, settings=settings,
+                                         progress=progress, log=log)
+    parent = current.manifest
+    data = await gather(store, registry, current, settings, progress=progress, log=log)
+    log(f"retraining the head of {parent.version} on {len(data.fit)} images "
+        f"({data.inherited} rows of its evidence, {len(data.added)} catalog images added)")
+    head = await fit_candidate(current, data, options, settings=settings, progress=progress)
+    progress.update(phase="calibrating")
+    judged = await asyncio.to_thread(judge, current, data, head, settings, log)
     progress.update(phase="saving")
-    snapshot = sorted(r.sha256 for r in data.train)
-    baseline = evaluation.baseline
+    snapshot = sorted(r.sha256 for r in data.records if r.split == "train")
     manifest = describe(
-        version, classes, temperature=calibration.temperature, referral=referral,
-        uncertainty=calibration.uncertainty,
-        input_size=parent.input_size, preprocessing=parent.preprocessing, backbone=parent.backbone,
-        parent_version=parent.version,
-        training_data={"images": len(data.train), "held_out": len(data.held),
-                       "counts": counts(data.records), "snapshot_sha256": digest(snapshot),
+        version, data.classes, temperature=judged.points.calibration.temperature, referral=judged.referral,
+        uncertainty=judged.points.calibration.uncertainty, input_size=parent.input_size,
+        preprocessing=parent.preprocessing, backbone=parent.backbone, parent_version=parent.version,
+        training_data={"images": len(data.fit), "held_out": len(data.reference) + len(data.uploads),
+                       "evidence": data.summary(), "counts": counts(data.records),
+                       "snapshot_sha256": digest(snapshot),
                        "snapshot_key": f"models/{version}/snapshot.json"},
-        metrics={"eval": evaluation.candidate, "current_on_same_eval": {
-            k: baseline[k] for k in ("balanced_accuracy", "accuracy", "per_class", "ece")}},
-        ood=detector[1], backbone_version=fitted.backbone_id, gate=evaluation.gate,
-        recipe={"kind": "fine_tune" if options.fine_tune else "head_only", **options.model_dump()},
+        metrics=judged.metrics, ood=judged.detector, backbone_version=data.backbone_id, gate=judged.gate,
+        class_bias=judged.points.class_bias.tolist(),
+        recipe={"kind": "head_only", **options.model_dump(), "class_bias_span": judged.points.span},
         training_seconds=round(time.monotonic() - started, 2))
-    directory = await asyncio.to_thread(save_artifact, new_model, manifest,
+    directory = await asyncio.to_thread(save_artifact, judged.model, manifest,
                                         settings.work_dir / "versions" / version)
-    return Outcome(manifest, directory, evaluation.gate, snapshot)
+    evidence = await asyncio.to_thread(data.evidence.to_bytes)
+    return Outcome(manifest, directory, judged.gate, snapshot, evidence)
+

@@ -29,6 +29,10 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
         description="Gate: most a malignant class's recall may fall beyond its noise (0: not at all).")
     gate_min_class_support: int = Field(
         10, ge=1, description="Gate: held-out images a class needs before its recall is judged.")
+    gate_unjudged_malignant_blocks: bool = Field(
+        True, description="Gate: a malignant class that no held-out set has enough images of to judge blocks "
+                          "automatic promotion (absence of evidence is not a pass). Turn off only for demos "
+                          "and tests on toy data.")
     gate_accept_benign_for_malignant: bool = Field(
         True,
         description="Gate: accept a benign class's drop when a malignant class's recall rose beyond its "
@@ -52,6 +56,9 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
                                 "below, the current model's (same backbone) is kept.")
     head_anchor_strength: float = Field(
         1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
+    fine_tune_min_images: int = Field(
+        200, ge=1, description="Fine-tuning retrains are refused unless the catalog holds this many training images "
+                               "of each class it trains (it changes the backbone, so it trains on images alone).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
     training_time_limit_s: float = Field(
         3600.0, gt=0,
@@ -67,5 +74,6 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
             max_class_recall_drop=self.max_class_recall_drop,
             malignant_max_recall_drop=self.gate_malignant_max_recall_drop, malignant=list(MALIGNANT),
             min_class_support=self.gate_min_class_support,
+            unjudged_malignant_blocks=self.gate_unjudged_malignant_blocks,
             accept_benign_for_malignant=self.gate_accept_benign_for_malignant,
             confidence=self.gate_confidence, resamples=self.gate_resamples)

@@ -10,6 +10,7 @@ the manifest fields that follow from the classes and the calibration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,13 @@ from shared.manifest import ModelManifest, ReferralThreshold, Uncertainty
 from shared.taxonomy import MALIGNANT, PARENTS
 from trainer_service.artifacts import code_version
 from trainer_service.calibration import fit_temperature
-from trainer_service.operating import Scored, calibrated, referral_thresholds, uncertainty_threshold
+from trainer_service.operating import (
+    Scored,
+    calibrated,
+    cross_validated_bias,
+    referral_thresholds,
+    uncertainty_threshold,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,35 @@ def calibrate(validation: list[Scored], classes: list[str], allowed: np.ndarray,
                                    confidence=referral_confidence)
     uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=uncertain_below_accuracy)
     return Calibration(temperature, probabilities, referral, uncertainty)
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """Every operating point chosen on validation: the class biases (to add to the logits), the
+    span cross-validation chose for them and what each span scored, and the calibration after them."""
+
+    class_bias: np.ndarray
+    span: float
+    tried: dict[float, float]
+    calibration: Calibration
+
+
+def operating_points(raw: list[Scored], classes: list[str], allowed: np.ndarray, *, referral_recall: float,
+                     referral_confidence: float, uncertain_below_accuracy: float,
+                     fit_bias: bool = True,
+                     floor: Callable[[np.ndarray], np.ndarray] | None = None) -> OperatingPoints:
+    """Class biases (2-fold cross-validated on `raw`, the validation logits per source, unless
+    `fit_bias` is False; then raised by `floor`, given the biases, where a retrain must keep a
+    class's recall), then `calibrate` on the biased logits: the one rule of the base recipe and of
+    head retrains."""
+    bias, span, tried = cross_validated_bias(raw, allowed) if fit_bias else (np.zeros(len(classes)), 0.0, {})
+    if floor is not None:
+        bias = floor(bias)
+    adjusted = [Scored(s.source, s.values + bias, s.labels) for s in raw]
+    calibration = calibrate(adjusted, classes, allowed, referral_recall=referral_recall,
+                            referral_confidence=referral_confidence,
+                            uncertain_below_accuracy=uncertain_below_accuracy)
+    return OperatingPoints(bias, span, tried, calibration)
 
 
 def describe(version: str, classes: list[str], *, temperature: float, referral: dict[str, ReferralThreshold],

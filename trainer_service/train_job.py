@@ -30,7 +30,7 @@ from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
 from trainer_service.ood import FLAGGED, OodFit, fit_ood, threshold_for, with_ood_output
-from trainer_service.operating import Scored, cross_validated_bias
+from trainer_service.operating import Scored
 from trainer_service.sources import (
     Source,
     combined,
@@ -39,7 +39,7 @@ from trainer_service.sources import (
     recorded_split_seed,
     source_name,
 )
-from trainer_service.steps import calibrate, describe
+from trainer_service.steps import describe, operating_points
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
 #: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
@@ -239,15 +239,15 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
     """
     allowed = admissible(classes)
     raw = _source_scores(model, sources)
-    bias, span, tried = cross_validated_bias(raw, allowed)
-    log(f"class bias span {span} chosen by 2-fold cross-validation on validation: {tried}")
+    points = operating_points(raw, list(classes), allowed, referral_recall=referral_recall,
+                              referral_confidence=referral_confidence,
+                              uncertain_below_accuracy=UNCERTAIN_BELOW_ACCURACY)
+    bias, calibration = points.class_bias, points.calibration
+    log(f"class bias span {points.span} chosen by 2-fold cross-validation on validation: {points.tried}")
     dense = model.get_layer(LOGITS)
     kernel, old_bias = dense.get_weights()
     dense.set_weights([kernel, old_bias + bias.astype(np.float32)])
     adjusted = [Scored(s.source, s.values + bias, s.labels) for s in raw]
-    calibration = calibrate(adjusted, list(classes), allowed, referral_recall=referral_recall,
-                            referral_confidence=referral_confidence,
-                            uncertain_below_accuracy=UNCERTAIN_BELOW_ACCURACY)
     temperature, probabilities = calibration.temperature, calibration.probabilities
     referral, uncertainty = calibration.referral, calibration.uncertainty
     validation: dict[str, Any] = {}

@@ -17,13 +17,14 @@ from tests.support.http import form, wait_job
 from tests.support.reliability import scenario
 from tests.support.tokens import OPERATOR
 from trainer_service import retrain
-from trainer_service.gate import apply_gate
+from trainer_service.gate import combine
 from trainer_service.importer import import_dataset
 
 pytestmark = pytest.mark.timeout(120)
 #: Trainer settings under which any candidate passes the gate (margins are the trainer's policy).
 LENIENT_GATE = {"max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0,
-                "gate_malignant_max_recall_drop": 1.0}
+                "gate_malignant_max_recall_drop": 1.0, "gate_min_class_support": 1,
+                "gate_unjudged_malignant_blocks": False}
 
 
 async def seeded_client(make_client: MakeClient, tmp_path: Path,
@@ -54,7 +55,7 @@ async def test_retrain_extends_the_classes_promotes_and_workers_reload(
     assert busy.status == 409 and (await busy.json())["job_id"] == accepted["job_id"]
 
     job = await wait_job(client, accepted["job_id"], timeout=90)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job.get("error")
     assert job["started_at"] and job["finished_at"] and any("training started" in line for line in job["log"])
     assert job["progress"]["epoch"] == 20
     version = job["result"]["version"]
@@ -79,7 +80,7 @@ async def test_retrain_extends_the_classes_promotes_and_workers_reload(
 
 async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_serves_it(
         make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_gate = apply_gate
+    real_gate = combine
 
     def unconvinced(*args: Any, **kwargs: Any) -> GateResult:
         """The real verdict, turned into a rejection: the gate's judgement itself is tested in
@@ -87,7 +88,7 @@ async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_
         verdict = real_gate(*args, **kwargs)
         return verdict.model_copy(update={"passed": False, "reasons": ["balanced accuracy fell 0.500"]})
 
-    monkeypatch.setattr(retrain, "apply_gate", unconvinced)
+    monkeypatch.setattr(retrain, "combine", unconvinced)
     client = await seeded_client(make_client, tmp_path)
     accepted = await (await client.post("/retrain", json={"epochs": 2}, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=90)
@@ -133,15 +134,26 @@ async def test_the_caller_cannot_set_the_gate_margins(make_client: MakeClient, m
 
 
 async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeClient, tmp_path: Path) -> None:
-    client = await seeded_client(make_client, tmp_path)
+    client = await seeded_client(make_client, tmp_path, {**LENIENT_GATE, "fine_tune_min_images": 1})
     options = {"epochs": 5, "fine_tune": True, "fine_tune_epochs": 1}
     accepted = await (await client.post("/retrain", json=options, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=110)
-    assert job["state"] == "succeeded", job
-    assert any("fine-tune" in line for line in job["log"])
+    assert job["state"] == "succeeded", job.get("error")
+    assert any("fine-tun" in line for line in job["log"])
     models = await (await client.get("/models")).json()
     newest = models["versions"][-1]
     assert newest["version"] == job["result"]["version"] and models["current"] == newest["version"]
+
+
+async def test_fine_tuning_on_a_catalog_too_small_to_train_and_judge_it_is_refused(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    client = await seeded_client(make_client, tmp_path, {})  # the default policy: 200 images a class
+    accepted = await (await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)).json()
+    job = await wait_job(client, accepted["job_id"], timeout=60)
+    assert job["state"] == "failed" and job["error"]["status"] == 422
+    assert job["error"]["code"] == "not_enough_images_to_fine_tune"
+    assert "need 200 training images a class" in job["error"]["message"]
+    assert (await (await client.get("/models")).json())["current"] == "tiny-v1"
 
 
 async def test_of_six_concurrent_retrains_one_is_accepted_and_five_are_told_which_job_runs(

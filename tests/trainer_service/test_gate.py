@@ -20,13 +20,41 @@ def answers(recalls: list[float], supports: list[int], seed: int = 0) -> tuple[n
     return labels, correct.astype(float)
 
 
-def test_one_image_on_a_tiny_class_is_not_enough_to_reject() -> None:
-    labels, old = answers([1.0, 0.8, 0.7], [6, 6, 6])
-    _, new = answers([0.833, 0.8, 0.7], [6, 6, 6], seed=1)  # one keratosis of six missed
+def test_one_image_on_a_tiny_benign_class_is_not_enough_to_reject() -> None:
+    labels, old = answers([1.0, 0.8, 0.7], [6, 60, 60])
+    _, new = answers([0.833, 0.8, 0.7], [6, 60, 60], seed=1)  # one keratosis of six missed
     result = apply_gate(labels, new, old, CLASSES, POLICY)
     assert result.passed, result.reasons
     assert {v.label: v.judgement for v in result.classes}["benign_keratosis"] == "not enough data"
     assert any("not enough held-out images" in r for r in result.reasons)
+
+
+def test_a_malignant_class_too_thin_to_judge_is_not_a_pass() -> None:
+    labels, old = answers([0.8, 0.8, 0.7], [60, 60, 6])
+    result = apply_gate(labels, old, old, CLASSES, POLICY)  # the same answers: nothing fell
+    assert not result.passed and result.unjudged == ["melanoma"]
+    assert any("cannot judge melanoma" in r and "force" in r for r in result.reasons)
+
+
+def test_a_malignant_class_is_judged_on_named_or_flagged_and_each_set_apart() -> None:
+    from trainer_service.gate import Answers, combine, judge_set
+
+    labels, correct = answers([0.8, 0.9, 0.6], [60, 300, 150])
+    melanoma = labels == 2
+    flagged_before = melanoma & (np.arange(len(labels)) % 10 != 0)  # 90 % of melanomas flagged
+    flagged_after = melanoma & (np.arange(len(labels)) % 2 == 0)  # 50 %, same top labels
+    current = Answers(correct, {"melanoma": (correct.astype(bool) & melanoma) | flagged_before})
+    candidate = Answers(correct, {"melanoma": (correct.astype(bool) & melanoma) | flagged_after})
+    reference = judge_set("reference", "lineage images", labels, candidate, current, CLASSES, POLICY)
+    same = judge_set("uploads", "held-out uploads", labels, current, current, CLASSES, POLICY)
+    verdict = {v.label: v for v in reference.classes}["melanoma"]
+    assert verdict.change is not None and verdict.change.difference == 0  # top label unchanged
+    assert verdict.caught_change is not None and verdict.caught_change.high < 0
+    assert verdict.judgement == "worse" and verdict.candidate_specificity == 1.0
+    result = combine([reference, same], CLASSES, POLICY)
+    assert not result.passed and [s.name for s in result.sets] == ["reference", "uploads"]
+    assert any(r.startswith("reference: melanoma caught") for r in result.reasons), result.reasons
+    assert not same.reasons
 
 
 def test_a_damaged_candidate_is_rejected_with_its_numbers() -> None:
