@@ -1,9 +1,10 @@
 """`POST /predict`: one image in, a prediction out, via an inference worker over the broker.
 
 In order, each step cheap before the next: the caller's rate (429), the query (400), the
-declared size (413), a share of the upload-bytes budget (429), the body within
-`DERMASCAN_BODY_TIMEOUT_S` (408), the format from the magic bytes (400/415), the pixel count
-from the header (413), and only then an in-flight slot (429) and the call to a worker.
+declared size (413), the body within `DERMASCAN_BODY_TIMEOUT_S` and at the minimum pace (408),
+each chunk held against the caller's share and the gateway's upload-bytes budget as it arrives
+(429), the format from the magic bytes (400/415), the pixel count from the header (413), and
+only then an in-flight slot (429) and the call to a worker.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.image_header import check_pixels
 from gateway.keys import BUS, METRICS, SETTINGS
-from gateway.limits import UPLOAD_BYTES, receiving
-from gateway.ratelimit import RATE_LIMITS
+from gateway.limits import UPLOAD_BYTES, paced
+from gateway.ratelimit import RATE_LIMITS, caller
 from gateway.uploads import FRAMING_BYTES, declared_size, read_single_file
 from shared.errors import BadRequest, DermaScanError, Overloaded
 from shared.imaging import check_format
@@ -98,10 +99,12 @@ async def predict(request: web.Request) -> web.Response:
     app[RATE_LIMITS].predict(request)
     top_k = parse_top_k(request.query.get("top_k"))
     want_input = parse_flag("model_input", request.query.get("model_input"))
-    size = declared_size(request, settings.max_upload_bytes + FRAMING_BYTES, code="file_too_large")
-    with app[UPLOAD_BYTES].reserve(size):
-        async with receiving(settings.body_timeout_s, "the image"):
-            image = await read_single_file(request, "file", settings.max_upload_bytes)
+    declared_size(request, settings.max_upload_bytes + FRAMING_BYTES, code="file_too_large")
+    # bytes are held as they arrive, not as declared: a connection that sends nothing holds nothing
+    share = settings.max_upload_bytes_in_flight_per_caller
+    with app[UPLOAD_BYTES].hold(caller(request), share) as holding:
+        async with paced(settings, request, settings.body_timeout_s, "the image"):
+            image = await read_single_file(request, "file", settings.max_upload_bytes, holding.take)
         if not image:
             raise BadRequest("the file is empty", code="empty_file")
         image_format = check_format(image[:16])

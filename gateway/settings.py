@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings
@@ -86,8 +86,18 @@ class GatewaySettings(CommonSettings):
     upload_timeout_s: float = Field(
         900.0, gt=0, description="Seconds a bulk upload may take to arrive and be staged (then 408).")
     max_upload_bytes_in_flight: int = Field(
-        256 * 1024 * 1024, gt=0, description="Request bytes one gateway receives at once over `/predict` and "
-        "bulk uploads (each reserves its Content-Length, at most its per-file limit); past it: 429.")
+        256 * 1024 * 1024, gt=0, description="File bytes one gateway holds at once over `/predict` and bulk "
+        "uploads, counted as they arrive (never as declared); past it: 429.")
+    max_upload_bytes_in_flight_per_caller: int = Field(
+        32 * 1024 * 1024, gt=0, description="Of `DERMASCAN_MAX_UPLOAD_BYTES_IN_FLIGHT`, what one caller (API "
+        "token, or client address without one) holds at once; past it: 429. At least the largest file "
+        "(`DERMASCAN_MAX_UPLOAD_BYTES`, `DERMASCAN_MAX_FILE_BYTES`).")
+    min_receive_rate_bytes_per_s: int = Field(
+        4096, ge=0, description="Slowest pace at which `/predict` and bulk-upload bodies may arrive, "
+        "measured over each `DERMASCAN_RECEIVE_RATE_WINDOW_S`; slower: 408 `body_too_slow`. 0: no minimum.")
+    receive_rate_window_s: float = Field(
+        10.0, gt=0, description="Window of `DERMASCAN_MIN_RECEIVE_RATE_BYTES_PER_S`: a body must bring that "
+        "rate's worth of bytes in every such window (a stalled client is let go after one).")
     predict_rate_per_s: float = Field(
         50.0, ge=0, description="Predictions a second per caller (API token, or client address without "
         "one), per gateway process; past it: 429 with Retry-After. 0: no limit.")
@@ -95,8 +105,8 @@ class GatewaySettings(CommonSettings):
         100, ge=1, description="Predictions a caller may send at once before `DERMASCAN_PREDICT_RATE_PER_S` "
         "applies.")
     upload_bytes_per_hour: int = Field(
-        4 * 1024**3, ge=0, description="Bulk-upload bytes per API token per hour, per gateway process; past "
-        "it: 429 with Retry-After. 0: no quota.")
+        4 * 1024**3, ge=0, description="Bulk-upload bytes per API token per hour, charged as they arrive, "
+        "per gateway process; past it: 429 with Retry-After. 0: no quota.")
 
     grafana_url: str | None = Field(
         None, description="Grafana's address, linked from the UI's Status section "
@@ -128,6 +138,14 @@ class GatewaySettings(CommonSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("max_upload_bytes_in_flight_per_caller")
+    @classmethod
+    def _share_fits_a_file(cls, value: int, info: ValidationInfo) -> int:
+        largest = max(info.data.get("max_upload_bytes", 0), info.data.get("max_file_bytes", 0))
+        if value < largest:
+            raise ValueError(f"{value:,} bytes cannot hold the largest file accepted ({largest:,} bytes)")
+        return value
 
     @field_validator("grafana_url")
     @classmethod

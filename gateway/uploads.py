@@ -2,30 +2,48 @@
 
 Every failure of the multipart parser (no or wrong boundary, malformed part headers such as a
 NUL in a file name, a body cut short) is a `400 malformed_multipart` with a reason of ours;
-the parser's own text is not echoed.
+the parser's own text is not echoed. A client that closes its connection mid-body is a
+`400 client_disconnected` (nobody reads it; it is what the metrics and the audit log count),
+not an internal error.
+
+The readers report each chunk of a file to a callback (`on_chunk`), which is how the gateway
+holds the bytes actually received against its budget and charges upload quotas.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
+from shared.errors import BadRequest, DermaScanError, PayloadTooLarge, Unprocessable
 
 _CHUNK = 64 * 1024
 #: Room for the multipart framing around one file.
 FRAMING_BYTES = 64 * 1024
 #: What aiohttp's multipart parser raises on a malformed body.
 _PARSER_ERRORS = (ValueError, AssertionError, HttpProcessingError, UnicodeError)
+#: Told each chunk's size as it arrives; may raise to stop reading.
+OnChunk = Callable[[int], None]
+
+
+class ClientDisconnected(DermaScanError):
+    """The client closed its connection before its request body arrived (400; nobody reads
+    the answer, but the metrics and the audit log count it as the client's doing)."""
+
+    status = 400
+    default_code = "client_disconnected"
 
 
 @contextmanager
 def _parsing(where: str) -> Iterator[None]:
     try:
         yield
+    except ConnectionResetError:  # aiohttp's payload error when the peer goes away mid-body
+        raise ClientDisconnected(f"the client closed the connection before the body arrived ({where})",
+                                 code="client_disconnected") from None
     except _PARSER_ERRORS:
         raise BadRequest(f"the multipart body is malformed ({where}); send multipart/form-data "
                          "as a browser or curl -F does", code="malformed_multipart") from None
@@ -61,15 +79,17 @@ async def parts(request: web.Request, what: str) -> AsyncIterator[BodyPartReader
 
 
 async def release(part: BodyPartReader | MultipartReader) -> None:
-    """Skip the rest of `part`; raises BadRequest when it is malformed."""
+    """Skip the rest of `part`; raises BadRequest when it is malformed, ClientDisconnected
+    when the client left."""
     with _parsing("a part's body"):
         await part.release()
 
 
-async def read_part(part: BodyPartReader, limit: int) -> bytes:
-    """The whole raw body of one part (never decoded, whatever its Content-Encoding says);
-    raises PayloadTooLarge past `limit` bytes, reading no further, BadRequest when the part is
-    malformed."""
+async def read_part(part: BodyPartReader, limit: int, on_chunk: OnChunk | None = None) -> bytes:
+    """The whole raw body of one part (never decoded, whatever its Content-Encoding says),
+    telling `on_chunk` each chunk kept (what it raises stops the read); raises PayloadTooLarge
+    (`file_too_large`) past `limit` bytes, reading no further, BadRequest when the part is
+    malformed, ClientDisconnected when the client left."""
     chunks, size = [], 0
     with _parsing("a part's body"):
         while chunk := await part.read_chunk(_CHUNK):
@@ -77,6 +97,8 @@ async def read_part(part: BodyPartReader, limit: int) -> bytes:
             if size > limit:
                 raise PayloadTooLarge(f"the file is larger than the {limit:,}-byte limit",
                                       code="file_too_large")
+            if on_chunk is not None:
+                on_chunk(len(chunk))
             chunks.append(chunk)
         if not part.at_eof():  # the body ended before the part's closing boundary
             raise ValueError("part cut short")
@@ -89,12 +111,15 @@ def filename(part: BodyPartReader) -> str | None:
         return part.filename
 
 
-async def read_single_file(request: web.Request, field: str, limit: int) -> bytes:
-    """The bytes of multipart field `field`. Raises Unprocessable when the request is not
-    multipart or lacks the field, PayloadTooLarge past `limit`, BadRequest when malformed."""
+async def read_single_file(request: web.Request, field: str, limit: int,
+                           on_chunk: OnChunk | None = None) -> bytes:
+    """The bytes of multipart field `field` (`on_chunk` is told its chunks as they are read).
+    Raises Unprocessable when the request is not multipart or lacks the field, PayloadTooLarge
+    past `limit`, BadRequest when malformed, ClientDisconnected when the client left, and what
+    `on_chunk` raises."""
     declared_size(request, limit + FRAMING_BYTES, code="file_too_large")
     async for part in parts(request, f"a {field!r} field"):
         if part.name == field:
-            return await read_part(part, limit)
+            return await read_part(part, limit, on_chunk)
         await release(part)
     raise Unprocessable(f"the form has no {field!r} field", code="missing_field")

@@ -40,13 +40,15 @@ def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-async def connect(client: Client) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(client.server.host, client.server.port)
+async def connect(client: Client,
+                  source: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to the gateway from `source` (any 127.x address: another caller)."""
+    return await asyncio.open_connection(client.server.host, client.server.port, local_addr=(source, 0))
 
 
 def multipart_head(size: int) -> bytes:
     """A /predict request announcing a `size`-byte body, with only its first part header sent."""
-    return (f"POST /predict HTTP/1.1\r\nHost: test\r\n"
+    return (f"POST /predict HTTP/1.1\r\nHost: localhost\r\n"
             f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {size}\r\n\r\n--{BOUNDARY}\r\n"
             'Content-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n'
@@ -156,17 +158,89 @@ def test_an_unreadable_header_is_left_to_the_worker() -> None:
     assert dimensions(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp") is None
 
 
-async def test_upload_bytes_in_flight_are_bounded(make_client: MakeClient, melanoma_jpeg: bytes) -> None:
-    client = await make_client(max_upload_bytes_in_flight=300_000, body_timeout_s=2)
-    reader, writer = await connect(client)
-    writer.write(multipart_head(250_000))  # holds 250 KB of the budget while it trickles
-    await writer.drain()
+def whole_request(image: bytes) -> bytes:
+    """A complete /predict request carrying `image`, as raw bytes."""
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n'
+            .encode() + image + f"\r\n--{BOUNDARY}--\r\n".encode())
+    return (f"POST /predict HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def test_a_declared_length_holds_nothing_until_its_bytes_arrive(make_client: MakeClient,
+                                                                      melanoma_jpeg: bytes) -> None:
+    client = await make_client(max_upload_bytes_in_flight=250_000, max_upload_bytes=200_000,
+                               max_file_bytes=200_000, max_upload_bytes_in_flight_per_caller=200_000)
+    big = melanoma_jpeg + b"\x00" * 150_000
+    # twenty callers announce the largest body and send no more of it: they hold nothing
+    idle = [await connect(client, f"127.0.0.{10 + i}") for i in range(20)]
+    for _, writer in idle:
+        writer.write(multipart_head(200_000))
+        await writer.drain()
     await asyncio.sleep(0.2)
-    refused = await client.post("/predict", data=form(melanoma_jpeg + b"\x00" * 60_000))
+    assert (await client.post("/predict", data=form(big))).status == 200
+    # what did arrive is held (but for the last chunk, which the parser keeps to look for the
+    # boundary): 150 KB sent, then a stall
+    reader, writer = await connect(client, "127.0.0.2")
+    writer.write(multipart_head(200_000) + b"\x00" * 150_000)
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    refused = await client.post("/predict", data=form(big))
     assert refused.status == 429, await refused.text()
     assert (await refused.json())["error"]["code"] == "upload_bytes_in_flight"
     assert refused.headers["Retry-After"] == "1"
     assert (await client.post("/predict", data=form(melanoma_jpeg))).status == 200  # a small one fits
-    writer.close()  # the slow client gives up: its share comes back
+    writer.close()  # the slow client gives up: its bytes come back
     await asyncio.sleep(0.3)
-    assert (await client.post("/predict", data=form(melanoma_jpeg + b"\x00" * 60_000))).status == 200
+    assert (await client.post("/predict", data=form(big))).status == 200
+    for _, idler in idle:
+        idler.close()
+
+
+async def test_one_caller_cannot_take_the_budget_from_the_rest(make_client: MakeClient,
+                                                               melanoma_jpeg: bytes) -> None:
+    client = await make_client(max_upload_bytes=100_000, max_file_bytes=100_000,
+                               max_upload_bytes_in_flight_per_caller=100_000)
+    _, holding = await connect(client, "127.0.0.2")
+    holding.write(multipart_head(100_000) + b"\x00" * 90_000)  # 90 KB of its 100 KB share, then a stall
+    await holding.drain()
+    await asyncio.sleep(0.3)
+    reader, writer = await connect(client, "127.0.0.2")
+    writer.write(whole_request(melanoma_jpeg + b"\x00" * 40_000))  # the same address asks for more
+    status, body = await asyncio.wait_for(answer(reader), 5)
+    assert status == 429 and body["error"]["code"] == "upload_bytes_per_caller", body  # type: ignore[index]
+    # everyone else still has the rest of the budget
+    assert (await client.post("/predict", data=form(melanoma_jpeg + b"\x00" * 50_000))).status == 200
+    holding.close()
+    writer.close()
+
+
+async def test_a_stalled_body_is_let_go_after_one_window_a_steady_slow_one_is_not(
+        make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+    client = await make_client(min_receive_rate_bytes_per_s=2000, receive_rate_window_s=0.5,
+                               body_timeout_s=20)
+    stalled_reader, stalled = await connect(client, "127.0.0.2")
+    stalled.write(multipart_head(100_000) + b"\x00" * 5000)  # a good start, then nothing
+    await stalled.drain()
+    started = time.monotonic()
+
+    async def steady() -> tuple[int, dict[str, object]]:  # 4,000 bytes a second, twice the minimum
+        reader, writer = await connect(client, "127.0.0.3")
+        request = whole_request(melanoma_jpeg + b"\x00" * 6000)
+        for at in range(0, len(request), 1000):
+            writer.write(request[at:at + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.25)
+        try:
+            return await answer(reader)
+        finally:
+            writer.close()
+
+    steady_answer = asyncio.ensure_future(steady())
+    status, body = await asyncio.wait_for(answer(stalled_reader), 5)
+    assert status == 408 and body["error"]["code"] == "body_too_slow", body  # type: ignore[index]
+    assert time.monotonic() - started < 2  # one window after its last bytes, not the 20 s deadline
+    status, body = await steady_answer
+    assert status == 200, body
+    assert time.monotonic() - started > 2  # it took its time, and kept its connection throughout
+    stalled.close()
