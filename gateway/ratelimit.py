@@ -52,6 +52,14 @@ class Buckets:
     def take(self, key: str, amount: float = 1.0) -> float:
         """Take `amount` from `key`'s bucket and return 0, or take nothing and return the
         seconds until it could be taken (`math.inf` when `amount` exceeds the capacity)."""
+        return self._ask(key, amount, take=True)
+
+    def wait(self, key: str, amount: float) -> float:
+        """The seconds until `amount` could be taken from `key`'s bucket (0: now; `math.inf`
+        when it exceeds the capacity), taking nothing."""
+        return self._ask(key, amount, take=False)
+
+    def _ask(self, key: str, amount: float, *, take: bool) -> float:
         if self.rate <= 0:
             return 0.0
         if amount > self.capacity:
@@ -64,14 +72,15 @@ class Buckets:
         while len(self._buckets) > self.max_callers:
             self._buckets.popitem(last=False)
         if bucket.level >= amount:
-            bucket.level -= amount
+            if take:
+                bucket.level -= amount
             return 0.0
         return (amount - bucket.level) / self.rate
 
 
 class RateLimits:
     """The gateway's limits, from its settings: predictions per caller and bulk-upload bytes
-    per token."""
+    per token (charged as they arrive, so an abandoned request costs only what it sent)."""
 
     def __init__(self, settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.predictions = Buckets(settings.predict_rate_per_s, settings.predict_burst, clock=clock)
@@ -86,10 +95,18 @@ class RateLimits:
                               f"{self.predictions.rate:g} a second (bursts of {self.predictions.capacity:g})",
                               retry_after_s=wait)
 
+    def check_upload(self, request: web.Request, declared: int | None) -> None:
+        """Before a bulk upload is read, charging nothing (a declared size is not bytes
+        received): raises PayloadTooLarge when `declared` alone exceeds the hourly quota,
+        RateLimited when the caller has less than `declared` (or nothing) left of it."""
+        self._refuse(request, declared or 1, self.upload_bytes.wait(caller(request), declared or 1))
+
     def upload(self, request: web.Request, size: int) -> None:
-        """Charge `size` bulk-upload bytes; raises RateLimited past the caller's hourly quota,
-        PayloadTooLarge when `size` alone exceeds it."""
-        wait = self.upload_bytes.take(caller(request), size)
+        """Charge `size` bulk-upload bytes received; raises RateLimited past the caller's
+        hourly quota, PayloadTooLarge when `size` alone exceeds it."""
+        self._refuse(request, size, self.upload_bytes.take(caller(request), size))
+
+    def _refuse(self, request: web.Request, size: int, wait: float) -> None:
         if wait == math.inf:
             raise PayloadTooLarge(f"{size:,} bytes exceed the upload quota of "
                                   f"{self.upload_bytes.capacity:,.0f} bytes an hour",

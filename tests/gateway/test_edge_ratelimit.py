@@ -3,6 +3,7 @@ address without one), refilled as time passes."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -52,6 +53,30 @@ async def test_bulk_uploads_have_an_hourly_quota_per_token(make_client: MakeClie
     too_big = await client.post("/upload-bulk", data=files_form([("m.jpg", melanoma_jpeg)] * 4),
                                 headers=OPERATOR)
     assert too_big.status == 413 and (await too_big.json())["error"]["code"] == "over_upload_quota"
+
+
+async def test_abandoned_uploads_cost_only_the_bytes_they_sent(make_client: MakeClient) -> None:
+    # The audit's reproduction: requests that announce most of the hour's quota, send ~100 bytes
+    # and go away must not spend it.
+    client = await make_client(with_worker=False, upload_bytes_per_hour=1_000_000)
+    for _ in range(8):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(f"POST /upload-bulk HTTP/1.1\r\nHost: localhost\r\n"
+                     f"Authorization: {CONTRIBUTOR['Authorization']}\r\n"
+                     "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 900000\r\n\r\n"
+                     '--b\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
+                     "\xff\xd8\xff".encode("latin-1") + b"\x00" * 100)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+    await asyncio.sleep(0.2)
+    upload = await client.post("/upload-bulk", data=files_form([("m.jpg", b"\x00" * 300_000)]),
+                               headers=CONTRIBUTOR)
+    assert upload.status == 202, await upload.text()
+    # what did arrive is charged: 300 KB of the million are gone
+    refused = await client.post("/upload-bulk", data=files_form([("m.jpg", b"\x00" * 750_000)]),
+                                headers=CONTRIBUTOR)
+    assert refused.status == 429 and (await refused.json())["error"]["code"] == "upload_quota"
 
 
 class Clock:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from tests.conftest import FIXTURES
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import files_form, wait_job
-from tests.support.tokens import CONTRIBUTOR
+from tests.support.tokens import CONTRIBUTOR, OPERATOR
 
 pytestmark = pytest.mark.timeout(60)
 UPLOADS = FIXTURES / "uploads"
@@ -107,3 +109,84 @@ async def test_upload_errors(make_client: MakeClient) -> None:
     assert [(o["status"], o.get("reason")) for o in job["result"]["files"]] == [("rejected", "too_large"),
                                                                                 ("stored", None)]
     assert (await client.get("/jobs/doesnotexist")).status == 404
+
+
+BOUNDARY = "refusal-test-boundary"
+
+
+def multipart(files: list[tuple[str, bytes]], label: str | None = None, *,
+              label_first: bool = False) -> bytes:
+    """A bulk-upload form as raw bytes (to send chunked, with no Content-Length, or cut short)."""
+    def field(name: str, data: bytes, filename: str | None = None) -> bytes:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+    parts = [field("files", data, name) for name, data in files]
+    if label is not None:
+        parts.insert(0 if label_first else len(parts), field("label", label.encode()))
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def chunked(body: bytes) -> AsyncIterator[bytes]:
+    """`body` sent chunked: the request declares no length."""
+    for at in range(0, len(body), 4096):
+        yield body[at:at + 4096]
+
+
+def staged(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
+
+
+REFUSALS = {  # refusal kind -> (settings, how the form is sent, files, label, label first)
+    "too_many_files": ({"max_files_per_request": 2}, "length", 3, None, False),
+    "unknown_label": ({}, "length", 2, "lupus", False),  # the label after the files
+    "unknown_label first": ({}, "length", 2, "lupus", True),  # refused before any file is staged
+    "request_too_large": ({"max_request_bytes": 10_000}, "chunked", 3, None, False),
+    "upload_quota": ({"upload_bytes_per_hour": 10_000}, "chunked", 3, None, False),
+}
+
+
+@pytest.mark.parametrize("kind", REFUSALS)
+async def test_a_refused_upload_leaves_no_staged_file(make_client: MakeClient, tmp_path: Path,
+                                                       melanoma_jpeg: bytes, kind: str) -> None:
+    settings, sent, count, label, label_first = REFUSALS[kind]
+    client = await make_client(with_worker=False, **settings)
+    body = multipart([(f"melanoma_{i}.jpg", melanoma_jpeg) for i in range(count)], label,
+                     label_first=label_first)
+    response = await client.post("/upload-bulk", data=chunked(body) if sent == "chunked" else body,
+                                 headers={**CONTRIBUTOR,
+                                          "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert response.status in (413, 422, 429), await response.text()
+    assert (await response.json())["error"]["code"] == kind.split()[0]
+    assert staged(tmp_path) == []
+
+
+async def test_a_client_that_leaves_mid_upload_leaves_no_staged_file_and_no_500(
+        make_client: MakeClient, tmp_path: Path, melanoma_jpeg: bytes) -> None:
+    client = await make_client(with_worker=False)
+    body = multipart([(f"melanoma_{i}.jpg", melanoma_jpeg) for i in range(3)])
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"POST /upload-bulk HTTP/1.1\r\nHost: localhost\r\n"
+                 f"Authorization: {CONTRIBUTOR['Authorization']}\r\n"
+                 f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode())
+    for at in range(0, len(body) * 3 // 4, 500):  # until half-way through the third file
+        writer.write(body[at:min(at + 500, len(body) * 3 // 4)])
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    for _ in range(50):  # the first two files are staged
+        if len(staged(tmp_path)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(staged(tmp_path)) == 2
+    writer.close()  # gone, mid-way through the third file
+    for _ in range(50):
+        if not staged(tmp_path):
+            break
+        await asyncio.sleep(0.05)
+    assert staged(tmp_path) == []
+    audit = await (await client.get("/audit?limit=1", headers=OPERATOR)).json()
+    assert [(e["action"], e["status"], e["outcome"]) for e in audit["events"]] == [
+        ("upload", 400, "client_disconnected")]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'status="500"' not in metrics
