@@ -190,3 +190,23 @@ async def test_a_client_that_leaves_mid_upload_leaves_no_staged_file_and_no_500(
         ("upload", 400, "client_disconnected")]
     metrics = await (await client.get("/metrics")).text()
     assert 'status="500"' not in metrics
+
+
+async def test_an_upload_the_broker_refuses_leaves_no_staged_file(make_client: MakeClient, tmp_path: Path,
+                                                                  melanoma_jpeg: bytes,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.keys import BUS
+    from shared.bus import BrokerUnavailable
+
+    client = await make_client(with_worker=False)
+
+    async def refuse(*_: object, **__: object) -> None:
+        raise BrokerUnavailable("the message broker is not reachable")
+
+    monkeypatch.setattr(client.app[BUS], "publish", refuse)
+    response = await client.post("/upload-bulk", data=files_form([("melanoma_1.jpg", melanoma_jpeg)] * 2),
+                                 headers=CONTRIBUTOR)
+    assert response.status == 503, await response.text()
+    assert staged(tmp_path) == []
+    job_id = next((tmp_path / "jobs").rglob("*.json")).stem
+    assert (await (await client.get(f"/jobs/{job_id}")).json())["state"] == "failed"
