@@ -53,7 +53,7 @@ async def test_the_document_lists_every_route_with_its_role_and_the_error_shape(
     assert spec["paths"]["/predict"]["post"]["responses"]["429"]["headers"]["Retry-After"]["required"]
 
 
-async def test_schemathesis_with_every_check_finds_nothing(make_client: MakeClient) -> None:
+async def test_schemathesis_with_every_check_finds_nothing(make_client: MakeClient, tmp_path: Path) -> None:
     """`st run --checks all` (its own process, over a real socket) against the document: no 500,
     no undeclared answer, no valid request refused, no invalid one accepted, every phase (examples,
     coverage, fuzzing, stateful). The gateway's own limits are off so the fuzzing reaches the
@@ -68,7 +68,7 @@ async def test_schemathesis_with_every_check_finds_nothing(make_client: MakeClie
                "--max-examples", str(EXAMPLES), "--seed", "1", "--workers", "1", "--no-color",
                "--request-timeout", "10", "--generation-database", "none"]
     done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=240,
-                                   env={**os.environ, "NO_COLOR": "1"})
+                                   env={**os.environ, "NO_COLOR": "1"}, cwd=tmp_path)  # its cache there
     report = done.stdout + done.stderr
     assert done.returncode == 0, report[-8000:]
     generated = re.search(r"(\d+) generated", report)
