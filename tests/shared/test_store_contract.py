@@ -53,8 +53,9 @@ async def test_put_overwrites(store: ObjectStore) -> None:
 
 
 async def test_missing_keys_raise_not_found(store: ObjectStore) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as missing:
         await store.get("no/such/key")
+    assert "no/such" not in missing.value.message  # a 404 that may reach a client names no store key
     assert not await store.exists("no/such/key")
     await store.delete("no/such/key")  # a no-op, not an error
 
