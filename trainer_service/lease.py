@@ -166,3 +166,5 @@ class JobLease:
                 return
             except DermaScanError as exc:  # the store is away: the next beat tries again
                 log.warning("progress of job %s not saved: %s", self.job.job_id, exc)
+            except Exception:  # a heartbeat that died would leave the job silent, then reported lost
+                log.exception("progress of job %s not saved", self.job.job_id)
