@@ -63,16 +63,19 @@ def wait_job(base: str, job_id: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--upload", type=Path, default=None, help="folder of images to upload before retraining")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upload", type=Path, default=None,
+                        help="folder of images to upload before retraining")
     parser.add_argument("--label", default=None, help="their class")
     parser.add_argument("--seconds", type=float, default=15.0, help="idle measuring window")
     parser.add_argument("--port", type=int, default=8093)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dermascan-bench-retrain-"))
     base = f"http://127.0.0.1:{args.port}"
-    env = {**os.environ, "DERMASCAN_HTTP_PORT": str(args.port), "DERMASCAN_STORE_URL": (work / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(work / "cache"), "DERMASCAN_WORK_DIR": str(work / "trainer"),
+    env = {**os.environ, "DERMASCAN_HTTP_PORT": str(args.port),
+           "DERMASCAN_STORE_URL": (work / "var").as_uri(), "DERMASCAN_MODEL_CACHE_DIR": str(work / "cache"),
+           "DERMASCAN_WORK_DIR": str(work / "trainer"),
            "DERMASCAN_OPERATOR_TOKEN": OPERATOR, "DERMASCAN_CONTRIBUTOR_TOKEN": CONTRIBUTOR,
            "DERMASCAN_PREDICT_RATE_PER_S": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
     with (work / "embedded.log").open("wb") as log:
@@ -85,7 +88,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"the embedded system did not start; see {work / 'embedded.log'}") from None
+                    raise SystemExit(f"the embedded system did not start; see {work}/embedded.log") from None
                 time.sleep(1)
         if args.upload is not None:
             files = [(f"{args.label}_{p.name}", p.read_bytes()) for p in sorted(args.upload.iterdir())]

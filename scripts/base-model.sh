@@ -6,8 +6,9 @@
 #   scripts/base-model.sh [DATA [RUNS]]      DATA: ../shared/data, RUNS: var/runs
 #   DRY_RUN=1 scripts/base-model.sh          print the commands instead of running them
 #
-# The result is RUNS/v2-lite0-224-s3; copy its model.keras and manifest.json into models/base/ and
-# re-run the evaluate commands of MODEL_CARD.md to ship it.
+# The result is RUNS/v2-lite0-224-s3 with its training evidence (the embeddings head retrains append
+# to); copy its model.keras, manifest.json and evidence.npz into models/base/ and re-run the
+# evaluate commands of MODEL_CARD.md to ship it.
 set -euo pipefail
 
 DATA=${1:-../shared/data}
@@ -51,3 +52,13 @@ stage v2-lite0-224-s3 "$PY" -m trainer_service soup \
     "$RUNS/v2-lite0-224-r1" "$RUNS/v2-lite0-224-c1" "$RUNS/v2-lite0-224-c4" "$RUNS/v2-lite0-224-c5" \
     --out "$RUNS/v2-lite0-224-s3" --version v2-lite0-224-s3 --work-dir "$RUNS/v2-lite0-224-c4.work" \
     --data "${SOURCES[@]}" "${EVAL[@]}"
+# the embeddings of what it was fitted, validated and is judged on (trainer_service/evidence_build.py)
+if [[ -n ${DRY_RUN:-} ]]; then
+    echo "$PY -m trainer_service evidence $RUNS/v2-lite0-224-s3 --data ${SOURCES[*]} --reference $DATA/ham10000/eval --out $RUNS/v2-lite0-224-s3/evidence.npz --work-dir $RUNS/v2-lite0-224-c4.work"
+elif [[ -f $RUNS/v2-lite0-224-s3/evidence.npz ]]; then
+    echo "evidence: done already ($RUNS/v2-lite0-224-s3/evidence.npz)"
+else
+    "$PY" -m trainer_service evidence "$RUNS/v2-lite0-224-s3" --data "${SOURCES[@]}" \
+        --reference "$DATA/ham10000/eval" --out "$RUNS/v2-lite0-224-s3/evidence.npz" \
+        --work-dir "$RUNS/v2-lite0-224-c4.work"
+fi

@@ -1,6 +1,6 @@
 """`scripts/base-model.sh`, the shipped model's recipe as one command: every stage's command line
-parses, each stage starts from an earlier stage's artifact, and the last one is the shipped
-version."""
+parses, each stage starts from an earlier stage's artifact, the last model made is the shipped
+version, and its training evidence is written beside it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from shared.settings import REPO_ROOT
-from trainer_service import refit, soup
+from trainer_service import evidence_build, refit, soup
 from trainer_service.cli import train_parser
 
 
@@ -24,9 +24,13 @@ def _stages(tmp_path: Path) -> list[list[str]]:
 
 
 def test_each_stage_parses_and_starts_from_an_earlier_one(tmp_path: Path) -> None:
-    parsers = {"train": train_parser(), "refit": refit.parser(), "soup": soup.parser()}
+    parsers = {"train": train_parser(), "refit": refit.parser(), "soup": soup.parser(),
+               "evidence": evidence_build.parser()}
     made: list[Path] = []
-    for argv in _stages(tmp_path):
+    *stages, last = _stages(tmp_path)
+    evidence = parsers["evidence"].parse_args(last[4:])
+    assert last[3] == "evidence" and evidence.out == evidence.artifact / "evidence.npz"
+    for argv in stages:
         assert argv[1:3] == ["-m", "trainer_service"]
         args = parsers[argv[3]].parse_args(argv[4:])
         inputs = ([args.init_from] if argv[3] == "train" and args.init_from else
@@ -36,4 +40,4 @@ def test_each_stage_parses_and_starts_from_an_earlier_one(tmp_path: Path) -> Non
             assert inputs
         made.append(args.out)
     shipped = json.loads((REPO_ROOT / "models" / "base" / "manifest.json").read_text())["version"]
-    assert made[-1].name == shipped
+    assert made[-1].name == shipped and evidence.artifact == made[-1]

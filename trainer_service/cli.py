@@ -148,6 +148,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
     p.add_argument("data", type=Path, help="class-per-folder labelled images")
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.add_argument("--part", choices=("gate", "report"), default=None,
+                   help="only that half of the set's lesions: HAM10000 eval/'s report half gives the model "
+                        "card's figures, its gate half judges retrains (trainer_service/evidence.py)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     configure_threads(args.threads, max(1, args.threads // 2))
@@ -158,9 +161,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     model, manifest = load_artifact(args.artifact)
     metrics = evaluate_on(model, args.data, manifest.input_size, tuple(manifest.classes),
                           manifest.preprocessing,
-                          manifest)
+                          manifest, part=args.part)
     metrics["model_version"] = manifest.version
-    print(f"model {manifest.version} on {args.data}")
+    if args.part is not None:
+        metrics["part"] = args.part
+    print(f"model {manifest.version} on {args.data}" + (f" ({args.part} half)" if args.part else ""))
     print(format_report(metrics))
     for name, row in metrics.get("operating_points", {}).get("referral", {}).items():
         span = row.get("recall_interval")

@@ -29,7 +29,8 @@ def _check_digest(name: str, part: str, hashes: tuple[str, ...], recorded: dict[
                          f"(digest {digest[:12]} vs {str(recorded['images_sha256'])[:12]})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of `evidence`."""
     p = argparse.ArgumentParser(prog="python -m trainer_service evidence",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, nargs="+", default=None, help="the recipe's sources, if moved")
     p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     configure_threads(args.threads, 1)
     from trainer_service.artifacts import load_artifact
     from trainer_service.current_model import embedder

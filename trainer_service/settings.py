@@ -57,8 +57,9 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
     head_anchor_strength: float = Field(
         1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
     fine_tune_min_images: int = Field(
-        200, ge=1, description="Fine-tuning retrains are refused unless the catalog holds this many training images "
-                               "of each class it trains (it changes the backbone, so it trains on images alone).")
+        200, ge=1,
+        description="Fine-tuning retrains are refused unless the catalog holds this many training images "
+                    "of each class it trains (it changes the backbone, so it trains on images alone).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
     training_time_limit_s: float = Field(
         3600.0, gt=0,

@@ -287,14 +287,20 @@ def detector_on_validation(model: keras.Model, fit: OodFit, sources: list[Source
 
 
 def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],
-                policy: str, manifest: ModelManifest | None = None) -> dict[str, Any]:
+                policy: str, manifest: ModelManifest | None = None, *,
+                part: str | None = None) -> dict[str, Any]:
     """Metrics of a calibrated `model` on the class-per-folder set at `root`, with ECE at T=1.
 
-    With the model's `manifest`, also what its operating points do on this set: each referral
+    With `part` ('gate' or 'report'), only that half of the set's lesions. With the model's
+    `manifest`, also what its operating points do on this set: each referral
     threshold's recall and specificity, the share flagged out of distribution, and the coverage
     and accuracy of the answers not marked uncertain.
     """
     data = load_image_set(root, input_size, classes=classes, policy=policy)
+    if part is not None:  # one half of the set by lesion (trainer_service.evidence.reference_part)
+        from trainer_service.evidence import reference_part
+
+        data = data.subset(np.flatnonzero([reference_part(g) == part for g in data.groups]))
     probabilities = predict(model, data.images)
     metrics = classification_metrics(probabilities, data.labels, classes)
     metrics["ece_uncalibrated"] = _ece_at_unit_temperature(model, data)
@@ -311,16 +317,19 @@ def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSe
     """Referral recall/specificity, OOD flagged share and uncertain coverage on `data`."""
     allowed = admissible(data.classes)
     out: dict[str, Any] = {"referral": {}}
+    top = decide(probabilities, allowed)
     for name, point in manifest.referral.items():
         c = data.classes.index(name)
         flagged = probabilities @ allowed[c] >= point.threshold
         positive = data.labels == c
         hits = int(flagged[positive].sum())
+        caught = flagged | allowed[c, top].astype(bool)  # what a clinician gets: named or flagged
         out["referral"][name] = {
             "threshold": point.threshold,
             "recall": float(flagged[positive].mean()) if positive.any() else None,
             "recall_interval": wilson_interval(hits, int(positive.sum())),
             "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
+            "caught": float(caught[positive].mean()) if positive.any() else None,
             "positives": int(positive.sum())}
     if manifest.uncertainty is not None:
         top = decide(probabilities, allowed)

@@ -91,15 +91,32 @@ function policyText(policy) {
     `${policy.resamples} paired bootstrap resamples.`;
 }
 
+// One table per held-out set the gate judged on (the lineage's reference images, the catalog's
+// held-out uploads): each class's support and where its images came from, its recall before and
+// after, and for a malignant class what a clinician gets (named or flagged) and what the flag costs.
 function gateTable(gate) {
   const change = (c) => c ? `${pts(c.difference)} [${pts(c.low)}, ${pts(c.high)}]` : "–";
-  return el("div", { class: "scroll" }, stack(el("table", { class: "grid", id: "gate-table" },
-    el("thead", {}, el("tr", {}, ...["class", "held-out images", "current recall", "candidate recall", "change, points [interval]", "verdict"]
-      .map((t) => el("th", { scope: "col" }, t)))),
-    el("tbody", {}, ...(gate.classes || []).map((v) => el("tr", { "data-label": v.label },
-      el("td", {}, words(v.label) + (v.malignant ? " (malignant)" : "")), el("td", { class: "num" }, String(v.support)),
-      el("td", { class: "num" }, pct(v.current_recall)), el("td", { class: "num" }, pct(v.candidate_recall)),
-      el("td", { class: "num" }, change(v.change)), el("td", {}, v.judgement)))))));
+  const share = (a, b) => (a == null ? "–" : `${pct(a)} → ${pct(b)}`);
+  const from = (v) => Object.entries(v.sources || {}).map(([s, n]) => `${n} ${s}`).join(", ");
+  const sets = gate.sets && gate.sets.length ? gate.sets
+    : [{ name: "held-out", description: "held-out images", images: null, classes: gate.classes || [] }];
+  return el("div", {}, ...sets.map((set, i) => el("div", { class: "scroll", "data-set": set.name },
+    el("h4", {}, `${set.name}: ${set.description}` + (set.images != null ? ` (${set.images} images)` : "")),
+    stack(el("table", { class: "grid", id: i === 0 ? "gate-table" : `gate-table-${set.name}` },
+      el("thead", {}, el("tr", {}, ...["class", "held-out images (from)", "current recall", "candidate recall",
+        "change, points [interval]", "named or flagged (malignant)", "flag's specificity", "verdict"]
+        .map((t) => el("th", { scope: "col" }, t)))),
+      el("tbody", {}, ...(set.classes || []).map((v) => el("tr", { "data-label": v.label },
+        el("td", {}, words(v.label) + (v.malignant ? " (malignant)" : "")),
+        el("td", { class: "num" }, `${v.support}` + (from(v) ? ` (${from(v)})` : "")),
+        el("td", { class: "num" }, pct(v.current_recall)), el("td", { class: "num" }, pct(v.candidate_recall)),
+        el("td", { class: "num" }, change(v.change)),
+        el("td", { class: "num" }, share(v.current_caught, v.candidate_caught)),
+        el("td", { class: "num" }, share(v.current_specificity, v.candidate_specificity)),
+        el("td", {}, v.judgement)))))))),
+    ...(gate.unjudged && gate.unjudged.length ? [el("p", { class: "flag refer", id: "gate-unjudged" },
+      `Not enough held-out images to judge ${gate.unjudged.map(words).join(", ")}: absence of evidence is not a ` +
+      "pass, so this candidate is not promoted automatically.")] : []));
 }
 
 function confusionTable(classes, matrix) {
