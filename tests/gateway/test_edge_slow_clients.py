@@ -145,7 +145,8 @@ async def test_thirty_slow_clients_do_not_lock_out_predictions(rabbit_url: str, 
             assert answers == ["HTTP/1.1 408 Request Timeout body_too_slow"] * SLOW_CLIENTS
             assert let_go < 2 * WINDOW_S + 1  # a window or two, not DERMASCAN_BODY_TIMEOUT_S (30 s)
             assert gateway.poll() is None
-            for client in slow:
+            for client in slow:  # closed before the gateway is stopped (which blocks this loop)
                 client.writer.close()
+                await client.writer.wait_closed()
     finally:
         await stub.close()
