@@ -31,12 +31,23 @@ Log = Callable[[str], None]
 
 @dataclass
 class Progress:
-    """What a running job reports; read by the job heartbeat while training runs in threads."""
+    """What a running job reports; read by the job heartbeat while training runs in threads.
+    Every report is also where a job that should stop (cancelled, timed out, taken: `should_stop`,
+    thread-safe) stops: `update` raises `Stopped`, also from a training thread's epoch callback,
+    so a step already computing ends at its next report instead of running on."""
 
     values: dict[str, Any] = field(default_factory=dict)
+    should_stop: Callable[[], bool] = lambda: False
 
     def update(self, **values: Any) -> None:
+        """Record `values`; raises Stopped when the job should stop."""
+        if self.should_stop():
+            raise Stopped("the training job was stopped")
         self.values.update(values)
+
+
+class Stopped(Exception):
+    """A training job stopped between two progress reports (see `Progress`)."""
 
 
 async def load_images(store: ObjectStore, records: list[ImageRecord], classes: list[str],

@@ -118,6 +118,7 @@ class TrainerService:
         """Train, publish and (when asked and the gate passed) promote the job's candidate.
         Raises JobTaken as soon as the job is no longer this trainer's."""
         job, options = lease.job, request.options
+        progress.should_stop = lease.should_stop  # a stopped job's training thread ends at its next report
         try:
             outcome = await lease.limited(retrain_head(
                 self.store, self.registry, options, version=new_version(), settings=self.settings,
@@ -134,7 +135,7 @@ class TrainerService:
             return
         manifest = outcome.manifest
         await lease.phase("publishing")  # still ours? (raises JobTaken); too late to cancel from here
-        await self.registry.publish(outcome.directory / "model.keras", manifest)
+        await self.registry.publish(outcome.directory / "model.keras", manifest, evidence=outcome.evidence)
         await self.store.put(f"models/{manifest.version}/snapshot.json",
                              json.dumps(outcome.snapshot).encode())
         evaluation = manifest.metrics["eval"]
