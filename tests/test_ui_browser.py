@@ -132,6 +132,12 @@ def test_every_section_renders_with_no_console_errors_or_failed_requests(ui: Pag
     assert needing  # the taxonomy is wider than any model of the sample data
     assert page.inner_text("#classes-needing-data") == ", ".join(c.replace("_", " ") for c in needing)
     page.wait_for_selector("#data-counts rect")
+    # the catalog's images are patients': asked for with a token, not one fetched without it
+    page.wait_for_selector("#samples-button")
+    assert page.query_selector("#data-samples img") is None
+    with urllib.request.urlopen(base + "/", timeout=10) as response:  # the page under its policy
+        policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy
     page.wait_for_selector("#history tbody tr")
     for section in SECTIONS:
         assert page.is_visible(f"#{section}-section h2")
@@ -241,9 +247,12 @@ def test_the_data_section_charts_the_catalogs_real_counts(ui: Page, base: str) -
     for chart, key in (("#data-sizes", "longest_side"), ("#data-aspect", "aspect_ratio")):
         bars = page.eval_on_selector_all(f"{chart} rect", "bars => bars.map(b => Number(b.dataset.value))")
         assert bars == [b["count"] for b in summary[key]["bins"]] and sum(bars) == summary["total"]
+    page.wait_for_selector("#data-samples figure img")  # the tab has the upload's token now
     page.wait_for_function("[...document.querySelectorAll('#data-samples img')].every(i => i.complete "
                            "&& i.naturalWidth > 0)")
     assert len(page.query_selector_all("#data-samples figure")) == len(summary["classes"])
+    # fetched with the token and shown from blob: URLs (an <img src> cannot send a token)
+    assert page.eval_on_selector_all("#data-samples img", "all => all.every(i => i.src.startsWith('blob:'))")
     ui.clean()
 
 
@@ -264,8 +273,14 @@ def overflowing(page: Any) -> list[str]:
 
 
 def save(page: Any, folder: Path, section: str, width: int) -> None:
-    """The section's screenshot as a small palette PNG, `<section>-<width>.png`."""
-    raw = page.locator(f"#{section}-section").screenshot(style="nav { position: static !important; }")
+    """The section's screenshot as a small palette PNG, `<section>-<width>.png`. The sticky nav is
+    unstuck through the CSSOM: the page's Content-Security-Policy refuses an injected style sheet
+    (Playwright's `screenshot(style=...)`), as it would any other."""
+    page.evaluate("document.querySelector('nav').style.position = 'static'")
+    try:
+        raw = page.locator(f"#{section}-section").screenshot()
+    finally:
+        page.evaluate("document.querySelector('nav').style.position = ''")
     small = Image.open(io.BytesIO(raw)).convert("RGB").quantize(64)
     small.save(folder / f"{section}-{width}.png", optimize=True)
 

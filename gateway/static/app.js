@@ -1,10 +1,11 @@
 // The DermaScan page: Status, Predict, Bulk upload and Data (Retraining: training.js), all from
 // the public JSON API. Server text goes in as text only (dom.js).
-import { byId, duration, el, errorLine, followJob, getJSON, initToken, over, pct, refused, resumable, stack, tokenFor, words } from "./dom.js";
+import { byId, duration, el, errorLine, followJob, getJSON, initToken, keptToken, over, pct, refused, resumable, stack, tokenFor, words } from "./dom.js";
 import { groupedBars, histogram, legend } from "./charts.js";
 import { initTraining } from "./training.js";
 
 initToken();
+byId("token-forget").addEventListener("click", () => showSamples(false));  // the images go with the token
 
 // ---- Status --------------------------------------------------------------------------------
 function card(name, value, ok) {
@@ -280,9 +281,9 @@ function initUpload() {
 const TRAIN = "#2457c5", EVAL = "#c2571a";
 
 async function refreshData() {
-  let summary, samples;
+  let summary;
   try {
-    [summary, samples] = await Promise.all([getJSON("/data/summary"), getJSON("/data/samples?per_class=4")]);
+    summary = await getJSON("/data/summary");
   } catch (err) {
     byId("data-total").replaceChildren(errorLine(`The catalog could not be read: ${err.message}`));
     return;
@@ -303,11 +304,47 @@ async function refreshData() {
   const common = summary.common_sizes.slice(0, 3).map((s) => `${s.width}×${s.height} (${s.count})`).join(", ");
   byId("data-sizes").append(el("p", { class: "meta" }, `most common sizes: ${common || "none"}` +
     (summary.longest_side.unknown ? `; ${summary.longest_side.unknown} of unknown size` : "")));
-  byId("data-samples").replaceChildren(el("div", { class: "samples" }, ...samples.classes.map((c) =>
+  showSamples(false);
+}
+
+// The sample images are patients' images: the gateway shows them only to a token of the view role
+// or higher. So they wait for a button until the tab has a token, and each thumbnail is fetched
+// with it and shown from a blob: URL (an <img src> cannot send the token).
+let sampleUrls = [];
+function samplesButton() {
+  return el("p", { class: "meta" }, "The sample images are patients' images: they need a token of the view role or higher. ",
+    el("button", { type: "button", id: "samples-button", class: "quiet", onclick: () => showSamples(true) }, "Show sample images"));
+}
+function thumbnail(sample, label, token) {
+  const img = el("img", { alt: `a ${words(label)} image, ${sample.width}×${sample.height}`, width: 160, height: 120 });
+  fetch(sample.thumbnail_url, { headers: { Authorization: `Bearer ${token}` } })
+    .then((response) => response.ok ? response.blob() : Promise.reject(new Error(`HTTP ${response.status}`)))
+    .then((blob) => { const url = URL.createObjectURL(blob); sampleUrls.push(url); img.src = url; })
+    .catch(() => { img.alt += " (could not be loaded)"; });
+  return img;
+}
+async function showSamples(ask) {
+  const box = byId("data-samples");
+  const token = ask ? await tokenFor("view", box) : keptToken();
+  sampleUrls.forEach((url) => URL.revokeObjectURL(url));
+  sampleUrls = [];
+  if (!token) {  // asked and not given: tokenFor said so in the box
+    if (ask) box.append(samplesButton()); else box.replaceChildren(samplesButton());
+    return;
+  }
+  let response, body;
+  try {
+    response = await fetch("/data/samples?per_class=4", { headers: { Authorization: `Bearer ${token}` } });
+    body = await response.json();
+  } catch (err) {
+    box.replaceChildren(errorLine(`The samples could not be read: ${err.message}`));
+    return;
+  }
+  if (refused(response.status, body, "view", box)) { box.append(samplesButton()); return; }
+  if (!response.ok) { box.replaceChildren(errorLine(`The samples could not be read: ${body.error.message}`)); return; }
+  box.replaceChildren(el("div", { class: "samples" }, ...body.classes.map((c) =>
     el("figure", { "data-label": c.label }, el("figcaption", {}, `${words(c.label)} (${c.count})`),
-      el("div", { class: "thumbs" }, ...c.samples.map((s) =>
-        el("img", { src: s.thumbnail_url, alt: `a ${words(c.label)} image, ${s.width}×${s.height}`,
-          loading: "lazy", width: 160, height: 120 })))))));
+      el("div", { class: "thumbs" }, ...c.samples.map((s) => thumbnail(s, c.label, token)))))));
 }
 
 // ---- start ---------------------------------------------------------------------------------

@@ -51,8 +51,10 @@ export async function getJSON(url) {
   return body;
 }
 
-// The API token: asked for before the first state change, kept in sessionStorage (this tab).
+// The API token: asked for before the first state change or the first look at the catalog's
+// images, kept in sessionStorage (this tab).
 const TOKEN_KEY = "dermascan.token";
+export function keptToken() { return sessionStorage.getItem(TOKEN_KEY); }
 export function showTokenState() {
   const set = Boolean(sessionStorage.getItem(TOKEN_KEY));
   byId("token-state").textContent = set ? "token set for this tab" : "no token";
