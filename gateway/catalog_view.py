@@ -1,5 +1,5 @@
-"""The stored catalog as the gateway's open Data views (`GET /data/*`) read it, without reading all
-of it per request.
+"""The stored catalog as the gateway's Data views (`GET /data/*`: the counts open, the samples for
+the `view` role) read it, without reading all of it per request.
 
 Every catalog object (a batch, or a part of a batch still open) is parsed once and kept by key; a
 request lists `catalog/` (one LIST) and reads only the objects it has not seen. A batch object can
