@@ -203,7 +203,8 @@ def test_retraining_shows_live_progress_before_the_verdict(ui: Page) -> None:
     states = [state for state, _, _ in log]
     assert states[-1] in ("succeeded", "rejected") and states.count(states[-1]) == 1
     live = [entry for entry in log[:-1] if entry[0] == "running"]
-    assert {"embedding", "training"} <= {phase for _, phase, _ in live}, log
+    # phases as they came: embedding is seen only when the uploads hold images the evidence lacks
+    assert "training" in {phase for _, phase, _ in live}, log
     assert any(epoch > 0 for _, phase, epoch in live if phase == "training"), log  # epochs as they came
     text = verdict.inner_text()
     assert ("The gate passed" in text) == (states[-1] == "succeeded") and "candidate" in text
