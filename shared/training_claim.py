@@ -5,19 +5,23 @@ record in `jobs/training-claims/`, so of many concurrent claims exactly one wins
 record names the job holding it; the claim is free again once that job is final (the trainer
 releases it by finishing the job, an operator by cancelling it: `cancel_training`), its record
 is missing, or it stopped reporting progress.
+
+The claims are a `shared.sequence` log with its head at `jobs/training-claims/head.json`: the
+newest claim is two reads (the head, and the number after it), never a listing of every claim.
 """
 
 from __future__ import annotations
 
-import json
-
 from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from shared.jobs import Job, JobChanged, JobStore
 from shared.manifest import utcnow
+from shared.sequence import Sequence
 from shared.store import AlreadyExists, ObjectStore
 
 #: One record per claim of "the training job", numbered; the newest is the claim in force.
 TRAINING_CLAIMS = "jobs/training-claims/"
+#: The head of the claims: the newest number, with a copy of its record.
+CLAIMS_HEAD = f"{TRAINING_CLAIMS}head.json"
 #: Progress phases of a training job past which a cancel is too late: its candidate is being
 #: stored in the registry or made the current model (seconds; roll back afterwards instead).
 TOO_LATE_TO_CANCEL = frozenset({"publishing", "promoting"})
@@ -25,21 +29,15 @@ _CLAIM_TRIES = 50
 _SAVE_TRIES = 20
 
 
-def _claim_key(number: int) -> str:
-    return f"{TRAINING_CLAIMS}{number:010d}.json"
+def _claims(store: ObjectStore) -> Sequence:
+    return Sequence(store, TRAINING_CLAIMS, CLAIMS_HEAD)
 
 
 async def _newest_claim(store: ObjectStore) -> tuple[int, str | None]:
     """The number of the newest claim record and the job it names (0, None: none yet)."""
-    numbers = [int(name) for key in await store.list(TRAINING_CLAIMS)
-               if (name := key.removeprefix(TRAINING_CLAIMS).removesuffix(".json")).isdigit()]
-    if not numbers:
-        return 0, None
-    newest = max(numbers)
-    try:
-        return newest, str(json.loads(await store.get(_claim_key(newest)))["job_id"])
-    except (NotFound, ValueError, KeyError, TypeError):
-        return newest, None  # unreadable: nobody holds it
+    number, record = await _claims(store).newest()
+    job_id = record.get("job_id") if number and record is not None else None
+    return number, job_id if isinstance(job_id, str) else None  # unreadable: nobody holds it
 
 
 async def training_holder(jobs: JobStore, *, stale_after_s: float,
@@ -78,7 +76,8 @@ async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float,
     many concurrent claims wins; a holder that went silent or never started is failed first
     (`training_holder`). Raises what the store raises (StoreUnavailable)."""
     await jobs.save(job)  # first: a claim never names a job that is not there
-    body = json.dumps({"job_id": job.job_id, "claimed_at": utcnow().isoformat()}).encode()
+    claims = _claims(jobs.store)
+    record = {"job_id": job.job_id, "claimed_at": utcnow().isoformat()}
     for _ in range(_CLAIM_TRIES):
         number, holder_id = await _newest_claim(jobs.store)
         if holder_id == job.job_id:
@@ -90,9 +89,10 @@ async def claim_training(jobs: JobStore, job: Job, *, stale_after_s: float,
             await jobs.delete(job.job_id)
             return holder
         try:
-            await jobs.store.create(_claim_key(number + 1), body, content_type="application/json")
+            await claims.create(number + 1, record)
         except AlreadyExists:
             continue  # another claim came first: look at it
+        await claims.advance(number + 1, record)
         return None
     await jobs.delete(job.job_id)
     raise ServiceUnavailable(f"could not claim training in {_CLAIM_TRIES} tries", code="claim_contended")

@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import Conflict, NotFound
 from shared.manifest import ModelManifest
-from shared.registry import CURRENT_KEY, HISTORY_KEY, PROMOTIONS, ModelRegistry
+from shared.registry import CURRENT_KEY, HISTORY_KEY, ModelRegistry
 from shared.store import ObjectStore, open_store
 from tests.support.models import make_tiny_model
 
@@ -153,8 +153,8 @@ async def test_bootstrap_leaves_a_registry_that_serves_something_alone(
 
 class OverlappingReads:
     """Wraps a store so that the next `readers` reads of what a promotion reads before it writes
-    (the history file, the list of promotion records) all return before any caller goes on:
-    concurrent promotions (a trainer's and an operator's, say) made to overlap every time."""
+    (the pointer, `current.json`) all return before any caller goes on: concurrent promotions
+    (a trainer's and an operator's, say) made to overlap every time."""
 
     def __init__(self, inner: ObjectStore, readers: int = 2) -> None:
         self.inner, self.readers = inner, readers
@@ -169,15 +169,9 @@ class OverlappingReads:
 
     async def get(self, key: str) -> bytes:
         data = await self.inner.get(key)
-        if key == HISTORY_KEY:
+        if key == CURRENT_KEY:
             await self._overlap()
         return data
-
-    async def list(self, prefix: str = "") -> list[str]:
-        keys = await self.inner.list(prefix)
-        if prefix == PROMOTIONS:
-            await self._overlap()
-        return keys
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
