@@ -1,5 +1,10 @@
 """`GET /models` (open), `POST /models/{version}/promote` and `POST /models/rollback` (operators).
 
+`GET /models` answers a page of the versions and one of the promotions, each read from its
+newest end (`shared.registry`): `?limit=` of each, `?after=` (the `next` of the versions' page
+before) and `?history_after=` (the `history_next` of the promotions' page before). Within a page
+both are oldest first, as the whole lists were before they had pages.
+
 A version the promotion gate rejected is promoted only with `{"force": true, "reason": "..."}`;
 who forced it and why goes to the audit log. The registry records the promotion (every one of
 concurrent promotions, `shared.registry`); the broadcast that follows only hurries the workers,
@@ -9,6 +14,7 @@ promotion.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -18,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from gateway.audit import AUDIT_DRAFT
 from gateway.json_body import read_json
 from gateway.keys import BUS, REGISTRY, SETTINGS
+from gateway.paging import cursor, parse_limit, parse_position
 from shared.errors import Conflict, DermaScanError
 from shared.messages import ModelPromoted, encode
 
@@ -48,15 +55,26 @@ class NoBody(BaseModel):
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """`GET /models?limit=N&after=NEXT&history_after=HISTORY_NEXT`: the current version, a page of
+    the versions in the order they were published and a page of the promotions (each up to `limit`,
+    the newest when no cursor is given, oldest first within the page), with the cursors of the
+    pages before them (null: none). Raises BadRequest for a bad limit or cursor."""
     registry = request.app[REGISTRY]
-    current = await registry.current_version()
+    limit = parse_limit(request.query.get("limit"), request.app[SETTINGS])
+    after = parse_position(request.query.get("after"))
+    history_after = parse_position(request.query.get("history_after"), "history_after")
+    current, (manifests, earlier), (history, history_earlier) = await asyncio.gather(
+        registry.current_version(), registry.versions_page(limit, after),
+        registry.history_page(limit, history_after))
     versions = [
         {"version": m.version, "created_at": m.created_at.isoformat(), "classes": m.classes,
          "backbone": m.backbone, "parent_version": m.parent_version, "metrics": m.metrics,
-         "gate": m.gate.model_dump(mode="json") if m.gate else None, "current": m.version == current}
-        for m in await registry.versions()
+         "gate": m.gate.model_dump(mode="json") if m.gate else None, "current": m.version == current,
+         "tracking_url": m.tracking_url}
+        for m in manifests
     ]
-    return web.json_response({"current": current, "versions": versions, "history": await registry.history()})
+    return web.json_response({"current": current, "versions": versions, "next": cursor(earlier),
+                              "history": history, "history_next": cursor(history_earlier)})
 
 
 async def _announce(request: web.Request, version: str) -> web.Response:

@@ -111,6 +111,9 @@ class ModelManifest(BaseModel):
                                    description="How it was trained (options, hyper-parameters).")
     history: list[dict[str, Any]] = Field(default_factory=list, description="Per-epoch training figures.")
     training_seconds: float | None = Field(None, description="Wall time of the training run.")
+    tracking_url: str | None = Field(
+        None,
+        description="The MLflow run of the training that made it, when tracked and the UI address is set.")
     class_bias: list[float] = Field(
         default_factory=list,
         description="Per-class logit offsets fitted on validation (already in the model).")

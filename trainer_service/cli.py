@@ -9,11 +9,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from shared.classifier import configure_threads
+from shared.manifest import ModelManifest
+
+
+def track_offline(command: str, manifest: ModelManifest) -> None:
+    """Log a finished offline command to MLflow when `MLFLOW_TRACKING_URI` is set (never fails it)."""
+    from trainer_service.tracking import log_offline
+
+    log_offline(os.environ.get("MLFLOW_TRACKING_URI"), command, manifest)
 
 
 def log_line(message: str) -> None:
@@ -136,6 +145,7 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_artifact(model, manifest, args.out)
+    track_offline("train", manifest)
     for name, figures in manifest.metrics["validation"].items():
         print(f"validation {name}:\n{format_report(figures)}\n")
     log_line(f"wrote {args.out}")

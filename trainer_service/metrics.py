@@ -28,5 +28,9 @@ class TrainerMetrics:
         self.class_recall = Gauge(f"{PREFIX}_last_class_recall",
                                   "Held-out recall per class of the last trained model.", ["label"],
                                   registry=registry)
+        self.tracking_failures = Counter(f"{PREFIX}_tracking_failures_total",
+                                         "Calls to the MLflow tracking server that failed "
+                                         "(the training went on).",
+                                         registry=registry)
         self.current_model = Info(f"{PREFIX}_current_model", "Version the registry serves.",
                                   registry=registry)

@@ -20,7 +20,7 @@ import keras
 from shared.manifest import ModelManifest, utcnow
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
 from trainer_service.classifier import without_class_bias
-from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line
+from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line, track_offline
 from trainer_service.ood import FLAGGED, ood_of, with_ood_output
 from trainer_service.sources import Source, load_sources, recorded_split_seed
 from trainer_service.train_job import detector_on_validation, fit_operating_points
@@ -111,5 +111,6 @@ def main(argv: list[str] | None = None) -> int:
                             referral_confidence=args.referral_confidence, ood_flagged=args.ood_flagged,
                             cache_dir=args.work_dir / "decoded" if args.work_dir else None)
     save_artifact(model, manifest, args.out)
+    track_offline("refit", manifest)
     log_line(f"wrote {args.out}")
     return 0

@@ -12,12 +12,14 @@ stopped and failed (`time_limit_exceeded`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
 import secrets
 import time
+from typing import Any
 
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
@@ -25,6 +27,7 @@ from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
 from shared.heartbeat import Heartbeat
 from shared.jobs import Job, JobChanged, JobState, JobStore, TrainResult
+from shared.manifest import ModelManifest
 from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
@@ -32,6 +35,7 @@ from trainer_service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExcee
 from trainer_service.metrics import TrainerMetrics
 from trainer_service.retrain import Progress, retrain_head
 from trainer_service.settings import TrainerSettings
+from trainer_service.tracking import Run, log_manifest, tracker_for
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ class TrainerService:
         self.settings, self.bus, self.store, self.metrics = settings, bus, store, metrics
         self.jobs = JobStore(store)
         self.registry = ModelRegistry(store)
+        self.tracking = tracker_for(settings.mlflow_tracking_uri, ui_url=settings.mlflow_ui_url,
+                                    on_failure=metrics.tracking_failures.inc)
         self.topology = Topology.of(settings)
         self._subscription: Subscription | None = None
         self._promotions: Subscription | None = None
@@ -74,6 +80,8 @@ class TrainerService:
             current = await self.registry.current_version()
             if current is not None:
                 self.metrics.current_model.info({"version": current})
+                await asyncio.to_thread(self.tracking.tag_version, current,
+                                        {"dermascan.promoted_at": dt.datetime.now(dt.UTC).isoformat()})
 
     async def stop(self) -> None:
         for subscription in (self._subscription, self._promotions):
@@ -119,10 +127,13 @@ class TrainerService:
         Raises JobTaken as soon as the job is no longer this trainer's."""
         job, options = lease.job, request.options
         progress.should_stop = lease.should_stop  # a stopped job's training thread ends at its next report
+        version = new_version()
+        run = await asyncio.to_thread(self.tracking.start, version, {"dermascan.job_id": job.job_id,
+                                                                     "dermascan.command": "retrain"})
         try:
-            outcome = await lease.limited(retrain_head(
-                self.store, self.registry, options, version=new_version(), settings=self.settings,
-                progress=progress, log=job.note))
+            outcome = await self._tracked(run, lease.limited(retrain_head(
+                self.store, self.registry, options, version=version, settings=self.settings,
+                progress=progress, log=job.note)))
         except TimeLimitExceeded as exc:
             log.warning("training job %s: %s", job.job_id, exc)
             await self._end(lease, "failed", ErrorInfo(code=TIME_LIMIT, status=504, message=str(exc)))
@@ -134,6 +145,9 @@ class TrainerService:
             await self._end(lease, "failed", ErrorInfo.from_exception(exc))
             return
         manifest = outcome.manifest
+        if run is not None:
+            await asyncio.to_thread(self._log_run, run, manifest, progress, options.model_dump())
+            manifest = manifest.model_copy(update={"tracking_url": self.tracking.link(run)})
         await lease.phase("publishing")  # still ours? (raises JobTaken); too late to cancel from here
         await self.registry.publish(outcome.directory / "model.keras", manifest, evidence=outcome.evidence)
         await self.store.put(f"models/{manifest.version}/snapshot.json",
@@ -163,6 +177,24 @@ class TrainerService:
                                          encode(ModelPromoted(version=manifest.version)))
             job.note(f"promoted {manifest.version}")
         await self._end(lease, "succeeded", None)
+
+    @staticmethod
+    async def _tracked(run: Run | None, work: Any) -> Any:
+        """Await `work`; a run it fails or stops ends FAILED (and the error goes on)."""
+        try:
+            return await work
+        except BaseException:
+            if run is not None:
+                await asyncio.to_thread(run.end, "FAILED")
+            raise
+
+    @staticmethod
+    def _log_run(run: Run, manifest: ModelManifest, progress: Progress, options: dict[str, Any]) -> None:
+        """The finished training in its MLflow run: epochs as they came, then the manifest's story."""
+        for row in progress.values.get("history") or []:
+            run.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row.get("epoch", 0)))
+        log_manifest(run, manifest, params={"options": options})
+        run.end("FINISHED")
 
     async def _end(self, lease: JobLease, state: JobState, error: ErrorInfo | None) -> None:
         if await lease.finish(state, error, phase=None if state == "failed" else "done"):  # claim freed

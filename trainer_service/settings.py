@@ -60,6 +60,14 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
         200, ge=1,
         description="Fine-tuning retrains are refused unless the catalog holds this many training images "
                     "of each class it trains (it changes the backbone, so it trains on images alone).")
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking server every training job is logged to as a run (MLflow's own "
+                    "variable); unset: nothing is logged and MLflow is not imported. A server that does not "
+                    "answer never fails a training (counted in "
+                    "`dermascan_trainer_service_tracking_failures_total`).")
+    mlflow_ui_url: str | None = Field(
+        None, description="Address of the MLflow UI, to link each model version to its run (UI history).")
     progress_interval_s: float = Field(2.0, gt=0, description="Seconds between job progress writes.")
     training_time_limit_s: float = Field(
         3600.0, gt=0,

@@ -27,7 +27,7 @@ import numpy as np
 from shared.manifest import ModelManifest
 from shared.taxonomy import admissible
 from trainer_service.artifacts import load_artifact, save_artifact
-from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line
+from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line, track_offline
 from trainer_service.refit import recipe_sources
 from trainer_service.sources import combined
 from trainer_service.train_job import (
@@ -136,5 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_artifact(model, manifest, args.out)
+    track_offline("soup", manifest)
     log_line(f"wrote {args.out}")
     return 0

@@ -225,7 +225,9 @@ export async function refreshHistory() {
     const gate = v.gate ? (v.gate.passed ? "passed" : "rejected") : "none";
     return el("tr", { "data-version": v.version, "data-current": v.current ? "true" : "false" },
       el("td", {}, el("b", {}, v.version), v.current ? el("span", { class: "pill current" }, " serving") : null,
-        v.parent_version ? el("div", { class: "meta" }, `from ${v.parent_version}`) : null),
+        v.parent_version ? el("div", { class: "meta" }, `from ${v.parent_version}`) : null,
+        /^https?:\/\//.test(v.tracking_url || "") ? el("div", { class: "meta" }, el("a", { href: v.tracking_url, target: "_blank",
+          rel: "noopener noreferrer" }, "its MLflow run")) : null),
       el("td", {}, new Date(v.created_at).toLocaleString()),
       el("td", {}, balancedAccuracy(v.metrics)),
       el("td", {}, el("span", { class: `pill ${gate}` }, gate)),
