@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint system-deps rabbitmq loadtest clean
+.PHONY: run test test-fast lint system-deps rabbitmq loadtest reliability-doc clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)  ## ruff and mypy --strict over the whole tree, configured in pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+reliability-doc:  ## the last test run's fault-test figures (var/reliability.md) into the tracked docs/reliability.md
+	test -f var/reliability.md || { echo "run make test first: no var/reliability.md" >&2; exit 1; }
+	cp var/reliability.md docs/reliability.md
 
 loadtest: $(STAMP)  ## Locust web UI on :8089 against a running DermaScan (DERMASCAN_URL)
 	$(VENV)/bin/locust -f locustfile.py --host $${DERMASCAN_URL:-http://127.0.0.1:8080}

@@ -30,7 +30,8 @@ TEST_SPLIT_SECRET = "dermascan-tests-split-secret"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Write docs/reliability.md from what this session's fault tests counted (if any ran)."""
+    """Write var/reliability.md from what this session's fault tests counted (if any ran);
+    `make reliability-doc` copies it into the tracked docs/reliability.md."""
     args = " ".join(session.config.invocation_params.args)
     reliability.write_doc(f"python -m pytest {args}".strip())
 

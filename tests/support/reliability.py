@@ -1,7 +1,8 @@
 """What each fault test saw, counted: requests sent, answers by kind, accepted uploads and how many
-were lost, hung requests. The rows of one pytest session become `docs/reliability.md` at its end
-(tests/conftest.py calls `write_doc`); a scenario that did not run keeps its row from the last
-file, with its date. Loop-only or single-threaded use per scenario (counters are plain ints)."""
+were lost, hung requests. The rows of one pytest session are written to `var/reliability.md` at its
+end (tests/conftest.py calls `write_doc`), never to a tracked file: `make reliability-doc` copies
+the last run's into `docs/reliability.md`, committed on purpose. A scenario that did not run keeps
+its row from the last file (the last run's, else the committed doc), with its date. Loop-only or single-threaded use per scenario (counters are plain ints)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any
 import aiohttp
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+#: Where a test run writes it (ignored by git); `make reliability-doc` copies it to DOC.
+RUN_DOC = Path(__file__).resolve().parents[2] / "var" / "reliability.md"
 
 #: Every fault scenario the suite knows, in the order the doc lists them, with the test that runs it.
 SCENARIOS: dict[str, str] = {
@@ -252,11 +255,13 @@ def render(command: str, previous: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(command: str, path: Path = DOC) -> bool:
-    """Write the doc if this session recorded anything (a run without fault tests leaves it)."""
+def write_doc(command: str, path: Path = RUN_DOC, *, baseline: Path = DOC) -> bool:
+    """Write the doc to `path` if this session recorded anything (a run without fault tests leaves
+    it); rows of scenarios that did not run come from `path`, else from `baseline`."""
     if not RECORDED and not SOAK_FIGURES:
         return False
-    previous = path.read_text() if path.exists() else ""
+    earlier = path if path.exists() else baseline
+    previous = earlier.read_text() if earlier.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")  # renamed over it: never a torn file
     partial.write_text(render(command, previous))
