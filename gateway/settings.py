@@ -122,6 +122,19 @@ class GatewaySettings(CommonSettings):
     data_views_max_age_s: float = Field(
         60.0, gt=0, description="The Data views (`GET /data/*`) read only catalog objects they have not "
         "seen; past this age they read the whole catalog again (a batch rewritten in place).")
+    page_size: int = Field(
+        50, ge=1, description="Items a page of `GET /models` and `GET /audit` holds when the request names "
+        "no `limit`; the answer's `next` asks for the page after it.")
+    max_page_size: int = Field(
+        1000, ge=1, description="Most items a page of `GET /models` or `GET /audit` may hold (`?limit=`; "
+        "more: 400). Each item is one or two store reads.")
+    job_retention_s: float = Field(
+        30 * 86400.0, ge=0, description="A job that ended longer ago is forgotten: `GET /jobs/{id}` answers "
+        "404 and the gateway's hourly sweep deletes its record (a day of endings at a time). 0: keep every "
+        "job.")
+    audit_retention_s: float = Field(
+        365 * 86400.0, ge=0, description="Audit events older than this are left out of `GET /audit` and "
+        "deleted by the gateway's hourly sweep (a day at a time). 0: keep every event.")
 
     @field_validator("operator_token", "contributor_token", mode="before")
     @classmethod
@@ -138,6 +151,13 @@ class GatewaySettings(CommonSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("max_page_size")
+    @classmethod
+    def _page_fits(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("page_size", 1):
+            raise ValueError(f"{value} is less than DERMASCAN_PAGE_SIZE ({info.data['page_size']})")
+        return value
 
     @field_validator("max_upload_bytes_in_flight_per_caller")
     @classmethod
