@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui
+from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui, v2
 from gateway.audit import AUDIT, AuditLog
 from gateway.auth import AUTH_LIMITS, TOKENS, AuthLimits, guard
 from gateway.bulk import upload_bulk
@@ -174,4 +174,19 @@ def create_app(
     app.router.add_get("/audit", guard(Role.OPERATOR, audit.list_events))
     app.router.add_get("/metrics", metrics_handler(registry))
     app.router.add_get("/openapi.json", openapi)
+    _open_inference_protocol(app)
     return app
+
+
+def _open_inference_protocol(app: web.Application) -> None:
+    """The Open Inference Protocol's routes (gateway/v2.py), each with and without a version."""
+    app.router.add_get("/v2", v2.server_metadata)
+    app.router.add_get("/v2/health/live", v2.server_live)
+    app.router.add_get("/v2/health/ready", v2.server_ready)
+    model, version = "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"
+    app.router.add_get(model, v2.model_metadata)
+    app.router.add_get(version, version_checked(v2.model_metadata))
+    app.router.add_get(f"{model}/ready", v2.model_ready)
+    app.router.add_get(f"{version}/ready", version_checked(v2.model_ready))
+    app.router.add_post(f"{model}/infer", guard(Role.PREDICT, v2.infer))
+    app.router.add_post(f"{version}/infer", guard(Role.PREDICT, version_checked(v2.infer)))

@@ -16,16 +16,17 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway import schemas
+from gateway import schemas, v2
 from gateway.audit import MAX_LIMIT
 from gateway.data_views import MAX_PER_CLASS, DataSamples, DataSummary
-from gateway.errors import ErrorBody
+from gateway.errors import ErrorBody, ProtocolError
 from gateway.keys import SETTINGS
 from gateway.models import NoBody, PromoteRequest
 from gateway.predict import DEFAULT_TOP_K, PredictAnswer
 from gateway.settings import GatewaySettings
 from gateway.status import Status
 from gateway.thumbnails import SHA256
+from gateway.v2_codec import HEADER_LENGTH, InferRequest, InferResponse
 from shared.imaging import MIN_SIDE
 from shared.jobs import Job
 from shared.messages import TrainOptions
@@ -71,6 +72,14 @@ class Route:
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | dict[str, Any] | None = None  # a JSON model, or a multipart schema
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The Open Inference Protocol's binary data extension: the body (then required) and the answer
+    # may be JSON followed by raw tensors, the JSON's length in `Inference-Header-Content-Length`.
+    binary: bool = False
+
+    @property
+    def error_body(self) -> type[BaseModel]:
+        """The shape of this route's errors: the Open Inference Protocol's on its routes."""
+        return ProtocolError if self.path.startswith("/v2") else ErrorBody
 
 
 _IMAGE = {"type": "string", "format": "binary",
@@ -98,6 +107,30 @@ JOB_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
     "id": {"type": "string", "description": "The record's `updated_at`."},
     "retry": {"type": "integer", "minimum": 0}}}
 _UPLOAD_ERRORS = (400, 408, 413, 415, 422, 503)
+
+
+def v2_routes() -> tuple[Route, ...]:
+    """The Open Inference Protocol's routes (gateway/v2.py), each model route with and without a
+    version; their errors are `{"error": "..."}`."""
+    model, version = "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"
+    routes = [Route("get", "/v2", "Open Inference Protocol: the server's metadata.",
+                    {200: v2.ServerMetadata}),
+              Route("get", "/v2/health/live", "Open Inference Protocol: liveness.", {200: v2.ServerLive}),
+              Route("get", "/v2/health/ready", "Open Inference Protocol: readiness as `GET /readyz` (not "
+                    "ready: 400 with the problems).", {200: v2.ServerReady}, errors=(400,))]
+    for path, named in ((model, ()), (version, (400,))):
+        which = "that version" if named else "the model (without a version: what the workers serve)"
+        routes += [
+            Route("get", path, f"Open Inference Protocol: the inputs, outputs and classes of {which}.",
+                  {200: v2.ModelMetadata}, errors=(*named, 404, 503)),
+            Route("get", f"{path}/ready", f"Open Inference Protocol: whether a live worker serves {which} "
+                  "(not ready: 400).", {200: v2.ModelReady}, errors=(400, 404, 503)),
+            Route("post", f"{path}/infer", f"Open Inference Protocol: classify N images (a BYTES tensor "
+                  f"`image` of shape [N]), as `POST /predict` does each, with {which}; JSON (each image in "
+                  "base64) or the binary data extension.", {200: InferResponse}, role="predict",
+                  errors=(400, 404, 408, 409, 413, 415, 422, 503, 504), body=InferRequest, binary=True),
+        ]
+    return tuple(routes)
 
 ROUTES = (
     Route("get", "/", "The web UI.", {200: "text/html"}),
@@ -150,17 +183,27 @@ ROUTES = (
           query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}),
     Route("get", "/metrics", "Prometheus metrics.", {200: "text/plain"}),
     Route("get", "/openapi.json", "This document.", {200: "application/json"}),
+    *v2_routes(),
 )
 _PATH_PARAMETERS = {"job_id": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1},
+                    "model_name": {"enum": [v2.MODEL_NAME]},
                     "sha256": {"type": "string", "pattern": f"^{SHA256.pattern}$"},
                     "version": {"type": "string", "pattern": VERSION_PATTERN}}
-_MODELS: tuple[type[BaseModel], ...] = (ErrorBody, *{m for r in ROUTES for m in (*r.ok.values(), r.body)
-                                                     if isinstance(m, type) and issubclass(m, BaseModel)})
+_MODELS: tuple[type[BaseModel], ...] = (
+    ErrorBody, ProtocolError, *{m for r in ROUTES for m in (*r.ok.values(), r.body)
+                                if isinstance(m, type) and issubclass(m, BaseModel)})
+
+
+_BINARY = {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary",
+    "description": f"The binary data extension: JSON ({HEADER_LENGTH} bytes), then each binary tensor's "
+                   "`binary_data_size` bytes in order (a BYTES element: a 4-byte little-endian length, then "
+                   "its bytes)."}}}
 
 
 def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
     modes: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (m, "validation" if m in (TrainOptions, NoBody, PromoteRequest) else "serialization")
+        (m, "validation" if m in (TrainOptions, NoBody, PromoteRequest, InferRequest) else "serialization")
         for m in _MODELS]
     keys, top = models_json_schema(modes, ref_template="#/components/schemas/{model}")
     components = top.get("$defs", {})
@@ -184,7 +227,7 @@ def _answer(status: int, what: type[BaseModel] | str | dict[str, Any], refs: dic
                 "content": {media: {"schema": {"type": "string"}} for media in what.split(",")}}
     answer: dict[str, Any] = {"description": description,
                               "content": {"application/json": {"schema": refs[what]}}}
-    if status in (429, 503) and what is ErrorBody:
+    if status in (429, 503) and what in (ErrorBody, ProtocolError):
         answer["headers"] = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1},
                                              "description": "Seconds to wait before retrying."}}
     if status == 401:
@@ -202,6 +245,11 @@ def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) ->
                   for name, schema in _PATH_PARAMETERS.items() if f"{{{name}}}" in route.path]
     parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
                    for name, schema in route.query.items()]
+    if route.binary:
+        parameters.append({"name": HEADER_LENGTH, "in": "header", "required": False,
+                           "schema": {"type": "integer", "minimum": 0},
+                           "description": "Binary data extension: the length of the JSON at the start of the "
+                                          "body; raw tensors follow it."})
     if parameters:
         operation["parameters"] = parameters
     if isinstance(route.body, dict):
@@ -209,13 +257,16 @@ def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) ->
         operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {
             "schema": form, "encoding": route.body.get("x-encoding", {})}}}
     elif route.body is not None:
-        operation["requestBody"] = {"required": False,
-                                    "content": {"application/json": {"schema": refs[route.body]}}}
+        operation["requestBody"] = {"required": route.binary,
+                                    "content": {"application/json": {"schema": refs[route.body]},
+                                                **(_BINARY if route.binary else {})}}
     responses = {str(status): _answer(status, what, refs,
                                       "Success." if status < 300 else ERRORS.get(status, ""))
                  for status, what in route.ok.items()}
+    if route.binary:
+        responses["200"]["content"].update(_BINARY)
     for status in sorted({*route.errors, *(_AUTH if needs_token else ()), *_ALWAYS} - set(route.ok)):
-        responses[str(status)] = _answer(status, ErrorBody, refs, ERRORS[status])
+        responses[str(status)] = _answer(status, route.error_body, refs, ERRORS[status])
     operation["responses"] = responses
     return operation
 

@@ -105,18 +105,29 @@ async def predict(request: web.Request) -> web.Response:
     with app[UPLOAD_BYTES].hold(caller(request), share) as holding:
         async with paced(settings, request, settings.body_timeout_s, "the image"):
             image = await read_single_file(request, "file", settings.max_upload_bytes, holding.take)
-        if not image:
-            raise BadRequest("the file is empty", code="empty_file")
-        image_format = check_format(image[:16])
-        check_pixels(image, image_format)
+        image_format = check_image(image)
         app[METRICS].upload_bytes.labels("/predict").inc(len(image))
         with app[IN_FLIGHT]:  # taken once the body is in: a slow client holds no slot
             return await _call_worker(request, image, image_format, top_k, started, want_input)
 
 
-async def _call_worker(request: web.Request, image: bytes, image_format: str, top_k: int,
-                       started: float, want_input: bool) -> web.Response:
-    app = request.app
+def check_image(image: bytes) -> str:
+    """The format (jpeg, png or webp) of an uploaded image, from its magic bytes, checked as far
+    as the gateway can without decoding it; raises BadRequest (`empty_file`, `not_an_image`),
+    UnsupportedMediaType (another format) or PayloadTooLarge (`too_many_pixels`)."""
+    if not image:
+        raise BadRequest("the file is empty", code="empty_file")
+    image_format = check_format(image[:16])
+    check_pixels(image, image_format)
+    return image_format
+
+
+async def ask_worker(app: web.Application, image: bytes, image_format: str, *, top_k: int,
+                     want_input: bool = False) -> PredictReply:
+    """One prediction from a worker over the broker (counted in the in-flight gauge and the RPC
+    latency histogram); the caller holds an IN_FLIGHT slot. Returns the reply, which carries a
+    result; raises the worker's error, or the bus's (ServiceUnavailable, DeadlineExceeded, ...).
+    Loop-only."""
     settings, metrics = app[SETTINGS], app[METRICS]
     message = PredictRequest(image=image, image_format=image_format,
                              deadline=time.time() + settings.predict_timeout_s, top_k=top_k,
@@ -134,8 +145,16 @@ async def _call_worker(request: web.Request, image: bytes, image_format: str, to
     if reply.error is not None:
         raise reply.error.to_exception()
     assert reply.result is not None
+    return reply
+
+
+async def _call_worker(request: web.Request, image: bytes, image_format: str, top_k: int,
+                       started: float, want_input: bool) -> web.Response:
+    app = request.app
+    reply = await ask_worker(app, image, image_format, top_k=top_k, want_input=want_input)
+    assert reply.result is not None
     latency = time.perf_counter() - started
-    metrics.predict_seconds.observe(latency)
+    app[METRICS].predict_seconds.observe(latency)
     answer = PredictAnswer(
         **reply.result.model_dump(), latency_ms=round(latency * 1000, 2),
         worker=WorkerInfo(id=reply.worker_id, batch_size=reply.batch_size,
