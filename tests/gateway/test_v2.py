@@ -25,11 +25,6 @@ from tests.support.tokens import OPERATOR
 pytestmark = pytest.mark.timeout(120)
 
 
-def eight(fixture_images: dict[str, list[Path]]) -> list[bytes]:
-    """Eight HAM10000 images of four classes."""
-    return [path.read_bytes() for paths in list(fixture_images.values())[:4] for path in paths[:2]]
-
-
 async def predicted(client: Client, images: list[bytes]) -> list[dict[str, Any]]:
     """What `POST /predict` says of each image."""
     answers = []
@@ -38,17 +33,6 @@ async def predicted(client: Client, images: list[bytes]) -> list[dict[str, Any]]
         assert response.status == 200
         answers.append(await response.json())
     return answers
-
-
-def assert_same(outputs: dict[str, Any], answers: list[dict[str, Any]], classes: list[str]) -> None:
-    assert outputs["probabilities"] == [pytest.approx([a["probabilities"][c] for c in classes], abs=1e-6)
-                                        for a in answers]
-    assert outputs["label"] == [a["label"] for a in answers]
-    assert outputs["out_of_distribution"] == [a["out_of_distribution"] for a in answers]
-    assert outputs["uncertain"] == [a["uncertain"] for a in answers]
-    assert [json.loads(r) for r in outputs["referral"]] == [a["referral"] for a in answers]
-    assert [[s["label"] for s in json.loads(t)] for t in outputs["top_k"]] == \
-        [[s["label"] for s in a["top_k"]] for a in answers]
 
 
 def check_server(base: str) -> dict[str, Any]:
@@ -76,7 +60,7 @@ async def test_tritonclient_gets_what_predict_gives(make_client: MakeClient,
         "top_k": ("BYTES", [-1])}
     classes = metadata["parameters"]["classes"].split(",")
     assert classes == ["melanoma", "melanocytic_nevi", "benign_keratosis"]
-    images = eight(fixture_images)
+    images = v2.eight(fixture_images)
     answers = await predicted(client, images)
     for batch, binary in ((images[:1], True), (images[:1], False), (images, True), (images, False)):
         result = await asyncio.to_thread(v2.infer, base, batch, binary=binary)
@@ -85,7 +69,7 @@ async def test_tritonclient_gets_what_predict_gives(make_client: MakeClient,
         assert all(("data" in o) is not binary for o in response["outputs"])
         outputs = v2.as_lists(result)
         assert result.as_numpy("probabilities").shape == (len(batch), 3)
-        assert_same(outputs, answers[:len(batch)], classes)
+        v2.assert_same(outputs, answers[:len(batch)], classes)
 
 
 async def test_all_outputs_unasked_come_binary_and_top_k_is_a_parameter(

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import tritonclient.http as triton
 
 MODEL = "dermascan"
@@ -39,3 +43,23 @@ def as_lists(result: triton.InferResult) -> dict[str, Any]:
         values[output["name"]] = [v.decode() if isinstance(v, bytes) else v for v in array.tolist()] \
             if array.dtype == np.object_ else array.tolist()
     return values
+
+
+def eight(fixture_images: dict[str, list[Path]]) -> list[bytes]:
+    """Eight HAM10000 fixture images, two of each of four classes."""
+    return [path.read_bytes() for paths in list(fixture_images.values())[:4] for path in paths[:2]]
+
+
+def assert_same(outputs: dict[str, Any], answers: list[dict[str, Any]], classes: list[str]) -> None:
+    """The v2 `outputs` (as_lists) say what `POST /predict` said of each image (`answers`);
+    `classes` is the metadata's order of `probabilities`."""
+    assert outputs["probabilities"] == [pytest.approx([a["probabilities"][c] for c in classes], abs=1e-6)
+                                        for a in answers]
+    assert outputs["label"] == [a["label"] for a in answers]
+    assert outputs["out_of_distribution"] == [a["out_of_distribution"] for a in answers]
+    assert outputs["uncertain"] == [a["uncertain"] for a in answers]
+    assert outputs["ood_score"] == pytest.approx(
+        [math.nan if a["ood_score"] is None else a["ood_score"] for a in answers], abs=1e-4, nan_ok=True)
+    assert [json.loads(r) for r in outputs["referral"]] == [a["referral"] for a in answers]
+    assert [[s["label"] for s in json.loads(t)] for t in outputs["top_k"]] == \
+        [[s["label"] for s in a["top_k"]] for a in answers]
