@@ -1,4 +1,5 @@
-"""A light async load generator for `POST /predict`: N clients in closed loop over loopback.
+"""A light async load generator for `POST /predict` (or the Open Inference Protocol's `/infer`
+with the binary data extension, `--protocol v2`): N clients in closed loop over loopback.
 
     .venv/bin/python bench/loadgen.py http://127.0.0.1:8080/predict --clients 32 --seconds 10
 
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +34,16 @@ def multipart(image: bytes, filename: str = "lesion.jpg") -> bytes:
     head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
             "Content-Type: image/jpeg\r\n\r\n").encode()
     return head + image + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def v2_body(image: bytes) -> tuple[bytes, dict[str, str]]:
+    """An Open Inference Protocol request for `image` with the binary data extension, every output
+    asked for as binary (what tritonclient sends by default), and its headers."""
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(image) + 4}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return header + struct.pack("<I", len(image)) + image, {
+        "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
 
 
 @dataclass
@@ -81,13 +93,19 @@ class LoadResult:
 
 async def drive(url: str, images: Sequence[bytes], *, clients: int, seconds: float,
                 warmup_s: float = 2.0, timeout_s: float = 30.0,
-                max_requests: int | None = None) -> LoadResult:
+                max_requests: int | None = None, protocol: str = "native") -> LoadResult:
     """Run `clients` closed-loop clients for `warmup_s + seconds`; returns what the window saw.
+    `protocol`: `native` (a multipart `POST /predict`) or `v2` (`url` is an Open Inference
+    Protocol `/infer`, sent one image with the binary data extension; its answers name no worker
+    or batch size).
 
     Stops early once `max_requests` answers were counted. Never raises for HTTP failures.
     """
-    bodies = [multipart(image) for image in images]
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    if protocol == "v2":
+        requests = [v2_body(image) for image in images]
+    else:
+        requests = [(multipart(image), {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+                    for image in images]
     clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
     begin = clock()
     window_start, stop_at = begin + warmup_s, begin + warmup_s + seconds
@@ -102,7 +120,7 @@ async def drive(url: str, images: Sequence[bytes], *, clients: int, seconds: flo
     async def client(session: aiohttp.ClientSession, index: int) -> None:
         n = index
         while clock() < stop_at and not done.is_set():
-            body = bodies[n % len(bodies)]
+            body, headers = requests[n % len(requests)]
             n += clients
             sent = clock()
             pause = 0.0
@@ -114,12 +132,15 @@ async def drive(url: str, images: Sequence[bytes], *, clients: int, seconds: flo
                         return
                     if response.status == 200:
                         if ended >= window_start:
-                            answer = json.loads(payload)
                             result.latencies_s.append(ended - sent)
-                            worker = answer.get("worker") or {}
-                            result.batch_sizes.append(int(worker.get("batch_size") or 1))
-                            wid = str(worker.get("id", "-"))
-                            result.workers[wid] = result.workers.get(wid, 0) + 1
+                            if protocol == "v2":  # the JSON part: the binary tensors follow it
+                                length = response.headers.get("Inference-Header-Content-Length")
+                                json.loads(payload[:int(length)] if length else payload)
+                            else:
+                                worker = json.loads(payload).get("worker") or {}
+                                result.batch_sizes.append(int(worker.get("batch_size") or 1))
+                                wid = str(worker.get("id", "-"))
+                                result.workers[wid] = result.workers.get(wid, 0) + 1
                             if max_requests is not None and result.ok >= max_requests:
                                 done.set()
                     elif response.status == 429:
@@ -155,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--protocol", choices=["native", "v2"], default="native",
+                        help="v2: `url` is an Open Inference Protocol /infer, sent binary data")
     args = parser.parse_args(argv)
     images = load_images(sorted(args.images.rglob("*.jpg")))
     result = asyncio.run(drive(args.url, images, clients=args.clients, seconds=args.seconds,
-                               warmup_s=args.warmup))
+                               warmup_s=args.warmup, protocol=args.protocol))
     print(json.dumps(result.as_dict()))
     return 0
 

@@ -8,8 +8,10 @@ For each model, in one run on this machine:
    single-thread streams; then the overlapped streams on the other engine, for context;
 2. DermaScan distributed: a gateway process and inference worker processes on the real RabbitMQ
    (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py` at each client
-   count, then 2 and 3 worker processes, then an overload of 256 clients against a gateway
-   bounded to `--max-in-flight` (fast 429s expected, with Retry-After honoured by the clients);
+   count, the same gateway's Open Inference Protocol `/infer` with the binary data extension at
+   `--v2-clients` (1 and 32), then 2 and 3 worker processes, then an overload of 256 clients
+   against a gateway bounded to `--max-in-flight` (fast 429s expected, with Retry-After honoured
+   by the clients);
 3. the naive servers (`bench/naive_server.py`, `model.predict` per request, behind FastAPI as in
    the issue's reference and behind aiohttp as a stronger baseline) driven the same way;
 4. the headline ratios again, `--pairs` times back to back (raw limit at its best batch size, then
@@ -201,8 +203,9 @@ async def _delete_queues(tag: str) -> None:
 
 
 def measure(system: str, url: str, images: list[bytes], clients: int, args: argparse.Namespace,
-            pids: dict[str, list[int]]) -> Row:
-    """Drive `url` with `clients` clients and account the CPU of every process involved."""
+            pids: dict[str, list[int]], protocol: str = "native") -> Row:
+    """Drive `url` with `clients` clients (`protocol`: see bench/loadgen.py) and account the CPU of
+    every process involved."""
     groups = {**pids, "loadgen": [os.getpid()], "rabbitmq": find_pids("beam.smp")}
     before: list[CpuSnapshot] = []
 
@@ -211,7 +214,8 @@ def measure(system: str, url: str, images: list[bytes], clients: int, args: argp
             await asyncio.sleep(args.warmup)
             before.append(CpuSnapshot.take(groups))
         task = asyncio.create_task(snapshot_after_warmup())
-        result = await drive(url, images, clients=clients, seconds=args.seconds, warmup_s=args.warmup)
+        result = await drive(url, images, clients=clients, seconds=args.seconds, warmup_s=args.warmup,
+                             protocol=protocol)
         await task
         return result
 
@@ -272,6 +276,10 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
         with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids):
             for clients in args.clients:
                 rows.append(measure(f"DermaScan, 1 worker {setup}", url, images, clients, args, pids))
+            for clients in args.v2_clients:
+                rows.append(measure(f"DermaScan v2 /infer, binary data, 1 worker {setup}",
+                                    url.replace("/predict", "/v2/models/dermascan/infer"), images, clients,
+                                    args, pids, protocol="v2"))
             if args.overload:
                 rows.append(measure(f"DermaScan overload, 1 worker, max in flight {args.max_in_flight}",
                                     url, images, args.overload, args, pids))
@@ -382,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--raw-seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--v2-clients", type=int, nargs="*", default=[1, 32],
+                        help="client counts of the Open Inference Protocol rows (none: no such rows)")
     parser.add_argument("--workers", type=int, nargs="*", default=[2, 3], help="horizontal configurations")
     parser.add_argument("--horizontal-clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--overload", type=int, default=256, help="clients of the overload row (0: none)")

@@ -14,6 +14,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from bench.loadgen import drive
 from shared.manifest import ModelManifest
 from shared.registry import ModelRegistry
 from shared.store import open_store
@@ -144,3 +145,12 @@ async def test_a_version_in_the_registry_that_no_worker_serves_is_refused_not_su
     assert metadata["parameters"]["version"] == "tiny-v2" and metadata["versions"] == ["tiny-v1"]
     error = await asyncio.to_thread(refused, base, [melanoma_jpeg], binary=True, version="tiny-v2")
     assert error.status() == "409" and "'tiny-v2' is not loaded" in error.message()
+
+
+async def test_the_serving_benchmarks_v2_requests_are_answered(make_client: MakeClient,
+                                                               fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(predict_rate_per_s=0)
+    result = await drive(str(client.make_url("/v2/models/dermascan/infer")), v2.eight(fixture_images),
+                         clients=2, seconds=1.0, warmup_s=0.2, protocol="v2")
+    assert result.errors == 0, result.error_kinds
+    assert result.ok > 0
