@@ -28,6 +28,7 @@ from gateway.predict import IN_FLIGHT, InFlight, predict
 from gateway.protocol_log import protocol_log
 from gateway.queue_watch import QUEUE_WATCH, QueueWatch
 from gateway.ratelimit import RATE_LIMITS, RateLimits
+from gateway.retention import sweep_forever
 from gateway.settings import GatewaySettings
 from gateway.tokens import Role, TokenBook
 from gateway.workers import WorkerDirectory
@@ -74,16 +75,18 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         own_store = store or await open_store_for(settings)
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)
-        app[JOBS] = JobStore(own_store)
-        app[AUDIT] = AuditLog(own_store)
+        app[JOBS] = JobStore(own_store, retention_s=settings.job_retention_s)
+        app[AUDIT] = AuditLog(own_store, retention_s=settings.audit_retention_s)
         app[AUDIT].start()
         app[CATALOG_VIEW] = CatalogView(own_store, settings.data_views_max_age_s)
         app[QUEUE_WATCH] = QueueWatch(own_bus, [queue.name for queue in Topology.of(settings).queues])
         joining = asyncio.create_task(_join_broker(app))
+        sweeping = asyncio.create_task(sweep_forever(app[JOBS], app[AUDIT]), name="retention-sweep")
         yield
-        joining.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await joining
+        for task in (joining, sweeping):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await app[AUDIT].close()  # the refusals it still counts, written before the store closes
         if bus is None:
             await own_bus.close()

@@ -7,8 +7,11 @@ One JSON object per event in the object store, filed by the hour it happened in:
     audit/days/<YYYYMMDD>, audit/hours/<YYYYMMDD>/<HH>  empty markers: which days and hours have events
 
 Every write is a new key (gateways never race on a shared file) and keys sort by time, so
-`GET /audit` (operators) reads newest first by listing the days, then that day's hours, then only
-the hours it needs, never the whole log.
+`GET /audit` (operators) reads a page newest first by listing the days, then that day's hours, then
+only the hours it needs, never the whole log; its `next` (the last event's name) starts the page
+after it in that event's hour. Events older than the retention are left out, and the gateway's
+sweep (`sweep_expired`) deletes them a whole day at a time, so the days listed stay as many as the
+retention keeps.
 
 A flood of refusals cannot bury the log: a token's first refusal of a kind (same action, status
 and code) is written at once, and the same refusal again within `REPEAT_WINDOW_S` only counted;
@@ -23,21 +26,30 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.keys import SETTINGS
+from gateway.paging import parse_limit
 from gateway.tokens import Principal, RoleName
-from shared.errors import BadRequest
+from shared.errors import BadRequest, NotFound
 from shared.manifest import utcnow
 from shared.messages import new_id
 from shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
 EVENTS, DAYS, HOURS = "audit/events/", "audit/days/", "audit/hours/"
-DEFAULT_LIMIT, MAX_LIMIT = 50, 1000
+#: Whole days of events one `sweep_expired` deletes at most (a backlog goes at the next sweeps).
+SWEEP_DAYS = 7
+#: An event's name (its key's last part, less `.json`): the cursor `next` of a page.
+_NAME = re.compile(r"(?P<day>[0-9]{8})T(?P<hour>[0-9]{2})[0-9]{10}Z-[0-9a-f]{1,12}")
+#: The OpenAPI schema of `GET /audit`'s `after`.
+CURSOR_SCHEMA = {"type": "string", "pattern": "^[0-9]{8}T[0-9]{12}Z-[0-9a-f]{1,12}$",
+                 "description": "The `next` of the page before (absent: the newest events)."}
 #: Seconds during which a token's repeats of one refusal are counted instead of written.
 REPEAT_WINDOW_S = 60.0
 #: Statuses that count as refusals (aggregated when repeated): a refused token, role or rate.
@@ -106,11 +118,22 @@ def _last_part(key: str) -> str:
     return key.rstrip("/").rpartition("/")[2]
 
 
-class AuditLog:
-    """Audit events in an `ObjectStore`. Loop-only; `start()` its flusher, `close()` it."""
+def _name(key: str) -> str:
+    return _last_part(key).removesuffix(".json")
 
-    def __init__(self, store: ObjectStore, *, window_s: float = REPEAT_WINDOW_S) -> None:
-        self.store, self.window_s = store, window_s
+
+def _stamp(at: dt.datetime) -> str:
+    """How an event's name begins for an event at `at`: names compare as their times do."""
+    return f"{at:%Y%m%dT%H%M%S%f}Z"
+
+
+class AuditLog:
+    """Audit events in an `ObjectStore`. Loop-only; `start()` its flusher, `close()` it. With
+    `retention_s` (None or 0: forever), older events are left out of pages and swept."""
+
+    def __init__(self, store: ObjectStore, *, window_s: float = REPEAT_WINDOW_S,
+                 retention_s: float | None = None) -> None:
+        self.store, self.window_s, self.retention_s = store, window_s, retention_s or None
         self._repeats: dict[tuple[str, str, int, str], _Repeats] = {}
         self._marked: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -183,37 +206,74 @@ class AuditLog:
             log.exception("audit event not stored: %s", event.model_dump_json())
 
     async def recent(self, limit: int) -> list[AuditEvent]:
-        """The newest `limit` events, newest first (the counts held so far written first). Lists
-        the days, then the hours of the days it reads, then only the hours it needs."""
+        """The newest `limit` events, newest first: the first `page`."""
+        events, _ = await self.page(limit)
+        return events
+
+    async def page(self, limit: int, after: str | None = None) -> tuple[list[AuditEvent], str | None]:
+        """Up to `limit` events older than the one named `after` (None: the newest), newest first
+        (the counts held so far written first), and the name to pass as `after` for the page
+        after it (None: the log ends here). Lists the days, then the hours of the days it reads,
+        then only the hours it needs. Raises BadRequest when `after` is not an event's name."""
+        start = _NAME.fullmatch(after) if after is not None else None
+        if after is not None and start is None:
+            raise BadRequest(f"after must be the `next` of an earlier page (got {after[:40]!r})",
+                             code="invalid_cursor")
         await self.flush()
+        oldest = _stamp(utcnow() - dt.timedelta(seconds=self.retention_s)) if self.retention_s else ""
+        newer = after or "~"  # every name sorts before "~"
         keys: list[str] = []
         for day in sorted(map(_last_part, await self.store.list(DAYS)), reverse=True):
+            if start is not None and day > start["day"]:
+                continue
+            if day < oldest[:8]:
+                break
             for hour in sorted(map(_last_part, await self.store.list(f"{HOURS}{day}/")), reverse=True):
+                if start is not None and (day, hour) > (start["day"], start["hour"]):
+                    continue
                 in_hour = sorted(await self.store.list(f"{EVENTS}{day}/{hour}/"), reverse=True)
-                keys += in_hour[:limit - len(keys)]
+                keys += [key for key in in_hour if oldest <= _name(key) < newer][:limit - len(keys)]
                 if len(keys) >= limit:
                     break
             if len(keys) >= limit:
                 break
-        return [AuditEvent.model_validate_json(await self.store.get(key)) for key in keys]
+        events = await asyncio.gather(*(self._event(key) for key in keys))
+        full = bool(keys) and len(keys) >= limit  # else the log ends here
+        return [e for e in events if e is not None], (_name(keys[-1]) if full else None)
+
+    async def _event(self, key: str) -> AuditEvent | None:
+        try:
+            return AuditEvent.model_validate_json(await self.store.get(key))
+        except NotFound:
+            return None  # swept since it was listed
+
+    async def sweep_expired(self, *, now: dt.datetime | None = None, max_days: int = SWEEP_DAYS) -> int:
+        """Delete the events of the `max_days` oldest days wholly older than the retention, with
+        their markers; return how many events it deleted. Without a retention, nothing."""
+        if self.retention_s is None:
+            return 0
+        cutoff = (now or utcnow()) - dt.timedelta(seconds=self.retention_s)
+        deleted = 0
+        for day in sorted(map(_last_part, await self.store.list(DAYS)))[:max_days]:
+            if dt.datetime.strptime(day, "%Y%m%d").replace(tzinfo=dt.UTC) + dt.timedelta(days=1) > cutoff:
+                break
+            for hour in map(_last_part, await self.store.list(f"{HOURS}{day}/")):
+                for key in await self.store.list(f"{EVENTS}{day}/{hour}/"):
+                    await self.store.delete(key)
+                    deleted += 1
+                await self.store.delete(f"{HOURS}{day}/{hour}")
+            await self.store.delete(f"{DAYS}{day}")
+            self._marked = {m for m in self._marked if day not in m}
+        return deleted
 
 
 AUDIT = web.AppKey("audit", AuditLog)
 AUDIT_DRAFT = web.RequestKey("audit_draft", AuditDraft)
 
 
-def parse_limit(raw: str | None) -> int:
-    """The `limit` query parameter: 1 to MAX_LIMIT, DEFAULT_LIMIT when absent; raises
-    BadRequest otherwise."""
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT} (got {raw[:40]!r})",
-                         code="invalid_limit")
-    return int(raw)
-
-
 async def list_events(request: web.Request) -> web.Response:
-    """`GET /audit?limit=N`: the newest events first (operators only; guarded in app.py)."""
-    events = await request.app[AUDIT].recent(parse_limit(request.query.get("limit")))
-    return web.json_response({"events": [e.model_dump(mode="json") for e in events]})
+    """`GET /audit?limit=N&after=NEXT`: a page of events, newest first, and the `next` of the page
+    after it (operators only; guarded in app.py)."""
+    limit = parse_limit(request.query.get("limit"), request.app[SETTINGS])
+    events, after = await request.app[AUDIT].page(limit, request.query.get("after"))
+    return web.json_response({"events": [e.model_dump(mode="json") for e in events], "next": after})

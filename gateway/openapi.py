@@ -9,6 +9,7 @@ answers against it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,11 +18,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from gateway import schemas, v2
-from gateway.audit import MAX_LIMIT
+from gateway.audit import CURSOR_SCHEMA
 from gateway.data_views import MAX_PER_CLASS, DataSamples, DataSummary
 from gateway.errors import ErrorBody, ProtocolError
 from gateway.keys import SETTINGS
 from gateway.models import NoBody, PromoteRequest
+from gateway.paging import POSITION_SCHEMA, limit_schema
 from gateway.predict import DEFAULT_TOP_K, PredictAnswer
 from gateway.settings import GatewaySettings
 from gateway.status import Status
@@ -71,7 +73,9 @@ class Route:
     role: str | None = None
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | dict[str, Any] | None = None  # a JSON model, or a multipart schema
-    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # name -> schema, or a function of the settings that gives it (a page's `limit`)
+    query: dict[str, dict[str, Any] | Callable[[GatewaySettings], dict[str, Any]]] = field(
+        default_factory=dict)
     # The Open Inference Protocol's binary data extension: the body (then required) and the answer
     # may be JSON followed by raw tensors, the JSON's length in `Inference-Header-Content-Length`.
     binary: bool = False
@@ -172,15 +176,20 @@ ROUTES = (
     Route("post", "/retrain", "Train a new model version.",
           {202: schemas.JobAccepted, 409: schemas.TrainingInProgress},
           role="operator", errors=(408, 413, 415, 422, 503), body=TrainOptions),
-    Route("get", "/models", "Every version, the current one, the promotion history.", {200: schemas.Models}),
+    Route("get", "/models", "The current version, a page of the versions and one of the promotions, newest "
+          "pages first (oldest first within a page); `next` and `history_next` ask for the pages before.",
+          {200: schemas.Models}, errors=(400,),
+          query={"limit": limit_schema, "after": POSITION_SCHEMA,
+                 "history_after": {**POSITION_SCHEMA,
+                                   "description": "The `history_next` of the page before."}}),
     Route("post", "/models/rollback", "Serve the version that was current before.", {200: schemas.Current},
           role="operator", errors=(408, 409, 413, 415, 422, 503), body=NoBody),
     Route("post", "/models/{version}/promote", "Serve that version (a gate-rejected one only when forced).",
           {200: schemas.Current}, role="operator", errors=(400, 404, 408, 409, 413, 415, 422, 503),
           body=PromoteRequest),
-    Route("get", "/audit", "Audited actions, newest first.", {200: schemas.AuditEvents}, role="operator",
-          errors=(400,),
-          query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}}),
+    Route("get", "/audit", "A page of audited actions, newest first; `next` asks for the page after it.",
+          {200: schemas.AuditEvents}, role="operator", errors=(400,),
+          query={"limit": limit_schema, "after": CURSOR_SCHEMA}),
     Route("get", "/metrics", "Prometheus metrics.", {200: "text/plain"}),
     Route("get", "/openapi.json", "This document.", {200: "application/json"}),
     *v2_routes(),
@@ -243,7 +252,8 @@ def _operation(route: Route, refs: dict[Any, Any], settings: GatewaySettings) ->
         operation["x-role"] = route.role
     parameters = [{"name": name, "in": "path", "required": True, "schema": schema}
                   for name, schema in _PATH_PARAMETERS.items() if f"{{{name}}}" in route.path]
-    parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
+    parameters += [{"name": name, "in": "query", "required": False,
+                    "schema": schema(settings) if callable(schema) else schema}
                    for name, schema in route.query.items()]
     if route.binary:
         parameters.append({"name": HEADER_LENGTH, "in": "header", "required": False,

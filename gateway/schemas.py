@@ -110,8 +110,14 @@ class Models(BaseModel):
     """`GET /models`."""
 
     current: str | None = Field(description="The version served.")
-    versions: list[ModelVersion] = Field(description="Every published version, oldest first.")
-    history: list[Promotion] = Field(description="Promotions, oldest first.")
+    versions: list[ModelVersion] = Field(description="A page of the published versions (the newest without "
+                                         "`after`), in the order they were published.")
+    next: str | None = Field(description="`after` of the page of versions published before these; "
+                             "null: none.")
+    history: list[Promotion] = Field(description="A page of the promotions (the newest without "
+                                     "`history_after`), oldest first.")
+    history_next: str | None = Field(description="`history_after` of the page of promotions before these; "
+                                     "null: none.")
 
 
 class Current(BaseModel):
@@ -121,6 +127,7 @@ class Current(BaseModel):
 
 
 class AuditEvents(BaseModel):
-    """`GET /audit`: newest first."""
+    """`GET /audit`: a page of events, newest first."""
 
     events: list[AuditEvent]
+    next: str | None = Field(description="`after` of the page of older events; null: the log ends here.")

@@ -10,6 +10,11 @@ Every write of a record is conditional (`ObjectStore.put_if`): a copy of a job c
 it was read or last saved as, and `JobStore.save` refuses (JobChanged) when somebody else wrote the
 record since (an observer's `worker_lost`, an operator's cancel), so a service never overwrites a
 verdict it has not seen, and a final outcome is never changed.
+
+Markers beside the records (`shared.job_index`) say which jobs are live and on which day each
+ended: the embedded start reads only the live ones (`JobStore.unfinished`), and a `JobStore` given
+a retention forgets jobs that ended longer ago (arq's `keep_result`): `get` answers NotFound for one
+(and deletes it), `sweep_expired` deletes them a day of endings at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from shared.catalog import Split
 from shared.errors import Conflict, NotFound
+from shared.job_index import JobIndex, day_end
 from shared.manifest import utcnow
 from shared.messages import ErrorInfo, new_id
 from shared.store import ObjectStore, VersionMismatch
@@ -136,6 +142,9 @@ class Job(BaseModel):
     #: stored), and the outcome (state, error) it must keep because that record was final.
     _version: str | None = PrivateAttr(None)
     _sealed: tuple[str, ErrorInfo | None] | None = PrivateAttr(None)
+    #: Whether that record was final, and marked live (`shared.job_index`).
+    _stored_final: bool = PrivateAttr(False)
+    _stored_live: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _result_of_its_kind(self) -> Job:
@@ -195,20 +204,52 @@ def _sealed(job: Job) -> tuple[str, ErrorInfo | None] | None:
     return (job.state, job.error) if job.final and not job.resumable else None
 
 
-class JobStore:
-    """Reads and writes job records. Loop-only."""
+def _live(job: Job) -> bool:
+    """Whether `job` is marked live: not final, or an upload reported lost that may resume."""
+    return not job.final or job.resumable
 
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+
+def _stored(job: Job, version: str) -> Job:
+    """`job`, noted as what the store holds at `version`."""
+    job._version, job._sealed = version, _sealed(job)
+    job._stored_final, job._stored_live = job.final, _live(job)
+    return job
+
+
+#: Days of endings one `sweep_expired` deletes at most (a backlog goes at the next sweeps).
+SWEEP_DAYS = 7
+#: A live marker whose record is missing this long after it was marked is dropped: the write
+#: that marked it stopped before the record.
+_ORPHAN_MARKER_S = 3600.0
+
+
+class JobStore:
+    """Reads and writes job records. Loop-only. With `retention_s` (None or 0: forever), a job
+    that ended longer ago is gone: `get` raises NotFound for it, `sweep_expired` deletes them."""
+
+    def __init__(self, store: ObjectStore, *, retention_s: float | None = None) -> None:
+        self.store, self.retention_s = store, retention_s or None
+        self.index = JobIndex(store)
+
+    def _expired(self, job: Job, now: dt.datetime) -> bool:
+        ended = job.finished_at or job.updated_at
+        return (self.retention_s is not None and job.final
+                and now - ended > dt.timedelta(seconds=self.retention_s))
+
+    async def _read(self, job_id: str) -> Job:
+        data, version = await self.store.get_versioned(_key(job_id))
+        return _stored(Job.model_validate_json(data), version)
 
     async def get(self, job_id: str) -> Job:
         """The job, carrying the version `save` writes over; raises NotFound (also for ids that
-        could not be keys)."""
+        could not be keys, and for a job that ended longer than the retention ago, which it then
+        deletes)."""
         if not job_id.isalnum():
             raise NotFound(f"no job {job_id!r}")
-        data, version = await self.store.get_versioned(_key(job_id))
-        job = Job.model_validate_json(data)
-        job._version, job._sealed = version, _sealed(job)
+        job = await self._read(job_id)
+        if self._expired(job, utcnow()):
+            await self.delete(job_id)
+            raise NotFound(f"no job {job_id!r}")
         return job
 
     async def load(self, job_id: str, *, stale_after_s: float) -> Job:
@@ -251,6 +292,9 @@ class JobStore:
             job.started_at = job.updated_at
         if job.final and job.finished_at is None:
             job.finished_at = job.updated_at
+        live, ends = _live(job), job.final and not job._stored_final
+        if live and not job._stored_live:
+            await self.index.mark_live(job.job_id)  # first: a live record is never unmarked
         try:
             version = await self._put(job, job._version)
         except VersionMismatch:
@@ -264,8 +308,11 @@ class JobStore:
                 version = await self._put(job, current._version)
             except VersionMismatch:
                 raise JobChanged(f"job {job.job_id} changed since it was read") from None
-        job._version, job._sealed = version, _sealed(job)
-        return job
+        if ends:
+            await self.index.mark_ended(job.job_id, job.finished_at or job.updated_at)
+        if not live and job._stored_live:
+            await self.index.unmark_live(job.job_id)
+        return _stored(job, version)
 
     async def _put(self, job: Job, version: str | None) -> str:
         return await self.store.put_if(_key(job.job_id), job.model_dump_json().encode(), version=version,
@@ -273,12 +320,14 @@ class JobStore:
 
     async def _current(self, job_id: str) -> Job | None:
         try:
-            return await self.get(job_id)
+            return await self._read(job_id)
         except NotFound:
             return None
 
     async def delete(self, job_id: str) -> None:
+        """Delete the job's record and its live marker."""
         await self.store.delete(_key(job_id))
+        await self.index.unmark_live(job_id)
 
     async def exists(self, job_id: str) -> bool:
         try:
@@ -288,18 +337,64 @@ class JobStore:
         return True
 
     async def unfinished(self) -> list[Job]:
-        """Every job not final, oldest first."""
+        """Every job not final, oldest first: only the jobs marked live are read, however many
+        ended before (a store written before the markers is marked once, reading every record).
+        A marker whose job ended, or whose record never came, is dropped."""
+        await self._mark_older_records()
         jobs = []
+        for job_id in await self.index.live():
+            try:
+                job = await self._read(job_id)
+            except NotFound:
+                marked = await self.index.marked_at(job_id)
+                if marked is None or (utcnow() - marked).total_seconds() > _ORPHAN_MARKER_S:
+                    await self.index.unmark_live(job_id)
+                continue
+            if not job.final:
+                jobs.append(job)
+            elif not _live(job):
+                await self.index.unmark_live(job_id)  # it ended after a write that stopped half-way
+        return sorted(jobs, key=lambda j: j.created_at)
+
+    async def _mark_older_records(self) -> None:
+        """Mark the records of a store written before the markers (once per store)."""
+        if await self.index.complete():
+            return
         for key in await self.store.list("jobs/"):
             job_id = key.removeprefix("jobs/").removesuffix(".json")
-            if key.endswith(".json") and job_id.isalnum():
-                try:
-                    job = await self.get(job_id)
-                except NotFound:
-                    continue
-                if not job.final:
-                    jobs.append(job)
-        return sorted(jobs, key=lambda j: j.created_at)
+            if not (key.endswith(".json") and job_id.isalnum()):
+                continue  # a marker or a claim
+            try:
+                job = await self._read(job_id)
+            except NotFound:
+                continue
+            if _live(job):
+                await self.index.mark_live(job_id)
+            if job.final:
+                await self.index.mark_ended(job_id, job.finished_at or job.updated_at)
+        await self.index.mark_complete()
+
+    async def sweep_expired(self, *, now: dt.datetime | None = None, max_days: int = SWEEP_DAYS) -> int:
+        """Delete the jobs that ended more than the retention ago, reading only the markers of the
+        `max_days` oldest days of endings that are wholly past it; return how many it deleted.
+        Without a retention, nothing."""
+        if self.retention_s is None:
+            return 0
+        await self._mark_older_records()
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=self.retention_s)
+        deleted = 0
+        for day in (await self.index.ended_days())[:max_days]:
+            if day_end(day) > cutoff:
+                break
+            for job_id in await self.index.ended_on(day):
+                job = await self._current(job_id)
+                if job is not None and self._expired(job, now):  # not one resumed and ended later
+                    await self.delete(job_id)
+                    deleted += 1
+                await self.index.unmark_ended(day, job_id)
+            await self.index.drop_day(day)
+        return deleted
 
 
 async def recover_unfinished(jobs: JobStore, *, still_queued: set[str]) -> list[Job]:

@@ -105,3 +105,57 @@ async def test_repeats_still_counted_are_written_when_the_window_ends_or_the_gat
         await log.record(refusal())
     await log.close()
     assert [e.repeats for e in await AuditLog(store).recent(10)] == [2, 1, 4, 1]
+
+
+async def test_pages_walk_the_whole_log_newest_first_across_hours_and_days(tmp_path: Path) -> None:
+    log = AuditLog(await open_store(tmp_path.as_uri()))
+    start = dt.datetime(2026, 3, 1, 22, 50, tzinfo=dt.UTC)
+    written = []
+    for minutes in range(0, 200, 7):  # across four hours and a midnight
+        event = AuditEvent(at=start + dt.timedelta(minutes=minutes), action="upload", actor="bob",
+                           role="contribute", status=202, outcome="ok")
+        await log.record(event)
+        written.append(event.event_id)
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        events, after = await log.page(4, after)
+        pages.append([e.event_id for e in events])
+        if after is None:
+            break
+    assert [i for page in pages for i in page] == written[::-1]
+    assert [len(page) for page in pages] == [4] * 7 + [1]
+
+
+async def test_events_past_the_retention_are_left_out_and_swept_a_day_at_a_time(tmp_path: Path) -> None:
+    store = await open_store(tmp_path.as_uri())
+    now = dt.datetime.now(dt.UTC)
+    for days in (40, 39, 2, 0):
+        await AuditLog(store).record(AuditEvent(at=now - dt.timedelta(days=days), action="promote",
+                                                actor="ops", role="operator", status=200, outcome="ok",
+                                                detail={"days": days}))
+    log = AuditLog(store, retention_s=30 * 86400)
+    assert [e.detail["days"] for e in await log.recent(10)] == [0, 2]
+    assert await AuditLog(store).sweep_expired() == 0, "no retention: nothing goes"
+    assert await log.sweep_expired(max_days=1) == 1
+    assert await log.sweep_expired() == 1
+    assert await log.sweep_expired() == 0
+    assert [e.detail["days"] for e in await AuditLog(store).recent(10)] == [0, 2]
+    assert len(await store.list("audit/days/")) == 2 and len(await store.list("audit/events/")) == 2
+
+
+async def test_get_audit_answers_pages_with_a_next_cursor(
+        make_client: MakeClient, tmp_path: Path, tiny_model_dir: Path) -> None:
+    await ModelRegistry(await open_store(tmp_path.as_uri())).bootstrap(tiny_model_dir)
+    client = await make_client(with_worker=False, page_size=2, max_page_size=3)
+    for _ in range(3):
+        assert (await client.post("/models/tiny-v1/promote", headers=OPERATOR)).status == 200
+    first = await (await client.get("/audit", headers=OPERATOR)).json()
+    assert len(first["events"]) == 2 and first["next"]
+    second = await (await client.get("/audit", params={"after": first["next"]}, headers=OPERATOR)).json()
+    assert len(second["events"]) == 1 and second["next"] is None
+    ids = [e["event_id"] for e in first["events"] + second["events"]]
+    assert len(set(ids)) == 3
+    for params, code in (({"limit": "4"}, "invalid_limit"), ({"after": "../x"}, "invalid_cursor")):
+        response = await client.get("/audit", params=params, headers=OPERATOR)
+        assert response.status == 400 and (await response.json())["error"]["code"] == code

@@ -223,3 +223,56 @@ async def test_a_registry_written_before_promotion_records_keeps_its_history_and
     await registry.promote("v3")
     assert [e["version"] for e in await registry.history()] == ["v1", "v2", "v3"]
     assert await registry.rollback() == "v2" and await registry.current_version() == "v2"
+
+
+async def test_pages_of_versions_and_promotions_walk_back_from_the_newest(store: ObjectStore,
+                                                                         tmp_path: Path) -> None:
+    registry = ModelRegistry(store)
+    for n in range(1, 8):
+        await publish(registry, tmp_path, f"v{n}")
+        await registry.promote(f"v{n}")
+    await publish(registry, tmp_path, "v3")  # published again: keeps its place
+    pages, before = [], None
+    while True:
+        manifests, before = await registry.versions_page(3, before)
+        pages.append([m.version for m in manifests])
+        if before is None:
+            break
+    assert pages == [["v5", "v6", "v7"], ["v2", "v3", "v4"], ["v1"]]  # oldest first within a page
+    entries, earlier = await registry.history_page(4)
+    assert [e["version"] for e in entries] == ["v4", "v5", "v6", "v7"] and earlier == 4
+    entries, earlier = await registry.history_page(4, earlier)
+    assert [e["version"] for e in entries] == ["v1", "v2", "v3"] and earlier is None
+    assert [e["version"] for e in await registry.history()] == [f"v{n}" for n in range(1, 8)]
+
+
+async def test_versions_published_before_the_version_log_are_listed_once(store: ObjectStore,
+                                                                          tmp_path: Path) -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for days, version in [(1, "b-second"), (0, "a-first")]:  # as an earlier release left them
+        manifest = ModelManifest(version=version, classes=CLASSES, input_size=(32, 32),
+                                 created_at=start + dt.timedelta(days=days))
+        await store.put(f"models/{version}/manifest.json", manifest.model_dump_json().encode())
+    registry = ModelRegistry(store)
+    await publish(registry, tmp_path, "c-new")
+    manifests, before = await registry.versions_page(2)
+    assert [m.version for m in manifests] == ["b-second", "c-new"] and before == 0
+    manifests, before = await registry.versions_page(2, before)
+    assert [m.version for m in manifests] == ["a-first"] and before is None
+    await store.put("models/z-later/manifest.json", b"{}")  # not through publish: never listed, never read
+    assert [m.version for m in await registry.versions()] == ["a-first", "b-second", "c-new"]
+
+
+async def test_a_pointer_left_behind_is_read_past_and_moved_up(store: ObjectStore, tmp_path: Path) -> None:
+    registry = ModelRegistry(store)
+    for version in ("v1", "v2"):
+        await publish(registry, tmp_path, version)
+    await registry.promote("v1")
+    # a promotion whose writer stopped between its record and the pointer
+    await store.create("models/promotions/0000000002.json", json.dumps(
+        {"version": "v2", "promoted_at": "2026-01-01T00:00:00+00:00", "promotion_id": "x"}).encode())
+    assert json.loads(await store.get(CURRENT_KEY))["version"] == "v1"
+    assert await registry.current_version() == "v2"
+    assert json.loads(await store.get(CURRENT_KEY))["promotion"] == 2, "the next reader reads no further"
+    await registry.promote("v1")
+    assert [e["version"] for e in await registry.history()] == ["v1", "v2", "v1"]
