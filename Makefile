@@ -21,8 +21,11 @@ system-deps:
 rabbitmq: system-deps
 	scripts/ensure-rabbitmq.sh
 
-test: $(STAMP) rabbitmq
+test: $(STAMP) rabbitmq  ## every test; then the tree must be as the tests found it
+	@mkdir -p var && (git status --porcelain 2>/dev/null || true) > var/tree-before-tests
 	$(PY) -m pytest
+	@(git status --porcelain 2>/dev/null || true) | diff -u var/tree-before-tests - \
+		|| { echo "make test changed the tree (above): tests must not write tracked files" >&2; exit 1; }
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

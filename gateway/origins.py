@@ -4,7 +4,8 @@ by default), and the headers that keep the UI out of other sites' frames and scr
 A request whose `Host` is not one of `DERMASCAN_ALLOWED_HOSTS` (the loopback names by default)
 or `DERMASCAN_HTTP_HOST` is refused with 421: a page whose own name was re-pointed at this
 gateway's address (DNS rebinding) is "same origin" with it in the browser's eyes, and only the
-`Host` it sends gives it away. Probes and scrapers (`/livez`, `/readyz`, `/metrics`) answer any
+`Host` it sends gives it away. Probes and scrapers (`/livez`, `/readyz`, `/metrics`, and the Open Inference Protocol's
+`/v2/health/live` and `/v2/health/ready`, which KServe probes by pod address) answer any
 host: they reach pods by address or service name, and say nothing about patients.
 
 A request that carries an `Origin` header (browsers add it) and uses a method other than GET,
@@ -29,7 +30,7 @@ from shared.errors import DermaScanError, Forbidden
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = (":80", ":443")
 #: Paths that answer whatever `Host` a request names: liveness, readiness and Prometheus.
-ANY_HOST_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+ANY_HOST_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 #: What every answer carries: the UI loads nothing from elsewhere and runs no inline script
 #: (gateway/static), images may be the page's own blob: and data: URLs (thumbnails fetched with
