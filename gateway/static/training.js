@@ -213,6 +213,46 @@ async function promote(version) {
   if (outcome && outcome.code === "gate_rejected") byId("history-status").append(" ", forceForm(version));
 }
 
+function versionRow(v) {
+  const gate = v.gate ? (v.gate.passed ? "passed" : "rejected") : "none";
+  return el("tr", { "data-version": v.version, "data-current": v.current ? "true" : "false" },
+    el("td", {}, el("b", {}, v.version), v.current ? el("span", { class: "pill current" }, " serving") : null,
+      v.parent_version ? el("div", { class: "meta" }, `from ${v.parent_version}`) : null,
+      /^https?:\/\//.test(v.tracking_url || "") ? el("div", { class: "meta" }, el("a", { href: v.tracking_url, target: "_blank",
+        rel: "noopener noreferrer" }, "its MLflow run")) : null),
+    el("td", {}, new Date(v.created_at).toLocaleString()),
+    el("td", {}, balancedAccuracy(v.metrics)),
+    el("td", {}, el("span", { class: `pill ${gate}` }, gate)),
+    el("td", {}, v.current ? "" : el("button", { type: "button", class: "small promote", "data-version": v.version,
+      onclick: () => promote(v.version) }, "Promote")));
+}
+
+// GET /models answers the newest page of versions; `next` asks for the page before it.
+function olderVersions(next) {
+  let button = byId("history-older");
+  if (!next) {
+    if (button) button.remove();
+    return;
+  }
+  if (!button) {
+    button = el("button", { type: "button", class: "small quiet", id: "history-older" }, "Show older versions");
+    byId("history").closest(".scroll").after(button);
+  }
+  button.onclick = async () => {
+    button.disabled = true;
+    try {
+      const page = await getJSON(`/models?after=${encodeURIComponent(next)}`);
+      byId("history").querySelector("tbody").append(...[...page.versions].reverse().map(versionRow));
+      stack(byId("history"));
+      olderVersions(page.next);
+    } catch (err) {
+      byId("history-status").replaceChildren(errorLine(`Older versions could not be read: ${err.message}`));
+    } finally {
+      button.disabled = false;
+    }
+  };
+}
+
 export async function refreshHistory() {
   let models;
   try {
@@ -221,20 +261,8 @@ export async function refreshHistory() {
     byId("history-status").replaceChildren(errorLine(`The version list could not be read: ${err.message}`));
     return;
   }
-  const rows = [...models.versions].reverse().map((v) => {
-    const gate = v.gate ? (v.gate.passed ? "passed" : "rejected") : "none";
-    return el("tr", { "data-version": v.version, "data-current": v.current ? "true" : "false" },
-      el("td", {}, el("b", {}, v.version), v.current ? el("span", { class: "pill current" }, " serving") : null,
-        v.parent_version ? el("div", { class: "meta" }, `from ${v.parent_version}`) : null,
-        /^https?:\/\//.test(v.tracking_url || "") ? el("div", { class: "meta" }, el("a", { href: v.tracking_url, target: "_blank",
-          rel: "noopener noreferrer" }, "its MLflow run")) : null),
-      el("td", {}, new Date(v.created_at).toLocaleString()),
-      el("td", {}, balancedAccuracy(v.metrics)),
-      el("td", {}, el("span", { class: `pill ${gate}` }, gate)),
-      el("td", {}, v.current ? "" : el("button", { type: "button", class: "small promote", "data-version": v.version,
-        onclick: () => promote(v.version) }, "Promote")));
-  });
-  byId("history").querySelector("tbody").replaceChildren(...rows);
+  byId("history").querySelector("tbody").replaceChildren(...[...models.versions].reverse().map(versionRow));
+  olderVersions(models.next);
   stack(byId("history"));
   const recent = models.history.slice(-6).map((h) => `${h.version} (${new Date(h.promoted_at).toLocaleString()})`);
   byId("promotions").textContent = recent.length ? `Promotions, oldest first: ${recent.join(" → ")}` : "No promotions yet.";
