@@ -1,9 +1,13 @@
-"""A Keras model served through LiteRT: converted once per model file, kept in a disk cache, run
-by one interpreter (XNNPACK kernels) per concurrent caller.
+"""Models served through LiteRT: one interpreter (XNNPACK kernels) per concurrent caller.
+
+A version's LiteRT file is made once, when the trainer saves it (`model.tflite` beside
+`model.keras`, its digest in the manifest's `litert`), and checked against Keras there; a worker
+loads it with `ai-edge-litert` alone (`read_published`, `LiteRTForward`) and never imports
+TensorFlow. A version saved before that is converted by each worker that loads it (`convert`,
+which needs TensorFlow; cached on disk by the Keras file's digest).
 
 On a CPU, LiteRT runs the same float32 graph as TensorFlow about 1.5-2x faster per core (README,
-"Serving fast"). TensorFlow is still needed to convert; `shared.classifier` checks the converted
-model's outputs against Keras before serving it.
+"Serving fast").
 """
 
 from __future__ import annotations
@@ -15,22 +19,42 @@ import logging
 import os
 import queue
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shared.manifest import LiteRTArtifact
 
 log = logging.getLogger(__name__)
 #: ai_edge_litert's Interpreter: the package ships no type hints.
 _Interpreter = Any
 
 
+def sha256_of(data: bytes) -> str:
+    """The hex SHA-256 of `data`: how a manifest names its LiteRT file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_published(directory: Path, record: LiteRTArtifact) -> bytes:
+    """The LiteRT file `record` (a manifest's `litert`) names in `directory`. Raises
+    FileNotFoundError when it is not there and ValueError when its digest is not the manifest's
+    (a partial download, or a file that is not the one published)."""
+    data = (directory / record.file).read_bytes()
+    if sha256_of(data) != record.sha256:
+        raise ValueError(f"{record.file} in {directory} is not the file its manifest names "
+                         f"(SHA-256 {sha256_of(data)[:12]}..., manifest {record.sha256[:12]}...)")
+    return data
+
+
 def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str = "") -> bytes:
     """The LiteRT flatbuffer of `model` (loaded from `artifact`, or a `part` of it such as
     "embedding"), from `cache_dir` when an earlier load converted the same file and part (keyed by
-    the file's SHA-256), else converted and cached there."""
+    the file's SHA-256), else converted and cached there (`cache_dir` None: always converted, and
+    `artifact` not read). Needs TensorFlow; raises what its converter raises."""
     cached = None
     if cache_dir is not None:
-        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        digest = sha256_of(artifact.read_bytes())
         cached = cache_dir / f"{digest}{'-' + part if part else ''}.tflite"
         if cached.is_file():
             return cached.read_bytes()

@@ -69,12 +69,30 @@ class Uncertainty(BaseModel):
         default_factory=list, description="Coverage and accuracy of the answered share at other thresholds.")
 
 
+class LiteRTArtifact(BaseModel):
+    """The model converted to LiteRT when it was saved (`model.tflite` beside `model.keras`): what
+    workers serve without TensorFlow. Published only if its outputs matched Keras on probe images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field("model.tflite", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.tflite$",
+                      description="Its file name, beside the Keras file (in the registry: "
+                                  "models/<version>/).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="SHA-256 of the file (hex); a worker loads no file that does not match.")
+    parity_gap: float = Field(
+        ge=0, description="Largest gap between its outputs and Keras's on the probe images: probabilities, "
+                          "centred log-probabilities and the OOD score (both relative to their scale).")
+    tolerance: float = Field(gt=0, description="The largest gap it was allowed (PARITY_TOLERANCE).")
+
+
 class ModelManifest(BaseModel):
     """What a model artifact is, what it predicts and how it was made.
 
     The artifact is a Keras `.keras` file whose model takes float32 RGB pixels in [0, 255]
     of shape (batch, height, width, 3) and returns class probabilities of shape
     (batch, len(classes)); any scaling and the calibration temperature are layers inside it.
+    Where `litert` names one, the same model converted to LiteRT lies beside it.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -117,3 +135,6 @@ class ModelManifest(BaseModel):
     class_bias: list[float] = Field(
         default_factory=list,
         description="Per-class logit offsets fitted on validation (already in the model).")
+    litert: LiteRTArtifact | None = Field(
+        None, description="The model as LiteRT, converted and checked against Keras when it was saved; "
+                          "None: workers serve the Keras file (TensorFlow, or a conversion of their own).")

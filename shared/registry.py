@@ -1,6 +1,7 @@
 """The model registry in the object store.
 
 Layout, per version: `models/<version>/model.keras`, `models/<version>/manifest.json` (and
+`models/<version>/model.tflite`, the model as LiteRT, where the manifest's `litert` names it;
 `models/<version>/evidence.npz`, its training evidence, where it has one). Two append-only logs
 (`shared.sequence`), each read from its newest end without listing it:
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shared.errors import Conflict, NotFound, ServiceUnavailable
+from shared.litert import read_published
 from shared.manifest import ModelManifest, utcnow
 from shared.messages import new_id
 from shared.sequence import Contended, Record, Sequence
@@ -105,13 +107,17 @@ class ModelRegistry:
 
     async def publish(self, artifact: Path, manifest: ModelManifest, *,
                       evidence: bytes | None = None) -> None:
-        """Store an artifact, its training evidence (when it has one) and its manifest as a new
-        version (does not promote it). The manifest goes last, then the version's record in the
-        version log: a version is listed only once its files are all there. Publishing a version
-        again replaces its files and keeps its place in the list."""
+        """Store an artifact, its LiteRT file (when `manifest.litert` names one: beside the artifact,
+        checked against its digest, ValueError if it differs), its training evidence (when it has
+        one) and its manifest as a new version (does not promote it). The manifest goes last, then
+        the version's record in the version log: a version is listed only once its files are all
+        there. Publishing a version again replaces its files and keeps its place in the list."""
         await self._published_newest()  # the log exists before this version's files (_list_earlier)
         known = await self.store.exists(_key(manifest.version, MANIFEST))
         await self.store.put(_key(manifest.version, ARTIFACT), await asyncio.to_thread(artifact.read_bytes))
+        if manifest.litert is not None:
+            await self.store.put(_key(manifest.version, manifest.litert.file),
+                                 await asyncio.to_thread(read_published, artifact.parent, manifest.litert))
         if evidence is not None:
             await self.store.put(_key(manifest.version, EVIDENCE), evidence)
         await self.store.put(
@@ -238,15 +244,30 @@ class ModelRegistry:
         raise Conflict("no earlier version to roll back to", code="nothing_to_roll_back")
 
     async def fetch(self, version: str, cache_dir: Path) -> Path:
-        """Download `version` into `cache_dir/<version>/` (once) and return that directory."""
+        """Download `version` into `cache_dir/<version>/` (once) and return that directory: its
+        manifest, its Keras file and its LiteRT file when the manifest names one (one missing from
+        the store is logged and left out: the worker serves the Keras file)."""
         target = cache_dir / version
         if not (target / ARTIFACT).is_file():
             target.mkdir(parents=True, exist_ok=True)
             (target / MANIFEST).write_bytes(await self.store.get(_key(version, MANIFEST)))
-            partial = target / f"{ARTIFACT}.part"
-            partial.write_bytes(await self.store.get(_key(version, ARTIFACT)))
-            partial.replace(target / ARTIFACT)
+        manifest = ModelManifest.model_validate_json(await asyncio.to_thread((target / MANIFEST).read_bytes))
+        wanted = [ARTIFACT, *([manifest.litert.file] if manifest.litert else [])]
+        await asyncio.gather(*(self._download(version, name, target) for name in wanted
+                               if not (target / name).is_file()))
         return target
+
+    async def _download(self, version: str, name: str, target: Path) -> None:
+        try:
+            data = await self.store.get(_key(version, name))
+        except NotFound:
+            if name == ARTIFACT:
+                raise
+            log.warning("model %s: %s is not in the store; its Keras file will serve", version, name)
+            return
+        partial = target / f"{name}.part"
+        partial.write_bytes(data)
+        partial.replace(target / name)  # whole or absent: a file there is never half a download
 
     async def bootstrap(self, bundled_dir: Path) -> str:
         """Seed an empty registry with the bundled model; return the current version. Services

@@ -1,29 +1,68 @@
-"""Model artifacts on disk: a directory holding `model.keras` and `manifest.json`."""
+"""Model artifacts on disk: a directory holding `model.keras`, `manifest.json` and, where the
+manifest's `litert` names it, `model.tflite` (the same model converted once for the workers)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 from pathlib import Path
 
 import keras
 
-from shared.manifest import ModelManifest
+from shared.classifier import PARITY_TOLERANCE, checked_litert
+from shared.litert import convert, sha256_of
+from shared.manifest import LiteRTArtifact, ModelManifest
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
+LITERT_FILE = "model.tflite"
 
 
 def save_artifact(model: keras.Model, manifest: ModelManifest, directory: Path) -> Path:
-    """Write `model` and `manifest` into `directory` (created if needed); returns `directory`.
+    """Write `model`, its LiteRT conversion and `manifest` into `directory` (created if needed);
+    returns `directory`.
 
-    Raises FileExistsError if `directory` already holds a model: versions are immutable.
+    The conversion is kept only if it answers what Keras answers (`export_litert`); `manifest`
+    itself (the caller's object, which it goes on to publish) gets its `litert` set to the file
+    written, or None when there is none (the workers then serve the Keras file). Raises
+    FileExistsError if `directory` already holds a model: versions are immutable.
     """
     if (directory / MODEL_FILE).exists():
         raise FileExistsError(f"{directory} already holds a model")
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
+    manifest.litert = export_litert(model, manifest, directory)
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     return directory
+
+
+def export_litert(model: keras.Model, manifest: ModelManifest, directory: Path) -> LiteRTArtifact | None:
+    """Convert `model` to LiteRT and write it to `directory/model.tflite` if its outputs match
+    the model's on probe images within PARITY_TOLERANCE (`shared.classifier.checked_litert`);
+    returns the manifest's record of it. A conversion that fails or differs writes nothing,
+    returns None and logs a warning saying why: the version is still published, and workers
+    serve it from its Keras file (TensorFlow)."""
+    (directory / LITERT_FILE).unlink(missing_ok=True)  # a file left by an earlier try is not this model's
+    try:
+        flatbuffer = convert(model, directory / MODEL_FILE, None)
+        _, gap = checked_litert(model, flatbuffer, manifest)
+    except Exception as exc:  # noqa: BLE001 - a layer LiteRT cannot convert, a missing runtime, ...
+        log.warning("model %s: LiteRT conversion failed (%s); saved without %s, workers will serve "
+                    "its Keras file", manifest.version, exc, LITERT_FILE)
+        return None
+    if gap > PARITY_TOLERANCE:
+        log.warning("model %s: LiteRT output differs from Keras by %.2g (tolerance %g); saved without "
+                    "%s, workers will serve its Keras file", manifest.version, gap, PARITY_TOLERANCE,
+                    LITERT_FILE)
+        return None
+    partial = directory / f"{LITERT_FILE}.{os.getpid()}.part"
+    partial.write_bytes(flatbuffer)
+    partial.replace(directory / LITERT_FILE)
+    return LiteRTArtifact(file=LITERT_FILE, sha256=sha256_of(flatbuffer), parity_gap=gap,
+                          tolerance=PARITY_TOLERANCE)
 
 
 def load_artifact(directory: Path) -> tuple[keras.Model, ModelManifest]:
