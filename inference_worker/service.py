@@ -128,8 +128,8 @@ class InferenceWorker:
 
     async def start(self) -> None:
         """Load the model, then consume. Waits for the broker if it is not up yet."""
-        configure_threads(self.settings.intra_op_threads,
-                          max(self.settings.inter_op_threads, self.settings.streams))
+        configure_threads(self.settings.intra_op_threads,  # lazily: a LiteRT file needs no TensorFlow
+                          max(self.settings.inter_op_threads, self.settings.streams), lazily=True)
         await self._load_initial_model()
         self._batcher = MicroBatcher(
             _run_batch,
