@@ -1,6 +1,7 @@
 """One inference worker's footprint: time from exec to ready, and memory while it serves.
 
     .venv/bin/python bench/worker_footprint.py [--model models/base] [--starts 2] [--engine litert]
+        [--python VENV/bin/python]
 
 The model is published into a fresh file:// store first (`ModelRegistry.bootstrap`, as the first
 service of a deployment does), so each worker starts as a scale-out replica would: it reads the
@@ -73,7 +74,7 @@ async def one_start(bus: MessageBus, tag: str, env: dict[str, str], images: list
     subscription = await bus.subscribe(f"{tag}.status", on_status)
     with log.open("wb") as out:
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "inference_worker", cwd=REPO,
+        proc = await asyncio.create_subprocess_exec(args.python, "-m", "inference_worker", cwd=REPO,
                                                     env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
         try:
             status = await asyncio.wait_for(ready, args.timeout)
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starts", type=int, default=2, help="workers started one after the other")
     parser.add_argument("--predictions", type=int, default=400, help="images served before memory is read")
     parser.add_argument("--clients", type=int, default=32, help="concurrent callers")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the workers' interpreter, e.g. of a venv made from requirements-worker.txt "
+                             "(the worker image's packages: no TensorFlow)")
     parser.add_argument("--timeout", type=float, default=180, help="longest wait for a worker to be ready")
     args = parser.parse_args(argv)
     args.model = args.model.resolve()

@@ -234,10 +234,16 @@ class Classifier:
         """The Keras model in `artifact` (imports TensorFlow; `manifest` None: one is made from
         the model's shapes). On `litert` it is converted (kept in `cache_dir` between loads of
         the same file) and served on LiteRT if its outputs match Keras's (`checked_litert`), else
-        on TensorFlow with a warning; on `tensorflow`, in a compiled tf.function."""
-        import keras
-        import tensorflow as tf
-
+        on TensorFlow with a warning; on `tensorflow`, in a compiled tf.function. Raises
+        RuntimeError where TensorFlow is not installed (the worker image)."""
+        try:
+            import keras
+            import tensorflow as tf
+        except ImportError as exc:
+            raise RuntimeError(
+                f"{artifact} needs TensorFlow ({exc}), which this worker does not have: its version has no "
+                f"LiteRT file (save it again with the trainer, which makes one) or the tensorflow engine "
+                f"was asked for; serve it with the full image (requirements.txt)") from exc
         _apply_deferred_threads()
 
         model = keras.saving.load_model(artifact, compile=False)

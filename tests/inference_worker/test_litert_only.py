@@ -116,3 +116,15 @@ def test_a_litert_file_that_is_not_the_published_one_is_not_served(
     report = serve_one(bundled, tmp_path, fixture_images["melanoma"][0], "litert")
     assert "tensorflow" in report["loaded"]  # type: ignore[operator]
     assert "is not the file its manifest names" in str(report["log"])
+
+
+def test_without_tensorflow_a_version_without_a_litert_file_fails_saying_why(tiny_model_dir: Path) -> None:
+    """The worker image has no TensorFlow: a version it cannot serve fails its load with a reason
+    (the worker then keeps serving the version it had)."""
+    script = ("import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+              "from pathlib import Path; from shared.classifier import Classifier\n"
+              f"Classifier.load(Path({str(tiny_model_dir)!r}))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1
+    assert "RuntimeError" in done.stderr and "has no LiteRT file" in done.stderr
