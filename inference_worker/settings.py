@@ -28,13 +28,16 @@ class WorkerSettings(CommonSettings):
     litert_cache_dir: Path = Field(
         default_factory=lambda data: data["model_cache_dir"] / "litert",
         json_schema_extra={"default_text": "DERMASCAN_MODEL_CACHE_DIR/litert"},
-        description="Where LiteRT conversions are kept, named by the model file's SHA-256 (safe to "
-        "share between workers and hosts: a volume here spares each worker the conversion).",
+        description="Where the worker's own LiteRT conversions of versions saved without a LiteRT file "
+        "are kept, named by the model file's SHA-256 (safe to share between workers and hosts: a volume "
+        "here spares each worker the conversion).",
     )
     inference_engine: Engine = Field(
-        "litert", description="`litert`: the model converted once to LiteRT (XNNPACK kernels, 1.5-2x "
-        "faster per core), kept only if its outputs match Keras, else TensorFlow serves; "
-        "`tensorflow`: the Keras model in a compiled tf.function.",
+        "litert", description="`litert`: the version's LiteRT file (XNNPACK kernels, 1.5-2x faster per "
+        "core), made and checked against Keras when the version was saved, served without TensorFlow; a "
+        "version saved without one is converted at load (TensorFlow) and served on LiteRT if its outputs "
+        "match Keras, else on TensorFlow. `tensorflow`: the Keras model in a compiled tf.function. Both "
+        "need TensorFlow where they load a Keras file: the worker image has none (requirements-worker.txt).",
     )
     # Defaults measured with bench/serve.py on a 2-core host (README, "Serving fast"): on LiteRT a
     # MobileNetV2 serves 32 clients fastest with 2 single-thread streams of at most 8 images
