@@ -4,9 +4,9 @@ by default), and the headers that keep the UI out of other sites' frames and scr
 A request whose `Host` is not one of `DERMASCAN_ALLOWED_HOSTS` (the loopback names by default)
 or `DERMASCAN_HTTP_HOST` is refused with 421: a page whose own name was re-pointed at this
 gateway's address (DNS rebinding) is "same origin" with it in the browser's eyes, and only the
-`Host` it sends gives it away. Probes and scrapers (`/livez`, `/readyz`, `/metrics`, and the Open Inference Protocol's
-`/v2/health/live` and `/v2/health/ready`, which KServe probes by pod address) answer any
-host: they reach pods by address or service name, and say nothing about patients.
+`Host` it sends gives it away. Probes and scrapers (`/livez`, `/readyz`, `/metrics`, and the
+Open Inference Protocol's `/v2/health/live` and `/v2/health/ready`, which KServe probes by pod
+address) answer any host: they reach pods by address or service name, and say nothing about patients.
 
 A request that carries an `Origin` header (browsers add it) and uses a method other than GET,
 HEAD or OPTIONS is refused with 403 unless the origin is the gateway's own (the same host and

@@ -2,7 +2,8 @@
 were lost, hung requests. The rows of one pytest session are written to `var/reliability.md` at its
 end (tests/conftest.py calls `write_doc`), never to a tracked file: `make reliability-doc` copies
 the last run's into `docs/reliability.md`, committed on purpose. A scenario that did not run keeps
-its row from the last file (the last run's, else the committed doc), with its date. Loop-only or single-threaded use per scenario (counters are plain ints)."""
+its row from the last file (the last run's, else the committed doc), with its date. Loop-only or
+single-threaded use per scenario (counters are plain ints)."""
 
 from __future__ import annotations
 
