@@ -71,7 +71,8 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         own_bus = bus or await connect_bus(settings.broker_url,
-                                           publish_timeout_s=settings.broker_publish_timeout_s)
+                                           publish_timeout_s=settings.broker_publish_timeout_s,
+                                           heartbeat_s=settings.broker_heartbeat_s)
         own_store = store or await open_store_for(settings)
         app[BUS], app[STORE] = own_bus, own_store
         app[REGISTRY] = ModelRegistry(own_store)

@@ -75,6 +75,7 @@ class ServiceSettings(Protocol):
     store_read_timeout_s: float
     store_max_attempts: int
     broker_publish_timeout_s: float
+    broker_heartbeat_s: int
     metrics_host: str
     metrics_port: int
 
@@ -87,7 +88,8 @@ async def serve_service(
     registry = CollectorRegistry()
     runner = await serve_metrics(registry, settings.metrics_host,
                                  settings.metrics_port) if settings.metrics_port else None
-    bus = await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+    bus = await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s,
+                            heartbeat_s=settings.broker_heartbeat_s)
     store = await open_store_for(settings)
     service = build(bus, store, registry)
     try:

@@ -38,6 +38,11 @@ class CommonSettings(BaseSettings):
     broker_publish_timeout_s: float = Field(
         5.0, gt=0, description="Longest a publish waits for RabbitMQ's confirm before it fails as "
         "unavailable (503); the message may still have arrived.")
+    broker_heartbeat_s: int = Field(
+        5, ge=1, le=600, description="AMQP heartbeat in seconds: RabbitMQ drops a client it has not heard "
+        "from for about this long (requeuing what it held), and a service probes the broker every half "
+        "of it, so a broker gone silent without closing the connection (a dropped route) is reported "
+        "not connected (/readyz 503) within it and a new connection made; RabbitMQ advises 5-20 s.")
     log_level: str = Field("INFO", description="Python logging level.")
     predict_queue: str = Field("dermascan.predict", description="Queue of prediction requests.")
     ingest_queue: str = Field("dermascan.ingest", description="Queue of bulk-upload jobs.")

@@ -1,13 +1,21 @@
 """The RabbitMQ `MessageBus` (aio-pika): robust connection, publisher confirms, durable queues
-with a dead-letter exchange, and one reply queue per process for RPC."""
+with a dead-letter exchange, and one reply queue per process for RPC.
+
+A broker can go silent without closing anything (a dropped route, a restarted NAT, a host that
+froze): TCP then says nothing for minutes. So the connection carries a short AMQP heartbeat (the
+broker drops a client it has not heard from, and requeues what that client held), and the bus
+probes the broker itself every half heartbeat: a broker that has not answered within a heartbeat,
+or a publish it did not confirm in time, makes the bus not `connected` at once; without an answer
+the connection is dropped and a new one made, every second until the broker answers again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
@@ -28,7 +36,9 @@ from shared.messages import new_id
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RECONNECT_DELAY_S = 1.0
+_RECONNECT_DELAY_S = 1.0  # between connection attempts, the first and after a loss (aio-pika's: 5 s)
+_CONNECT_TIMEOUT_S = 5.0  # at most, for one attempt: TCP, then the AMQP handshake
+_CLOSE_STEP_S = 1.0  # the longest close() waits on one step of closing (a broker answers in ms)
 
 
 def _delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -72,13 +82,20 @@ def _split_replies(message: AbstractIncomingMessage) -> list[tuple[str | None, b
 
 class _Consumer:
     """A consumer on its own channel; `cancel` stops deliveries, waits for running handlers,
-    sends their acks, then closes the channel."""
+    sends their acks, then closes the channel. Each step that waits on the broker gives up after
+    `step_timeout_s`, and is skipped while `linked()` is false (the connection is lost): a broker
+    that is gone or silent answers none of them (and redelivers to another consumer what was not
+    acked), and a worker told to stop must not wait on it."""
 
-    def __init__(self, channel: AbstractChannel, acks: Acks | None = None) -> None:
+    def __init__(self, channel: AbstractChannel, acks: Acks | None = None, *,
+                 step_timeout_s: float = 5.0, linked: Callable[[], bool] = lambda: True) -> None:
         self._channel = channel
+        self._linked = linked
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._running: set[asyncio.Task[object]] = set()
+        self._step_timeout_s = step_timeout_s
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self.acks = acks
 
     def track(self) -> None:
@@ -89,22 +106,35 @@ class _Consumer:
 
     async def cancel(self) -> None:
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+            queue, tag = self._queue, self._tag
+            await self._step(lambda: queue.cancel(tag))
         if self._running:
             await asyncio.wait(set(self._running), timeout=30)
         if self.acks is not None:
-            await self.acks.drain()
-        with contextlib.suppress(Exception):
-            await self._channel.close()
+            await self._step(self.acks.drain)
+        await self._step(self._channel.close)
+
+    async def _step(self, step: Callable[[], Awaitable[object]]) -> None:
+        """`step()`, given up after the step timeout, and not started at all while the connection
+        is lost (it would wait for aio-pika to restore the channel); its failure is no news."""
+        if not self._linked():
+            return
+        task = asyncio.ensure_future(step())
+        done, _ = await asyncio.wait({task}, timeout=self._step_timeout_s)
+        if done:
+            if not task.cancelled():
+                task.exception()  # retrieved: a channel that is gone fails its steps
+        else:
+            _abandon(task, self._abandoned)
 
 
 class RabbitBus:
     """A `MessageBus` over RabbitMQ. Loop-only. Call `start()` once, `close()` once."""
 
-    def __init__(self, url: str, *, publish_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, publish_timeout_s: float = 5.0, heartbeat_s: int = 5) -> None:
         self._url = url
         self._publish_timeout_s = publish_timeout_s
+        self._heartbeat_s = heartbeat_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._reply_channel: AbstractChannel | None = None
@@ -115,6 +145,10 @@ class RabbitBus:
         self._ready = asyncio.Event()
         self._reply_path = asyncio.Event()  # set while the reply channel and its consumer are restored
         self._connector: asyncio.Task[None] | None = None
+        self._silent = False  # the broker missed a probe or a confirm, and has not answered since
+        self._probe_now = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Future[Any]] = set()  # cancelled, still ending: see _abandon
 
     async def start(self, *, wait: float = 5.0) -> None:
         """Connect in the background; waits up to `wait` s for the first connection."""
@@ -146,8 +180,11 @@ class RabbitBus:
         # may deliver before the reply channel is back. The reply path is ours to track.
         reply_channel.reopen_callbacks.add(self._reply_path_restored)
         connection.close_callbacks.add(self._lost)
+        connection.reconnect_callbacks.add(self._reconnected)
         self._reply_path.set()
         self._ready.set()
+        self._watchdog = asyncio.create_task(self._watch(), name="broker-watchdog")
+        self._watchdog.add_done_callback(_report_death)
 
     def _reply_path_restored(self, *_: object) -> None:
         """The reply channel is reopened, our reply queue declared again and consumed."""
@@ -157,13 +194,82 @@ class RabbitBus:
         self._reply_path.clear()
         self._fail_pending()
 
+    def _reconnected(self, *_: object) -> None:
+        """A new connection is made and its channels restored: the broker answered it."""
+        self._silent = False
+
+    async def _watch(self) -> None:
+        """Probe the broker every half heartbeat, and at once after a publish it did not
+        confirm in time; mark the bus silent while it does not answer, and drop a connection that
+        has not answered within a heartbeat (aio-pika then makes a new one)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), self._heartbeat_s / 2)
+            self._probe_now.clear()
+            if not self._linked():
+                continue  # lost and being reconnected: nothing to probe
+            if await self._answers():
+                self._silent = False
+                continue
+            self._silent = True
+            self._drop_connection()
+
+    async def _answers(self) -> bool:
+        """Whether the broker answers a round trip within a heartbeat: Basic.Qos on the reply
+        channel, which changes nothing there (its consumer takes no acks)."""
+        channel = self._reply_channel
+        if channel is None:
+            return False
+        probe = asyncio.ensure_future(channel.set_qos(prefetch_count=0))
+        done, _ = await asyncio.wait({probe}, timeout=self._heartbeat_s)
+        if not done:
+            # not awaited: a cancelled RPC makes aiormq close its channel, which waits on the broker
+            _abandon(probe, self._abandoned)
+            return False
+        return not probe.cancelled() and probe.exception() is None
+
+    def _drop_connection(self) -> None:
+        """End the silent connection (aio-pika's robust connection then connects afresh)."""
+        if self._sever():
+            log.warning("the broker has not answered for %d s (heartbeat); dropped the connection, "
+                        "making a new one", self._heartbeat_s)
+            self._fail_pending()
+
+    def _sever(self) -> bool:
+        """End the connection now, without the close handshake (which waits for the broker's
+        Close-Ok: a silent broker never sends it), as aiormq ends one it finds stuck: by cancelling
+        its reader, which closes the socket and fails every call still waiting on the connection.
+        False when there is no open connection to end."""
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        if transport is None or transport.connection.is_closed:
+            return False
+        reader = getattr(transport.connection, "_reader_task", None)  # aiormq's; set once connected
+        if reader is None or reader.done():
+            return False
+        reader.cancel()
+        return True
+
+    def _suspect(self) -> None:
+        """A step got no answer within the publish timeout: not `connected` until a probe is
+        answered (at once, if the broker is merely slow to confirm)."""
+        self._silent = True
+        self._probe_now.set()
+
     async def _connect_once(self) -> aio_pika.RobustConnection:
         """One connection attempt (aio-pika's `connect_robust`, holding on to the connection):
         a failed or cancelled attempt closes it, because aio-pika's reconnect task ignores a
         cancel that lands mid-attempt and would otherwise retry forever behind a closed bus."""
-        connection = aio_pika.RobustConnection(aio_pika.connection.make_url(self._url))
+        url = aio_pika.connection.make_url(self._url)
+        # The URL's own settings win; the heartbeat setting and our reconnect pace fill the rest.
+        url = url.update_query({"heartbeat": str(self._heartbeat_s),
+                                "reconnect_interval": str(_RECONNECT_DELAY_S), **url.query})
+        connection = aio_pika.RobustConnection(url)
         try:
-            await connection.connect(timeout=5)
+            # aio-pika's later attempts take this timeout too: a handshake silent for a heartbeat
+            # is as lost as a connection, and an attempt begun in a black hole must not outlast
+            # the network's return by more than that
+            await connection.connect(timeout=min(_CONNECT_TIMEOUT_S, self._heartbeat_s))
         except BaseException:
             await asyncio.shield(connection.close())
             raise
@@ -171,10 +277,16 @@ class RabbitBus:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is up, the publishing channel open and the reply queue
-        consumed: false from the moment the broker is lost until the robust connection has
-        reconnected and restored both channels (aio-pika's own `is_closed` stays false while it
-        reconnects). A call made once this is true has a reply queue for its answer."""
+        """True while the connection is up, the publishing channel open, the reply queue
+        consumed and the broker answering: false from the moment the broker is lost, or has not
+        answered a probe within a heartbeat or a publish within the publish timeout, until the
+        robust connection has reconnected and restored both channels (aio-pika's own `is_closed`
+        stays false while it reconnects) and the broker answers. A call made once this is true has
+        a reply queue for its answer."""
+        return self._linked() and not self._silent
+
+    def _linked(self) -> bool:
+        """`connected` as this process sees it, whether or not the broker still answers."""
         connection, channel = self._connection, self._channel
         if not (self._ready.is_set() and self._reply_path.is_set()):
             return False
@@ -191,8 +303,16 @@ class RabbitBus:
         try:
             return await asyncio.wait_for(step, self._publish_timeout_s)
         except TimeoutError:
+            self._suspect()
             raise BrokerUnavailable(
                 f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            # aiormq cancels the RPCs of a connection it closes: a cancel that was not meant for
+            # this task is the broker lost, not a reason to end a caller's loop (a heartbeat's)
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            raise BrokerUnavailable(f"{what}: the connection to the broker was lost") from None
 
     def _live_channel(self, replies: bool = False) -> AbstractChannel:
         """The publishing channel (with confirms), or with `replies` the reply channel (without),
@@ -283,7 +403,7 @@ class RabbitBus:
         await channel.set_qos(prefetch_count=prefetch)
         source = await channel.get_queue(queue, ensure=True)
         acks = Acks(before=self._replies_sent)
-        consumer = _Consumer(channel, acks)
+        consumer = _Consumer(channel, acks, step_timeout_s=self._publish_timeout_s, linked=self._linked)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             consumer.track()
@@ -379,7 +499,7 @@ class RabbitBus:
             except Exception:
                 log.exception("broadcast handler failed on %s", exchange)
 
-        consumer = _Consumer(channel)
+        consumer = _Consumer(channel, step_timeout_s=self._publish_timeout_s, linked=self._linked)
         consumer._queue, consumer._tag = queue, await queue.consume(on_message, no_ack=True)
         return consumer
 
@@ -407,10 +527,52 @@ class RabbitBus:
         return QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
 
     async def close(self) -> None:
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._connector
+        """Close the connection, within a few seconds whatever the broker does: each step that
+        waits on it (aio-pika's close handshake waits for the broker's Close-Ok, which a silent
+        broker never sends) is given up after `_CLOSE_STEP_S`."""
+        for task in (self._connector, self._watchdog):
+            if task is not None:
+                await _cancel_within(task, _CLOSE_STEP_S, self._abandoned)
         self._fail_pending()
-        if self._connection is not None:
-            await self._connection.close()
+        if self._connection is None:
+            return
+        if self._silent:
+            self._sever()  # no handshake with a broker that does not answer
+        closing = asyncio.ensure_future(self._connection.close())
+        done, _ = await asyncio.wait({closing}, timeout=_CLOSE_STEP_S)
+        if not done:
+            log.warning("the broker did not answer the connection's close within %g s; ended without it",
+                        _CLOSE_STEP_S)
+            self._sever()  # ends the close too, and every call left waiting on the connection
+            done, _ = await asyncio.wait({closing}, timeout=_CLOSE_STEP_S)
+        if not done:
+            _abandon(closing, self._abandoned)
+        # what was abandoned on the way (a cancelled call's channel close) ends with the connection
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=_CLOSE_STEP_S)
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """Done-callback of the watchdog, which runs until the bus closes: say why it stopped."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r; a silent broker is now noticed only by aiormq's own heartbeat",
+                  task.get_name(), task.exception())
+
+
+async def _cancel_within(task: asyncio.Future[Any], timeout: float, keep: set[asyncio.Future[Any]]) -> None:
+    """Cancel `task` and wait up to `timeout` s for it to end; see `_abandon`."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout)
+    _abandon(task, keep)
+
+
+def _abandon(task: asyncio.Future[Any], keep: set[asyncio.Future[Any]]) -> None:
+    """Cancel `task` without waiting for it. aio-pika and aiormq may await the broker while they
+    handle a cancel (a cancelled RPC closes its channel): a task still running is left to end by
+    itself, held in `keep` meanwhile (a task nothing refers to may be collected mid-way)."""
+    task.cancel()
+    if not task.done():
+        keep.add(task)
+        task.add_done_callback(keep.discard)
+    elif not task.cancelled():
+        task.exception()  # retrieved: a failure while being cancelled is no news

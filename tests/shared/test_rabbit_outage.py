@@ -167,3 +167,50 @@ async def test_a_reply_made_while_the_broker_is_reconnecting_reaches_its_caller_
     finally:
         await worker.close()
         await caller.close()
+
+
+async def test_a_blackholed_broker_is_not_connected_within_a_heartbeat_and_is_back_seconds_after_the_network(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    """No byte and no close crosses the proxy: only the heartbeat can tell. The connection that
+    went silent stays silent after the network returns (its bytes were lost): the bus must make a
+    new one, and does within seconds, not after TCP's minutes."""
+    bus = await connect_bus(through(rabbit_url, proxy), publish_timeout_s=1.0, heartbeat_s=2)
+    try:
+        await bus.declare_queue(unique)
+        assert bus.connected
+        proxy.blackhole()
+        assert await until(lambda: not bus.connected, timeout=4) < 4  # a probe missed: half + one heartbeat
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            await bus.publish(unique, b"upload job")
+        assert time.monotonic() - started < 0.5  # refused at once, not after the publish timeout
+        await asyncio.sleep(2.0)
+        assert not bus.connected  # new connections go silent too while the network is out
+
+        await proxy.up()
+        back = await until(lambda: bus.connected, timeout=10)
+        assert back < 10
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def handler(delivery: Delivery) -> None:
+            await got.put(delivery.body)
+
+        await bus.consume(unique, handler, prefetch=1)
+        await bus.publish(unique, b"after the outage")
+        assert await asyncio.wait_for(got.get(), 5) == b"after the outage"
+    finally:
+        await bus.close()
+
+
+async def test_a_publish_the_broker_does_not_confirm_in_time_makes_the_bus_not_connected_at_once(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    bus = await connect_bus(through(rabbit_url, proxy), publish_timeout_s=1.0, heartbeat_s=30)
+    try:
+        await bus.declare_queue(unique)
+        proxy.blackhole()
+        with pytest.raises(BrokerUnavailable, match="within 1 s"):
+            await bus.publish(unique, b"training job")
+        assert not bus.connected  # at once, not after the 30 s heartbeat
+    finally:
+        await proxy.up()
+        await bus.close()

@@ -10,17 +10,27 @@ class Proxy:
     """Forwards 127.0.0.1:`port` to `target` (host, port). `down()` stops listening and cuts
     every connection through it (a crashed server: connections refused); `freeze()` keeps the
     connections open and forwards nothing more (a blackholed one); `up()` undoes either, on the
-    same port."""
+    same port.
+
+    `blackhole()` is a network that drops every packet: the connections through it, and those
+    opened until `up()`, go silent for good. No byte passes either way, and neither end hears of
+    the other closing (no FIN or RST crosses a black hole), so only a heartbeat or a timeout can
+    tell. After `up()` new connections work, and those that went silent stay silent: their bytes
+    were lost, as they are behind a dropped route or a restarted NAT, or with TCP's retransmits
+    backed off for minutes."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target, self.port = target, 0
         self.frozen = False
+        self.holed = False
+        self._silent: set[asyncio.StreamWriter] = set()  # client ends of the connections gone silent
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._clients: set[asyncio.StreamWriter] = set()  # the client end of each connection
         self._pipes: set[asyncio.Task[None]] = set()
 
     async def up(self) -> None:
-        self.frozen = False
+        self.frozen = self.holed = False
         if self._server is None:
             self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
                                                       reuse_address=True)
@@ -37,6 +47,10 @@ class Proxy:
     def freeze(self) -> None:
         self.frozen = True
 
+    def blackhole(self) -> None:
+        self.holed = True
+        self._silent |= self._clients
+
     async def close(self) -> None:
         await self.down()
         for task in list(self._pipes):
@@ -50,14 +64,18 @@ class Proxy:
             writer.transport.abort()
             return
         self._writers |= {writer, upstream_writer}
+        self._clients.add(writer)
+        if self.holed:
+            self._silent.add(writer)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
                 while data := await source.read(65536):
-                    if not self.frozen:
+                    if not self.frozen and writer not in self._silent:
                         sink.write(data)
                         await sink.drain()
-            sink.transport.abort()
+            if writer not in self._silent:  # a close crosses no black hole
+                sink.transport.abort()
 
         task = asyncio.current_task()
         if task is not None:
@@ -66,5 +84,7 @@ class Proxy:
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         finally:
             self._writers -= {writer, upstream_writer}
+            self._clients.discard(writer)
+            self._silent.discard(writer)
             if task is not None:
                 self._pipes.discard(task)
