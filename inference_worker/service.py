@@ -8,7 +8,6 @@ missed (the broker was down) or overtaken (two promotions at once) heals within 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import io
 import logging
@@ -18,6 +17,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,7 @@ from inference_worker.settings import WorkerSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
+from shared.decode_budget import DecodeBudget
 from shared.errors import BadRequest, DermaScanError
 from shared.heartbeat import Heartbeat
 from shared.imaging import load_for_model
@@ -103,6 +104,26 @@ def _run_batch(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarr
     return classifier.predict_scores(np.stack(images))
 
 
+#: What stopping waits for once the drain is over (the heartbeat's last broadcast, the batcher).
+_RELEASE_STEP_S = 1.0
+
+
+async def _within(steps: Sequence[asyncio.Future[Any]], timeout: float,
+                  keep: set[asyncio.Future[Any]]) -> None:
+    """Wait up to `timeout` s for `steps`; cancel those still running and wait no more for them
+    (a step that awaits a broker that is gone may not even end when cancelled), holding them in
+    `keep` until they do end (a task nothing refers to may be collected mid-way)."""
+    if not steps:
+        return
+    _, late = await asyncio.wait(steps, timeout=max(0.0, timeout))
+    for step in late:
+        step.cancel()
+        keep.add(step)
+        step.add_done_callback(keep.discard)
+    if late:
+        log.warning("%d shutdown steps still waiting after %g s; left behind", len(late), timeout)
+
+
 class InferenceWorker:
     """One worker process's serving loop. `start()` then `stop()`; loop-only."""
 
@@ -115,6 +136,8 @@ class InferenceWorker:
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.classifier: Classifier | None = None
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, "decode")
+        self._decode_budget = DecodeBudget(settings.decode_budget_bytes)
+        self._left_behind: set[asyncio.Future[Any]] = set()  # shutdown steps given up on, still ending
         self._model_pool = ThreadPoolExecutor(settings.streams, "model")
         self._batcher: MicroBatcher[Classifier, np.ndarray, np.ndarray] | None = None
         self._subscriptions: list[Subscription] = []
@@ -253,9 +276,10 @@ class InferenceWorker:
         try:
             with self._batcher.incoming():
                 image = await loop.run_in_executor(
-                    self._decode_pool, functools.partial(
-                        load_for_model, request.image, classifier.input_size,
-                        policy=classifier.preprocessing))
+                    self._decode_pool, functools.partial(self._decode, request, classifier))
+            if image is None or request.deadline < time.time():
+                self.metrics.requests.labels("expired").inc()
+                return None  # expired while it waited for a decode thread: nobody waits for it
             started = loop.time()
             probabilities, batch_size = await self._batcher.submit(classifier, image)
             compute_ms = (loop.time() - started) * 1000
@@ -276,6 +300,18 @@ class InferenceWorker:
                             queue_ms=(now - request.sent_at) * 1000, compute_ms=compute_ms,
                             batch_size=batch_size, input_png=seen)
 
+    def _decode(self, request: PredictRequest, classifier: Classifier) -> np.ndarray | None:
+        """The request's image as the model's input, or None when the request expired while it
+        waited for this decode thread (then it is not decoded at all). An image that would take
+        the decode budget past its bound is refused at once (Overloaded `decoder_busy`); one
+        that decodes to more than `max_decoded_pixels` is refused from its header. Runs in the
+        decode pool."""
+        if request.deadline < time.time():
+            return None
+        return load_for_model(request.image, classifier.input_size, policy=classifier.preprocessing,
+                              max_decoded_pixels=self.settings.max_decoded_pixels,
+                              budget=self._decode_budget, wait=False)
+
     def status(self) -> WorkerStatus:
         classifier = self.classifier
         return WorkerStatus(
@@ -288,15 +324,20 @@ class InferenceWorker:
         )
 
     async def stop(self) -> None:
-        """Drain: stop consuming, let in-flight requests finish (bounded), then release."""
-        for subscription in self._subscriptions:
-            await subscription.cancel()
-        with contextlib.suppress(TimeoutError):  # past the drain timeout: release anyway
-            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout_s)
-        await self._heartbeat.stop()
+        """Drain: stop consuming, let in-flight requests finish, then release; done within
+        `drain_timeout_s` and a second or two more, whatever the broker does. Cancelling the
+        consumers (which waits for their handlers and sends their acks) and waiting for the
+        requests in flight share the drain timeout: a broker that is gone or silent answers none
+        of it, and what it did not get (acks, replies) it redelivers to a peer. Every later step
+        is bounded too."""
+        drain = [asyncio.ensure_future(subscription.cancel()) for subscription in self._subscriptions]
+        await _within([*drain, asyncio.ensure_future(self._idle.wait())], self.settings.drain_timeout_s,
+                      self._left_behind)
         if self._reconciler is not None:
             self._reconciler.cancel()
+        release = [asyncio.ensure_future(self._heartbeat.stop())]
         if self._batcher is not None:
-            await self._batcher.close()
+            release.append(asyncio.ensure_future(self._batcher.close()))
+        await _within(release, _RELEASE_STEP_S, self._left_behind)
         self._decode_pool.shutdown(wait=False)
         self._model_pool.shutdown(wait=False)

@@ -49,6 +49,19 @@ class WorkerSettings(CommonSettings):
     streams: int = Field(2, ge=1, description="Model calls run at once (also `--concurrency`).",
                          validation_alias="DERMASCAN_WORKER_STREAMS")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and resizing images.")
+    # A PNG of 131 KB may decode to 40 MP (160 MB and 0.25-1.4 s of a core); a JPEG decodes at 1/2,
+    # 1/4 or 1/8 of its size when the model needs no more, so its cost stays small at any size.
+    max_decoded_pixels: int = Field(
+        4096 * 4096, gt=0, description="Most pixels one image may decode to, refused from its header (413 "
+        "`too_many_pixels`): the model sees 224 px, and a dermoscopic image is judged on far fewer than "
+        "the 40 MP the gateway admits. A JPEG decodes at the smallest of 1/2, 1/4, 1/8 of its size that "
+        "still covers the model's input, so this bounds PNG and WebP (decoded whole): 4096 x 4096 costs "
+        "~0.1 s and 64 MiB to decode.")
+    decode_budget_bytes: int = Field(
+        96 * 2**20, gt=0, description="Bytes of decoded pixels (4 a pixel) all decode threads may hold at "
+        "once: one image of `max_decoded_pixels` and smaller ones beside it. An image that does not "
+        "fit is answered 429 `decoder_busy` (retryable) at once, so a flood of large images is "
+        "refused in microseconds each instead of queueing in front of everyone else.")
     intra_op_threads: int = Field(
         default_factory=lambda data: max(1, usable_cpus() // data["streams"]),
         ge=1,
@@ -65,5 +78,7 @@ class WorkerSettings(CommonSettings):
     model_reconcile_s: float = Field(
         10.0, gt=0, description="Seconds between checks of the registry's current model: a promotion "
         "broadcast that was missed or overtaken by another heals within this.")
-    drain_timeout_s: float = Field(10.0, ge=0, description="Grace period for in-flight work on stop.")
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="Grace period for in-flight work on stop; the whole stop, broker steps "
+        "included, is bounded by it (and a few seconds more to release), broker or no broker.")
     worker_id: str | None = Field(None, description="Name in /health; default host-pid.")

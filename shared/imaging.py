@@ -13,6 +13,7 @@ every model's manifest, so a model is always served the pixels it was trained on
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from shared import jpeg
+from shared.decode_budget import DecodeBudget, decoded_bytes
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 #: Formats a client may send; anything else that is an image is answered 415.
@@ -128,16 +130,40 @@ def decode_image(
     PayloadTooLarge (more than `max_pixels`, refused from the header). Thread-safe.
     """
     image, _ = open_image(data, max_pixels=max_pixels)
+    if draft_size is not None:
+        _draft(image, draft_size)
+    return _decode_opened(image)
+
+
+def _draft(image: Image.Image, size: tuple[int, int]) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 of its size, the smallest still at least `size`
+    (width, height): libjpeg then skips the rest, in time and memory. Other formats decode
+    whole. Changes `image.size` to what decoding will give; reads no pixel."""
+    if image.format == "JPEG":
+        try:
+            image.draft("RGB", size)
+        except Exception as exc:  # a hostile header can make Pillow raise anything
+            raise BadRequest(f"the image could not be decoded: {exc}", code="corrupt_image") from exc
+
+
+def _decode_opened(image: Image.Image) -> Image.Image:
+    """Decode an image `open_image` opened (and `_draft` may have shrunk) to RGB, upright.
+
+    No copy is made that changes no pixel (an image without EXIF orientation is not copied to be
+    turned, an RGB one not copied to be converted): at 40 megapixels each copy was 160 MB.
+    """
     try:
-        with image:
-            if draft_size is not None and image.format == "JPEG":
-                image.draft("RGB", draft_size)
-            image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image.close()
         raise PayloadTooLarge(f"image has too many pixels: {exc}", code="too_many_pixels") from exc
     except Exception as exc:  # decoders raise OSError, ValueError, EOFError, SyntaxError...
+        image.close()
         raise BadRequest(f"the image could not be decoded: {exc}", code="corrupt_image") from exc
+    if rgb is not image:
+        image.close()  # its pixels now, not when the caller is done with the copy
     if min(rgb.size) < MIN_SIDE:
         raise BadRequest(
             f"image is {rgb.size[0]}x{rgb.size[1]}; both sides must be at least {MIN_SIDE} pixels",
@@ -216,14 +242,35 @@ def load_for_model(
     *,
     policy: str = DEFAULT_POLICY,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decoded_pixels: int | None = None,
+    budget: DecodeBudget | None = None,
+    wait: bool = True,
 ) -> np.ndarray:
     """Decode encoded image bytes and prepare them for a model input of `size` (height, width)
     with the preprocessing `policy` named in the model's manifest.
 
-    The single preprocessing entry point for the inference worker and the trainer. Returns
-    uint8 (height, width, 3); raises as `decode_image`, and ValueError for an unknown policy.
+    The single preprocessing entry point for the inference worker and the trainer. A JPEG is
+    decoded at the smallest scale (1, 1/2, 1/4, 1/8) still at least `size`; `max_decoded_pixels`
+    bounds what decoding yields (a PNG or WebP decodes whole), refused from the header; `budget`
+    holds the decoded bytes while the image is decoded and prepared (waiting for room, or with
+    `wait=False` refused at once when there is none). Returns uint8 (height, width, 3); raises
+    as `decode_image`, PayloadTooLarge (`too_many_pixels`) past `max_decoded_pixels`, Overloaded
+    (`decoder_busy`) from the budget, and ValueError for an unknown policy. Thread-safe.
     """
     prepare = POLICIES[check_policy(policy)]
     height, width = size
-    image = decode_image(data, max_pixels=max_pixels, draft_size=(width, height))
-    return prepare(image, size)
+    image, _ = open_image(data, max_pixels=max_pixels)
+    _draft(image, (width, height))
+    decoded = image.size[0] * image.size[1]
+    if max_decoded_pixels is not None and decoded > max_decoded_pixels:
+        image.close()
+        raise PayloadTooLarge(
+            f"image decodes to {image.size[0]}x{image.size[1]} pixels; the limit is {max_decoded_pixels:,} "
+            "(a JPEG decodes at the scale the model needs, a PNG or WebP whole)", code="too_many_pixels")
+    with budget.hold(decoded_bytes(decoded), wait=wait) if budget is not None else contextlib.nullcontext():
+        rgb = _decode_opened(image)
+        try:
+            return prepare(rgb, size)
+        finally:  # the decoded pixels freed now, while the budget still counts them
+            rgb.close()
+            image.close()
