@@ -46,6 +46,26 @@ KNOWN_GAPS = [
 ]
 #: Gaps the fault tests found and that are fixed: one line each on how, with the scenario that shows it.
 CLOSED_GAPS = [
+    "A broker that goes silent without closing the connection is noticed within a heartbeat "
+    "(`DERMASCAN_BROKER_HEARTBEAT_S`, 5 s) and left for a new connection; the services are ready again "
+    "within seconds of the network's return (`tests/test_broker_blackhole.py`: 3.1-3.4 s with a 2 s "
+    "heartbeat).",
+    "A worker told to stop exits within its drain timeout and a few seconds, whatever the broker does "
+    "(`tests/inference_worker/test_drain.py`: 0.8-1.6 s after SIGTERM with RabbitMQ refused, 4.9-5.5 s "
+    "black-holed; it stayed alive 60 s before).",
+    "An image costs what it decodes to, not its file: PNG/WebP past 4096 x 4096 are refused from the header, "
+    "decodes share a budget of bytes and give their memory back, and expired requests are not decoded "
+    "(`tests/inference_worker/test_decode_flood.py`: after 48 large PNGs a normal request is answered in "
+    "0.01 s; before, it timed out 504).",
+    "Slow clients no longer lock everyone out: /predict and uploads hold the bytes that arrived, per caller, "
+    "at a minimum pace (`tests/gateway/test_edge_slow_clients.py`: 75 of 75 normal predictions served while "
+    "30 slow clients held connections; 0 of 75 before).",
+    "A refused bulk upload leaves no staged file, whatever the refusal (`tests/gateway/test_uploads.py`, one "
+    "test per kind; 15 refused requests left 5,085 files before).",
+    "A DNS-rebinding page reads nothing: any Host but the allowed names is 421 "
+    "(`tests/gateway/test_origins.py`), and the catalog's images need a view token.",
+    "An audit flood cannot bury real events: 600 refused retrains are one event with a count "
+    "(`tests/gateway/test_audit.py`).",
     "A broker outage longer than `DERMASCAN_JOB_STALE_S` no longer loses an upload: the gateway reports the "
     "paused job `failed` `worker_lost` (retryable), its staged files stay, and the ingest service the job is "
     "redelivered to resumes it after the files already handled (`RabbitMQ cut during an upload` runs with "
