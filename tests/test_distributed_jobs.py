@@ -121,7 +121,7 @@ def test_upload_retrain_promote_and_a_trainer_crash(cluster: dict[str, Any], mel
         assert status == 202
         seen = [wait_state(base, accepted["job_id"], {"running", "succeeded"})["state"]]
         job = wait_state(base, accepted["job_id"], {"succeeded", "failed", "rejected"})
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", (job.get("error"), job["log"][-6:])
         seen.append(job["state"])
         version = job["result"]["version"]
         deadline = time.monotonic() + 20

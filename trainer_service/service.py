@@ -28,12 +28,12 @@ from shared.errors import DermaScanError, NotFound
 from shared.heartbeat import Heartbeat
 from shared.jobs import Job, JobChanged, JobState, JobStore, TrainResult
 from shared.manifest import ModelManifest
-from shared.messages import ErrorInfo, ModelPromoted, TrainRequest, decode, encode
+from shared.messages import ErrorInfo, ModelPromoted, TrainOptions, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from trainer_service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExceeded
 from trainer_service.metrics import TrainerMetrics
-from trainer_service.retrain import Progress, retrain_head
+from trainer_service.retrain import Outcome, Progress, retrain_head
 from trainer_service.settings import TrainerSettings
 from trainer_service.tracking import Run, log_manifest, tracker_for
 
@@ -148,6 +148,19 @@ class TrainerService:
         if run is not None:
             await asyncio.to_thread(self._log_run, run, manifest, progress, options.model_dump())
             manifest = manifest.model_copy(update={"tracking_url": self.tracking.link(run)})
+        try:
+            await self._deliver(lease, outcome, manifest, options, started)
+        except JobTaken:
+            raise
+        except Exception as exc:  # a store or registry that failed: the job ends failed, saying why
+            log.exception("training job %s: its candidate could not be published or promoted", job.job_id)
+            await self._end(lease, "failed", ErrorInfo.from_exception(exc))
+
+    async def _deliver(self, lease: JobLease, outcome: Outcome, manifest: ModelManifest,
+                       options: TrainOptions, started: float) -> None:
+        """Publish the candidate, then (when asked and the gate passed) promote it, and end the job.
+        Raises JobTaken as soon as the job is no longer this trainer's."""
+        job = lease.job
         await lease.phase("publishing")  # still ours? (raises JobTaken); too late to cancel from here
         await self.registry.publish(outcome.directory / "model.keras", manifest, evidence=outcome.evidence)
         await self.store.put(f"models/{manifest.version}/snapshot.json",

@@ -98,11 +98,11 @@ async def test_a_500_says_internal_error_and_a_request_id_that_is_in_the_log(
         make_client: MakeClient, caplog: pytest.LogCaptureFixture) -> None:
     client = await make_client(with_worker=False)
 
-    async def broken() -> list[ModelManifest]:
+    async def broken(*_: object) -> list[ModelManifest]:
         raise RuntimeError("secret detail: /srv/store/credentials.json")
 
     # replacing a method on the instance is the point: the registry fails as a broken store would
-    client.app[REGISTRY].versions = broken  # type: ignore[method-assign]
+    client.app[REGISTRY].versions_page = broken  # type: ignore[method-assign,assignment]
     with caplog.at_level(logging.ERROR, logger="gateway.errors"):
         response = await client.get("/models")
     assert response.status == 500
