@@ -39,6 +39,8 @@ SCENARIOS: dict[str, str] = {
     "kill -9 the embedded process with jobs queued": "tests/test_embedded_recovery.py",
     "concurrent retrains": "tests/gateway/test_retrain.py",
     "concurrent promotions": "tests/gateway/test_promotions.py",
+    "30 slow clients hold /predict bodies": "tests/gateway/test_edge_slow_clients.py",
+    "a flood of PNGs that decode to 16 and 40 MP": "tests/inference_worker/test_decode_flood.py",
 }
 #: What the fault tests found and do not yet cover, kept in the doc until fixed (then moved to CLOSED_GAPS).
 KNOWN_GAPS = [
@@ -239,8 +241,9 @@ def render(command: str, previous: str = "") -> str:
     lines = [
         "# Reliability: what the fault tests counted",
         "",
-        "<!-- Written by the tests (tests/support/reliability.py, at the end of a pytest session that ran",
-        "     any fault test). Do not edit by hand: run the tests. -->",
+        "<!-- Written by the tests to var/reliability.md (tests/support/reliability.py, at the end of a",
+        "     pytest session that ran any fault test) and copied here by `make reliability-doc`.",
+        "     Do not edit by hand: run the tests. -->",
         "",
         f"Written by `{command}` on {now}, on {_machine()}.",
         "",
