@@ -3,9 +3,11 @@ manifest's `litert` names it, `model.tflite` (the same model converted once for 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -19,11 +21,13 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 LITERT_FILE = "model.tflite"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def save_artifact(model: keras.Model, manifest: ModelManifest, directory: Path) -> Path:
-    """Write `model`, its LiteRT conversion and `manifest` into `directory` (created if needed);
-    returns `directory`.
+def save_artifact(model: keras.Model, manifest: ModelManifest, directory: Path, *,
+                  litert: bool = True) -> Path:
+    """Write `model`, its LiteRT conversion (unless `litert` is False: see `export_litert_apart`)
+    and `manifest` into `directory` (created if needed); returns `directory`.
 
     The conversion is kept only if it answers what Keras answers (`export_litert`); `manifest`
     itself (the caller's object, which it goes on to publish) gets its `litert` set to the file
@@ -34,7 +38,7 @@ def save_artifact(model: keras.Model, manifest: ModelManifest, directory: Path) 
         raise FileExistsError(f"{directory} already holds a model")
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
-    manifest.litert = export_litert(model, manifest, directory)
+    manifest.litert = export_litert(model, manifest, directory) if litert else None
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     return directory
 
@@ -65,6 +69,33 @@ def export_litert(model: keras.Model, manifest: ModelManifest, directory: Path) 
                           tolerance=PARITY_TOLERANCE)
 
 
+async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
+    """`export_litert` for the artifact saved in `directory`, run in a process of its own (at a
+    lower priority), and `manifest.litert` (the caller's object) set to what it wrote. TensorFlow's
+    converter holds the GIL for seconds: in `make run` the trainer shares its process with the
+    gateway and the worker, and a conversion in a thread stalled /predict by up to 1.3 s."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "trainer_service.artifacts", str(directory),
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, errors = await process.communicate()
+    if process.returncode != 0:
+        log.warning("model %s: the LiteRT conversion process failed (%s); saved without %s",
+                    manifest.version, errors.decode(errors="replace").strip()[-500:], LITERT_FILE)
+        manifest.litert = None
+        return
+    written = await asyncio.to_thread((directory / MANIFEST_FILE).read_text)
+    manifest.litert = ModelManifest.model_validate_json(written).litert
+
+
+def _convert_saved(directory: Path) -> None:
+    """`python -m trainer_service.artifacts DIR`: convert DIR's model, record it in its manifest."""
+    os.nice(10)  # serving in other processes comes first
+    model, manifest = load_artifact(directory)
+    manifest.litert = export_litert(model, manifest, directory)
+    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
 def load_artifact(directory: Path) -> tuple[keras.Model, ModelManifest]:
     """The model and manifest in `directory`; plain `keras.saving.load_model`, no custom objects.
 
@@ -93,3 +124,8 @@ def code_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    _convert_saved(Path(sys.argv[1]))

@@ -22,7 +22,7 @@ from shared.messages import TrainOptions
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import MALIGNANT, admissible
-from trainer_service.artifacts import save_artifact
+from trainer_service.artifacts import export_litert_apart, save_artifact
 from trainer_service.classifier import LOGITS, build_classifier, embedding_model, with_temperature
 from trainer_service.current_model import CurrentModel, Log, Progress, ensure_embeddings, load_images
 from trainer_service.evaluation import classification_metrics, predict
@@ -164,7 +164,9 @@ async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options
             ood=detector, backbone_version=version, gate=gate, class_bias=points.class_bias.tolist(),
             recipe={"kind": "fine_tune", **options.model_dump()},
             training_seconds=round(time.monotonic() - started, 2))
-        directory = save_artifact(final, manifest, settings.work_dir / "versions" / version)
+        directory = save_artifact(final, manifest, settings.work_dir / "versions" / version, litert=False)
         return Outcome(manifest, directory, gate, snapshot, evidence.to_bytes())
 
-    return await asyncio.to_thread(finish)
+    outcome = await asyncio.to_thread(finish)
+    await export_litert_apart(outcome.directory, outcome.manifest)
+    return outcome

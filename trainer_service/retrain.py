@@ -30,7 +30,7 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from shared.taxonomy import MALIGNANT, admissible, decide
 from shared.verdict import GatePolicy, GateResult, GateSet
-from trainer_service.artifacts import save_artifact
+from trainer_service.artifacts import export_litert_apart, save_artifact
 from trainer_service.calibration import expected_calibration_error, softmax
 from trainer_service.classifier import LOGITS, build_classifier, temperature_of, with_temperature
 from trainer_service.current_model import (
@@ -360,7 +360,8 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
         recipe={"kind": "head_only", **options.model_dump(), "class_bias_span": judged.points.span},
         training_seconds=round(time.monotonic() - started, 2))
     directory = await asyncio.to_thread(save_artifact, judged.model, manifest,
-                                        settings.work_dir / "versions" / version)
+                                        settings.work_dir / "versions" / version, litert=False)
+    await export_litert_apart(directory, manifest)
     evidence = await asyncio.to_thread(data.evidence.to_bytes)
     return Outcome(manifest, directory, judged.gate, snapshot, evidence)
 

@@ -18,6 +18,7 @@ held-out images end the job with a clear code.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ async def parent_evidence(registry: ModelRegistry, current: CurrentModel, backbo
     """The current model's training evidence, or None when it has none (then a retrain fits on
     the catalog alone and says so). Raises Unprocessable when its evidence is of another backbone."""
     try:
-        evidence = Evidence.from_bytes(await registry.evidence(current.manifest.version))
+        stored = await registry.evidence(current.manifest.version)
+        evidence = await asyncio.to_thread(Evidence.from_bytes, stored)
     except NotFound:
         log(f"{current.manifest.version} has no training evidence: this retrain fits on the catalog alone")
         return None
@@ -115,7 +117,7 @@ async def gather(store: ObjectStore, registry: ModelRegistry, current: CurrentMo
     backbone_id = parent.backbone_version or parent.version
     inherited = await parent_evidence(registry, current, backbone_id, log)
     records = await Catalog(store).records()
-    known = inherited.hashes() if inherited is not None else set()
+    known = await asyncio.to_thread(inherited.hashes) if inherited is not None else set()
     classes = sorted(set(parent.classes) | {r.label for r in records if r.split == "train"})
     added = [r for r in records if r.split == "train" and r.sha256 not in known]
     held = [r for r in records if r.split == "eval" and r.label in classes and r.sha256 not in known]
@@ -129,6 +131,25 @@ async def gather(store: ObjectStore, registry: ModelRegistry, current: CurrentMo
     secret = await load_split_secret(store, settings.split_secret)
     roles: list[Role] = ["validation" if validation_share(lesion_group(r.sha256, r.group), secret) else "fit"
                          for r in added]
+    # the arrays: CPU work off the event loop (in `make run` the loop also serves /predict)
+    evidence, fit, validation, reference, uploads = await asyncio.to_thread(
+        _assemble, inherited, backbone_id, added, roles, held, cache, classes)
+    if not len(fit):
+        raise Unprocessable("no training images outside the validation share", code="no_training_data")
+    if not len(validation):
+        raise Unprocessable("no validation images to fit the operating points on: upload more images "
+                            "(one lesion in ten validates)", code="no_validation_data")
+    if not len(reference) and not len(uploads):
+        raise Unprocessable("no held-out images to judge a candidate on: the model has no reference set and "
+                            "the catalog holds no held-out image", code="no_held_out_data")
+    return TrainingData(classes, evidence, len(inherited) if inherited is not None else 0, fit, validation,
+                        reference, uploads, added, records, backbone_id)
+
+
+def _assemble(inherited: Evidence | None, backbone_id: str, added: list[ImageRecord], roles: list[Role],
+              held: list[ImageRecord], cache: dict[str, np.ndarray],
+              classes: list[str]) -> tuple[Evidence, Rows, Rows, Rows, Rows]:
+    """The new evidence (the parent's plus the added images) and the arrays of each step."""
     columns = ([r.label for r in added], [r.source for r in added], roles,
                [lesion_group(r.sha256, r.group) for r in added], [r.sha256 for r in added])
     x_added = np.stack([cache[r.sha256] for r in added]).astype(np.float32) if added else None
@@ -144,13 +165,4 @@ async def gather(store: ObjectStore, registry: ModelRegistry, current: CurrentMo
                    else np.zeros((0, evidence.vectors.shape[1]), np.float32),
                    np.array([classes.index(r.label) for r in held], np.int64),
                    np.array([r.source for r in held]))
-    if not len(fit):
-        raise Unprocessable("no training images outside the validation share", code="no_training_data")
-    if not len(validation):
-        raise Unprocessable("no validation images to fit the operating points on: upload more images "
-                            "(one lesion in ten validates)", code="no_validation_data")
-    if not len(reference) and not len(uploads):
-        raise Unprocessable("no held-out images to judge a candidate on: the model has no reference set and "
-                            "the catalog holds no held-out image", code="no_held_out_data")
-    return TrainingData(classes, evidence, len(inherited) if inherited is not None else 0, fit, validation,
-                        reference, uploads, added, records, backbone_id)
+    return evidence, fit, validation, reference, uploads

@@ -100,6 +100,9 @@ async def test_a_retrain_with_nothing_new_stays_within_noise_of_the_served_model
     assert data["inherited_rows"] > 10_000 and data["added_images"] == 0  # the sample is in the evidence
     assert set(data["validation"]) == {"ham10000", "isic2017"}
     assert "melanoma images from ham10000" in outcome.manifest.referral["melanoma"].basis
+    # converted for the workers in a process of its own (the converter holds the GIL for seconds)
+    litert = outcome.manifest.litert
+    assert litert is not None and (outcome.directory / litert.file).is_file()
 
 
 async def test_melanomas_uploaded_as_nevi_are_rejected_naming_melanoma(seeded: Path, tmp_path: Path) -> None:
