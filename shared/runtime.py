@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -35,13 +36,18 @@ def setup_logging(level: str) -> None:
     logging.getLogger("aiormq").setLevel(logging.WARNING)
 
 
-async def wait_for_shutdown() -> None:
-    """Return when the process gets SIGTERM or SIGINT."""
+def shutdown_signal() -> asyncio.Event:
+    """An event set when the process gets SIGTERM or SIGINT, its handlers installed now."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_shutdown() -> None:
+    """Return when the process gets SIGTERM or SIGINT."""
+    await shutdown_signal().wait()
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -85,6 +91,7 @@ async def serve_service(
 ) -> None:
     """Run one broker-driven service process: /metrics, bus and store opened here and closed
     here, the service started, then drained on SIGTERM or SIGINT."""
+    stop = shutdown_signal()  # before anything starts: a SIGTERM during start-up drains too
     registry = CollectorRegistry()
     runner = await serve_metrics(registry, settings.metrics_host,
                                  settings.metrics_port) if settings.metrics_port else None
@@ -93,8 +100,17 @@ async def serve_service(
     store = await open_store_for(settings)
     service = build(bus, store, registry)
     try:
-        await service.start()
-        await wait_for_shutdown()
+        starting = asyncio.ensure_future(service.start())
+        halt = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, halt}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # raises what the start raised
+            await halt
+        else:  # told to stop while starting (a broker that does not answer): stop what started
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        halt.cancel()
         logging.getLogger(__name__).info("draining")
     finally:
         await service.stop()
