@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from shared.store import open_store
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from tests.gateway.conftest import MakeClient
 from tests.support.http import wait_job
 from tests.support.processes import free_port, running, wait_http
@@ -42,7 +43,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def retrained(make_client: MakeClient, tmp_path: Path,
                     tracking: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     store = await open_store(tmp_path.as_uri())
-    await import_dataset(store, FIXTURES / "ham10000", log=lambda _: None)
+    await import_dataset(store, FIXTURES / "ham10000",
+                         split_secret=SecretStr(TEST_SPLIT_SECRET), log=lambda _: None)
     client = await make_client(with_jobs=True, trainer={**LENIENT, **tracking})
     accepted = await (await client.post("/retrain", json={"epochs": 6}, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=120)

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from embedded.system import build_system
 from gateway.settings import GatewaySettings
@@ -26,7 +27,7 @@ from shared.bus.topology import Topology, declare
 from shared.errors import Unprocessable
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from tests.support.http import wait_job
 from tests.support.tokens import OPERATOR, OPERATOR_TOKEN
 from trainer_service import service
@@ -232,7 +233,8 @@ async def test_a_worker_lost_verdict_racing_a_finishing_trainer_never_ends_promo
     monkeypatch.setattr(ModelRegistry, "publish", publish)
     system: Harness | None = None
     system = await start(gateway={"job_stale_s": 0.3}, trainer={"progress_interval_s": 30})
-    await import_dataset(system.store, FIXTURES / "ham10000", log=lambda _: None)
+    await import_dataset(system.store, FIXTURES / "ham10000",
+                         split_secret=SecretStr(TEST_SPLIT_SECRET), log=lambda _: None)
     job_id = await system.retrain(epochs=2, promote=True)
     await asyncio.wait_for(paused.wait(), 45)
     await asyncio.sleep(0.5)  # silent past DERMASCAN_JOB_STALE_S
