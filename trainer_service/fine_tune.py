@@ -18,12 +18,20 @@ import numpy as np
 
 from shared.catalog import Catalog, ImageRecord, counts, digest, lesion_group, validation_share
 from shared.errors import Unprocessable
+from shared.manifest import OodDetector
 from shared.messages import TrainOptions
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import MALIGNANT, admissible
 from trainer_service.artifacts import export_litert_apart, save_artifact
-from trainer_service.classifier import LOGITS, build_classifier, embedding_model, with_temperature
+from trainer_service.calibration import softmax
+from trainer_service.classifier import (
+    LOGITS,
+    build_classifier,
+    embedding_model,
+    temperature_of,
+    with_temperature,
+)
 from trainer_service.current_model import CurrentModel, Log, Progress, ensure_embeddings, load_images
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.evidence import Evidence, Role
@@ -114,9 +122,6 @@ async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options
                                   referral_confidence=settings.referral_confidence,
                                   uncertain_below_accuracy=settings.uncertain_below_accuracy)
         temperature = points.calibration.temperature
-        from trainer_service.calibration import softmax
-        from trainer_service.classifier import temperature_of
-
         served = _expand(softmax(judged.x @ old_kernel + old_bias, temperature_of(model)),
                          parent.classes, classes)
         candidate = softmax(held_logits + points.class_bias, temperature)
@@ -135,8 +140,6 @@ async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options
         ood = fit_ood(vectors[0], fitted.y)
         scores = ood.scores(vectors[1])
         threshold = threshold_for(scores)
-        from shared.manifest import OodDetector
-
         detector = OodDetector(dims=ood.projection.shape[1], threshold=threshold, flagged=FLAGGED,
                                validation_flagged={"catalog": float((scores > threshold).mean())})
         final = with_ood_output(with_temperature(network, temperature), ood)

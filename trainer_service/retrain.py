@@ -224,19 +224,21 @@ def _detector(current: CurrentModel, data: TrainingData, *, refit: bool) -> tupl
     """The candidate's out-of-distribution detector: the served model's (same backbone, so the same
     embeddings; it was fitted on the whole fit evidence) unless the catalog added `refit`-worthy
     images, then fitted again on every fit row."""
-    parent = current.manifest
+    parent, sources = current.manifest, data.validation.sources
+
+    def share(flags: np.ndarray) -> dict[str, float]:  # validation images flagged, per source
+        return {str(s): float(flags[sources == s].mean()) for s in np.unique(sources)}
+
     inherited = None if refit or parent.ood is None else ood_of(current.model)
     if inherited is not None and parent.ood is not None:
-        flagged = {s.source: float((inherited.scores(data.validation.x[data.validation.sources == s.source])
-                                    > parent.ood.threshold).mean()) for s in _scored(data.validation,
-                                                                                      data.validation.x)}
+        flagged = share(inherited.scores(data.validation.x) > parent.ood.threshold)
         return inherited, parent.ood.model_copy(update={"basis": f"inherited from {parent.version}",
                                                         "validation_flagged": flagged})
     fit = fit_ood(data.fit.x, data.fit.y)
     scores = fit.scores(data.validation.x)
     threshold = threshold_for(scores)
     return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=FLAGGED,
-                            validation_flagged={"all": float((scores > threshold).mean())})
+                            validation_flagged=share(scores > threshold))
 
 
 def _audit(current: CurrentModel, data: TrainingData, policy: GatePolicy) -> list[str]:
