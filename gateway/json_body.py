@@ -4,11 +4,19 @@ Refusing other content types (415) also means that a plain HTML form, which can 
 `text/plain`, `multipart/form-data` or `application/x-www-form-urlencoded`, cannot drive them.
 A body is read within `DERMASCAN_BODY_TIMEOUT_S` and at most `MAX_JSON_BYTES`; a 422 names
 each invalid field and why, never the input itself (which may be megabytes).
+
+Types are JSON's, as the OpenAPI document declares them (pydantic's strict mode): `"promote": 0`
+is not a boolean and `"epochs": "30"` is not an integer, each a 422 naming the field. An
+integer is what JSON Schema calls one, any number with no fractional part, so `"epochs": 30.0`
+is 30 (Python's `json.dumps` writes a float so) while `30.5` is refused; a number is finite
+(`1e400` is refused), and an integer field takes no `true`.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+import math
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ValidationError
@@ -22,6 +30,36 @@ M = TypeVar("M", bound=BaseModel)
 MAX_JSON_BYTES = 64 * 1024
 #: Problems listed in one 422, and characters of each.
 _SHOWN_ERRORS, _ERROR_CHARS = 5, 200
+
+
+def _number(text: str) -> int | float:
+    """A JSON number written with a fraction or an exponent: an int when it is integral (JSON
+    Schema's integer), else a finite float; raises ValueError for one out of range."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return int(value) if value.is_integer() else value
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would read NaN and Infinity
+
+
+def parse(raw: bytes) -> Any:
+    """The JSON document `raw`, numbers read as `_number` says; raises ValueError with the
+    reason (where the JSON breaks, a number out of range or too long, nesting too deep)."""
+    try:
+        return json.loads(raw, parse_float=_number, parse_constant=_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not JSON: the body is not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("not JSON this gateway reads: nested too deeply") from None
+    except ValueError as exc:
+        if "digits" not in str(exc):  # ours, from _number or _constant
+            raise
+        raise ValueError("not JSON this gateway reads: an integer of thousands of digits") from None
 
 
 async def _read(request: web.Request, what: str) -> bytes:
@@ -53,8 +91,8 @@ async def read_json(request: web.Request, model: type[M], *, what: str) -> M:
     """The body validated as `model`; an empty body is `model()`, whatever Content-Type it
     claims (clients label empty bodies application/octet-stream). Raises UnsupportedMediaType
     when a body is not labelled application/json, PayloadTooLarge past MAX_JSON_BYTES,
-    RequestTimeout when it is slow to arrive, Unprocessable when the JSON does not validate
-    (`what` names the body in the message)."""
+    RequestTimeout when it is slow to arrive, Unprocessable when it is not JSON or does not
+    validate strictly (see the module; `what` names the body in the message)."""
     raw = await _read(request, what)
     if not raw.strip():
         return model()
@@ -63,6 +101,10 @@ async def read_json(request: web.Request, model: type[M], *, what: str) -> M:
         raise UnsupportedMediaType(f"{what} is JSON: send Content-Type: application/json (got {got})",
                                    code="json_required")
     try:
-        return model.model_validate_json(raw)
+        document = parse(raw)
+    except ValueError as exc:
+        raise Unprocessable(f"invalid {what}: {exc}", code="invalid_options") from None
+    try:
+        return model.model_validate(document, strict=True)
     except ValidationError as exc:
         raise Unprocessable(f"invalid {what}: {describe(exc)}", code="invalid_options") from None
