@@ -1,10 +1,15 @@
-"""Print the README's configuration table from the settings classes (the one source of truth).
+"""The configuration table of docs/operations.md, made from the settings classes (the one source
+of truth): printed, or written between the page's settings-table markers.
 
-    .venv/bin/python scripts/settings_table.py
+    .venv/bin/python scripts/settings_table.py                 # print it
+    .venv/bin/python scripts/settings_table.py --write         # rewrite docs/operations.md's block
+
+`tests/docs/` checks that the page's block is exactly what this prints.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -67,11 +72,43 @@ def variables() -> dict[str, tuple[str, str, str]]:
     return table
 
 
-def main() -> None:
-    print("| variable | service | default | meaning |")
-    print("|---|---|---|---|")
-    for name, (services, default, text) in variables().items():
-        print(f"| `{name}` | {services} | {default} | {text} |")
+DOC = REPO_ROOT / "docs" / "operations.md"
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def table() -> str:
+    """The markdown table, one row per variable, ending with a newline."""
+    rows = ["| variable | service | default | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{name}` | {services} | {default} | {text} |"
+             for name, (services, default, text) in variables().items()]
+    return "\n".join(rows) + "\n"
+
+
+def block(text: str) -> str:
+    """What lies between the settings-table markers of `text`; ValueError when they are missing."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {START} ... {END} block")
+    return text[start + len(START):end].lstrip("\n")
+
+
+def write(doc: Path) -> None:
+    """Replace the table between `doc`'s settings-table markers with `table()`."""
+    text = doc.read_text()
+    block(text)  # refuses a page without the markers
+    start, end = text.find(START) + len(START), text.find(END)
+    doc.write_text(f"{text[:start]}\n{table()}{text[end:]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The configuration table of docs/operations.md.")
+    parser.add_argument("--write", nargs="?", const=DOC, type=Path, metavar="DOC",
+                        help="rewrite the table in DOC (default docs/operations.md) instead of printing it")
+    args = parser.parse_args(argv)
+    if args.write:
+        write(args.write)
+    else:
+        print(table(), end="")
 
 
 if __name__ == "__main__":
