@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from shared.bus import Delivery, MessageBus, Subscription
@@ -31,6 +32,7 @@ from shared.manifest import ModelManifest
 from shared.messages import ErrorInfo, ModelPromoted, TrainOptions, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
+from trainer_service.apart import retrain_apart
 from trainer_service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExceeded
 from trainer_service.metrics import TrainerMetrics
 from trainer_service.retrain import Outcome, Progress, retrain_head
@@ -131,9 +133,8 @@ class TrainerService:
         run = await asyncio.to_thread(self.tracking.start, version, {"dermascan.job_id": job.job_id,
                                                                      "dermascan.command": "retrain"})
         try:
-            outcome = await self._tracked(run, lease.limited(retrain_head(
-                self.store, self.registry, options, version=version, settings=self.settings,
-                progress=progress, log=job.note)))
+            outcome = await self._tracked(run, lease.limited(self._retrain(options, version, progress,
+                                                                           job.note)))
         except TimeLimitExceeded as exc:
             log.warning("training job %s: %s", job.job_id, exc)
             await self._end(lease, "failed", ErrorInfo(code=TIME_LIMIT, status=504, message=str(exc)))
@@ -155,6 +156,16 @@ class TrainerService:
         except Exception as exc:  # a store or registry that failed: the job ends failed, saying why
             log.exception("training job %s: its candidate could not be published or promoted", job.job_id)
             await self._end(lease, "failed", ErrorInfo.from_exception(exc))
+
+    def _retrain(self, options: TrainOptions, version: str, progress: Progress,
+                 log: Callable[[str], None]) -> Coroutine[Any, Any, Outcome]:
+        """The job's computation: in a child process (`apart.retrain_apart`, on this service's
+        store) unless `train_in_subprocess` is off."""
+        if self.settings.train_in_subprocess:
+            settings = self.settings.model_copy(update={"store_url": self.store.url})
+            return retrain_apart(options, version=version, settings=settings, progress=progress, log=log)
+        return retrain_head(self.store, self.registry, options, version=version, settings=self.settings,
+                            progress=progress, log=log)
 
     async def _deliver(self, lease: JobLease, outcome: Outcome, manifest: ModelManifest,
                        options: TrainOptions, started: float) -> None:

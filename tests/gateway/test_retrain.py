@@ -89,7 +89,8 @@ async def test_a_candidate_the_gate_rejects_is_kept_and_only_a_forced_promotion_
         return verdict.model_copy(update={"passed": False, "reasons": ["balanced accuracy fell 0.500"]})
 
     monkeypatch.setattr(retrain, "combine", unconvinced)
-    client = await seeded_client(make_client, tmp_path)
+    # the gate replaced in this process: the training computed here too, not in a child process
+    client = await seeded_client(make_client, tmp_path, {**LENIENT_GATE, "train_in_subprocess": False})
     accepted = await (await client.post("/retrain", json={"epochs": 2}, headers=OPERATOR)).json()
     job = await wait_job(client, accepted["job_id"], timeout=90)
     assert job["state"] == "rejected"

@@ -91,7 +91,9 @@ async def start(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: 
         system = build_system(
             bus, store, gateway=settings,
             trainer=TrainerSettings(**{**common, "metrics_port": 0, "work_dir": tmp_path / "trainer",
-                                       "progress_interval_s": 0.1, **(trainer or {})})
+                                       "progress_interval_s": 0.1,
+                                       "train_in_subprocess": False,  # retrain_head is replaced here
+                                       **(trainer or {})})
             if with_trainer or trainer_only else None)
         await system.start()
         cleanups.append(system.stop)
