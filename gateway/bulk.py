@@ -1,11 +1,13 @@
 """`POST /upload-bulk` (alias `/uploads`; the `contribute` role): many labelled files in, one
 ingest job out (202).
 
-Files are streamed part by part and staged in the object store before the job is queued, so an
-accepted upload survives a gateway restart; nothing is decoded here. What can be refused before
-the first file is staged is refused then (the declared size, the quota, a label sent first); a
-request refused after that (too many files, too large, a label sent last, a quota spent, a
-client that left, a store or broker that failed) deletes what it staged before it answers. Once
+The form is what the OpenAPI document says: one or more `files` parts and at most one `label`;
+any other field is a 422 `invalid_form` naming it. Files are streamed part by part and staged in
+the object store before the job is queued, so an accepted upload survives a gateway restart;
+nothing is decoded here. What can be refused before the first file is staged is refused then
+(the declared size, the quota, a label or a field sent first); a request refused after that (too
+many files, too large, a label or a field sent last, a quota spent, a client that left, a store
+or broker that failed) deletes what it staged before it answers. Once
 the job is queued its staged files are the ingest service's to delete.
 """
 
@@ -31,7 +33,8 @@ from shared.store import ObjectStore
 from shared.taxonomy import CLASSES, is_known
 
 log = logging.getLogger(__name__)
-FILE_FIELDS = frozenset({"files", "file"})
+#: The form's fields, as the OpenAPI document declares them; any other is refused.
+FILES, LABEL = "files", "label"
 #: Longest `label` field read (class names are short).
 MAX_LABEL_BYTES = 256
 #: Staged files deleted at once when a request is refused.
@@ -51,6 +54,7 @@ class Form:
     """What the form brought: its label, the files staged, the files refused one by one."""
 
     label: str | None = None
+    labelled: bool = False
     staged: list[StagedFile] = field(default_factory=list)
     outcomes: list[FileOutcome] = field(default_factory=list)
     total: int = 0
@@ -117,11 +121,11 @@ class Intake:
 
 async def upload_bulk(request: web.Request) -> web.Response:
     """Stage every file of the form and queue one ingest job (202). Raises Unprocessable (not
-    multipart, no files, unknown label), PayloadTooLarge (request or file count over the
-    limits), RateLimited (the token's hourly upload quota), Overloaded (the bytes in flight:
-    the caller's share or the gateway's), RequestTimeout (slower than the minimum pace or
-    `DERMASCAN_UPLOAD_TIMEOUT_S`), BadRequest (malformed, or the client left). Whatever it
-    raises, no staged file is left behind."""
+    multipart, no files, unknown label, a field other than `files` and one `label`),
+    PayloadTooLarge (request or file count over the limits), RateLimited (the token's hourly
+    upload quota), Overloaded (the bytes in flight: the caller's share or the gateway's),
+    RequestTimeout (slower than the minimum pace or `DERMASCAN_UPLOAD_TIMEOUT_S`), BadRequest
+    (malformed, or the client left). Whatever it raises, no staged file is left behind."""
     app = request.app
     settings = app[SETTINGS]
     declared_size(request, settings.max_request_bytes, code="request_too_large")
@@ -144,10 +148,13 @@ async def _stage(request: web.Request, job: Job, staging: Staging, intake: Intak
     settings = request.app[SETTINGS]
     form = Form()
     async for part in parts(request, "one or more 'files' fields"):
-        if part.name == "label":
-            form.label = await _label(part)
-        elif part.name not in FILE_FIELDS:
-            await release(part)
+        if part.name == LABEL:
+            if form.labelled:
+                raise Unprocessable("the form has more than one 'label' field; send one", code="invalid_form")
+            form.label, form.labelled = await _label(part), True
+        elif part.name != FILES:
+            raise Unprocessable(f"unknown form field {_shown(part.name)}: send each file as a 'files' field "
+                                "and the class of all of them as one 'label'", code="invalid_form")
         elif form.files >= settings.max_files_per_request:
             raise PayloadTooLarge(f"at most {settings.max_files_per_request} files per request",
                                   code="too_many_files")
@@ -182,6 +189,13 @@ async def _stage_file(request: web.Request, job: Job, part: BodyPartReader, stag
         await staging.put(key, data)
     form.staged.append(StagedFile(key=key, filename=name, size=len(data)))
     request.app[METRICS].upload_bytes.labels("/upload-bulk").inc(len(data))
+
+
+def _shown(name: str | None) -> str:
+    """A part's field name as a refusal quotes it: printable, short."""
+    if name is None:
+        return "(a part with no name)"
+    return repr("".join(c for c in name if c.isprintable())[:40])
 
 
 async def _label(part: BodyPartReader) -> str | None:

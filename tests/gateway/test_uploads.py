@@ -115,8 +115,9 @@ BOUNDARY = "refusal-test-boundary"
 
 
 def multipart(files: list[tuple[str, bytes]], label: str | None = None, *,
-              label_first: bool = False) -> bytes:
-    """A bulk-upload form as raw bytes (to send chunked, with no Content-Length, or cut short)."""
+              label_first: bool = False, then: tuple[tuple[str, bytes], ...] = ()) -> bytes:
+    """A bulk-upload form as raw bytes (to send chunked, with no Content-Length, or cut short),
+    `then` (field, value) after the files."""
     def field(name: str, data: bytes, filename: str | None = None) -> bytes:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
         return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
@@ -124,6 +125,7 @@ def multipart(files: list[tuple[str, bytes]], label: str | None = None, *,
     parts = [field("files", data, name) for name, data in files]
     if label is not None:
         parts.insert(0 if label_first else len(parts), field("label", label.encode()))
+    parts += [field(name, data) for name, data in then]
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -137,27 +139,47 @@ def staged(tmp_path: Path) -> list[Path]:
     return [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
 
 
-REFUSALS = {  # refusal kind -> (settings, how the form is sent, files, label, label first)
-    "too_many_files": ({"max_files_per_request": 2}, "length", 3, None, False),
-    "unknown_label": ({}, "length", 2, "lupus", False),  # the label after the files
-    "unknown_label first": ({}, "length", 2, "lupus", True),  # refused before any file is staged
-    "request_too_large": ({"max_request_bytes": 10_000}, "chunked", 3, None, False),
-    "upload_quota": ({"upload_bytes_per_hour": 10_000}, "chunked", 3, None, False),
+_NONE: tuple[tuple[str, bytes], ...] = ()
+REFUSALS = {  # refusal kind -> (settings, how the form is sent, files, label, label first, fields after)
+    "too_many_files": ({"max_files_per_request": 2}, "length", 3, None, False, _NONE),
+    "unknown_label": ({}, "length", 2, "lupus", False, _NONE),  # the label after the files
+    "unknown_label first": ({}, "length", 2, "lupus", True, _NONE),  # refused before any file is staged
+    "request_too_large": ({"max_request_bytes": 10_000}, "chunked", 3, None, False, _NONE),
+    "upload_quota": ({"upload_bytes_per_hour": 10_000}, "chunked", 3, None, False, _NONE),
+    "invalid_form other field": ({}, "length", 2, None, False, (("comment", b"from clinic 4"),)),
+    "invalid_form second label": ({}, "chunked", 2, "melanoma", True, (("label", b"melanoma"),)),
 }
 
 
 @pytest.mark.parametrize("kind", REFUSALS)
 async def test_a_refused_upload_leaves_no_staged_file(make_client: MakeClient, tmp_path: Path,
                                                        melanoma_jpeg: bytes, kind: str) -> None:
-    settings, sent, count, label, label_first = REFUSALS[kind]
+    settings, sent, count, label, label_first, then = REFUSALS[kind]
     client = await make_client(with_worker=False, **settings)
     body = multipart([(f"melanoma_{i}.jpg", melanoma_jpeg) for i in range(count)], label,
-                     label_first=label_first)
+                     label_first=label_first, then=then)
     response = await client.post("/upload-bulk", data=chunked(body) if sent == "chunked" else body,
                                  headers={**CONTRIBUTOR,
                                           "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     assert response.status in (413, 422, 429), await response.text()
     assert (await response.json())["error"]["code"] == kind.split()[0]
+    assert staged(tmp_path) == []
+
+
+@pytest.mark.parametrize(("disposition", "named"), [
+    ('form-data; name="file"; filename="melanoma_2.jpg"', "'file'"),  # /predict's field, not this one's
+    ('form-data; name="files[]"', "'files[]'"), ('form-data; name=""', "''"),
+    ("form-data", "(a part with no name)")])
+async def test_a_form_field_other_than_files_and_label_is_refused_by_name(
+        make_client: MakeClient, tmp_path: Path, melanoma_jpeg: bytes, disposition: str, named: str) -> None:
+    client = await make_client(with_worker=False)
+    body = multipart([("melanoma_1.jpg", melanoma_jpeg)], then=(("other", melanoma_jpeg),))
+    body = body.replace(b'form-data; name="other"', disposition.encode())
+    response = await client.post("/upload-bulk", data=body, headers={
+        **CONTRIBUTOR, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert response.status == 422, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_form" and f"unknown form field {named}:" in error["message"]
     assert staged(tmp_path) == []
 
 
