@@ -76,8 +76,12 @@ async def retrain(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     """`DELETE /jobs/{id}`: cancel a queued or running training job (`shared.training_claim.cancel_training`)
     and answer its record, now `cancelled`; the training claim is free at once, and the trainer
-    running it stops at its next progress write. Audited. Raises NotFound, Conflict (`job_over`:
-    already final; `too_late`: storing or promoting its candidate) and Unprocessable (an upload)."""
+    running it stops at its next progress write. Audited. Raises NotFound, and Conflict
+    (`job_over`: already final; `too_late`: storing or promoting its candidate; `not_cancellable`:
+    an upload, whose id the path cannot tell from a training job's).
+
+    It cancels, it does not delete: the record stays readable (`GET /jobs/{id}` answers it,
+    `cancelled`), which is what a poller of the job needs."""
     app = request.app
     job_id = request.match_info["job_id"]
     draft = request[AUDIT_DRAFT]

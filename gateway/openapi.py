@@ -44,15 +44,20 @@ ERRORS = {
          "`WWW-Authenticate: Bearer`).",
     403: "The token's role is too low, or a foreign `Origin`.",
     404: "No such job or version.",
-    408: "The body did not arrive in time (`DERMASCAN_BODY_TIMEOUT_S`, `DERMASCAN_UPLOAD_TIMEOUT_S`).",
-    409: "In conflict with the current state.",
-    413: "Too large: the file, the request, or the image's pixels (from its header).",
+    408: "The body did not arrive in time (`body_timeout`: `DERMASCAN_BODY_TIMEOUT_S`, "
+         "`DERMASCAN_UPLOAD_TIMEOUT_S`) or arrived slower than the minimum rate (`body_too_slow`: "
+         "`DERMASCAN_MIN_RECEIVE_RATE_BYTES_PER_S`); the connection is closed.",
+    409: "In conflict with the current state (of the job, the version, the training claim).",
+    413: "Too large: the file, the request, or the image's pixels from its header (`too_many_pixels`: "
+         "more than the workers decode, a PNG or WebP decoding whole).",
     415: "Unsupported image format (JPEG, PNG and WebP are; GIF is not), a body that is not JSON, or a "
          "compressed body (`Content-Encoding`).",
     421: "The `Host` is not one this gateway answers to (`DERMASCAN_ALLOWED_HOSTS`).",
-    422: "A field is missing or a value is invalid (the field and the reason, never the input).",
-    429: "Rate limit (per caller, per token, or too many unknown tokens from the address), upload quota or "
-         "overload; retry after `Retry-After` seconds.",
+    422: "A field is missing, unknown or invalid, or a value has another JSON type than declared (the "
+         "field and the reason, never the input).",
+    429: "Rate limit (per caller, per token, or too many unknown tokens from the address), upload quota, "
+         "bytes in flight, or overload (`decoder_busy`: the workers' decode budget is taken by large "
+         "images); retry after `Retry-After` seconds.",
     500: "Internal error: the message gives a request id to find in the log.",
     503: "The broker or the store is unavailable; retry after `Retry-After` seconds.",
     504: "No worker answered within `DERMASCAN_PREDICT_TIMEOUT_S`.",
@@ -90,9 +95,11 @@ _IMAGE = {"type": "string", "format": "binary",
           "description": f"A JPEG, PNG or WebP image at least {MIN_SIDE} pixels a side; any other is refused "
                          "(400 `not_an_image`, `too_small`; 415 for another format such as GIF)."}
 _IMAGE_TYPES = "image/jpeg, image/png, image/webp"
-# Other fields are ignored, not refused; declaring none keeps generated forms to the real ones.
+# Other fields are ignored, not refused (the UI's form is one file); declaring none keeps generated
+# forms to the real ones.
 PREDICT_FORM = {"type": "object", "required": ["file"], "additionalProperties": False,
                 "properties": {"file": _IMAGE}, "x-encoding": {"file": {"contentType": _IMAGE_TYPES}}}
+# Any other field, or a second label, is refused (422 `invalid_form`, gateway/bulk.py).
 UPLOAD_FORM = {"type": "object", "required": ["files"], "additionalProperties": False, "properties": {
     # One or more parts, each a file whatever its bytes: each one's outcome (stored, duplicate,
     # rejected and why) is in the job, so no content is refused here, and one part is as good as
@@ -100,8 +107,8 @@ UPLOAD_FORM = {"type": "object", "required": ["files"], "additionalProperties": 
     "files": {"not": {"type": "array", "maxItems": 0},
               "description": "Images or zip archives of class folders, one part each; each file's outcome "
                              "is in the job."},
-    "label": {"enum": ["", *CLASSES], "description": "The class of every file (empty: each file's class "
-                                                     "from its name)."}}}
+    "label": {"enum": ["", *CLASSES], "description": "The class of every file, one field at most (empty: "
+                                                     "each file's class from its name)."}}}
 #: One server-sent event of `GET /jobs/{id}/events`, as Open API 3.1 describes an event stream's
 #: events: `job` and `end` carry the job's record, the others `{job_id, message}`.
 JOB_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
@@ -168,8 +175,9 @@ ROUTES = (
           role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
     Route("delete", "/jobs/{job_id}", "Cancel a queued or running training job: its record, now `cancelled` "
-          "(the training claim is free at once). 409 when it is over or storing or promoting its candidate; "
-          "422 for an upload.", {200: Job}, role="operator", errors=(404, 409, 422, 503)),
+          "(the training claim is free at once; the record stays readable at `GET /jobs/{job_id}`). 409 when "
+          "it is over (`job_over`), storing or promoting its candidate (`too_late`), or an upload "
+          "(`not_cancellable`).", {200: Job}, role="operator", errors=(404, 409, 503)),
     Route("get", "/jobs/{job_id}/events", "The job's record as server-sent events while it changes "
           "(`event: job`), the final one as `event: end`; 204 to a client that has the final one.",
           {200: JOB_EVENT, 204: ""}, errors=(404, 429, 503)),

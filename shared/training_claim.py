@@ -12,7 +12,7 @@ newest claim is two reads (the head, and the number after it), never a listing o
 
 from __future__ import annotations
 
-from shared.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from shared.errors import Conflict, NotFound, ServiceUnavailable
 from shared.jobs import Job, JobChanged, JobStore
 from shared.manifest import utcnow
 from shared.sequence import Sequence
@@ -102,13 +102,13 @@ async def cancel_training(jobs: JobStore, job_id: str, *, why: str, stale_after_
     """Cancel a queued or running training job and return it: its record is `cancelled` at once,
     which frees the training claim. A trainer running it finds that at its next write (its
     progress heartbeat) and stops without publishing or promoting; a queued job's message is
-    acknowledged unrun. Raises NotFound; Unprocessable for an upload; Conflict `job_over` for a
+    acknowledged unrun. Raises NotFound; Conflict `not_cancellable` for an upload, `job_over` for a
     final job and `too_late` for one storing or promoting its candidate (`TOO_LATE_TO_CANCEL`)."""
     for _ in range(_SAVE_TRIES):
         job = await jobs.load(job_id, stale_after_s=stale_after_s)
         if job.kind != "train":
-            raise Unprocessable("only a training job can be cancelled; an upload runs to its end",
-                                code="not_cancellable")
+            raise Conflict("only a training job can be cancelled; an upload runs to its end",
+                           code="not_cancellable")
         if job.final:
             raise Conflict(f"job {job_id} is already {job.state}", code="job_over")
         phase = job.progress.get("phase")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import Conflict, Unprocessable
+from shared.errors import Conflict
 from shared.jobs import Job, JobStore
 from shared.store import ObjectStore, open_store
 from shared.training_claim import cancel_training, claim_training, training_holder
@@ -96,5 +96,6 @@ async def test_cancelling_a_training_job_ends_it_and_frees_the_claim(either_stor
         await cancel_training(jobs, promoting.job_id, why="late", stale_after_s=60)
     assert late.value.code == "too_late"
     upload = await jobs.save(Job(kind="ingest"))
-    with pytest.raises(Unprocessable):
+    with pytest.raises(Conflict) as upload_refused:
         await cancel_training(jobs, upload.job_id, why="no", stale_after_s=60)
+    assert upload_refused.value.code == "not_cancellable"
