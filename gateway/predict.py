@@ -13,7 +13,7 @@ import base64
 import time
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.image_header import check_pixels
 from gateway.keys import BUS, METRICS, SETTINGS
@@ -22,8 +22,9 @@ from gateway.ratelimit import RATE_LIMITS, caller
 from gateway.uploads import FRAMING_BYTES, declared_size, read_single_file
 from shared.errors import BadRequest, DermaScanError, Overloaded
 from shared.imaging import check_format
-from shared.messages import Prediction, PredictReply, PredictRequest, decode, encode
+from shared.messages import Prediction, PredictReply, PredictRequest, decode
 from shared.taxonomy import CLASSES
+from shared.wire import refusal, to_wire
 
 #: `?top_k=` when absent.
 DEFAULT_TOP_K = 3
@@ -126,22 +127,25 @@ async def ask_worker(app: web.Application, image: bytes, image_format: str, *, t
                      want_input: bool = False) -> PredictReply:
     """One prediction from a worker over the broker (counted in the in-flight gauge and the RPC
     latency histogram); the caller holds an IN_FLIGHT slot. Returns the reply, which carries a
-    result; raises the worker's error, or the bus's (ServiceUnavailable, DeadlineExceeded, ...).
-    Loop-only."""
+    result; raises the worker's error, the bus's (ServiceUnavailable, DeadlineExceeded, ...), or
+    for a reply it cannot read NewerSchema (503) or a 500 `bad_message`. Loop-only."""
     settings, metrics = app[SETTINGS], app[METRICS]
-    message = PredictRequest(image=image, image_format=image_format,
-                             deadline=time.time() + settings.predict_timeout_s, top_k=top_k,
-                             want_input=want_input)
+    wire = to_wire(PredictRequest(image=image, image_format=image_format,
+                                  deadline=time.time() + settings.predict_timeout_s, top_k=top_k,
+                                  want_input=want_input))
     with metrics.in_flight.track_inprogress():
         waited = time.perf_counter()
         try:
-            body = await app[BUS].call(settings.predict_queue, encode(message),
+            body = await app[BUS].call(settings.predict_queue, wire.body, headers=wire.headers,
                                        timeout=settings.predict_timeout_s)
         except DermaScanError as exc:
             metrics.rpc_seconds.labels(exc.code).observe(time.perf_counter() - waited)
             raise
         metrics.rpc_seconds.labels("ok").observe(time.perf_counter() - waited)
-    reply = decode(PredictReply, body)
+    try:
+        reply = decode(PredictReply, body)
+    except ValidationError as exc:
+        raise refusal(exc, "the worker's reply", malformed=DermaScanError) from None
     if reply.error is not None:
         raise reply.error.to_exception()
     assert reply.result is not None

@@ -30,7 +30,7 @@ from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
 from shared.decode_budget import DecodeBudget
-from shared.errors import BadRequest, DermaScanError
+from shared.errors import DermaScanError
 from shared.heartbeat import Heartbeat
 from shared.imaging import load_for_model
 from shared.messages import (
@@ -48,6 +48,7 @@ from shared.messages import (
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from shared.taxonomy import decide
+from shared.wire import from_wire, refusal
 
 log = logging.getLogger(__name__)
 
@@ -259,11 +260,14 @@ class InferenceWorker:
                 self._idle.set()
 
     async def _predict(self, delivery: Delivery) -> PredictReply | None:
+        """The reply to one request, or None when nobody waits for it any more. A request this
+        worker cannot read is answered with why (`bad_message`, or `unsupported_schema_version`
+        from a newer gateway), never raised: one bad message ends nothing but itself."""
         try:
-            request = decode(PredictRequest, delivery.body)
+            request = from_wire(PredictRequest, delivery.body, delivery.headers)
         except ValidationError as exc:
-            self.metrics.requests.labels("bad_message").inc()
-            error = BadRequest(f"malformed predict request: {exc.error_count()} errors", code="bad_message")
+            error = refusal(exc, "the predict request")
+            self.metrics.requests.labels(error.code).inc()
             return PredictReply(error=ErrorInfo.from_exception(error), worker_id=self.worker_id)
         now = time.time()
         self.metrics.queue_seconds.observe(max(0.0, now - request.sent_at))

@@ -1,34 +1,25 @@
 """Every message that crosses the broker, one pydantic model per type.
 
-Bodies are JSON (`encode`/`decode`); bytes fields travel base64-encoded. Each message has a
-`schema_version` so a consumer can refuse a shape it does not understand, and `extra="forbid"`
-so a typo never passes silently.
+How they travel is `shared.wire`: a JSON body, or for `PredictRequest` the image raw in the body
+and the other fields as AMQP headers; fields a reader does not know are ignored, and a
+`schema_version` newer than the reader's is refused there, before anything else is read. The
+models stay `extra="forbid"` for what code builds and what the API accepts (`TrainOptions` is
+also `POST /retrain`'s body). `Message`, `new_id`, `encode` and `decode` are `shared.wire`'s,
+named here too so that a service imports its messages and their codec from one place.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import DermaScanError, error_for_status
-
-M = TypeVar("M", bound="Message")
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-class Message(BaseModel):
-    """Fields every message carries."""
-
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
-
-    schema_version: int = Field(1, description="Version of this message's schema.")
-    message_id: str = Field(default_factory=new_id, description="Unique id of this message.")
+from shared.wire import Message as Message  # named here for every service (see above)
+from shared.wire import decode as decode
+from shared.wire import encode as encode
+from shared.wire import new_id as new_id
 
 
 class ErrorInfo(BaseModel):
@@ -52,7 +43,10 @@ class ErrorInfo(BaseModel):
 
 
 class PredictRequest(Message):
-    """gateway -> inference worker (RPC over the predict queue)."""
+    """gateway -> inference worker (RPC over the predict queue): the image is the body, the rest
+    headers (`shared.wire.to_wire`)."""
+
+    PAYLOAD: ClassVar[str | None] = "image"
 
     image: bytes = Field(description="The encoded image exactly as uploaded.")
     image_format: str = Field(description="Format sniffed by the gateway: jpeg, png or webp.")
@@ -156,8 +150,9 @@ _STATUS: TypeAdapter[StatusMessage] = TypeAdapter(StatusMessage)
 
 
 def parse_status(body: bytes) -> StatusMessage:
-    """A status-exchange body as the heartbeat it is; raises pydantic.ValidationError otherwise."""
-    return _STATUS.validate_json(body)
+    """A status-exchange body as the heartbeat it is (fields it does not know ignored, as
+    `shared.wire.decode` does); raises pydantic.ValidationError otherwise."""
+    return _STATUS.validate_json(body, extra="ignore")
 
 
 class ModelPromoted(Message):
@@ -205,16 +200,6 @@ class TrainRequest(Message):
 
     job_id: str = Field(description="The training job to report into.")
     options: TrainOptions = Field(default_factory=TrainOptions, description="Run options.")
-
-
-def encode(message: Message) -> bytes:
-    """Serialise a message to the JSON body that goes on the wire."""
-    return message.model_dump_json().encode()
-
-
-def decode(kind: type[M], body: bytes) -> M:
-    """Parse a wire body as `kind`; raises pydantic.ValidationError on a bad shape."""
-    return kind.model_validate_json(body)
 
 
 def as_jsonable(model: BaseModel) -> dict[str, Any]:

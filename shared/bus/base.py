@@ -1,6 +1,8 @@
 """The `MessageBus` protocol every service talks to, and the errors it raises.
 
 Semantics shared by every implementation (and pinned by tests/shared/test_bus_contract.py):
+- A message is a body and headers: both reach the consumer unchanged (header values str, int,
+  bool or None; an AMQP float keeps 32 bits, so send a float as a string).
 - Queues are declared before use; publishing to an undeclared queue raises `Unroutable`.
 - A queue declared with `max_length` refuses publishes past it with `QueueFull` (never drops).
 - A message published with `expiration` that nobody consumed in time is discarded.
@@ -13,7 +15,7 @@ Semantics shared by every implementation (and pinned by tests/shared/test_bus_co
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,7 +73,7 @@ class MessageBus(Protocol):
         correlation_id: str | None = None,
         reply_to: str | None = None,
         expiration: float | None = None,
-        headers: dict[str, object] | None = None,
+        headers: Mapping[str, object] | None = None,
         persistent: bool = True,
     ) -> None:
         """Publish (to disk unless `persistent` is False); returns once the broker has taken it.
@@ -80,7 +82,7 @@ class MessageBus(Protocol):
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Subscription: ...
 
     async def call(
-        self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
+        self, queue: str, body: bytes, *, timeout: float, headers: Mapping[str, object] | None = None
     ) -> bytes:
         """RPC: publish to `queue` and wait up to `timeout` s for the reply body."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from shared.bus.base import Delivery
-from shared.messages import new_id
+from shared.wire import new_id
 
 log = logging.getLogger(__name__)
 _TMP = ".tmp-"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, Que
 from shared.bus.journal import Journal
 from shared.bus.rpc import PendingReplies
 from shared.bus.topology import DEAD_QUEUE_MAX_BYTES, DEAD_QUEUE_MAX_MESSAGES, dead_letter_queue
-from shared.messages import new_id
+from shared.wire import new_id
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class MemoryBus:
         correlation_id: str | None = None,
         reply_to: str | None = None,
         expiration: float | None = None,
-        headers: dict[str, object] | None = None,
+        headers: Mapping[str, object] | None = None,
         persistent: bool = True,
     ) -> None:
         if self._closed:
@@ -211,7 +212,7 @@ class MemoryBus:
         return _Consumer(self, queue, handler, prefetch)
 
     async def call(
-        self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
+        self, queue: str, body: bytes, *, timeout: float, headers: Mapping[str, object] | None = None
     ) -> bytes:
         async def publish(correlation_id: str) -> None:
             await self.publish(queue, body, correlation_id=correlation_id, reply_to=self._replies.reply_to,

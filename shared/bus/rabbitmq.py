@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aio_pika
@@ -31,7 +31,7 @@ from shared.bus.acks import Acks
 from shared.bus.base import BrokerUnavailable, Delivery, Handler, QueueFull, QueueStats, Unroutable
 from shared.bus.rpc import PendingReplies
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_ARGUMENTS, QueueSpec, dead_letter_queue
-from shared.messages import new_id
+from shared.wire import new_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -371,7 +371,7 @@ class RabbitBus:
         correlation_id: str | None = None,
         reply_to: str | None = None,
         expiration: float | None = None,
-        headers: dict[str, object] | None = None,
+        headers: Mapping[str, object] | None = None,
         persistent: bool = True,
     ) -> None:
         channel = self._live_channel()
@@ -380,7 +380,7 @@ class RabbitBus:
             correlation_id=correlation_id,
             reply_to=reply_to,
             expiration=expiration,
-            headers=headers,  # type: ignore[arg-type]  # FieldTable: aio-pika's value union, not object
+            headers=dict(headers) if headers else None,  # type: ignore[arg-type]  # FieldTable: its own union
             delivery_mode=(
                 aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
             ),
@@ -420,7 +420,7 @@ class RabbitBus:
         return consumer
 
     async def call(
-        self, queue: str, body: bytes, *, timeout: float, headers: dict[str, object] | None = None
+        self, queue: str, body: bytes, *, timeout: float, headers: Mapping[str, object] | None = None
     ) -> bytes:
         async def publish(correlation_id: str) -> None:
             await self.publish(queue, body, correlation_id=correlation_id, reply_to=self._replies.reply_to,

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from shared.errors import DeadlineExceeded, DermaScanError
-from shared.messages import new_id
+from shared.wire import new_id
 
 
 class PendingReplies:

@@ -99,5 +99,5 @@ async def test_a_malformed_heartbeat_is_refused_and_changes_nothing(clock: Clock
     directory = WorkerDirectory(ttl_factor=3)
     await directory.on_status(heartbeat("w1"))
     with pytest.raises(pydantic.ValidationError):
-        await directory.on_status(Delivery(b'{"worker_id": "w2", "model_version": "v1", "surprise": 1}'))
+        await directory.on_status(Delivery(b'{"worker_id": "w2", "model_version": "v1", "interval_s": "?"}'))
     assert [w.worker_id for w in directory.live()] == ["w1"]

@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 import pytest
 
 from shared.bus import connect_bus
-from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.messages import PredictReply, PredictRequest, decode
+from shared.wire import to_wire
 from tests.support.processes import python_module, running
 from tests.support.reliability import scenario
 from tests.support.tcp import Proxy
@@ -40,8 +41,9 @@ async def test_a_stopping_worker_loses_no_request(rabbit_url: str, unique: str, 
             await asyncio.sleep(0.1)
 
         async def predict(image: bytes) -> PredictReply:
-            request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + 60)
-            return decode(PredictReply, await bus.call(f"{unique}.predict", encode(request), timeout=60))
+            wire = to_wire(PredictRequest(image=image, image_format="jpeg", deadline=time.time() + 60))
+            body = await bus.call(f"{unique}.predict", wire.body, headers=wire.headers, timeout=60)
+            return decode(PredictReply, body)
 
         with scenario("SIGTERM an inference worker under load") as counts:
             calls = [asyncio.create_task(predict(images[i % len(images)])) for i in range(80)]

@@ -16,8 +16,9 @@ from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
 from shared.bus import MessageBus, connect_bus
-from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.messages import PredictReply, PredictRequest, decode
 from shared.store import open_store
+from shared.wire import to_wire
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.timeout(90)
@@ -38,8 +39,9 @@ async def worker_bus(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[Mess
 
 
 async def ask(bus: MessageBus, image: bytes, image_format: str) -> PredictReply:
-    request = PredictRequest(image=image, image_format=image_format, deadline=time.time() + 20)
-    return decode(PredictReply, await bus.call("dermascan.predict", encode(request), timeout=20))
+    wire = to_wire(PredictRequest(image=image, image_format=image_format, deadline=time.time() + 20))
+    body = await bus.call("dermascan.predict", wire.body, headers=wire.headers, timeout=20)
+    return decode(PredictReply, body)
 
 
 @pytest.mark.parametrize("name,image_format,status,code", [

@@ -31,8 +31,9 @@ from inference_worker.metrics import WorkerMetrics
 from inference_worker.service import InferenceWorker
 from inference_worker.settings import WorkerSettings
 from shared.bus import connect_bus
-from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.messages import PredictReply, PredictRequest, decode
 from shared.store import open_store
+from shared.wire import to_wire
 
 
 async def serve_one(bundled: str, work: str, image: str, engine: str) -> dict[str, object]:
@@ -42,8 +43,10 @@ async def serve_one(bundled: str, work: str, image: str, engine: str) -> dict[st
     store = await open_store(settings.store_url)
     worker = InferenceWorker(settings, bus, store, WorkerMetrics(CollectorRegistry()))
     await worker.start()
-    request = PredictRequest(image=Path(image).read_bytes(), image_format="jpeg", deadline=time.time() + 60)
-    reply = decode(PredictReply, await bus.call(settings.predict_queue, encode(request), timeout=60))
+    wire = to_wire(PredictRequest(image=Path(image).read_bytes(), image_format="jpeg",
+                                  deadline=time.time() + 60))
+    reply = decode(PredictReply, await bus.call(settings.predict_queue, wire.body, headers=wire.headers,
+                                                timeout=60))
     await worker.stop()
     await bus.close()
     await store.close()

@@ -14,7 +14,8 @@ import pytest
 from shared.bus import connect_bus
 from shared.classifier import Classifier
 from shared.imaging import load_for_model
-from shared.messages import PredictReply, PredictRequest, decode, encode
+from shared.messages import PredictReply, PredictRequest, decode
+from shared.wire import to_wire
 from tests.support.processes import python_module, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -55,8 +56,8 @@ async def test_worker_processes_share_the_queue_and_each_caller_gets_its_own_ans
 
         async def ask(index: int) -> PredictReply:
             image = images[index % len(images)]
-            request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + 30)
-            return decode(PredictReply, await bus.call(queue, encode(request), timeout=30))
+            wire = to_wire(PredictRequest(image=image, image_format="jpeg", deadline=time.time() + 30))
+            return decode(PredictReply, await bus.call(queue, wire.body, headers=wire.headers, timeout=30))
 
         requests = list(range(4 * len(images)))
         replies = await asyncio.gather(*(ask(i) for i in requests))

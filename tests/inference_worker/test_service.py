@@ -21,6 +21,7 @@ from shared.manifest import ModelManifest
 from shared.messages import ModelPromoted, PredictReply, PredictRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import open_store
+from shared.wire import to_wire
 
 pytestmark = pytest.mark.timeout(60)
 QUEUE = "dermascan.predict"
@@ -44,8 +45,8 @@ async def served(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[tuple[Me
 
 async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0,
               timeout: float = 10.0) -> PredictReply:
-    request = PredictRequest(image=image, image_format="jpeg", deadline=time.time() + deadline_in)
-    return decode(PredictReply, await bus.call(QUEUE, encode(request), timeout=timeout))
+    wire = to_wire(PredictRequest(image=image, image_format="jpeg", deadline=time.time() + deadline_in))
+    return decode(PredictReply, await bus.call(QUEUE, wire.body, headers=wire.headers, timeout=timeout))
 
 
 def model_calls(registry: CollectorRegistry) -> float:

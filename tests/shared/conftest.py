@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from shared.bus import MessageBus, connect_bus
 from shared.store import ObjectStore, open_store
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def bus(request: pytest.FixtureRequest, rabbit_url: str) -> AsyncIterator[MessageBus]:
+    """The in-memory bus, then real RabbitMQ: a test using it is the contract of both."""
+    bus = await connect_bus("memory://" if request.param == "memory" else rabbit_url)
+    assert bus.connected, "RabbitMQ must be running on 127.0.0.1:5672 (make test starts it)"
+    yield bus
+    await bus.close()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.bus import Delivery, MessageBus, QueueFull, Unroutable, connect_bus
+from shared.bus import Delivery, MessageBus, QueueFull, Unroutable
 from shared.bus.topology import QueueSpec, Topology, declare
 from shared.errors import DeadlineExceeded
 from shared.settings import CommonSettings
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(params=["memory", "rabbitmq"])
-async def bus(request: pytest.FixtureRequest, rabbit_url: str) -> AsyncIterator[MessageBus]:
-    bus = await connect_bus("memory://" if request.param == "memory" else rabbit_url)
-    assert bus.connected, "RabbitMQ must be running on 127.0.0.1:5672 (make test starts it)"
-    yield bus
-    await bus.close()
 
 
 async def test_published_messages_reach_a_consumer(bus: MessageBus, unique: str) -> None:
@@ -36,6 +27,34 @@ async def test_published_messages_reach_a_consumer(bus: MessageBus, unique: str)
     delivery = await asyncio.wait_for(got.get(), 5)
     assert delivery.body == b"hello"
     assert delivery.headers["x-kind"] == "greeting"
+
+
+HEADERS: dict[str, object] = {"text": "jpeg", "count": 3, "big": 2**40, "flag": True, "nothing": None,
+                               "unicode": "mélanome", "time": repr(1765000000.123456)}
+
+
+async def test_headers_of_every_kind_reach_the_consumer_unchanged(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+    got: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await got.put(delivery)
+
+    await bus.consume(unique, handler, prefetch=1)
+    await bus.publish(unique, bytes(range(256)), headers=HEADERS)
+    delivery = await asyncio.wait_for(got.get(), 5)
+    assert delivery.body == bytes(range(256)) and delivery.headers == HEADERS
+
+
+async def test_an_rpc_call_carries_its_headers_to_the_consumer(bus: MessageBus, unique: str) -> None:
+    await bus.declare_queue(unique)
+
+    async def echo_headers(delivery: Delivery) -> None:
+        await bus.reply(delivery, repr(sorted(delivery.headers.items())).encode() + delivery.body)
+
+    await bus.consume(unique, echo_headers, prefetch=1)
+    reply = await bus.call(unique, b"|raw", timeout=5, headers=HEADERS)
+    assert reply == repr(sorted(HEADERS.items())).encode() + b"|raw"
 
 
 async def test_publishing_to_an_undeclared_queue_is_refused(bus: MessageBus, unique: str) -> None:
