@@ -1,5 +1,8 @@
 """An image's width and height read from its first bytes, without decoding it, so the gateway
-can refuse an image over the pixel budget before publishing it to a worker.
+can refuse an image over the pixel budget before publishing it to a worker: more than
+`DEFAULT_MAX_PIXELS` in any format, and, for a PNG or WebP (decoded whole), more than the
+workers decode (`DEFAULT_MAX_DECODED_PIXELS`, their `DERMASCAN_MAX_DECODED_PIXELS` default), so
+an image every worker would refuse never waits in the queue.
 
 Only a well-formed header is read: anything unexpected gives None, and the worker, which
 checks the size again from the header before it decodes, has the last word (it names corrupt
@@ -12,7 +15,7 @@ from __future__ import annotations
 import struct
 
 from shared.errors import PayloadTooLarge
-from shared.imaging import DEFAULT_MAX_PIXELS
+from shared.imaging import DECODED_WHOLE, DEFAULT_MAX_DECODED_PIXELS, DEFAULT_MAX_PIXELS
 
 #: JPEG segments walked before giving up (EXIF, ICC and the like come before the frame header).
 MAX_JPEG_SEGMENTS = 256
@@ -74,10 +77,20 @@ def dimensions(data: bytes, image_format: str) -> tuple[int, int] | None:
     return reader(data) if reader is not None else None
 
 
-def check_pixels(data: bytes, image_format: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+def check_pixels(data: bytes, image_format: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS) -> None:
     """Raises PayloadTooLarge (`too_many_pixels`) when the header says the image has more
-    than `max_pixels` pixels, the bound every worker applies before decoding."""
+    than `max_pixels` pixels, or is a PNG or WebP of more than `max_decoded_pixels`: the bounds
+    every worker applies before decoding (a JPEG decodes at a reduced scale, so only the first
+    bounds it)."""
     size = dimensions(data, image_format)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise PayloadTooLarge(f"the image is {size[0]}x{size[1]} pixels; the limit is {max_pixels:,}",
+    if size is None:
+        return
+    width, height = size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels:,}",
                               code="too_many_pixels")
+    if image_format in DECODED_WHOLE and width * height > max_decoded_pixels:
+        raise PayloadTooLarge(f"the image is {width}x{height} pixels, and a {image_format.upper()} decodes "
+                              f"whole: the limit is {max_decoded_pixels:,} pixels; send it smaller or as a "
+                              "JPEG", code="too_many_pixels")

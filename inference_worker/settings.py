@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.classifier import Engine
 from shared.host import usable_cpus
+from shared.imaging import DEFAULT_MAX_DECODED_PIXELS
 from shared.settings import REPO_ROOT, CommonSettings
 
 
@@ -52,11 +53,11 @@ class WorkerSettings(CommonSettings):
     # A PNG of 131 KB may decode to 40 MP (160 MB and 0.25-1.4 s of a core); a JPEG decodes at 1/2,
     # 1/4 or 1/8 of its size when the model needs no more, so its cost stays small at any size.
     max_decoded_pixels: int = Field(
-        4096 * 4096, gt=0, description="Most pixels one image may decode to, refused from its header (413 "
-        "`too_many_pixels`): the model sees 224 px, and a dermoscopic image is judged on far fewer than "
-        "the 40 MP the gateway admits. A JPEG decodes at the smallest of 1/2, 1/4, 1/8 of its size that "
-        "still covers the model's input, so this bounds PNG and WebP (decoded whole): 4096 x 4096 costs "
-        "~0.1 s and 64 MiB to decode.")
+        DEFAULT_MAX_DECODED_PIXELS, gt=0, description="Most pixels one image may decode to, refused from its "
+        "header (413 `too_many_pixels`): the model sees 224 px, and a dermoscopic image is judged on far "
+        "fewer than the 40 MP a JPEG may have. A JPEG decodes at the smallest of 1/2, 1/4, 1/8 of its size "
+        "that still covers the model's input, so this bounds PNG and WebP (decoded whole): 4096 x 4096 costs "
+        "~0.1 s and 64 MiB to decode. The gateway refuses a PNG or WebP over the default from its header.")
     decode_budget_bytes: int = Field(
         96 * 2**20, gt=0, description="Bytes of decoded pixels (4 a pixel) all decode threads may hold at "
         "once: one image of `max_decoded_pixels` and smaller ones beside it. An image that does not "

@@ -31,6 +31,13 @@ SUPPORTED_FORMATS: frozenset[str] = frozenset({"jpeg", "png", "webp"})
 #: (~30 MP); phone photos are mostly 12-24 MP. Decoding 40 MP costs ~120 MB of RGB and up to a
 #: second or two; Pillow's own limit (a warning at 89 MP, an error past 179 MP) allowed 4x that.
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Default bound on what one image decodes to for a prediction (the workers'
+#: `DERMASCAN_MAX_DECODED_PIXELS`, which the gateway checks from the header too): a JPEG decodes at
+#: the smallest of 1/2, 1/4, 1/8 that covers the model's input, a PNG or WebP whole, so this bounds
+#: PNG and WebP to 4096 x 4096 (64 MiB and ~0.1 s to decode; the model sees 224 px).
+DEFAULT_MAX_DECODED_PIXELS = 4096 * 4096
+#: Formats Pillow decodes at full size whatever the model needs (no reduced-size decoding).
+DECODED_WHOLE: frozenset[str] = frozenset({"png", "webp"})
 #: Images smaller than this on either side carry too little to classify.
 MIN_SIDE = 32
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from gateway.image_header import dimensions
-from shared.imaging import DEFAULT_MAX_PIXELS
+from shared.imaging import DEFAULT_MAX_DECODED_PIXELS, DEFAULT_MAX_PIXELS
 from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form
 from tests.support.tokens import CONTRIBUTOR
@@ -32,6 +32,13 @@ def png_header(width: int, height: int) -> bytes:
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     idat = zlib.compress(b"\x00" * 100_000)
     return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", len(idat)) + b"IDAT" + idat
+
+
+def webp_header(width: int, height: int) -> bytes:
+    """The first bytes of an extended WebP (VP8X) of `width` x `height`."""
+    vp8x = b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(vp8x)) + b"WEBP" + b"VP8X" + struct.pack("<I", len(vp8x))
+            + vp8x)
 
 
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -126,9 +133,26 @@ async def test_images_over_the_pixel_budget_are_refused_by_the_gateway(make_clie
     assert time.monotonic() - started < 3
     error = (await answers[0].json())["error"]
     assert error["code"] == "too_many_pixels" and f"{side}x{side}" in error["message"]
-    within = math.isqrt(DEFAULT_MAX_PIXELS) - 100
+    within = math.isqrt(DEFAULT_MAX_DECODED_PIXELS)
     fits = await client.post("/predict", data=form(png_header(within, within), filename="big.png"))
     assert fits.status == 504  # within the budget: it went on to the (absent) workers
+
+
+async def test_a_png_or_webp_larger_than_the_workers_decode_is_refused_by_the_gateway(
+        make_client: MakeClient, melanoma_jpeg: bytes) -> None:
+    """A PNG or WebP decodes whole, so one over the workers' DERMASCAN_MAX_DECODED_PIXELS (4096 x
+    4096) is refused from its header here, never queued; a JPEG of as many pixels decodes at 1/8
+    of its size and goes on."""
+    client = await make_client(with_worker=False, predict_timeout_s=1, predict_rate_per_s=0)
+    side = math.isqrt(DEFAULT_MAX_DECODED_PIXELS)
+    for image in (png_header(side + 1, side), webp_header(side, side + 1)):
+        response = await client.post("/predict", data=form(image, filename="big.img"))
+        assert response.status == 413, await response.text()
+        error = (await response.json())["error"]
+        assert error["code"] == "too_many_pixels" and "decodes whole" in error["message"], error
+    sof = melanoma_jpeg.index(b"\xff\xc0")
+    jpeg = melanoma_jpeg[:sof + 5] + struct.pack(">HH", side + 1, side + 1) + melanoma_jpeg[sof + 9:]
+    assert (await client.post("/predict", data=form(jpeg))).status == 504  # to the (absent) workers
 
 
 async def test_a_jpeg_over_the_budget_is_refused_from_its_frame_header(make_client: MakeClient,
