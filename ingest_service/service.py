@@ -37,6 +37,7 @@ from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.catalog import Catalog, ImageRecord, image_key, lesion_group, split_for
+from shared.decode_budget import DecodeBudget
 from shared.errors import BadRequest, DermaScanError, NotFound, ServiceUnavailable
 from shared.heartbeat import Heartbeat
 from shared.jobs import WORKER_LOST, FileOutcome, Job, JobStore
@@ -73,6 +74,8 @@ class IngestService:
         self.limits = archives.ArchiveLimits(settings.max_zip_members, settings.max_member_bytes,
                                              settings.max_zip_bytes)
         self.topology = Topology.of(settings)
+        #: Bounds the memory image cleaning decodes to, and hands it back after each large image.
+        self.decode_budget = DecodeBudget(settings.decode_budget_bytes)
         self._split_secret: bytes | None = None
         self._subscription: Subscription | None = None
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "ingest_service",
@@ -262,7 +265,8 @@ class IngestService:
                 "no class: name the file <class>_<anything>.<ext>, put it in a <class>/ folder "
                 "of a zip, or send a 'label' field", code="unknown_class"))
         try:
-            image = await asyncio.to_thread(clean_image, data, max_pixels=self.settings.max_pixels)
+            image = await asyncio.to_thread(clean_image, data, max_pixels=self.settings.max_pixels,
+                                            budget=self.decode_budget)
         except DermaScanError as exc:
             return self._rejected(index, filename, exc)
         existing = await self.catalog.find(image.sha256)

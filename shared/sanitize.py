@@ -4,10 +4,16 @@ JPEGs keep their exact compressed bytes (metadata segments are cut out, and what
 the end-of-image marker) unless their EXIF orientation has to be applied, which needs one
 re-encode; PNG and WebP are re-encoded without metadata (PNG losslessly), which also drops
 anything appended to them.
+
+Cleaning decodes the whole image (a PNG of 131 KB may be 40 MP, 160 MB decoded), so with a
+`DecodeBudget` it holds the bytes it decodes, `CLEANING_COPIES` full-size images, for as long as
+it runs: the same bound, and the same return of freed memory to the system, as predictions'
+decoding (`shared.decode_budget`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from shared import jpeg
+from shared.decode_budget import DecodeBudget, decoded_bytes
 from shared.errors import BadRequest, DermaScanError
 from shared.imaging import decode_image, open_image
 
@@ -24,6 +31,9 @@ from shared.imaging import decode_image, open_image
 _KEEP_APP: dict[int, tuple[bytes, ...]] = {0xE0: (b"JFIF\0", b"JFXX\0"), 0xE2: (b"ICC_PROFILE\0",),
                                            0xEE: (b"Adobe",)}
 _ORIENTATION = 0x0112
+#: Full-size images cleaning holds at once at most: the decoded original, its upright copy and
+#: that copy converted to RGB (a rotated JPEG re-encoded).
+CLEANING_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -65,13 +75,27 @@ def _reencode(image: Image.Image, image_format: str) -> bytes:
     return buffer.getvalue()
 
 
-def clean_image(data: bytes, *, max_pixels: int) -> CleanImage:
+def clean_image(data: bytes, *, max_pixels: int, budget: DecodeBudget | None = None) -> CleanImage:
     """Validate `data` (format from its bytes, full decode, size bounds) and return it without
-    metadata. Raises only DermaScanError: BadRequest, UnsupportedMediaType or PayloadTooLarge
-    with the reason. Thread-safe."""
+    metadata; with a `budget`, hold `CLEANING_COPIES` times the image's decoded bytes of it while
+    cleaning (waiting for room: this blocks, so call it from a thread). Raises only
+    DermaScanError: BadRequest, UnsupportedMediaType or PayloadTooLarge with the reason.
+    Thread-safe."""
     if not data:
         raise BadRequest("the file is empty", code="empty_file")
+    if budget is None:
+        return _clean(data, max_pixels)
+    header, _ = open_image(data, max_pixels=max_pixels)  # the size, from the header only
+    with contextlib.closing(header):
+        width, height = header.size
+    with budget.hold(CLEANING_COPIES * decoded_bytes(width * height)):
+        return _clean(data, max_pixels)
+
+
+def _clean(data: bytes, max_pixels: int) -> CleanImage:
     rgb = decode_image(data, max_pixels=max_pixels)  # validates format, pixels, corruption, size
+    width, height = rgb.size
+    rgb.close()  # only its size is needed: the re-encode below decodes afresh
     original, image_format = open_image(data, max_pixels=max_pixels)
     try:
         with original:
@@ -85,4 +109,4 @@ def clean_image(data: bytes, *, max_pixels: int) -> CleanImage:
         raise
     except Exception as exc:  # hostile EXIF or modes Pillow cannot convert
         raise BadRequest(f"the image could not be cleaned: {exc}", code="corrupt_image") from exc
-    return CleanImage(cleaned, image_format, rgb.size[0], rgb.size[1], hashlib.sha256(cleaned).hexdigest())
+    return CleanImage(cleaned, image_format, width, height, hashlib.sha256(cleaned).hexdigest())

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from shared.decode_budget import DecodeBudget
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.sanitize import clean_image, strip_jpeg_metadata
+from shared.sanitize import CLEANING_COPIES, clean_image, strip_jpeg_metadata
 
 GPS = 0x8825
 
@@ -70,6 +73,32 @@ def test_truncated_and_oversized_images_are_refused(melanoma_jpeg: bytes) -> Non
         clean_image(melanoma_jpeg[:2000], max_pixels=10**6)
     with pytest.raises(PayloadTooLarge):
         clean_image(melanoma_jpeg, max_pixels=1000)
+
+
+class AskedBudget(DecodeBudget):
+    """A decode budget that remembers what each hold asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(2**30)
+        self.asked: list[int] = []
+
+    @contextmanager
+    def hold(self, nbytes: int, *, wait: bool = True) -> Iterator[None]:
+        self.asked.append(nbytes)
+        with super().hold(nbytes, wait=wait):
+            yield
+
+
+def test_with_a_budget_cleaning_holds_its_decoded_copies_and_frees_them(melanoma_jpeg: bytes) -> None:
+    budget = AskedBudget()
+    cleaned = clean_image(jpeg_with_exif(orientation=6), max_pixels=10**6, budget=budget)
+    assert (cleaned.width, cleaned.height) == (40, 80)
+    assert budget.asked == [CLEANING_COPIES * 4 * 80 * 40] and budget.held_bytes == 0
+    with pytest.raises(BadRequest):  # a refusal frees what it held, and reads no pixel before it
+        clean_image(melanoma_jpeg[:2000], max_pixels=10**6, budget=budget)
+    with pytest.raises(PayloadTooLarge):
+        clean_image(melanoma_jpeg, max_pixels=1000, budget=budget)
+    assert len(budget.asked) == 2 and budget.held_bytes == 0
 
 
 def test_strip_refuses_non_jpeg() -> None:

@@ -5,9 +5,11 @@ cleaned up, every file accounted for."""
 from __future__ import annotations
 
 import asyncio
+import io
 import tracemalloc
 
 import pytest
+from PIL import Image
 
 from shared.catalog import Catalog, ImageRecord
 from shared.jobs import IngestResult, Job, JobStore
@@ -226,3 +228,20 @@ async def test_a_job_delivered_more_often_than_its_attempt_limit_fails_without_r
     assert result_of(failed).stored == 0 and result_of(failed).unprocessed == 1
     assert await Catalog(ingest.store).records() == []
     assert await staged_left(ingest.store, job.job_id) == []
+
+
+async def test_images_are_cleaned_within_the_decode_budget(make_ingest: MakeIngest) -> None:
+    """Cleaning decodes each image whole, so it holds the service's decode budget as predictions'
+    decoding holds the workers': while other decodes take all of it, an image waits its turn,
+    then is stored, and the budget is free again."""
+    ingest = await make_ingest(decode_budget_bytes=32 * 2**20)
+    image = io.BytesIO()
+    Image.new("RGB", (1500, 1000), (150, 90, 70)).save(image, format="PNG")  # 3 copies: 18 MB
+    budget = ingest.service.decode_budget
+    with budget.hold(budget.limit_bytes):  # other decodes hold it all
+        job_id = await ingest.submit([("melanoma_large.png", image.getvalue())])
+        with pytest.raises(TimeoutError):
+            await ingest.wait(job_id, timeout=1)
+    job = await ingest.wait(job_id)
+    assert outcomes_by_name(job)["melanoma_large.png"]["status"] == "stored", job
+    assert budget.held_bytes == 0
