@@ -90,7 +90,8 @@ async def open_bus(settings: GatewaySettings, embedded: EmbeddedSettings) -> Mes
     """The in-memory bus with its journal (memory://), or the broker `settings` name."""
     if settings.broker_url.startswith("memory://"):
         return MemoryBus(journal=embedded.journal_dir())
-    return await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+    return await connect_bus(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s,
+                             heartbeat_s=settings.broker_heartbeat_s)
 
 
 async def recover(store: ObjectStore, bus: MessageBus, ingest_queue: str) -> None:
