@@ -75,7 +75,7 @@ class IngestService:
                                              settings.max_zip_bytes)
         self.topology = Topology.of(settings)
         #: Bounds the memory image cleaning decodes to, and hands it back after each large image.
-        self.decode_budget = DecodeBudget(settings.decode_budget_bytes)
+        self.decode_budget = DecodeBudget(settings.clean_budget_bytes)
         self._split_secret: bytes | None = None
         self._subscription: Subscription | None = None
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "ingest_service",

@@ -19,12 +19,13 @@ class IngestSettings(CommonSettings, SplitSecretSettings):
         DEFAULT_MAX_PIXELS, gt=0,
         description="Most pixels of one image (width x height, read from the header before decoding; "
                     "the decompression-bomb bound): 40 MP fits the largest dermatoscope images (~30 MP).")
-    decode_budget_bytes: int = Field(
+    clean_budget_bytes: int = Field(
         192 * 2**20, gt=0,
-        description="Bytes of decoded pixels (4 a pixel) image cleaning may hold at once, as the workers' "
-                    "setting of the same name bounds predictions' decoding: cleaning holds three full-size "
-                    "copies, so 192 MiB is one 4096 x 4096 image; a larger one is cleaned alone, and the "
-                    "memory of each large image goes back to the system after it.")
+        description="Bytes of decoded pixels (4 a pixel) the cleaning of uploaded images may hold at once "
+                    "(predictions' decoding has the workers' `DERMASCAN_DECODE_BUDGET_BYTES`): cleaning "
+                    "holds three full-size copies, so 192 MiB is one 4096 x 4096 image; a larger one is "
+                    "cleaned alone, others wait, and each large image's memory goes back to the system "
+                    "after it.")
     max_member_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest file inside a zip archive.")
     max_zip_members: int = Field(10_000, gt=0, description="Most files in one zip archive.")
     max_zip_bytes: int = Field(

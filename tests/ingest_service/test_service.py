@@ -234,7 +234,7 @@ async def test_images_are_cleaned_within_the_decode_budget(make_ingest: MakeInge
     """Cleaning decodes each image whole, so it holds the service's decode budget as predictions'
     decoding holds the workers': while other decodes take all of it, an image waits its turn,
     then is stored, and the budget is free again."""
-    ingest = await make_ingest(decode_budget_bytes=32 * 2**20)
+    ingest = await make_ingest(clean_budget_bytes=32 * 2**20)
     image = io.BytesIO()
     Image.new("RGB", (1500, 1000), (150, 90, 70)).save(image, format="PNG")  # 3 copies: 18 MB
     budget = ingest.service.decode_budget
