@@ -53,8 +53,8 @@ ERRORS = {
     415: "Unsupported image format (JPEG, PNG and WebP are; GIF is not), a body that is not JSON, or a "
          "compressed body (`Content-Encoding`).",
     421: "The `Host` is not one this gateway answers to (`DERMASCAN_ALLOWED_HOSTS`).",
-    422: "A field is missing, unknown or invalid, or a value has another JSON type than declared (the "
-         "field and the reason, never the input).",
+    422: "A field is missing, unknown (`invalid_form` on a bulk upload) or invalid, or a value has another "
+         "JSON type than declared (`invalid_options`); the message names the field and why, never the input.",
     429: "Rate limit (per caller, per token, or too many unknown tokens from the address), upload quota, "
          "bytes in flight, or overload (`decoder_busy`: the workers' decode budget is taken by large "
          "images); retry after `Retry-After` seconds.",
