@@ -1,7 +1,9 @@
 """Dynamic micro-batching: requests that arrive while the model is busy share its next call.
 
 A request that arrives alone runs at once. While other requests are still being decoded
-(announced with `incoming()`), a batch waits up to `max_wait_ms` for them, never longer.
+(announced with `incoming()`), a batch waits up to `max_wait_ms` for them, never longer. Each
+batch is told, as it starts, what it leaves behind (`Backlog`: requests still waiting, batches
+running beside it), so that the model call can size itself to the load (`inference_worker.threads`).
 
 The batching loops are owned: when one dies of an unexpected error (say, the `on_batch`
 metrics callback raising), every request waiting in the batcher at that moment fails at once
@@ -37,6 +39,16 @@ class BatcherFailed(ServiceUnavailable):
     default_code = "batcher_failed"
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The load a batch starts into, counted on the loop as it is handed to the executor."""
+
+    #: Requests not in this batch: queued, held back for another model, or still being decoded.
+    waiting: int
+    #: Other batches in the model at that moment.
+    running: int
+
+
 @dataclass
 class _Item(Generic[K, T, R]):
     key: K
@@ -46,9 +58,10 @@ class _Item(Generic[K, T, R]):
 
 
 class MicroBatcher(Generic[K, T, R]):
-    """Groups `submit`ted values with the same key into calls of `run(key, values)`.
+    """Groups `submit`ted values with the same key into calls of `run(key, values, backlog)`.
 
-    `run` executes in `executor` and must return one result per value, in order; when it
+    `run` executes in `executor` and must return one result per value, in order (`backlog`: the
+    load the batch started into, see `Backlog`); when it
     raises, every future of that batch gets the exception. Up to `concurrency` batches run
     at once. `on_batch(size, seconds)` is called after each successful batch. A loop that
     dies otherwise is restarted as the module docstring says. Loop-only.
@@ -56,7 +69,7 @@ class MicroBatcher(Generic[K, T, R]):
 
     def __init__(
         self,
-        run: Callable[[K, Sequence[T]], Iterable[R]],  # one result per item, in order (an array's rows)
+        run: Callable[[K, Sequence[T], Backlog], Iterable[R]],  # one result per item, in order
         *,
         max_batch_size: int,
         max_wait_ms: float,
@@ -73,6 +86,7 @@ class MicroBatcher(Generic[K, T, R]):
         self._queue: asyncio.Queue[_Item[K, T, R]] = asyncio.Queue()
         self._held: list[_Item[K, T, R]] = []
         self._incoming = 0
+        self._running = 0  # batches handed to the executor and not yet back
         self._arrived = asyncio.Event()
         self._on_batch = on_batch
         self.max_restarts, self.restart_window = max_restarts, restart_window_s
@@ -198,16 +212,21 @@ class MicroBatcher(Generic[K, T, R]):
             live = [item for item in batch if not item.future.done()]
             if not live:
                 continue
+            backlog = Backlog(waiting=self._queue.qsize() + len(self._held) + self._incoming,
+                              running=self._running)
             started = loop.time()
+            self._running += 1
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._run, live[0].key, [item.value for item in live]
+                    self._executor, self._run, live[0].key, [item.value for item in live], backlog
                 )
             except Exception as exc:  # noqa: BLE001 - whatever the model raised, every caller gets it
                 for item in live:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
+            finally:
+                self._running -= 1
             if self._on_batch is not None:
                 self._on_batch(len(live), loop.time() - started)
             for item, result in zip(live, results, strict=True):

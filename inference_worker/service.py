@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from inference_worker.batching import MicroBatcher
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.settings import WorkerSettings
+from inference_worker.threads import ThreadChooser, ThreadPlan
 from shared.bus import Delivery, MessageBus, Subscription
 from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
@@ -101,10 +102,6 @@ def _report_death(task: asyncio.Task[None]) -> None:
                   task.get_name(), task.exception())
 
 
-def _run_batch(classifier: Classifier, images: Sequence[np.ndarray]) -> np.ndarray:
-    return classifier.predict_scores(np.stack(images))
-
-
 #: What stopping waits for once the drain is over (the heartbeat's last broadcast, the batcher).
 _RELEASE_STEP_S = 1.0
 
@@ -140,6 +137,7 @@ class InferenceWorker:
         self._decode_budget = DecodeBudget(settings.decode_budget_bytes)
         self._left_behind: set[asyncio.Future[Any]] = set()  # shutdown steps given up on, still ending
         self._model_pool = ThreadPoolExecutor(settings.streams, "model")
+        self._threads = ThreadChooser(ThreadPlan.for_host(settings.intra_op_threads))
         self._batcher: MicroBatcher[Classifier, np.ndarray, np.ndarray] | None = None
         self._subscriptions: list[Subscription] = []
         self._in_flight = 0
@@ -156,7 +154,7 @@ class InferenceWorker:
                           max(self.settings.inter_op_threads, self.settings.streams), lazily=True)
         await self._load_initial_model()
         self._batcher = MicroBatcher(
-            _run_batch,
+            self._threads.run_batch,
             max_batch_size=self.settings.max_batch_size,
             max_wait_ms=self.settings.max_wait_ms,
             executor=self._model_pool,
@@ -197,6 +195,8 @@ class InferenceWorker:
                                      threads=self.settings.intra_op_threads,
                                      cache_dir=self.settings.litert_cache_dir)
         classifier.warm_up(self.settings.max_batch_size, self.settings.streams)
+        if self._threads.plan.adapts and classifier.engine == "litert":  # TensorFlow's are per process
+            classifier.warm_up(self.settings.max_batch_size, 1, threads=self._threads.plan.lone)
         log.info("model %s runs on %s", classifier.version, classifier.engine)
         return classifier
 

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
@@ -34,8 +34,15 @@ PARITY_TOLERANCE = 1e-4
 #: Probabilities below this are compared as this in log space: a class that far out of the
 #: running may underflow differently in the two engines without changing any answer.
 _LOG_FLOOR = 1e-12
-#: Raw model outputs, one (n, ...) array per model output, for uint8 images (n, height, width, 3).
-Forward = Callable[[np.ndarray], list[np.ndarray]]
+
+
+class Forward(Protocol):
+    """Raw model outputs, one (n, ...) array per model output, for uint8 images (n, height, width,
+    3), computed on `threads` threads where the engine sets them per call (LiteRT; None: the
+    model's default); TensorFlow's pools are the process's and ignore it."""
+
+    def __call__(self, images: np.ndarray, threads: int | None = None) -> list[np.ndarray]: ...
+
 #: TensorFlow thread pools `configure_threads(..., lazily=True)` asked for, applied when this
 #: module first imports TensorFlow. Module state because the pools themselves are process state.
 _deferred_threads: dict[str, int] = {}
@@ -176,9 +183,9 @@ class Classifier:
     """
 
     def __init__(self, manifest: ModelManifest, forward: Forward, *, engine: Engine,
-                 prepare: Callable[[int, int], None]) -> None:
-        """`forward` runs the model (thread-safe); `prepare(max_batch_size, streams)` readies
-        every call a worker will make. Runs `forward` once, on two probe images."""
+                 prepare: Callable[[int, int, int | None], None]) -> None:
+        """`forward` runs the model (thread-safe); `prepare(max_batch_size, streams, threads)`
+        readies every call a worker will make. Runs `forward` once, on two probe images."""
         self.manifest = manifest
         self.version = manifest.version
         self.classes = list(manifest.classes)
@@ -226,7 +233,8 @@ class Classifier:
     def from_litert(cls, flatbuffer: bytes, manifest: ModelManifest, *, threads: int = 1) -> Classifier:
         """A model served from its LiteRT flatbuffer; `manifest` says what it predicts."""
         lite = litert.LiteRTForward(flatbuffer, threads)
-        return cls(manifest, lite, engine="litert", prepare=lambda _, streams: lite.prepare(streams))
+        return cls(manifest, lite, engine="litert",
+                   prepare=lambda _, streams, threads: lite.prepare(streams, threads))
 
     @classmethod
     def from_keras(cls, artifact: Path, manifest: ModelManifest | None, *, engine: str = "litert",
@@ -251,7 +259,8 @@ class Classifier:
         if engine == "litert":
             lite = _converted(model, artifact, manifest, threads, cache_dir)
             if lite is not None:
-                return cls(manifest, lite, engine="litert", prepare=lambda _, streams: lite.prepare(streams))
+                return cls(manifest, lite, engine="litert",
+                           prepare=lambda _, streams, threads: lite.prepare(streams, threads))
         height, width = manifest.input_size
 
         # TensorFlow ships no type hints: tf.function is Any to mypy
@@ -263,25 +272,27 @@ class Classifier:
             outputs = model(tf.cast(images, tf.float32), training=False)
             return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
-        def forward(images: np.ndarray) -> list[np.ndarray]:
-            return [np.asarray(t) for t in graph(images)]
+        def forward(images: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
+            return [np.asarray(t) for t in graph(images)]  # threads: the process's pools (configure_threads)
 
-        def prepare(max_batch_size: int, _streams: int) -> None:  # kernels are set up per input shape
+        def prepare(max_batch_size: int, _streams: int, _threads: int | None) -> None:  # per input shape
             for size in range(1, max_batch_size + 1):
                 forward(np.zeros((size, height, width, 3), np.uint8))
 
         return cls(manifest, forward, engine="tensorflow", prepare=prepare)
 
-    def warm_up(self, max_batch_size: int, streams: int = 1) -> None:
+    def warm_up(self, max_batch_size: int, streams: int = 1, *, threads: int | None = None) -> None:
         """Prepare every call the worker will make, so that no request pays for a first call:
         TensorFlow sets up kernels per input shape (every batch size up to `max_batch_size`),
-        LiteRT needs an interpreter per concurrent call (`streams`)."""
-        self._prepare(max_batch_size, streams)
+        LiteRT needs an interpreter per concurrent call (`streams`) at each thread count calls
+        ask for (`threads`, None: the load's; call once per count)."""
+        self._prepare(max_batch_size, streams, threads)
 
-    def predict_scores(self, images: np.ndarray) -> np.ndarray:
+    def predict_scores(self, images: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         """(n, classes + 1) for uint8 images (n, height, width, 3): the class probabilities, then
-        the out-of-distribution score (NaN when the model has no detector)."""
-        out = split_outputs(self._forward(images), len(self.classes))
+        the out-of-distribution score (NaN when the model has no detector). `threads`: LiteRT's
+        threads for this call (None: the load's `threads`); TensorFlow's are the process's."""
+        out = split_outputs(self._forward(images, threads), len(self.classes))
         out[:, :-1] = _probabilities(out[:, :-1], self._softmax)
         return out
 

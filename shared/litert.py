@@ -76,55 +76,65 @@ def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str 
 
 
 class LiteRTForward:
-    """`forward(images)`: the raw model outputs (a list, one (n, ...) array per model output) for
-    uint8 images (n, height, width, 3).
+    """`forward(images, threads=None)`: the raw model outputs (a list, one (n, ...) array per model
+    output) for uint8 images (n, height, width, 3), computed by an interpreter of `threads` threads
+    (None: the `threads` it was made with).
 
-    Thread-safe: each call borrows an interpreter from a pool (an interpreter serves one caller at
-    a time) and creates one when all are busy, so the pool grows to the number of concurrent
-    callers. Images run one at a time: XNNPACK's cost per image is flat in the batch size, and a
-    fixed input shape never reallocates. Interpreters release the GIL while they run.
+    Thread-safe: each call borrows an interpreter of its thread count from that count's pool (an
+    interpreter serves one caller at a time) and creates one when all are busy, so each pool grows
+    to the number of concurrent callers at its count. Images run one at a time: XNNPACK's cost per
+    image is flat in the batch size, and a fixed input shape never reallocates. Interpreters
+    release the GIL while they run.
     """
 
     def __init__(self, flatbuffer: bytes, threads: int) -> None:
         self._flatbuffer = flatbuffer
         self._threads = threads
-        self._idle: queue.SimpleQueue[_Interpreter] = queue.SimpleQueue()
-        first = self._new_interpreter()
+        self._idle: dict[int, queue.SimpleQueue[_Interpreter]] = {}
+        first = self._new_interpreter(threads)
         details = first.get_input_details()[0]
         self._input, self._dtype, self._shape = details["index"], details["dtype"], details["shape"]
         self._outputs = [d["index"] for d in first.get_output_details()]
-        self._idle.put(first)
+        self._pool(threads).put(first)
 
-    def _new_interpreter(self) -> _Interpreter:
+    def _pool(self, threads: int) -> queue.SimpleQueue[_Interpreter]:
+        # setdefault is one step under the GIL: two first callers at a new count share one pool
+        return self._idle.setdefault(threads, queue.SimpleQueue())
+
+    def _new_interpreter(self, threads: int) -> _Interpreter:
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_content=self._flatbuffer, num_threads=self._threads)
+        interpreter = Interpreter(model_content=self._flatbuffer, num_threads=threads)
         interpreter.allocate_tensors()
         return interpreter
 
-    def prepare(self, callers: int) -> None:
-        """Create interpreters up front for `callers` concurrent calls, and run each once."""
-        spare = [self._borrow() for _ in range(callers)]
+    def prepare(self, callers: int, threads: int | None = None) -> None:
+        """Create interpreters of `threads` threads (None: the default) up front for `callers`
+        concurrent calls, and run each once."""
+        count = threads or self._threads
+        spare = [self._borrow(count) for _ in range(callers)]
         for interpreter in spare:
             self._run(interpreter, np.zeros(self._shape, np.uint8))
-            self._idle.put(interpreter)
+            self._pool(count).put(interpreter)
 
-    def _borrow(self) -> _Interpreter:
+    def _borrow(self, threads: int) -> _Interpreter:
         try:
-            return self._idle.get_nowait()
+            return self._pool(threads).get_nowait()
         except queue.Empty:
-            return self._new_interpreter()
+            return self._new_interpreter(threads)
 
     def _run(self, interpreter: _Interpreter, image: np.ndarray) -> list[np.ndarray]:
         interpreter.set_tensor(self._input, image.astype(self._dtype, copy=False))
         interpreter.invoke()
         return [interpreter.get_tensor(i) for i in self._outputs]
 
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        """Every output of the model, each (n, ...), in the interpreter's output order."""
-        interpreter = self._borrow()
+    def __call__(self, images: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
+        """Every output of the model, each (n, ...), in the interpreter's output order, computed
+        on `threads` threads (None: the default)."""
+        count = threads or self._threads
+        interpreter = self._borrow(count)
         try:
             rows = [self._run(interpreter, images[i:i + 1]) for i in range(len(images))]
         finally:
-            self._idle.put(interpreter)
+            self._pool(count).put(interpreter)
         return [np.concatenate([row[k] for row in rows]) for k in range(len(self._outputs))]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inference_worker.batching import BatcherFailed, MicroBatcher
+from inference_worker.batching import Backlog, BatcherFailed, MicroBatcher
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -17,10 +17,12 @@ pytestmark = pytest.mark.timeout(10)
 class FakeModel:
     def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
         self.calls: list[list[int]] = []
+        self.backlogs: dict[tuple[int, ...], Backlog] = {}  # what each batch started into
         self.delay, self.fail_on = delay, fail_on
 
-    def __call__(self, key: str, values: Sequence[int]) -> list[int]:
+    def __call__(self, key: str, values: Sequence[int], backlog: Backlog) -> list[int]:
         self.calls.append(list(values))
+        self.backlogs[tuple(values)] = backlog
         time.sleep(self.delay)
         if self.fail_on is not None and self.fail_on in values:
             raise ValueError("model blew up")
@@ -45,6 +47,28 @@ async def test_requests_queued_while_the_model_is_busy_share_one_call() -> None:
     await first
     assert model.calls == [[0], [1, 2, 3, 4, 5]]
     assert rest == [(i * 10, 5) for i in range(1, 6)]
+    await batcher.close()
+
+
+async def test_each_batch_is_told_the_load_it_starts_into() -> None:
+    model = FakeModel(delay=0.1)
+    batcher = MicroBatcher(model, max_batch_size=2, max_wait_ms=0, concurrency=2)
+    await batcher.submit("m", 0)
+    first = asyncio.create_task(batcher.submit("m", 1))
+    await asyncio.sleep(0.02)  # the model is now busy with [1]
+    await asyncio.gather(first, *(batcher.submit("m", i) for i in range(2, 7)))
+    assert model.backlogs[(0,)] == Backlog(waiting=0, running=0)  # alone
+    assert model.backlogs[(1,)] == Backlog(waiting=0, running=0)
+    assert model.backlogs[(2, 3)] == Backlog(waiting=3, running=1)  # 4, 5, 6 behind it; [1] beside it
+    await batcher.close()
+
+
+async def test_requests_still_being_decoded_count_as_waiting() -> None:
+    model = FakeModel()
+    batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=0)
+    with batcher.incoming():  # another request is being decoded meanwhile
+        assert await batcher.submit("m", 7) == (70, 1)
+    assert model.backlogs[(7,)] == Backlog(waiting=1, running=0)
     await batcher.close()
 
 

@@ -1,0 +1,92 @@
+"""How many threads a model call gets: every CPU for a lone image, the stream's share under load,
+and one thread for a lone image too where every CPU has proved slower (a busy host).
+
+The choice is made per batch from what the batch starts into (`Backlog`, counted by the
+micro-batcher) and from the times of earlier lone calls, fed in here as numbers; the real speed is
+measured by bench/serve.py, not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference_worker.batching import Backlog
+from inference_worker.threads import ThreadChooser, ThreadPlan
+from shared.classifier import Classifier, probe_images
+
+pytestmark = pytest.mark.timeout(60)
+IDLE = Backlog(waiting=0, running=0)
+#: A 4-CPU worker with the default 2 streams: each call's share is 2 threads.
+PLAN = ThreadPlan.for_host(intra_op_threads=2, cpus=4)
+
+
+def test_a_lone_image_gets_every_cpu() -> None:
+    assert PLAN.threads_for(1, IDLE) == 4
+
+
+def test_an_image_beside_a_running_batch_gets_its_streams_share() -> None:
+    assert PLAN.threads_for(1, Backlog(waiting=0, running=1)) == 2
+
+
+def test_an_image_with_requests_waiting_behind_it_gets_its_streams_share() -> None:
+    assert PLAN.threads_for(1, Backlog(waiting=1, running=0)) == 2  # queued or still being decoded
+
+
+def test_a_batch_of_several_images_gets_its_streams_share_even_alone() -> None:
+    assert PLAN.threads_for(2, IDLE) == 2  # they came together: that is load
+
+
+def test_a_worker_whose_calls_have_every_cpu_already_runs_all_calls_alike() -> None:
+    one_stream = ThreadPlan.for_host(intra_op_threads=4, cpus=4)
+    assert not one_stream.adapts
+    assert {one_stream.threads_for(1, IDLE), one_stream.threads_for(8, Backlog(9, 1))} == {4}
+    assert ThreadPlan.for_host(intra_op_threads=8, cpus=4).lone == 8  # never fewer than a share
+
+
+def test_a_lone_call_and_a_shared_call_answer_the_same(tiny_model_dir: Path) -> None:
+    classifier = Classifier.load(tiny_model_dir, threads=1)
+    assert classifier.engine == "litert"
+    images = probe_images(classifier.input_size, 3)
+    lone = classifier.predict_scores(images, threads=2)
+    shared = classifier.predict_scores(images)
+    np.testing.assert_allclose(lone, shared, rtol=1e-5, atol=1e-6)
+
+
+def lone_calls(chooser: ThreadChooser, seconds: dict[int, float], calls: int) -> list[int]:
+    """The thread counts `calls` lone images get, each call taking `seconds[threads]`."""
+    chosen = []
+    for _ in range(calls):
+        threads = chooser.threads_for(1, IDLE)
+        chooser.record(1, IDLE, threads, seconds[threads])
+        chosen.append(threads)
+    return chosen
+
+
+def test_lone_images_try_every_cpu_first_then_one_thread_then_keep_the_faster() -> None:
+    chooser = ThreadChooser(PLAN, probe_every=5)
+    assert lone_calls(chooser, {4: 0.006, 2: 0.009}, 12) == [4, 2, 4, 4, 2, 4, 4, 4, 4, 2, 4, 4]
+    #                                     the other count is tried every 5th lone call ^        ^
+
+
+def test_lone_images_leave_every_cpu_when_it_turns_slower_and_come_back() -> None:
+    chooser = ThreadChooser(PLAN, probe_every=4, weight=1.0)
+    lone_calls(chooser, {4: 0.006, 2: 0.009}, 2)
+    # lone calls 3 to 10; every 4th tries the slower count
+    assert lone_calls(chooser, {4: 0.019, 2: 0.015}, 8) == [4, 4, 2, 2, 2, 4, 2, 2]  # busy host
+    assert lone_calls(chooser, {4: 0.006, 2: 0.009}, 8) == [2, 4, 4, 4, 4, 2, 4, 4]  # quiet again
+
+
+def test_calls_under_load_get_the_share_and_teach_the_lone_choice_nothing() -> None:
+    chooser = ThreadChooser(PLAN)
+    busy = Backlog(waiting=3, running=1)
+    assert chooser.threads_for(8, busy) == 2
+    chooser.record(8, busy, 2, 0.001)  # fast, but not a lone call: not compared
+    assert lone_calls(chooser, {4: 0.006, 2: 0.009}, 3) == [4, 2, 4]
+
+
+def test_the_chooser_of_a_worker_whose_calls_have_every_cpu_never_moves() -> None:
+    chooser = ThreadChooser(ThreadPlan.for_host(intra_op_threads=4, cpus=4))
+    assert set(lone_calls(chooser, {4: 0.006}, 20)) == {4}
