@@ -38,6 +38,28 @@ def find_pids(command_name: str) -> list[int]:
     return pids
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every living process under it (a server that forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (what `uptime` prints first)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 @dataclass
 class CpuSnapshot:
     """CPU seconds of named groups of processes, plus the machine's total."""

@@ -6,7 +6,7 @@ The images are the committed HAM10000 fixtures (200x150) upscaled to 448x336 and
 quality 95: 19-36 KB, 27 KB on average, close to a phone upload cropped to the lesion. The
 stand-in is `keras.applications.MobileNetV2(weights=None)` at 224x224 with 7 outputs: random
 weights (its answers mean nothing) but the same compute as the model the issue's reference
-figures were taken with.
+figures were taken with, saved as the trainer saves a version (with its LiteRT file).
 """
 
 from __future__ import annotations
@@ -43,10 +43,19 @@ def make_images(directory: Path, size: tuple[int, int] = (448, 336), quality: in
 
 
 def make_standin(directory: Path, input_size: int = 224) -> Path:
-    """`model.keras` + `manifest.json` of a random-weight MobileNetV2 in `directory` (kept if there)."""
-    if (directory / "model.keras").is_file():
+    """A random-weight MobileNetV2 saved in `directory` as the trainer saves a version
+    (`model.keras`, its checked LiteRT file `model.tflite`, `manifest.json`), so that workers serve
+    it as they serve a published version, without TensorFlow. Kept if there."""
+    manifest_file = directory / "manifest.json"
+    if manifest_file.is_file() and ModelManifest.model_validate_json(manifest_file.read_text()).litert:
         return directory
+    import shutil
+
     import keras
+
+    from trainer_service.artifacts import save_artifact
+
+    shutil.rmtree(directory, ignore_errors=True)  # one saved before LiteRT files: made again
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((input_size, input_size, 3))
@@ -54,12 +63,9 @@ def make_standin(directory: Path, input_size: int = 224) -> Path:
     backbone = keras.applications.MobileNetV2(
         weights=None, input_shape=(input_size, input_size, 3), classes=len(CLASSES))
     model = keras.Model(inputs, backbone(scaled))
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.keras")
     manifest = ModelManifest(version="mobilenetv2-standin", classes=CLASSES,
                              input_size=(input_size, input_size), backbone="mobilenet_v2 (random weights)")
-    (directory / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-    return directory
+    return save_artifact(model, manifest, directory)
 
 
 if __name__ == "__main__":

@@ -1,80 +1,76 @@
-"""Serving benchmark: DermaScan against the model's raw limit and a naive server, one run, one box.
+"""Serving benchmark: DermaScan against the model's raw limit and its peers, one run, one box.
 
-    .venv/bin/python bench/serve.py --model standin --model base --readme README.md
+    .venv/bin/python bench/serve.py --model standin --model base   # the report into docs/serving.md
 
 For each model, in one run on this machine:
 1. the raw in-process limit (`bench/raw_limit.py`): decode + preprocess + forward on the
    worker's engine, sequential at each batch size with all cores, and two overlapped
    single-thread streams; then the overlapped streams on the other engine, for context;
-2. DermaScan distributed: a gateway process and inference worker processes on the real RabbitMQ
-   (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py` at each client
-   count, the same gateway's Open Inference Protocol `/infer` with the binary data extension at
-   `--v2-clients` (1 and 32), then 2 and 3 worker processes, then an overload of 256 clients
-   against a gateway bounded to `--max-in-flight` (fast 429s expected, with Retry-After honoured
-   by the clients);
-3. the naive servers (`bench/naive_server.py`, `model.predict` per request, behind FastAPI as in
-   the issue's reference and behind aiohttp as a stronger baseline) driven the same way;
+2. DermaScan distributed (bench/servers.py): a gateway process and inference worker processes on
+   the real RabbitMQ (fresh queue names, a file:// store under /tmp), driven by `bench/loadgen.py`
+   at each client count, the same gateway's Open Inference Protocol `/infer` with the binary data
+   extension at `--v2-clients` (1 and 32), then 2 and 3 worker processes, then an overload of 256
+   clients against a gateway bounded to `--max-in-flight` (fast 429s expected, with Retry-After
+   honoured by the clients); `--baseline-tree DIR` runs the same one-worker rows from another
+   checkout (e.g. `git archive` of an earlier commit), so that before and after share one run;
+3. the peers: BentoML 1.4 on the same LiteRT file (`--bentoml WORKERSxTHREADS`, by default one
+   worker on every core and one single-thread worker per core; bench/bentoml_peer.py installs it
+   into its own venv), and the naive servers (`bench/naive_server.py`, `model.predict` per
+   request, behind FastAPI as in the issue's reference and behind aiohttp), driven the same way;
 4. the headline ratios again, `--pairs` times back to back (raw limit at its best batch size, then
    DermaScan and both naive servers at `--pair-clients`), with the median: this shared machine's
    speed drifts by 10-20 % over minutes, and a ratio is only fair between neighbouring runs.
 Every row gives img/s, p50/p90/p99 latency, errors, 429s, mean batch size (reported by the
-workers), the ratio to the raw limit, and the CPU milliseconds spent per answered image by the
-gateway, the workers, the load generator and RabbitMQ. `--model` is `standin` (a random-weight
-MobileNetV2 at 224x224, see bench/inputs.py), `base` (models/base) or a model directory.
+workers), the ratio to the raw limit, the CPU milliseconds spent per answered image by the
+gateway (or a peer's server), the workers, the load generator and RabbitMQ, the resident memory of
+each serving process after the row and its start-to-ready time, and the load average. A summary
+judges the issue's goals on the run's own figures. `--model` is `standin` (a random-weight
+MobileNetV2 at 224x224 with its LiteRT file, see bench/inputs.py), `base` (models/base) or a
+model directory. The report goes between the serving-benchmark markers of `--doc`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import math
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Coroutine, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cpu import CpuSnapshot, find_pids, wait_idle
+from bench.cpu import CpuSnapshot, find_pids, load_average
 from bench.inputs import make_images, make_standin
 from bench.loadgen import LoadResult, drive
+from bench.report import (
+    DEFAULT_DOC,
+    HEADER,
+    PAIR_HEADER,
+    Pair,
+    Row,
+    check_block,
+    format_median,
+    format_pair,
+    format_row,
+    headline,
+    write_block,
+)
+from bench.servers import QUIET, Served, deployment, naive_server, peer, quiet_machine
+from bench.worker_footprint import memory_mb
 from gateway.settings import GatewaySettings
 from inference_worker.settings import WorkerSettings
 from shared.classifier import ENGINES
 from shared.host import usable_cpus
-from tests.support.processes import free_port, python_module, running, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 NAIVE = {"fastapi": "FastAPI", "aiohttp": "aiohttp"}  # naive_server.py --framework -> row label
 T = TypeVar("T")
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-
-
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    system: str
-    clients: int
-    rate: float
-    p50: float
-    p90: float
-    p99: float
-    errors: int = 0
-    rejected: int = 0
-    mean_batch: float = float("nan")
-    cpu_ms: dict[str, float] = field(default_factory=dict)
-    note: str = ""
 
 
 def run_raw(model: Path, images: Path, seconds: float, extra: list[str]) -> list[dict[str, float]]:
@@ -91,7 +87,8 @@ def overlapped(cores: int, *batches: int) -> list[str]:
                                                                                                   batches)]
 
 
-def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[list[Row], dict[str, float]]:
+def raw_limits(model: Path, images: Path, seconds: float, cores: int,
+               idle_timeout_s: float) -> tuple[list[Row], dict[str, float]]:
     """Rows of the in-process measurements, and the figures the other rows are compared with: the
     limit is the best rate on the worker's engine. The same model on the other engine (TensorFlow,
     which the naive servers use too) is measured for context."""
@@ -105,7 +102,7 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
     ]
     measured = []
     for _, extra in runs:
-        quiet_machine()
+        quiet_machine(idle_timeout_s)
         measured.append(run_raw(model, images, seconds, extra))
     sequential, overlapping, _ = measured
     rows = [Row(f"{name}, batch {r['batch']}", int(r["streams"]), r["rate"], r["p50_ms"], r["p90_ms"],
@@ -114,99 +111,18 @@ def raw_limits(model: Path, images: Path, seconds: float, cores: int) -> tuple[l
             for (name, _), results in zip(runs, measured, strict=True) for r in results]
     best = {"limit": max(r["rate"] for r in sequential + overlapping),
             "batch1_p50_ms": next(r["p50_ms"] for r in sequential if r["batch"] == 1),
+            "batch1_rate": next(r["rate"] for r in sequential if r["batch"] == 1),
             "overlapped_batch": max(overlapping, key=lambda r: r["rate"])["batch"]}
     return rows, best
 
 
-def quiet_machine() -> None:
-    waited = wait_idle()
-    if waited > 5:
-        print(f"(waited {waited:.0f} s for the machine to be idle)", flush=True)
-
-
-def service_env(tag: str, store: Path, model: Path, port: int, **extra: object) -> dict[str, str]:
-    """Environment of one DermaScan deployment: its own queues and exchanges, a file store."""
-    return {**QUIET, "DERMASCAN_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/",
-            "DERMASCAN_STORE_URL": store.as_uri(), "DERMASCAN_PREDICT_QUEUE": f"{tag}.predict",
-            "DERMASCAN_INGEST_QUEUE": f"{tag}.ingest", "DERMASCAN_TRAIN_QUEUE": f"{tag}.train",
-            "DERMASCAN_STATUS_EXCHANGE": f"{tag}.status", "DERMASCAN_MODELS_EXCHANGE": f"{tag}.models",
-            "DERMASCAN_MODEL_PATH": str(model / "model.keras"), "DERMASCAN_HTTP_PORT": str(port),
-            "DERMASCAN_METRICS_PORT": "0", "DERMASCAN_HEARTBEAT_S": "1", "DERMASCAN_LOG_LEVEL": "WARNING",
-            **{k: str(v) for k, v in extra.items()}}
-
-
-@contextmanager
-def deployment(model: Path, workdir: Path, workers: int, worker_env: dict[str, str],
-               gateway_env: dict[str, str]) -> Iterator[tuple[str, dict[str, list[int]]]]:
-    """A gateway and `workers` worker processes; yields the /predict URL and their PIDs."""
-    quiet_machine()
-    tag = f"bench{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    port = free_port()
-    env = service_env(tag, workdir / "store", model, port)
-    with ExitStack() as stack:
-        gateway = stack.enter_context(running(python_module("gateway"), env={**env, **gateway_env},
-                                              log=workdir / f"{tag}-gateway.log"))
-        procs = [stack.enter_context(running(python_module("inference_worker"),
-                                             env={**env, **worker_env, "DERMASCAN_WORKER_ID": f"w{i}"},
-                                             log=workdir / f"{tag}-worker{i}.log")) for i in range(workers)]
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/livez", proc=gateway)
-        deadline = time.monotonic() + 180
-        while sum(1 for w in json.loads(_get(f"{base}/health"))["workers"] if w["model_version"]) < workers:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"workers did not come up; see {workdir}")
-            time.sleep(0.5)
-        try:
-            warm_up(f"{base}/predict", workdir)
-            yield f"{base}/predict", {"gateway": [gateway.pid], "workers": [p.pid for p in procs]}
-        finally:
-            asyncio.run(_delete_queues(tag))
-
-
-@contextmanager
-def naive_server(model: Path, workdir: Path, framework: str) -> Iterator[tuple[str, dict[str, list[int]]]]:
-    """A naive baseline server (`fastapi` or `aiohttp`); yields its /predict URL and PID."""
-    port = free_port()
-    quiet_machine()
-    with running([sys.executable, str(REPO / "bench" / "naive_server.py"), str(model), "--port", str(port),
-                  "--framework", framework], env=QUIET, log=workdir / f"naive-{framework}.log") as proc:
-        wait_http(f"http://127.0.0.1:{port}/livez", proc=proc)
-        warm_up(f"http://127.0.0.1:{port}/predict", workdir)
-        yield f"http://127.0.0.1:{port}/predict", {"gateway": [proc.pid], "workers": []}
-
-
-def warm_up(url: str, workdir: Path) -> None:
-    """A few seconds of unrecorded load, so that no row pays for first calls."""
-    images = [p.read_bytes() for p in sorted((workdir / "images").glob("*.jpg"))]
-    asyncio.run(drive(url, images, clients=8, seconds=3, warmup_s=0))
-
-
-def _get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return str(response.read().decode())
-
-
-async def _delete_queues(tag: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
-    async with connection:
-        for name in ("predict", "ingest", "train"):
-            for queue in (f"{tag}.{name}", f"{tag}.{name}.dead"):
-                with contextlib.suppress(Exception):  # a failed delete closes its channel
-                    await (await connection.channel()).queue_delete(queue)
-        for exchange in (f"{tag}.status", f"{tag}.models"):
-            with contextlib.suppress(Exception):
-                await (await connection.channel()).exchange_delete(exchange)
-
-
-def measure(system: str, url: str, images: list[bytes], clients: int, args: argparse.Namespace,
-            pids: dict[str, list[int]], protocol: str = "native") -> Row:
-    """Drive `url` with `clients` clients (`protocol`: see bench/loadgen.py) and account the CPU of
-    every process involved."""
-    groups = {**pids, "loadgen": [os.getpid()], "rabbitmq": find_pids("beam.smp")}
+def measure(system: str, served: Served, images: list[bytes], clients: int, args: argparse.Namespace,
+            protocol: str = "native", path: str | None = None) -> Row:
+    """Drive `served` (at `path` instead of its /predict, if given) with `clients` clients
+    (`protocol`: see bench/loadgen.py), account the CPU of every process involved and read the
+    serving processes' memory after the window."""
+    url = served.url if path is None else served.url.replace("/predict", path)
+    groups = {**served.pids, "loadgen": [os.getpid()], "rabbitmq": find_pids("beam.smp")}
     before: list[CpuSnapshot] = []
 
     async def run() -> LoadResult:
@@ -232,7 +148,7 @@ def measure(system: str, url: str, images: list[bytes], clients: int, args: argp
                  f" p99 {result.percentile_ms(99, True):.1f} ms")
     row = Row(system, clients, result.rate, result.percentile_ms(50), result.percentile_ms(90),
               result.percentile_ms(99), result.errors, result.rejected, result.mean_batch, per_image,
-              note.strip())
+              note.strip(), [_rss(pid) for pid in served.serving], served.ready_s, load_average())
     print(format_row(row, float("nan")), flush=True)
     return row
 
@@ -244,25 +160,19 @@ def _uvloop_run(coro: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-def format_row(row: Row, limit: float) -> str:
-    cpu = row.cpu_ms
-    cpu_text = (f"{cpu.get('gateway', 0):.1f} / {cpu.get('workers', 0):.1f} / {cpu.get('loadgen', 0):.1f} / "
-                f"{cpu.get('rabbitmq', 0):.1f} / {cpu.get('other', 0):.1f}" if cpu else "")
-    ratio = row.rate / limit if limit and not math.isnan(limit) else float("nan")
-    return (f"| {row.system} | {row.clients} | {row.rate:.1f} | {row.p50:.1f} | {row.p90:.1f} "
-            f"| {row.p99:.1f} | "
-            f"{row.errors} | {row.rejected} | {row.mean_batch:.2f} | {ratio:.2f} | {cpu_text} | {row.note} |")
-
-
-HEADER = ("| system | clients | img/s | p50 ms | p90 ms | p99 ms | errors | 429s | mean batch "
-          "| x raw limit | "
-          "CPU ms/img server / workers / loadgen / rabbit / other | notes |\n|" + "---|" * 12)
+def _rss(pid: int) -> float:
+    try:
+        return memory_mb(pid)["rss"]
+    except OSError:  # gone
+        return float("nan")
 
 
 def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespace, workdir: Path) -> str:
     images = [p.read_bytes() for p in sorted(image_dir.glob("*.jpg"))]
     cores = usable_cpus()
-    rows, best = raw_limits(model, image_dir, args.raw_seconds, cores) if not args.skip_raw else ([], {})
+    idle = args.idle_timeout
+    rows, best = ([], {}) if args.skip_raw else raw_limits(model, image_dir, args.raw_seconds, cores,
+                                                           idle)
     limit = best.get("limit", float("nan"))
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     # All load comes from one address: the per-caller rate limit would measure itself, not the system.
@@ -272,37 +182,50 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
     if args.uvloop_off:
         worker_env["DERMASCAN_UVLOOP"] = gateway_env["DERMASCAN_UVLOOP"] = "0"
         setup += " without uvloop"
-    if not args.skip_dermascan:
-        with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids):
+    if args.baseline_tree:
+        with deployment(model, workdir, 1, worker_env, gateway_env, idle_timeout_s=idle,
+                        tree=args.baseline_tree.resolve()) as served:
             for clients in args.clients:
-                rows.append(measure(f"DermaScan, 1 worker {setup}", url, images, clients, args, pids))
+                rows.append(measure(f"DermaScan before ({args.baseline_label}), 1 worker {setup}", served,
+                                    images, clients, args))
+    if not args.skip_dermascan:
+        with deployment(model, workdir, 1, worker_env, gateway_env, idle_timeout_s=idle,
+                        tree=args.tree.resolve()) as served:
+            for clients in args.clients:
+                rows.append(measure(f"DermaScan, 1 worker {setup}", served, images, clients, args))
             for clients in args.v2_clients:
-                rows.append(measure(f"DermaScan v2 /infer, binary data, 1 worker {setup}",
-                                    url.replace("/predict", "/v2/models/dermascan/infer"), images, clients,
-                                    args, pids, protocol="v2"))
+                rows.append(measure(f"DermaScan v2 /infer, binary data, 1 worker {setup}", served, images,
+                                    clients, args, protocol="v2", path="/v2/models/dermascan/infer"))
             if args.overload:
                 rows.append(measure(f"DermaScan overload, 1 worker, max in flight {args.max_in_flight}",
-                                    url, images, args.overload, args, pids))
+                                    served, images, args.overload, args))
         for workers in args.workers:
             threads = max(1, cores // workers)
             env = {"DERMASCAN_WORKER_STREAMS": "1", "DERMASCAN_INTRA_OP_THREADS": str(threads), **worker_env}
-            with deployment(model, workdir, workers, env, gateway_env) as (url, pids):
+            with deployment(model, workdir, workers, env, gateway_env, idle_timeout_s=idle,
+                            tree=args.tree.resolve()) as served:
                 for clients in args.horizontal_clients:
                     rows.append(measure(f"DermaScan, {workers} workers x 1 stream x {threads} thread(s)",
-                                        url, images, clients, args, pids))
+                                        served, images, clients, args))
+    for shape in args.bentoml if args.bentoml is not None else [f"1x{cores}", f"{cores}x1"]:
+        workers, threads = (int(n) for n in shape.split("x"))
+        with peer(model, workdir, workers=workers, threads=threads, idle_timeout_s=idle) as served:
+            for clients in args.clients:
+                rows.append(measure(f"BentoML 1.4 on LiteRT, {workers} worker(s) x {threads} thread(s)",
+                                    served, images, clients, args))
     if not args.skip_naive:
         for framework in NAIVE:
-            with naive_server(model, workdir, framework) as (url, pids):
+            with naive_server(model, workdir, framework, idle_timeout_s=idle) as served:
                 for clients in args.clients:
-                    rows.append(measure(f"naive {NAIVE[framework]}: model.predict per request", url, images,
-                                        clients, args, pids))
+                    rows.append(measure(f"naive {NAIVE[framework]}: model.predict per request", served,
+                                        images, clients, args))
     pairs = paired_ratios(model, image_dir, images, args, workdir, worker_env, gateway_env,
                           int(best.get("overlapped_batch", 8))) if args.pairs else []
     lines = [f"#### {label}", ""]
     if best:
-        lines.append(f"Raw limit (best in-process rate): **{limit:.1f} img/s**; raw batch-1 latency p50 "
-                     f"{best['batch1_p50_ms']:.1f} ms.")
-        lines.append("")
+        lines += [f"Raw limit (best in-process rate): **{limit:.1f} img/s**; raw batch-1 latency p50 "
+                  f"{best['batch1_p50_ms']:.1f} ms on {cores} threads.", "",
+                  *headline(rows, best["batch1_rate"], best["batch1_p50_ms"], limit, max(args.clients)), ""]
     lines += [HEADER, *(format_row(row, limit) for row in rows), ""]
     if pairs:
         lines += [f"Back to back, {len(pairs)} times (the raw limit re-measured just before each pair of "
@@ -313,71 +236,25 @@ def bench_model(label: str, model: Path, image_dir: Path, args: argparse.Namespa
     return "\n".join(lines)
 
 
-@dataclass
-class Pair:
-    """One back-to-back measurement of the raw limit, DermaScan and the naive servers."""
-
-    raw: float
-    dermascan: float
-    naive: float  # FastAPI, the issue's reference
-    naive_aiohttp: float
-
-    @property
-    def ratio(self) -> float:
-        return self.dermascan / self.raw
-
-    @property
-    def speedup(self) -> float:
-        return self.dermascan / self.naive
-
-    @property
-    def speedup_aiohttp(self) -> float:
-        return self.dermascan / self.naive_aiohttp
-
-    def figures(self) -> list[float]:
-        """The table's columns after the run's name."""
-        return [self.raw, self.dermascan, self.naive, self.naive_aiohttp, self.ratio, self.speedup,
-                self.speedup_aiohttp]
-
-
-PAIR_HEADER = ("| run | raw limit img/s | DermaScan img/s | naive FastAPI img/s | naive aiohttp img/s | "
-               "DermaScan / raw | DermaScan / naive FastAPI | DermaScan / naive aiohttp |\n|" + "---|" * 8)
-
-
-def _pair_row(name: object, figures: list[float]) -> str:
-    rates, ratio, speedups = figures[:4], figures[4], figures[5:]
-    return (f"| {name} | " + " | ".join(f"{v:.1f}" for v in rates) + f" | {ratio:.2f} | "
-            + " | ".join(f"{v:.1f}" for v in speedups) + " |")
-
-
-def format_pair(name: object, pair: Pair) -> str:
-    return _pair_row(name, pair.figures())
-
-
-def format_median(pairs: list[Pair]) -> str:
-    """Each column's median over the runs (ratios included: the median of the ratios)."""
-    columns = zip(*(p.figures() for p in pairs), strict=True)
-    return _pair_row("median", [statistics.median(column) for column in columns])
-
-
 def paired_ratios(model: Path, image_dir: Path, images: list[bytes], args: argparse.Namespace, workdir: Path,
                   worker_env: dict[str, str], gateway_env: dict[str, str], batch: int) -> list[Pair]:
     """The headline ratios, measured `args.pairs` times in a row: raw overlapped limit (at its best
     batch size), DermaScan with one worker, both naive servers, all at `args.pair_clients` clients.
     Both servers stay up (idle) while the raw limit runs."""
     cores = usable_cpus()
+    idle = args.idle_timeout
     pairs = []
-    with deployment(model, workdir, 1, worker_env, gateway_env) as (url, pids), \
-            naive_server(model, workdir, "fastapi") as (naive_url, naive_pids), \
-            naive_server(model, workdir, "aiohttp") as (aiohttp_url, aiohttp_pids):
+    with deployment(model, workdir, 1, worker_env, gateway_env, idle_timeout_s=idle,
+                    tree=args.tree.resolve()) as served, \
+            naive_server(model, workdir, "fastapi", idle_timeout_s=idle) as naive, \
+            naive_server(model, workdir, "aiohttp", idle_timeout_s=idle) as aiohttp:
         for _ in range(args.pairs):
-            quiet_machine()
+            quiet_machine(idle)
             raw = run_raw(model, image_dir, args.raw_seconds, overlapped(cores, batch))[0]["rate"]
-            dermascan = measure("DermaScan, 1 worker (pair)", url, images, args.pair_clients, args, pids)
-            naive = measure("naive FastAPI (pair)", naive_url, images, args.pair_clients, args, naive_pids)
-            aiohttp = measure("naive aiohttp (pair)", aiohttp_url, images, args.pair_clients, args,
-                              aiohttp_pids)
-            pairs.append(Pair(raw, dermascan.rate, naive.rate, aiohttp.rate))
+            dermascan = measure("DermaScan, 1 worker (pair)", served, images, args.pair_clients, args)
+            naive_row = measure("naive FastAPI (pair)", naive, images, args.pair_clients, args)
+            aiohttp_row = measure("naive aiohttp (pair)", aiohttp, images, args.pair_clients, args)
+            pairs.append(Pair(raw, dermascan.rate, naive_row.rate, aiohttp_row.rate))
             print(format_pair(len(pairs), pairs[-1]), flush=True)
     return pairs
 
@@ -404,14 +281,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--uvloop-off", action="store_true", help="gateway and workers on asyncio's loop")
     parser.add_argument("--asyncio-loadgen", action="store_true", help="load generator without uvloop")
+    parser.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                        help="also run DermaScan's one-worker rows from this checkout (e.g. `git archive "
+                             "HEAD | tar -x -C DIR` before a change)")
+    parser.add_argument("--baseline-label", default="baseline", help="what the baseline tree is, in its rows")
+    parser.add_argument("--tree", type=Path, default=REPO, metavar="DIR",
+                        help="run DermaScan's other rows from this checkout (default: this one)")
+    parser.add_argument("--bentoml", nargs="*", metavar="WORKERSxTHREADS",
+                        help="BentoML peers to run (default: 1xCPUs and CPUsx1; none: no BentoML rows)")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--skip-dermascan", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--idle-timeout", type=float, default=600,
+                        help="longest wait for the machine to be idle before each part (s)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dermascan-bench")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
-    parser.add_argument("--readme", type=Path,
-                        help="write the report into this README's serving-benchmark block")
+    parser.add_argument("--doc", "--readme", type=Path, default=REPO / DEFAULT_DOC,
+                        help="the file whose serving-benchmark block gets the report (default: %(default)s; "
+                             "--readme: its older name)")
+    parser.add_argument("--no-doc", action="store_true", help="write the report into no doc")
     args = parser.parse_args(argv)
+    if not args.no_doc:
+        check_block(args.doc)  # before the run, not after it
     workdir = args.workdir
     image_dir = workdir / "images"
     make_images(image_dir)
@@ -429,25 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(bench_model(label, model.resolve(), image_dir, args, workdir))
     command = shlex.join([".venv/bin/python", "bench/serve.py",
                           *(argv if argv is not None else sys.argv[1:])])
-    report = "\n".join([f"Command: `{command}`", "", *sections])
+    report = "\n".join([f"Command: `{command}` ({usable_cpus()} CPUs)", "", *sections])
     print(report)
     if args.out:
         args.out.write_text(report + "\n")
-    if args.readme:
-        write_readme(args.readme, report)
+    if not args.no_doc:
+        write_block(args.doc, report)
     return 0
-
-
-README_START, README_END = "<!-- serving-benchmark:start -->", "<!-- serving-benchmark:end -->"
-
-
-def write_readme(readme: Path, report: str) -> None:
-    """Replace what lies between the README's serving-benchmark markers with `report`."""
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block to write the results into")
-    readme.write_text(f"{text[:start]}{README_START}\n{report}\n{text[end:]}")
 
 
 if __name__ == "__main__":
