@@ -55,7 +55,8 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
         1000, ge=2, description="Head retrains refit the OOD detector from this many catalog images; "
                                 "below, the current model's (same backbone) is kept.")
     head_anchor_strength: float = Field(
-        1e-3, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength).")
+        0.1, ge=0, description="Head retrains: pull towards the current head's weights (L2-SP strength; "
+        "a new class's column is free): what keeps a retrain with little new data close to the served head.")
     fine_tune_min_images: int = Field(
         200, ge=1,
         description="Fine-tuning retrains are refused unless the catalog holds this many training images "
