@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from shared.classifier import configure_threads
 from shared.manifest import ModelManifest
+from shared.operating_policy import OperatingPolicy
 
 
 def track_offline(command: str, manifest: ModelManifest) -> None:
@@ -38,6 +41,25 @@ def add_derived_artifact_arguments(p: argparse.ArgumentParser) -> None:
                    help="the recipe's sources, where they are not at the paths it recorded")
     p.add_argument("--work-dir", type=Path, default=None, help="cache of decoded images (as `train` keeps)")
     p.add_argument("--threads", type=int, default=2)
+
+
+def add_operating_policy_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per target of the operating policy (`--referral-recall`, `--referral-confidence`,
+    `--uncertain-below-accuracy`, `--ood-flagged`), its default and help the policy's own."""
+    for name, info in OperatingPolicy.model_fields.items():
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=info.default,
+                       help=(info.description or "").replace("%", "%%") + " (default: %(default)s)")
+
+
+def operating_policy_of(args: argparse.Namespace) -> OperatingPolicy:
+    """The policy the options of `add_operating_policy_arguments` ask for. Raises ValueError naming
+    a target out of its bounds."""
+    try:
+        asked = {name: getattr(args, name) for name in OperatingPolicy.model_fields}
+        return OperatingPolicy.model_validate(asked)
+    except ValidationError as error:
+        raise ValueError("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}"
+                                   for e in error.errors())) from None
 
 
 def begin_command(threads: int, out: Path) -> bool:
@@ -83,10 +105,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, nargs="+", default=[0.1],
                    help="held-out share of each source's lesions (one value, or one per source)")
     p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES), help="preprocessing policy")
-    p.add_argument("--referral-recall", type=float, default=0.80,
-                   help="recall each malignant class's referral threshold must reach on validation")
-    p.add_argument("--referral-confidence", type=float, default=0.95,
-                   help="one-sided confidence of that recall (Wilson lower bound; 0.5: point estimate)")
+    add_operating_policy_arguments(p)
     p.add_argument("--work-dir", type=Path, default=None,
                    help="decoded-image cache and checkpoints (default: OUT.work); the same command resumes")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -121,6 +140,7 @@ def train_main(argv: list[str] | None = None) -> int:
     from trainer_service.training import Recipe
 
     try:
+        operating = operating_policy_of(args)
         recipe = Recipe(
             batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate,
@@ -134,8 +154,7 @@ def train_main(argv: list[str] | None = None) -> int:
     spec = JobSpec(
         data=tuple(args.data), backbone=args.backbone, input_size=tuple(args.input_size), recipe=recipe,
         validation_fraction=tuple(args.validation_fraction), eval_data=tuple(args.eval_data),
-        pretrained=not args.random_init, policy=args.policy, referral_recall=args.referral_recall,
-        referral_confidence=args.referral_confidence,
+        pretrained=not args.random_init, policy=args.policy, operating=operating,
         work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
         init_from=args.init_from,
     )

@@ -37,7 +37,7 @@ from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.evidence import Evidence, Role
 from trainer_service.gate import combine, judge_set
 from trainer_service.head import fit_head
-from trainer_service.ood import FLAGGED, fit_ood, threshold_for, with_ood_output
+from trainer_service.ood import fit_ood, threshold_for, with_ood_output
 from trainer_service.retrain import Outcome, _expand, _scored, _warm_start, answers
 from trainer_service.retrain_data import Rows
 from trainer_service.settings import TrainerSettings
@@ -118,9 +118,7 @@ async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options
         allowed = admissible(classes)
         val_logits, held_logits = (held_out_logits(network, s) for s in sets[1:])
         points = operating_points(_scored(validating, val_logits), classes, allowed,
-                                  referral_recall=settings.referral_recall,
-                                  referral_confidence=settings.referral_confidence,
-                                  uncertain_below_accuracy=settings.uncertain_below_accuracy)
+                                  policy=settings.operating_policy())
         temperature = points.calibration.temperature
         served = _expand(softmax(judged.x @ old_kernel + old_bias, temperature_of(model)),
                          parent.classes, classes)
@@ -139,8 +137,9 @@ async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options
         vectors = [predict(embed, s.images) for s in sets]
         ood = fit_ood(vectors[0], fitted.y)
         scores = ood.scores(vectors[1])
-        threshold = threshold_for(scores)
-        detector = OodDetector(dims=ood.projection.shape[1], threshold=threshold, flagged=FLAGGED,
+        flagged = settings.operating_policy().ood_flagged
+        threshold = threshold_for(scores, flagged=flagged)
+        detector = OodDetector(dims=ood.projection.shape[1], threshold=threshold, flagged=flagged,
                                validation_flagged={"catalog": float((scores > threshold).mean())})
         final = with_ood_output(with_temperature(network, temperature), ood)
         roles: list[Role] = ["fit"] * len(fit)

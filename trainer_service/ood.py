@@ -19,6 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from shared.operating_policy import OperatingPolicy
 from trainer_service.classifier import EMBEDDING
 
 OOD = "ood"
@@ -108,10 +109,9 @@ def with_ood_output(model: keras.Model, fit: OodFit) -> keras.Model:
     return keras.Model(model.input, [probabilities, score], name=model.name)
 
 
-#: Share of held-out in-distribution images the threshold may flag. 2 %: chosen for v2-lite0-224 on
-#: the seed-1 design set of `tools/make_ood_set.py` (1 %: 72 % of drawn pictures caught, 2 %: 95 %,
-#: 3 %: 100 %), never on the seed-0 set the model card reports.
-FLAGGED = 0.02
+#: Share of held-out in-distribution images the threshold may flag by default: the operating
+#: policy's (`shared.operating_policy`, where its reason is), for callers given no policy.
+FLAGGED = OperatingPolicy().ood_flagged
 
 
 def threshold_for(in_distribution: np.ndarray, *, flagged: float = FLAGGED) -> float:

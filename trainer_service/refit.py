@@ -5,23 +5,33 @@ The network is not touched: the class biases baked into its logits layer are tak
 biases, temperature, referral thresholds and uncertainty threshold are fitted anew
 (`fit_operating_points`) on the validation part of the sources its recipe names (same fractions,
 same split seed, so no image it was trained on is used). The out-of-distribution branch is carried
-over unchanged and its threshold set again on the same validation images (`--ood-flagged`). The
-result is a new version (versions are immutable) whose parent is the old one.
+over unchanged and its threshold set again on the same validation images. The targets are today's
+operating policy (`shared.operating_policy`), or what `--referral-recall`, `--ood-flagged`... ask.
+The result is a new version (versions are immutable) whose parent is the old one.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import keras
 
 from shared.manifest import ModelManifest, utcnow
+from shared.operating_policy import OperatingPolicy
 from trainer_service.artifacts import code_version, load_artifact, save_artifact
 from trainer_service.classifier import without_class_bias
-from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line, track_offline
-from trainer_service.ood import FLAGGED, ood_of, with_ood_output
+from trainer_service.cli import (
+    add_derived_artifact_arguments,
+    add_operating_policy_arguments,
+    begin_command,
+    log_line,
+    operating_policy_of,
+    track_offline,
+)
+from trainer_service.ood import ood_of, with_ood_output
 from trainer_service.sources import Source, load_sources, recorded_split_seed
 from trainer_service.train_job import detector_on_validation, fit_operating_points
 from trainer_service.training import Log
@@ -46,10 +56,10 @@ def recipe_sources(manifest: ModelManifest, *, data: list[Path] | None = None,
     return classes, sources
 
 
-def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = None,
-          referral_recall: float = 0.80, referral_confidence: float = 0.95, ood_flagged: float = FLAGGED,
-          cache_dir: Path | None = None) -> tuple[keras.Model, ModelManifest]:
-    """The model of `artifact` with operating points fitted again on its recipe's validation split.
+def refit(artifact: Path, version: str, log: Log, *, operating: OperatingPolicy,
+          data: list[Path] | None = None, cache_dir: Path | None = None) -> tuple[keras.Model, ModelManifest]:
+    """The model of `artifact` with operating points fitted again on its recipe's validation split,
+    to the targets of `operating`.
 
     Raises ValueError when the recipe does not say how it was split, or the data's classes are
     not the model's.
@@ -62,11 +72,10 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
         log(f"validation {s.name}: {len(s.validation.files)} images")
 
     network = without_class_bias(model, manifest.class_bias)
-    calibrated, operating = fit_operating_points(network, sources, classes, referral_recall, log,
-                                                 referral_confidence=referral_confidence)
+    calibrated, points = fit_operating_points(network, sources, classes, operating, log)
     detector, ood = ood_of(model), manifest.ood
     if detector is not None:
-        ood = detector_on_validation(calibrated, detector, sources, log, flagged=ood_flagged)
+        ood = detector_on_validation(calibrated, detector, sources, log, flagged=operating.ood_flagged)
         if manifest.ood is not None:
             ood = ood.model_copy(update={"method": manifest.ood.method})
         calibrated = with_ood_output(calibrated, detector)
@@ -76,14 +85,13 @@ def refit(artifact: Path, version: str, log: Log, *, data: list[Path] | None = N
         "parent_version": manifest.version,
         "created_at": utcnow(),
         "code_version": code_version(),
-        "temperature": operating["temperature"],
-        "class_bias": operating["class_bias"],
-        "referral": operating["referral"],
-        "uncertainty": operating["uncertainty"],
+        "temperature": points["temperature"],
+        "class_bias": points["class_bias"],
+        "referral": points["referral"],
+        "uncertainty": points["uncertainty"],
         "ood": ood,
-        "metrics": {"validation": operating["validation"]},  # eval figures belong to the old points
-        "recipe": {**recipe, "referral_recall": referral_recall, "referral_confidence": referral_confidence,
-                   "ood_flagged": ood_flagged, "operating_points_refit_from": manifest.version},
+        "metrics": {"validation": points["validation"]},  # eval figures belong to the old points
+        "recipe": {**recipe, **operating.as_recipe(), "operating_points_refit_from": manifest.version},
         "training_seconds": manifest.training_seconds,
     })
     log(f"refit in {time.monotonic() - started:.0f}s")
@@ -95,20 +103,20 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer_service refit", description=__doc__.split("\n")[0])
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
     add_derived_artifact_arguments(p)
-    p.add_argument("--referral-recall", type=float, default=0.80)
-    p.add_argument("--referral-confidence", type=float, default=0.95)
-    p.add_argument("--ood-flagged", type=float, default=FLAGGED,
-                   help="share of validation images the out-of-distribution threshold may flag")
+    add_operating_policy_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        operating = operating_policy_of(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not begin_command(args.threads, args.out):
         return 2
-    model, manifest = refit(args.artifact, args.version, log_line, data=args.data,
-                            referral_recall=args.referral_recall,
-                            referral_confidence=args.referral_confidence, ood_flagged=args.ood_flagged,
+    model, manifest = refit(args.artifact, args.version, log_line, operating=operating, data=args.data,
                             cache_dir=args.work_dir / "decoded" if args.work_dir else None)
     save_artifact(model, manifest, args.out)
     track_offline("refit", manifest)

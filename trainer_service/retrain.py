@@ -282,9 +282,7 @@ def judge(current: CurrentModel, data: TrainingData, head: Head, settings: Train
                                 parent.classes, classes)
     logits = head.logits(rows.x)
     points = operating_points(_scored(rows, logits), classes, allowed,
-                              referral_recall=settings.referral_recall,
-                              referral_confidence=settings.referral_confidence,
-                              uncertain_below_accuracy=settings.uncertain_below_accuracy,
+                              policy=settings.operating_policy(),
                               fit_bias=False,  # see `judge`'s docstring
                               floor=lambda bias: recall_floor(bias, logits, served_validation, rows.y,
                                                               classes, log))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.operating_policy import OperatingPolicy, policy_field
 from shared.settings import REPO_ROOT, CommonSettings, SplitSecretSettings
 from shared.taxonomy import MALIGNANT
 from shared.verdict import GatePolicy
@@ -40,17 +41,10 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
     gate_confidence: float = Field(0.95, gt=0.5, lt=1,
                                    description="Gate: confidence of the bootstrap intervals.")
     gate_resamples: int = Field(2000, ge=100, description="Gate: paired bootstrap resamples.")
-    referral_recall: float = Field(
-        0.80, gt=0, le=1,
-        description="Recall each malignant class's referral threshold must reach on validation, with "
-                    "the confidence below.")
-    referral_confidence: float = Field(
-        0.95, ge=0.5, lt=1,
-        description="One-sided confidence of that recall: the Wilson lower bound of each source's "
-                    "validation recall must reach it (0.5: the recall itself).")
-    uncertain_below_accuracy: float = Field(
-        0.9, gt=0, le=1,
-        description="Answers are uncertain below the confidence where validation accuracy reaches this.")
+    # The operating policy's targets: default, bounds and description from shared.operating_policy.
+    referral_recall: float = policy_field("referral_recall")
+    referral_confidence: float = policy_field("referral_confidence")
+    uncertain_below_accuracy: float = policy_field("uncertain_below_accuracy")
     ood_refit_min_images: int = Field(
         1000, ge=2, description="Head retrains refit the OOD detector from this many catalog images; "
                                 "below, the current model's (same backbone) is kept.")
@@ -91,3 +85,10 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
             unjudged_malignant_blocks=self.gate_unjudged_malignant_blocks,
             accept_benign_for_malignant=self.gate_accept_benign_for_malignant,
             confidence=self.gate_confidence, resamples=self.gate_resamples)
+
+    def operating_policy(self) -> OperatingPolicy:
+        """The targets head retrains and fine-tunes fit their operating points to (the share of
+        validation flagged out of distribution is the policy's default: not a setting)."""
+        return OperatingPolicy(referral_recall=self.referral_recall,
+                               referral_confidence=self.referral_confidence,
+                               uncertain_below_accuracy=self.uncertain_below_accuracy)

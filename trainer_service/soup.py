@@ -8,8 +8,8 @@ ingredient was trained on an image of the others' validation part. Greedy: the i
 ranked by their validation selection score (the one `train` picks epochs by), the soup starts as
 the best, and each next one goes in only if the mean with it scores at least as well as without.
 The soup's operating points and out-of-distribution detector are then fitted on that validation
-split (`train_job.finish`); `--eval-data` sets are only measured. Serving it costs what one of
-the ingredients costs.
+split (`train_job.finish`), to the operating policy the first ingredient's recipe records;
+`--eval-data` sets are only measured. Serving it costs what one of the ingredients costs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from shared.manifest import ModelManifest
+from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible
 from trainer_service.artifacts import load_artifact, save_artifact
 from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line, track_offline
@@ -99,16 +100,15 @@ def soup(artifacts: list[Path], version: str, log: Log, *, eval_data: tuple[Path
     versions = [loaded[i][1].version for i in chosen]
     log(f"soup of {versions}: validation score {value:.4f}")
 
+    operating = OperatingPolicy.recorded(first.recipe)  # the first ingredient's targets
     recipe: dict[str, Any] = {
         "kind": "soup", "ingredients": versions, "tried": [loaded[i][1].version for i in order],
         "sources": first.recipe["sources"], "validation_fraction": first.recipe["validation_fraction"],
         "split_seed": first.recipe.get("split_seed"), "seed": first.recipe.get("seed", 0),
-        "referral_recall": first.recipe.get("referral_recall", 0.80),
-        "referral_confidence": first.recipe.get("referral_confidence", 0.95)}
+        **operating.as_recipe()}
     spec = JobSpec(data=tuple(Path(p) for p in recipe["sources"]), backbone=first.backbone,
                    input_size=first.input_size, validation_fraction=tuple(recipe["validation_fraction"]),
-                   eval_data=eval_data, policy=first.preprocessing, referral_recall=recipe["referral_recall"],
-                   referral_confidence=recipe["referral_confidence"])
+                   eval_data=eval_data, policy=first.preprocessing, operating=operating)
     history = [{"ingredient": loaded[i][1].version, "score": alone[i]} for i in order]
     history.append({"soup": versions, "score": value})
     return finish(soup_network, spec, version, classes, sources, combined(sources)[0], log, recipe=recipe,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from shared.manifest import ModelManifest, ReferralThreshold, Uncertainty
+from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import MALIGNANT, PARENTS
 from trainer_service.artifacts import code_version
 from trainer_service.calibration import fit_temperature
@@ -40,19 +41,21 @@ class Calibration:
     uncertainty: Uncertainty
 
 
-def calibrate(validation: list[Scored], classes: list[str], allowed: np.ndarray, *, referral_recall: float,
-              referral_confidence: float, uncertain_below_accuracy: float) -> Calibration:
+def calibrate(validation: list[Scored], classes: list[str], allowed: np.ndarray, *,
+              policy: OperatingPolicy) -> Calibration:
     """Calibrate on `validation` (logits per source): one temperature for the pooled logits, then
-    each malignant class's referral threshold (its validation recall's lower bound at
-    `referral_confidence` reaching `referral_recall` in every source) and the confidence below
-    which answers are uncertain (the answered share's accuracy at `uncertain_below_accuracy`)."""
+    each malignant class's referral threshold (its validation recall's lower bound at the policy's
+    `referral_confidence` reaching its `referral_recall` in every source) and the confidence below
+    which answers are uncertain (the answered share's accuracy at its `uncertain_below_accuracy`)."""
     pooled_logits = np.concatenate([s.values for s in validation])
     pooled_labels = np.concatenate([s.labels for s in validation])
     temperature = fit_temperature(pooled_logits, pooled_labels, allowed=allowed)
     probabilities = calibrated(validation, temperature)
-    referral = referral_thresholds(probabilities, classes, MALIGNANT, allowed, target_recall=referral_recall,
-                                   confidence=referral_confidence)
-    uncertainty = uncertainty_threshold(probabilities, allowed, target_accuracy=uncertain_below_accuracy)
+    referral = referral_thresholds(probabilities, classes, MALIGNANT, allowed,
+                                   target_recall=policy.referral_recall,
+                                   confidence=policy.referral_confidence)
+    uncertainty = uncertainty_threshold(probabilities, allowed,
+                                        target_accuracy=policy.uncertain_below_accuracy)
     return Calibration(temperature, probabilities, referral, uncertainty)
 
 
@@ -67,8 +70,7 @@ class OperatingPoints:
     calibration: Calibration
 
 
-def operating_points(raw: list[Scored], classes: list[str], allowed: np.ndarray, *, referral_recall: float,
-                     referral_confidence: float, uncertain_below_accuracy: float,
+def operating_points(raw: list[Scored], classes: list[str], allowed: np.ndarray, *, policy: OperatingPolicy,
                      fit_bias: bool = True,
                      floor: Callable[[np.ndarray], np.ndarray] | None = None) -> OperatingPoints:
     """Class biases (2-fold cross-validated on `raw`, the validation logits per source, unless
@@ -79,9 +81,7 @@ def operating_points(raw: list[Scored], classes: list[str], allowed: np.ndarray,
     if floor is not None:
         bias = floor(bias)
     adjusted = [Scored(s.source, s.values + bias, s.labels) for s in raw]
-    calibration = calibrate(adjusted, classes, allowed, referral_recall=referral_recall,
-                            referral_confidence=referral_confidence,
-                            uncertain_below_accuracy=uncertain_below_accuracy)
+    calibration = calibrate(adjusted, classes, allowed, policy=policy)
     return OperatingPoints(bias, span, tried, calibration)
 
 

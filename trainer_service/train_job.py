@@ -13,6 +13,7 @@ import numpy as np
 
 from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
+from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible, decide
 from trainer_service.artifacts import load_artifact
 from trainer_service.backbones import build_backbone
@@ -29,7 +30,7 @@ from trainer_service.classifier import (
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
 from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
-from trainer_service.ood import FLAGGED, OodFit, fit_ood, threshold_for, with_ood_output
+from trainer_service.ood import OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored
 from trainer_service.sources import (
     Source,
@@ -42,13 +43,11 @@ from trainer_service.sources import (
 from trainer_service.steps import describe, operating_points
 from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
 
-#: Answers are "uncertain" below the confidence at which validation accuracy reaches this.
-UNCERTAIN_BELOW_ACCURACY = 0.9
-
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What to train: sources, backbone, input size, recipe, held-out shares, optional eval sets."""
+    """What to train: sources, backbone, input size, recipe, held-out shares, optional eval sets,
+    and the operating policy the operating points are fitted to."""
 
     data: tuple[Path, ...]
     backbone: str = "efficientnet_lite0"
@@ -58,8 +57,7 @@ class JobSpec:
     eval_data: tuple[Path, ...] = ()
     pretrained: bool = True
     policy: str = DEFAULT_POLICY
-    referral_recall: float = 0.80
-    referral_confidence: float = 0.95
+    operating: OperatingPolicy = field(default_factory=OperatingPolicy)
     work_dir: Path | None = None
     split_seed: int | None = None  # None: the recipe's seed; fix it to train ensemble members on one split
     init_from: Path | None = None  # an artifact whose network fine-tuning starts from (`continued_network`)
@@ -131,8 +129,7 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
                         admissible=allowed,
                         score=selection_scorer(sources, allowed, classes), checkpoint=checkpoint)
     recipe = {**asdict(spec.recipe), "validation_fraction": list(spec.validation_fraction),
-              "pretrained": spec.pretrained, "referral_recall": spec.referral_recall,
-              "referral_confidence": spec.referral_confidence,
+              "pretrained": spec.pretrained, **spec.operating.as_recipe(),
               "sources": [str(p) for p in spec.data], "split_seed": spec.split_seed,
               **({"init_from": init_version} if spec.init_from is not None else {})}
     return finish(model, spec, version, classes, sources, train, log, recipe=recipe, history=history,
@@ -145,9 +142,8 @@ def finish(network: keras.Model, spec: JobSpec, version: str, classes: tuple[str
     """A trained `network` (pixels -> logits) made a model version: operating points fitted on the
     validation parts of `sources`, the OOD detector on `train` (their fit parts, combined),
     `spec.eval_data` measured, and the manifest described with `recipe` and `history`."""
-    model, operating = fit_operating_points(network, sources, classes, spec.referral_recall, log,
-                                            referral_confidence=spec.referral_confidence)
-    model, detector = fit_detector(model, train, sources, log)
+    model, operating = fit_operating_points(network, sources, classes, spec.operating, log)
+    model, detector = fit_detector(model, train, sources, log, flagged=spec.operating.ood_flagged)
     metrics: dict[str, Any] = {"validation": operating.pop("validation")}
     for root in spec.eval_data:
         name = f"{source_name(root)}/{root.name}"
@@ -230,18 +226,16 @@ def lineage_mismatches(mine: Lineage, theirs: Lineage) -> list[str]:
 
 
 def fit_operating_points(model: keras.Model, sources: list[Source], classes: tuple[str, ...],
-                         referral_recall: float, log: Log, *,
-                         referral_confidence: float = 0.5) -> tuple[keras.Model, dict[str, Any]]:
-    """Class biases (into the logits layer), temperature, referral thresholds, all on validation.
+                         policy: OperatingPolicy, log: Log) -> tuple[keras.Model, dict[str, Any]]:
+    """Class biases (into the logits layer), temperature, referral and uncertainty thresholds, all
+    on validation, to `policy`'s targets.
 
     Returns the calibrated model and {temperature, class_bias, referral, validation: per-source
     metrics with ECE before and after}.
     """
     allowed = admissible(classes)
     raw = _source_scores(model, sources)
-    points = operating_points(raw, list(classes), allowed, referral_recall=referral_recall,
-                              referral_confidence=referral_confidence,
-                              uncertain_below_accuracy=UNCERTAIN_BELOW_ACCURACY)
+    points = operating_points(raw, list(classes), allowed, policy=policy)
     bias, calibration = points.class_bias, points.calibration
     log(f"class bias span {points.span} chosen by 2-fold cross-validation on validation: {points.tried}")
     dense = model.get_layer(LOGITS)
@@ -266,7 +260,7 @@ def fit_operating_points(model: keras.Model, sources: list[Source], classes: tup
 
 
 def fit_detector(model: keras.Model, train: ImageSet, sources: list[Source], log: Log,
-                 *, flagged: float = FLAGGED) -> tuple[keras.Model, OodDetector]:
+                 *, flagged: float) -> tuple[keras.Model, OodDetector]:
     """Fit the out-of-distribution detector on the training embeddings, set its threshold so that
     `flagged` of the pooled validation images score above it, and add it as the "ood" output."""
     fit = fit_ood(predict(embedding_model(model), train.images), train.labels)
@@ -274,7 +268,7 @@ def fit_detector(model: keras.Model, train: ImageSet, sources: list[Source], log
 
 
 def detector_on_validation(model: keras.Model, fit: OodFit, sources: list[Source], log: Log,
-                           *, flagged: float = FLAGGED) -> OodDetector:
+                           *, flagged: float) -> OodDetector:
     """The detector `fit` on `model`'s embeddings, its threshold set so that `flagged` of the
     pooled validation images score above it, with the share flagged per source."""
     embed = embedding_model(model)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from shared.manifest import ModelManifest
+from shared.operating_policy import OperatingPolicy
 from trainer_service.artifacts import load_artifact, save_artifact
 from trainer_service.backbones import efficientnet_lite0
 from trainer_service.classifier import build_classifier
-from trainer_service.cli import evaluate_main, train_main
+from trainer_service.cli import evaluate_main, operating_policy_of, train_main, train_parser
 
 HAM = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermatofibroma",
        "melanocytic_nevi", "melanoma", "vascular_lesion"]
@@ -61,6 +62,11 @@ def test_train_writes_a_versioned_artifact(trained: Path, ham_root: Path) -> Non
         assert {"balanced_accuracy", "ece", "ece_uncalibrated", "confusion_matrix"} <= figures.keys()
     assert "isic2017/isic2017" in manifest.metrics["eval"]
     assert manifest.ood is not None and manifest.uncertainty is not None
+    # no option given: the operating policy's targets, recorded
+    assert OperatingPolicy.recorded(manifest.recipe) == OperatingPolicy()
+    assert manifest.recipe["ood_flagged"] == 0.02 and manifest.recipe["uncertain_below_accuracy"] == 0.9
+    assert manifest.ood.flagged == 0.02 and manifest.uncertainty.target_accuracy == 0.9
+    assert all(point.target_recall == 0.80 for point in manifest.referral.values())
     assert [row["epoch"] for row in manifest.history] == [1, 2]
     model, _ = load_artifact(trained)
     probs, ood = model(np.zeros((2, 32, 32, 3), np.float32))
@@ -81,6 +87,21 @@ def test_train_refuses_to_average_more_epochs_than_it_trains(
     out = tmp_path / "m"
     assert train_main([str(ham_root), "--out", str(out), "--epochs", "2", "--average-last", "3"]) == 2
     assert "average_last must be 0-2" in capsys.readouterr().err
+
+
+def test_train_takes_its_targets_from_the_operating_policy_and_refuses_one_out_of_bounds(
+    ham_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    defaults = train_parser().parse_args([str(ham_root), "--out", str(tmp_path / "m")])
+    assert operating_policy_of(defaults) == OperatingPolicy()
+    asked = train_parser().parse_args([str(ham_root), "--out", str(tmp_path / "m"),
+                                       "--referral-recall", "0.9", "--ood-flagged", "0.05",
+                                       "--uncertain-below-accuracy", "0.8"])
+    assert operating_policy_of(asked) == OperatingPolicy(referral_recall=0.9, ood_flagged=0.05,
+                                                         uncertain_below_accuracy=0.8)
+    assert train_main([str(ham_root), "--out", str(tmp_path / "m"), "--referral-confidence", "0.3"]) == 2
+    assert "--referral-confidence: Input should be greater than or equal to 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def _continue(trained: Path, out: Path, *extra: str) -> int:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from shared.manifest import ModelManifest
+from shared.operating_policy import OperatingPolicy
 from tests.support.models import make_tiny_model
 from trainer_service.artifacts import load_artifact
 from trainer_service.classifier import LOGITS, logits_model
-from trainer_service.ood import FLAGGED, OodFit, ood_of, with_ood_output
+from trainer_service.ood import OodFit, ood_of, with_ood_output
 from trainer_service.refit import main
 from trainer_service.sources import load_sources
 
@@ -51,12 +52,16 @@ def trained(tmp_path: Path) -> Path:
 
 def test_refit_keeps_the_network_and_the_detector_and_fits_new_points(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "new"
-    assert main([str(trained), "--out", str(out), "--version", "new-v1", "--threads", "1"]) == 0
+    assert main([str(trained), "--out", str(out), "--version", "new-v1", "--threads", "1",
+                 "--uncertain-below-accuracy", "0.8"]) == 0
 
     old_model, old = load_artifact(trained)
     new_model, new = load_artifact(out)
     assert (new.version, new.parent_version) == ("new-v1", "old-v1")
-    assert new.recipe["operating_points_refit_from"] == "old-v1" and new.recipe["referral_confidence"] == 0.95
+    assert new.recipe["operating_points_refit_from"] == "old-v1"
+    # today's policy but for the target asked for, recorded and fitted to
+    assert OperatingPolicy.recorded(new.recipe) == OperatingPolicy(uncertain_below_accuracy=0.8)
+    assert new.uncertainty is not None and new.uncertainty.target_accuracy == 0.8
     assert set(new.metrics) == {"validation"} and set(new.metrics["validation"]) == {"ham10000", "isic2017"}
 
     _, sources = load_sources(SOURCES, (32, 32), policy=old.preprocessing, fractions=[0.5], seed=0,
@@ -73,7 +78,7 @@ def test_refit_keeps_the_network_and_the_detector_and_fits_new_points(trained: P
     assert fit_old is not None and fit_new is not None
     np.testing.assert_array_equal(fit_new.centres, fit_old.centres)
     # the detector's threshold set again on validation, to flag the share asked for
-    assert new.ood is not None and new.ood.flagged == FLAGGED and new.ood.dims == 4
+    assert new.ood is not None and new.ood.flagged == OperatingPolicy().ood_flagged and new.ood.dims == 4
     flagged = np.mean([share for share in new.ood.validation_flagged.values()])
     assert 0 < flagged <= 0.2  # 2 % of 30 validation images: at most one or two per source
     # calibrated probabilities at the new temperature

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from shared.manifest import ModelManifest
+from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible
 from trainer_service.calibration import fit_temperature
 from trainer_service.operating import Scored
@@ -27,8 +28,8 @@ def scored(source: str, n: int, sharpness: float, seed: int) -> Scored:
 def test_the_temperature_is_fitted_on_every_source_pooled_and_the_thresholds_on_its_probabilities() -> None:
     allowed = admissible(CLASSES)
     overconfident, underconfident = scored("ham", 400, 8.0, 0), scored("isic", 400, 0.5, 1)
-    calibration = calibrate([overconfident, underconfident], CLASSES, allowed, referral_recall=0.8,
-                            referral_confidence=0.95, uncertain_below_accuracy=0.9)
+    calibration = calibrate([overconfident, underconfident], CLASSES, allowed,
+                            policy=OperatingPolicy(referral_recall=0.8, uncertain_below_accuracy=0.85))
 
     pooled = fit_temperature(np.concatenate([overconfident.values, underconfident.values]),
                              np.concatenate([overconfident.labels, underconfident.labels]), allowed=allowed)
@@ -39,12 +40,12 @@ def test_the_temperature_is_fitted_on_every_source_pooled_and_the_thresholds_on_
     for s in calibration.probabilities:
         np.testing.assert_allclose(s.values.sum(axis=1), 1.0, rtol=1e-6)
     assert "melanoma" in calibration.referral and calibration.referral["melanoma"].target_recall == 0.8
-    assert calibration.uncertainty.target_accuracy == 0.9
+    assert calibration.uncertainty.target_accuracy == 0.85
 
 
 def test_a_description_links_only_the_classes_the_model_has() -> None:
     calibration = calibrate([scored("catalog", 200, 4.0, 2)], CLASSES, admissible(CLASSES),
-                            referral_recall=0.8, referral_confidence=0.5, uncertain_below_accuracy=0.9)
+                            policy=OperatingPolicy(referral_confidence=0.5))
 
     def described(version: str, classes: list[str]) -> ModelManifest:
         return describe(version, classes, temperature=calibration.temperature, referral=calibration.referral,
