@@ -12,6 +12,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from shared.taxonomy import admissible, decide
 from trainer_service.calibration import expected_calibration_error
+from trainer_service.proportions import balanced_accuracy, class_recalls
 
 
 def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -54,13 +55,13 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
     matrix = confusion_matrix(labels, predicted, labels=list(range(k)))
     support = matrix.sum(axis=1)
     predicted_counts = matrix.sum(axis=0)
-    recall = np.where(present, np.diag(matrix) / np.maximum(support, 1), np.nan)
+    recall = class_recalls(predicted == labels, labels)
     precision = np.where(predicted_counts > 0, np.diag(matrix) / np.maximum(predicted_counts, 1), np.nan)
     rolled = probabilities @ allowed.T
     aucs = {int(c): _auc(labels == c, rolled[:, c]) for c in np.flatnonzero(present)}
     per_class = {
         name: {
-            "recall": None if np.isnan(recall[i]) else float(recall[i]),
+            "recall": recall.get(i),
             "precision": None if np.isnan(precision[i]) else float(precision[i]),
             "support": int(support[i]),
             "auc": aucs.get(i),
@@ -70,7 +71,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray,
     valid = [a for a in aucs.values() if a is not None]
     return {
         "images": len(labels),
-        "balanced_accuracy": float(np.nanmean(recall)),
+        "balanced_accuracy": balanced_accuracy(predicted == labels, labels),
         "accuracy": float((predicted == labels).mean()),
         "macro_auc_ovr": float(np.mean(valid)) if len(valid) >= 2 else None,
         "ece": expected_calibration_error(probabilities, labels, allowed),

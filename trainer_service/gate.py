@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.verdict import ClassVerdict, GatePolicy, GateResult, GateSet, Interval, Judgement
+from trainer_service.proportions import balanced_accuracy, class_recalls, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,12 @@ def judge_set(name: str, description: str, labels: np.ndarray, candidate: Answer
     pays for are left to `combine`."""
     rng = np.random.default_rng(seed)
     origin = np.asarray(sources) if sources is not None else np.full(len(labels), name)
-    present = [c for c in range(len(classes)) if (labels == c).any()]
-    new = {c: float(candidate.correct[labels == c].mean()) for c in present}
-    old = {c: float(current.correct[labels == c].mean()) for c in present}
+    new, old = class_recalls(candidate.correct, labels), class_recalls(current.correct, labels)
+    present = list(new)
     diffs = {c: _paired(rng, candidate.correct[labels == c], current.correct[labels == c], policy.resamples)
              for c in present}
-    new_bacc = float(np.mean(list(new.values()))) if new else 0.0
-    old_bacc = float(np.mean(list(old.values()))) if old else 0.0
+    new_bacc = balanced_accuracy(candidate.correct, labels) if present else 0.0
+    old_bacc = balanced_accuracy(current.correct, labels) if present else 0.0
     bacc_change = _interval(np.mean([diffs[c] for c in present], axis=0), new_bacc - old_bacc,
                             policy.confidence) if present else None
     verdicts: list[ClassVerdict] = []
@@ -146,8 +146,6 @@ def label_audit(labels: np.ndarray, caught: dict[str, np.ndarray], reference_lab
     validation share's upper bound, at the policy's confidence, `minimum` images or more) is
     likely to hold mislabelled malignant lesions. Each finding rejects the candidate: a model must
     not learn that a melanoma is a nevus from its uploads."""
-    from trainer_service.metric_intervals import wilson_interval
-
     findings = []
     for c, label in enumerate(classes):
         mine, theirs = labels == c, reference_labels == c
@@ -215,8 +213,7 @@ def apply_gate(labels: np.ndarray, candidate_correct: np.ndarray, current_correc
     held-out set (`labels` index `classes`), top-label recall only. With no current model (None)
     it passes."""
     if current_correct is None:
-        present = [c for c in range(len(classes)) if (labels == c).any()]
-        bacc = float(np.mean([candidate_correct[labels == c].mean() for c in present])) if present else 0.0
+        bacc = balanced_accuracy(candidate_correct, labels) if len(labels) else 0.0
         return GateResult(passed=True, reasons=["no current model to compare with"],
                           candidate_balanced_accuracy=round(bacc, 4), current_balanced_accuracy=None,
                           policy=policy)

@@ -29,9 +29,10 @@ from trainer_service.classifier import (
 )
 from trainer_service.dataset import ImageSet, data_summary, load_image_set
 from trainer_service.evaluation import classification_metrics, predict
-from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
+from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor
 from trainer_service.ood import OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.operating import Scored
+from trainer_service.proportions import wilson_interval
 from trainer_service.sources import (
     Source,
     combined,

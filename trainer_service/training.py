@@ -26,6 +26,7 @@ from trainer_service.dataset import ImageSet
 from trainer_service.evaluation import predict
 from trainer_service.head import fit_head
 from trainer_service.pipeline import set_cross_entropy, training_stream
+from trainer_service.proportions import balanced_accuracy
 
 Log = Callable[[str], None]
 
@@ -64,13 +65,6 @@ def train_head(model: keras.Model, train: ImageSet, recipe: Recipe, log: Log) ->
     log(f"head: done in {time.monotonic() - t0:.0f}s")
 
 
-def balanced_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    """Mean recall over the classes present in `labels`."""
-    predicted = logits.argmax(axis=1)
-    recalls = [(predicted[labels == c] == c).mean() for c in range(num_classes) if (labels == c).any()]
-    return float(np.mean(recalls))
-
-
 #: Scores a model on held-out data after an epoch: (selection score, figures to log and record).
 Scorer = Callable[[keras.Model], tuple[float, dict[str, float]]]
 
@@ -80,7 +74,7 @@ def balanced_accuracy_on(held_out: ImageSet) -> Scorer:
 
     def score(model: keras.Model) -> tuple[float, dict[str, float]]:
         logits = predict(logits_model(model), held_out.images)
-        value = balanced_accuracy(logits, held_out.labels, len(held_out.classes))
+        value = balanced_accuracy(logits.argmax(axis=1) == held_out.labels, held_out.labels)
         return value, {"val_balanced_accuracy": value}
 
     return score

@@ -1,14 +1,12 @@
-"""How sure an evaluation figure is: the ECE floor of a calibrated model, bootstrap and Wilson
-intervals (`trainer_service.metric_intervals`)."""
+"""How sure an evaluation figure is: the ECE floor of a calibrated model and bootstrap intervals
+(`trainer_service.metric_intervals`)."""
 
 import numpy as np
-import pytest
-from scipy.stats import binomtest
 
 from shared.taxonomy import admissible
 from trainer_service.calibration import expected_calibration_error
 from trainer_service.evaluation import classification_metrics
-from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor, wilson_interval
+from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor
 
 CLASSES = ("benign_keratosis", "melanocytic_nevi", "melanoma", "seborrheic_keratosis")
 
@@ -60,13 +58,3 @@ def test_a_class_absent_from_the_set_has_no_auc_interval() -> None:
     probabilities, labels = _calibrated(200, 5)
     labels = np.where(labels == 0, 1, labels)  # no benign keratosis left
     assert "benign_keratosis" not in bootstrap_intervals(probabilities, labels, CLASSES, resamples=20)["auc"]
-
-
-@pytest.mark.parametrize(("hits", "n"), [(26, 30), (0, 12), (30, 30), (201, 227)])
-def test_the_wilson_interval_is_scipys(hits: int, n: int) -> None:
-    expected = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert wilson_interval(hits, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
-
-
-def test_no_interval_without_examples() -> None:
-    assert wilson_interval(0, 0) is None

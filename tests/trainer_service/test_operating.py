@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from shared.taxonomy import admissible
-from trainer_service.operating import (
-    Scored,
-    balanced_accuracy_admitted,
-    fit_class_bias,
-    recall_lower_bound,
-    referral_thresholds,
-)
+from trainer_service.operating import Scored, fit_class_bias, mean_stratum_recall, referral_thresholds
+from trainer_service.proportions import wilson_lower_bound
 
 
 def test_class_bias_recovers_a_rare_class_the_argmax_misses() -> None:
@@ -21,9 +16,10 @@ def test_class_bias_recovers_a_rare_class_the_argmax_misses() -> None:
     logits = np.zeros((220, 2))
     logits[:, 1] = np.where(labels == 1, 0.5, -0.5) + rng.normal(0, 0.3, 220) - 2.0  # always "class 0"
     allowed = np.eye(2)
-    before = balanced_accuracy_admitted(logits, labels, allowed)
-    bias = fit_class_bias([Scored("a", logits, labels)], allowed)
-    after = balanced_accuracy_admitted(logits + bias, labels, allowed)
+    validation = [Scored("a", logits, labels)]
+    before = mean_stratum_recall(validation, allowed, np.zeros(2))  # one source: its balanced accuracy
+    bias = fit_class_bias(validation, allowed)
+    after = mean_stratum_recall(validation, allowed, bias)
     assert before == pytest.approx(0.5) and after > 0.9
     # with nothing to gain the offsets stay zero
     easy = np.eye(2)[labels] * 5
@@ -61,17 +57,6 @@ def test_cross_validation_keeps_offsets_only_when_they_generalise() -> None:
     assert span > 0 and bias[1] - bias[0] > 1.0 and tried[span] > tried[0.0] + 0.2
 
 
-def test_the_recall_bound_is_wilsons_and_asks_for_more_the_fewer_the_cases() -> None:
-    from scipy.stats import binomtest
-
-    for hits, n in [(79, 90), (45, 56), (8, 10), (820, 1000)]:
-        # a one-sided 95 % bound is the lower end of a two-sided 90 % interval
-        expected = binomtest(hits, n).proportion_ci(confidence_level=0.90, method="wilson").low
-        assert recall_lower_bound(hits, n, 0.95) == pytest.approx(expected, abs=1e-9)
-    assert recall_lower_bound(79, 90, 0.5) == pytest.approx(79 / 90)
-    assert recall_lower_bound(78, 90, 0.95) < 0.80 <= recall_lower_bound(79, 90, 0.95)
-
-
 def test_a_confident_referral_threshold_flags_more_when_validation_is_small() -> None:
     classes = ["melanocytic_nevi", "melanoma"]
     rng = np.random.default_rng(3)
@@ -90,15 +75,13 @@ def test_a_confident_referral_threshold_flags_more_when_validation_is_small() ->
                                    confidence=0.95)["melanoma"]
         assert sure.threshold < point.threshold and sure.confidence == 0.95
         found = round(sure.validation_recall["s"] * positives)  # the fewest whose bound reaches 0.8
-        assert recall_lower_bound(found, positives, 0.95) >= 0.8 > recall_lower_bound(found - 1, positives,
+        assert wilson_lower_bound(found, positives, 0.95) >= 0.8 > wilson_lower_bound(found - 1, positives,
                                                                                       0.95)
         margin[positives] = sure.validation_recall["s"] - 0.8
     assert margin[300] < margin[30]  # the margin shrinks as validation grows
 
 
 def test_every_source_class_pair_counts_once_in_the_bias_objective() -> None:
-    from trainer_service.operating import mean_stratum_recall
-
     allowed = np.eye(3)
     # source "a": classes 0, 1, 2, all right; source "b": only class 0, always answered 1
     a = Scored("a", np.eye(3)[[0, 1, 2]] * 5, np.array([0, 1, 2]))
