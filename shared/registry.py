@@ -15,11 +15,11 @@ reads (the head, and the record after it, which is normally not there) however l
 The pointer moves only through `promote`. An empty store is seeded from the bundled model by
 `bootstrap`. Listings (`versions_page`, `history_page`) read one page from the newest end.
 
-Stores written before these logs keep what they had: `models/history.json` comes before the
-promotion records (and a `current.json` without a number counts until the first record is
-written); the versions published before the version log are listed once, by the first registry
-that needs the log, into `models/published/0000000000.json`, which comes before its records.
-Positions: records are numbered 1, 2, ...; what came before them 0, -1, ... (newest first).
+Stores written before these logs keep what they had: a `current.json` without a number counts
+until the first promotion record is written; the versions published before the version log are
+listed once, by the first registry that needs the log, into `models/published/0000000000.json`,
+which comes before its records. Positions: records are numbered 1, 2, ...; what came before them
+0, -1, ... (newest first).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ ARTIFACT = "model.keras"
 MANIFEST = "manifest.json"
 EVIDENCE = "evidence.npz"  # what its head was trained, validated and judged on (trainer_service.evidence)
 CURRENT_KEY = "models/current.json"
-HISTORY_KEY = "models/history.json"  # before promotion records: read, never written
 PROMOTIONS = "models/promotions/"
 PUBLISHED = "models/published/"
 PUBLISHED_KEY = "models/published.json"
@@ -60,6 +59,11 @@ def _key(version: str, name: str) -> str:
 
 def _entry(record: Record) -> dict[str, str]:
     return {"version": str(record.get("version")), "promoted_at": str(record.get("promoted_at"))}
+
+
+async def _nothing_earlier() -> list[dict[str, str]]:
+    """What came before the promotion records: nothing (every promotion is a record)."""
+    return []
 
 
 class ModelRegistry:
@@ -161,12 +165,6 @@ class ModelRegistry:
         """The training evidence of `version`; raises NotFound when it has none."""
         return await self.store.get(_key(version, EVIDENCE))
 
-    async def _legacy_history(self) -> list[dict[str, str]]:
-        try:
-            return list(json.loads(await self.store.get(HISTORY_KEY)))
-        except NotFound:
-            return []
-
     async def history(self) -> list[dict[str, str]]:
         """Promotions, oldest first: `{"version", "promoted_at"}`. Reads them all: a page of them
         is `history_page`."""
@@ -179,8 +177,7 @@ class ModelRegistry:
         oldest first, and the position of the page before them (None: there is none). One store
         read per promotion, whatever the length of the history."""
         newest, _ = await self._promotions.newest()
-        items, earlier = await self._walk(self._promotions, newest, _entry, self._legacy_history,
-                                          before, limit)
+        items, earlier = await self._walk(self._promotions, newest, _entry, _nothing_earlier, before, limit)
         return [entry for _, entry in reversed(items)], earlier
 
     async def _walk(self, log: Sequence, newest: int, value: Callable[[Record], T],

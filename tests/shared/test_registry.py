@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import Conflict, NotFound
 from shared.manifest import ModelManifest
-from shared.registry import CURRENT_KEY, HISTORY_KEY, ModelRegistry
+from shared.registry import CURRENT_KEY, ModelRegistry
 from shared.store import ObjectStore, open_store
 from tests.support.models import make_tiny_model
 
@@ -210,19 +210,17 @@ async def test_services_bootstrapping_together_seed_the_registry_once(
     assert [entry["version"] for entry in await ModelRegistry(store).history()] == ["base-1"]
 
 
-async def test_a_registry_written_before_promotion_records_keeps_its_history_and_pointer(
+async def test_a_pointer_written_before_promotion_records_serves_until_the_first_promotion(
         store: ObjectStore, tmp_path: Path) -> None:
     registry = ModelRegistry(store)
-    for version in ("v1", "v2", "v3"):
+    for version in ("v2", "v3"):
         await publish(registry, tmp_path, version)
-    old = [{"version": "v1", "promoted_at": "2026-01-01T00:00:00+00:00"},
-           {"version": "v2", "promoted_at": "2026-01-02T00:00:00+00:00"}]
-    await store.put(HISTORY_KEY, json.dumps(old).encode())
-    await store.put(CURRENT_KEY, json.dumps(old[-1]).encode())
+    pointer = {"version": "v2", "promoted_at": "2026-01-02T00:00:00+00:00"}  # no promotion number
+    await store.put(CURRENT_KEY, json.dumps(pointer).encode())
     assert await registry.current_version() == "v2"
     await registry.promote("v3")
-    assert [e["version"] for e in await registry.history()] == ["v1", "v2", "v3"]
-    assert await registry.rollback() == "v2" and await registry.current_version() == "v2"
+    assert await registry.current_version() == "v3"
+    assert [e["version"] for e in await registry.history()] == ["v3"]
 
 
 async def test_pages_of_versions_and_promotions_walk_back_from_the_newest(store: ObjectStore,
