@@ -92,14 +92,6 @@ def admissible(classes: tuple[str, ...] | list[str]) -> np.ndarray:
     return admissible_for(classes, PARENTS)
 
 
-def roll_up(probabilities: dict[str, float], parents: dict[str, str] | None = None) -> dict[str, float]:
-    """Each class's probability including its descendants' (a parent's mass is its own plus its
-    children's): {'benign_keratosis': .1, 'seborrheic_keratosis': .3} -> bkl .4, sk .3.
-    `parents` defaults to `PARENTS` (a model's manifest records the links it was trained with)."""
-    return {label: sum(p for leaf, p in probabilities.items() if covers(label, leaf, parents))
-            for label in probabilities}
-
-
 #: Malignant (or pre-malignant) classes that get a referral flag of their own, whatever the top
 #: label: melanoma, basal cell carcinoma, actinic keratosis / intraepithelial carcinoma.
 MALIGNANT: tuple[str, ...] = ("melanoma", "basal_cell_carcinoma", "actinic_keratosis")

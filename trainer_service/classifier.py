@@ -77,11 +77,6 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer(EMBEDDING).output)
 
 
-def head_layers(model: keras.Model) -> list[keras.Layer]:
-    """The layers after the embedding that carry weights: today the one "logits" Dense."""
-    return [model.get_layer(LOGITS)]
-
-
 def set_backbone_trainable(model: keras.Model, trainable: bool, *,
                            first_trainable: str | None = None) -> None:
     """Freeze or unfreeze the backbone; BatchNorm stays frozen (inference mode) either way.

@@ -142,8 +142,3 @@ def training_stream(
 
     return mix.batch(batch_size).map(batch_of, num_parallel_calls=1).prefetch(2)
 
-
-def eval_stream(images: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
-    """Batches of float32 pixels in order, without augmentation."""
-    ds = tf.data.Dataset.from_tensor_slices(images)
-    return ds.batch(batch_size).map(lambda x: tf.cast(x, tf.float32)).prefetch(2)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from shared.taxonomy import CLASSES, MALIGNANT, PARENTS, admissible, covers, parent_of, roll_up
+from shared.taxonomy import CLASSES, MALIGNANT, PARENTS, admissible, covers, parent_of
 
 
 def test_seborrheic_keratosis_is_a_benign_keratosis() -> None:
@@ -24,18 +23,6 @@ def test_every_link_joins_two_classes_of_the_taxonomy() -> None:
 def test_admissible_rows_are_a_label_and_its_descendants() -> None:
     classes = ("benign_keratosis", "melanoma", "seborrheic_keratosis")
     np.testing.assert_array_equal(admissible(classes), [[1, 0, 1], [0, 1, 0], [0, 0, 1]])
-
-
-def test_probabilities_roll_up_into_the_parent() -> None:
-    rolled = roll_up({"benign_keratosis": 0.1, "seborrheic_keratosis": 0.3, "melanoma": 0.6})
-    assert rolled == pytest.approx({"benign_keratosis": 0.4, "seborrheic_keratosis": 0.3, "melanoma": 0.6})
-    # the top-level classes still sum to one
-    assert rolled["benign_keratosis"] + rolled["melanoma"] == pytest.approx(1.0)
-
-
-def test_a_model_without_the_link_rolls_nothing_up() -> None:
-    assert roll_up({"benign_keratosis": 0.1, "seborrheic_keratosis": 0.9}, parents={}) == {
-        "benign_keratosis": 0.1, "seborrheic_keratosis": 0.9}
 
 
 def test_a_parent_whose_mass_is_split_with_its_child_still_wins() -> None:

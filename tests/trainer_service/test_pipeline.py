@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer_service.pipeline import augment, class_sampling, eval_stream, training_stream
+from trainer_service.pipeline import augment, class_sampling, training_stream
 
 
 def test_sampling_power_interpolates_between_natural_and_uniform() -> None:
@@ -45,9 +45,3 @@ def test_augment_keeps_shape_and_changes_pixels() -> None:
     y = augment(x, rotate=True)
     assert y.shape == x.shape
     assert float(tf.reduce_max(tf.abs(y - x))) > 1.0
-
-
-def test_eval_stream_keeps_order_and_pixels() -> None:
-    images = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
-    batches = [b.numpy() for b in eval_stream(images, batch_size=2)]
-    np.testing.assert_array_equal(np.concatenate(batches), images.astype(np.float32))
