@@ -87,7 +87,8 @@ class JobLease:
 
     async def _stop_beat(self) -> None:
         if self._beat is not None:
-            self._beat.cancel()
+            async with self._lock:  # between two writes: a write cancelled after its thread wrote
+                self._beat.cancel()  # would leave us the record's last version but one (JobChanged)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
 

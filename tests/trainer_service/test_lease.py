@@ -25,6 +25,7 @@ from gateway.settings import GatewaySettings
 from shared.bus import connect_bus
 from shared.bus.topology import Topology, declare
 from shared.errors import Unprocessable
+from shared.jobs import Job, JobStore
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store
 from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
@@ -32,6 +33,7 @@ from tests.support.http import wait_job
 from tests.support.tokens import OPERATOR, OPERATOR_TOKEN
 from trainer_service import service
 from trainer_service.importer import import_dataset
+from trainer_service.lease import JobLease
 from trainer_service.retrain import Outcome, Progress, retrain_head
 from trainer_service.settings import TrainerSettings
 
@@ -253,3 +255,29 @@ async def test_a_worker_lost_verdict_racing_a_finishing_trainer_never_ends_promo
     assert await system.current() == "tiny-v1", "the candidate of a lost job is never promoted"
     versions = [v["version"] for v in (await (await system.client.get("/models")).json())["versions"]]
     assert len(versions) == (1 if lost_while == "training" else 2), versions
+
+
+async def test_a_job_ending_while_its_heartbeat_writes_is_recorded_as_ended(tmp_path: Path) -> None:
+    """The heartbeat's write is in flight (slow: a busy machine) when the training ends: the end
+    waits for that write instead of cancelling it halfway (its thread would still write, leaving
+    the lease the record's last version but one, and the job's end unrecorded, then `worker_lost`)."""
+    store = await open_store(tmp_path.as_uri())
+    jobs = JobStore(store)
+    job = Job(kind="train")
+    await jobs.save(job)
+    writing, real_put_if = threading.Event(), store._put_if  # type: ignore[attr-defined]
+
+    def slow_put_if(*args: Any) -> str:  # in the store's thread: written, then slow to return
+        writing.set()
+        version: str = real_put_if(*args)
+        time.sleep(0.3)
+        return version
+
+    store._put_if = slow_put_if  # type: ignore[attr-defined]
+    lease = JobLease(jobs, job, Progress(), every_s=0.01, limit_s=60)
+    async with lease:
+        writing.clear()
+        await asyncio.to_thread(writing.wait, 5)  # a heartbeat write has begun
+        assert await lease.finish("succeeded", None, phase="done")
+    assert (await jobs.get(job.job_id)).state == "succeeded"
+    await store.close()
