@@ -11,7 +11,7 @@ named here too so that a service imports its messages and their codec from one p
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -200,7 +200,3 @@ class TrainRequest(Message):
 
     job_id: str = Field(description="The training job to report into.")
     options: TrainOptions = Field(default_factory=TrainOptions, description="Run options.")
-
-
-def as_jsonable(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")
