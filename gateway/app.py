@@ -166,7 +166,6 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/classes", health.classes)
     app.router.add_post("/upload-bulk", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
-    app.router.add_post("/uploads", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
     app.router.add_get("/jobs/{job_id}", jobs.get_job)
     app.router.add_delete("/jobs/{job_id}", guard(Role.OPERATOR, jobs.cancel_job, action="cancel"))
     app.router.add_get("/jobs/{job_id}/events", events.job_events)

@@ -1,4 +1,4 @@
-"""`POST /upload-bulk` (alias `/uploads`; the `contribute` role): many labelled files in, one
+"""`POST /upload-bulk` (the `contribute` role): many labelled files in, one
 ingest job out (202).
 
 The form is what the OpenAPI document says: one or more `files` parts and at most one `label`;

@@ -171,8 +171,6 @@ ROUTES = (
     Route("get", "/classes", "The taxonomy, and what the current model predicts.", {200: schemas.Classes}),
     Route("post", "/upload-bulk", "Store many labelled images as one ingest job.", {202: schemas.JobAccepted},
           role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
-    Route("post", "/uploads", "Alias of `POST /upload-bulk`.", {202: schemas.JobAccepted},
-          role="contribute", errors=_UPLOAD_ERRORS, body=UPLOAD_FORM),
     Route("get", "/jobs/{job_id}", "The state of an ingest or training job.", {200: Job}, errors=(404,)),
     Route("delete", "/jobs/{job_id}", "Cancel a queued or running training job: its record, now `cancelled` "
           "(the training claim is free at once; the record stays readable at `GET /jobs/{job_id}`). 409 when "

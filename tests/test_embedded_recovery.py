@@ -47,7 +47,7 @@ def upload(base: str, images: list[Path]) -> tuple[int, dict[str, Any]]:
               f'{path.name}"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + path.read_bytes() + b"\r\n"
              for path in images]
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return call("POST", f"{base}/uploads", body,
+    return call("POST", f"{base}/upload-bulk", body,
                 {**CONTRIBUTOR, "Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 

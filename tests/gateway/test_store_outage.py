@@ -71,7 +71,7 @@ async def assert_unavailable(counts: Scenario, client: Client, method: str, path
 async def test_s3_refusing_connections_is_503_with_retry_after(gateway_on: GatewayOn) -> None:
     client = await gateway_on(f"http://127.0.0.1:{free_port()}")
     with scenario("S3 refused: the gateway's requests") as counts:
-        await assert_unavailable(counts, client, "POST", "/uploads", 3,
+        await assert_unavailable(counts, client, "POST", "/upload-bulk", 3,
                                  data=files_form([("melanoma_1.jpg", b"x" * 1000)]), headers=CONTRIBUTOR)
         await assert_unavailable(counts, client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 3)
         await assert_unavailable(counts, client, "POST", "/retrain", 3, json={"epochs": 1}, headers=OPERATOR)
@@ -93,7 +93,7 @@ async def test_s3_that_never_answers_is_503_within_seconds(gateway_on: GatewayOn
     # `100 Continue` + 1 s for the answer): about 8 s, where botocore's defaults held an upload
     # for about 245 s
     with scenario("S3 blackholed: the gateway's requests") as counts:
-        await assert_unavailable(counts, client, "POST", "/uploads", 12,
+        await assert_unavailable(counts, client, "POST", "/upload-bulk", 12,
                                  data=files_form([("melanoma_1.jpg", b"x" * 1000)]), headers=CONTRIBUTOR)
         await assert_unavailable(counts, client, "GET", "/jobs/0123456789abcdef0123456789abcdef", 5)
         counts.notes.append("upload 503 within 12 s, job read within 5 s "
