@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, cast
 
 from shared.messages import ErrorInfo, TrainOptions
+from trainer_service.artifacts import TRAINING_PROCESS
 from trainer_service.current_model import Log, Progress
 from trainer_service.settings import TrainerSettings
 
@@ -53,7 +54,7 @@ async def retrain_apart(options: TrainOptions, *, version: str, settings: Traine
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of our threads or loop
     ours, theirs = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(theirs, _Job(settings, options, version)),
-                            name=f"training {version}", daemon=True)
+                            name=f"{TRAINING_PROCESS}{version}", daemon=True)
     child.start()
     theirs.close()
     try:

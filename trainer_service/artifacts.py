@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -22,6 +23,8 @@ MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 LITERT_FILE = "model.tflite"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The name of a training job's own process starts so (`trainer_service.apart`).
+TRAINING_PROCESS = "training "
 
 
 def save_artifact(model: keras.Model, manifest: ModelManifest, directory: Path, *,
@@ -73,7 +76,14 @@ async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
     """`export_litert` for the artifact saved in `directory`, run in a process of its own (at a
     lower priority), and `manifest.litert` (the caller's object) set to what it wrote. TensorFlow's
     converter holds the GIL for seconds: in `make run` the trainer shares its process with the
-    gateway and the worker, and a conversion in a thread stalled /predict by up to 1.3 s."""
+    gateway and the worker, and a conversion in a thread stalled /predict by up to 1.3 s. In a
+    training job's own process (`trainer_service.apart`), already apart and niced, it converts
+    there, in a thread."""
+    if multiprocessing.current_process().name.startswith(TRAINING_PROCESS):
+        await asyncio.to_thread(_convert_saved, directory, nice=False)
+        manifest.litert = ModelManifest.model_validate_json(
+            await asyncio.to_thread((directory / MANIFEST_FILE).read_text)).litert
+        return
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "trainer_service.artifacts", str(directory),
         cwd=REPO_ROOT,
@@ -88,9 +98,10 @@ async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
     manifest.litert = ModelManifest.model_validate_json(written).litert
 
 
-def _convert_saved(directory: Path) -> None:
+def _convert_saved(directory: Path, *, nice: bool = True) -> None:
     """`python -m trainer_service.artifacts DIR`: convert DIR's model, record it in its manifest."""
-    os.nice(10)  # serving in other processes comes first
+    if nice:
+        os.nice(10)  # serving in other processes comes first
     model, manifest = load_artifact(directory)
     manifest.litert = export_litert(model, manifest, directory)
     (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")

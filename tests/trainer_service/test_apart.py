@@ -52,6 +52,8 @@ async def test_a_retrain_in_a_child_process_returns_its_candidate_progress_and_l
     assert outcome.manifest.version == "tiny-v2" and outcome.manifest.parent_version == "tiny-v1"
     assert (outcome.directory / "model.keras").is_file() and outcome.directory.is_relative_to(tmp_path)
     assert outcome.gate.sets and outcome.evidence is not None
+    litert = outcome.manifest.litert  # converted for the workers in the child itself
+    assert litert is not None and (outcome.directory / litert.file).is_file()
     # what the child reported, the heartbeat here saw: each epoch, then the last phase
     assert [row["epoch"] for row in progress.values["history"]] == [1, 2]
     assert progress.values["phase"] == "saving"
