@@ -45,7 +45,7 @@ from trainer_service.current_model import (
 from trainer_service.evaluation import classification_metrics
 from trainer_service.gate import Answers, combine, judge_set, label_audit
 from trainer_service.head import fit_head
-from trainer_service.ood import FLAGGED, OodFit, fit_ood, ood_of, threshold_for, with_ood_output
+from trainer_service.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
 from trainer_service.operating import Scored
 from trainer_service.retrain_data import Rows, TrainingData, gather
 from trainer_service.settings import TrainerSettings
@@ -220,10 +220,12 @@ def _basis(rows: Rows, classes: list[str], name: str) -> str:
     return "validation: " + ", ".join(f"{n} {name} images from {s}" for s, n in per_source.items() if n)
 
 
-def _detector(current: CurrentModel, data: TrainingData, *, refit: bool) -> tuple[OodFit, OodDetector]:
+def _detector(current: CurrentModel, data: TrainingData, *, refit: bool,
+              flagged: float) -> tuple[OodFit, OodDetector]:
     """The candidate's out-of-distribution detector: the served model's (same backbone, so the same
     embeddings; it was fitted on the whole fit evidence) unless the catalog added `refit`-worthy
-    images, then fitted again on every fit row."""
+    images, then fitted again on every fit row, its threshold flagging a `flagged` share of the
+    validation rows."""
     parent, sources = current.manifest, data.validation.sources
 
     def share(flags: np.ndarray) -> dict[str, float]:  # validation images flagged, per source
@@ -231,13 +233,13 @@ def _detector(current: CurrentModel, data: TrainingData, *, refit: bool) -> tupl
 
     inherited = None if refit or parent.ood is None else ood_of(current.model)
     if inherited is not None and parent.ood is not None:
-        flagged = share(inherited.scores(data.validation.x) > parent.ood.threshold)
+        shares = share(inherited.scores(data.validation.x) > parent.ood.threshold)
         return inherited, parent.ood.model_copy(update={"basis": f"inherited from {parent.version}",
-                                                        "validation_flagged": flagged})
+                                                        "validation_flagged": shares})
     fit = fit_ood(data.fit.x, data.fit.y)
     scores = fit.scores(data.validation.x)
-    threshold = threshold_for(scores)
-    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=FLAGGED,
+    threshold = threshold_for(scores, flagged=flagged)
+    return fit, OodDetector(dims=fit.projection.shape[1], threshold=threshold, flagged=flagged,
                             validation_flagged=share(scores > threshold))
 
 
@@ -319,7 +321,8 @@ def judge(current: CurrentModel, data: TrainingData, head: Head, settings: Train
         metrics.setdefault("by_set", {})[name] = {"candidate": figures, "current": before}
     gate = combine(sets, classes, policy, findings=_audit(current, data, policy))
     log(f"gate {'passed' if gate.passed else 'failed'}: " + "; ".join(gate.reasons))
-    detector = _detector(current, data, refit=len(data.added) >= settings.ood_refit_min_images)
+    detector = _detector(current, data, refit=len(data.added) >= settings.ood_refit_min_images,
+                         flagged=settings.operating_policy().ood_flagged)
     network = build_classifier(model.get_layer("backbone"), len(classes))
     network.get_layer(LOGITS).set_weights([head.kernel, head.bias + points.class_bias.astype(np.float32)])
     candidate_model = with_ood_output(with_temperature(network, temperature), detector[0])
