@@ -15,16 +15,22 @@ from shared.settings import CommonSettings
 pytestmark = pytest.mark.timeout(30)
 
 
-async def test_published_messages_reach_a_consumer(bus: MessageBus, unique: str) -> None:
-    await bus.declare_queue(unique)
+async def published(bus: MessageBus, queue: str, body: bytes, headers: dict[str, object],
+                    prefetch: int) -> Delivery:
+    """What a consumer of a fresh `queue` gets of one message published to it."""
+    await bus.declare_queue(queue)
     got: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def handler(delivery: Delivery) -> None:
         await got.put(delivery)
 
-    await bus.consume(unique, handler, prefetch=4)
-    await bus.publish(unique, b"hello", headers={"x-kind": "greeting"})
-    delivery = await asyncio.wait_for(got.get(), 5)
+    await bus.consume(queue, handler, prefetch=prefetch)
+    await bus.publish(queue, body, headers=headers)
+    return await asyncio.wait_for(got.get(), 5)
+
+
+async def test_published_messages_reach_a_consumer(bus: MessageBus, unique: str) -> None:
+    delivery = await published(bus, unique, b"hello", {"x-kind": "greeting"}, prefetch=4)
     assert delivery.body == b"hello"
     assert delivery.headers["x-kind"] == "greeting"
 
@@ -34,15 +40,7 @@ HEADERS: dict[str, object] = {"text": "jpeg", "count": 3, "big": 2**40, "flag": 
 
 
 async def test_headers_of_every_kind_reach_the_consumer_unchanged(bus: MessageBus, unique: str) -> None:
-    await bus.declare_queue(unique)
-    got: asyncio.Queue[Delivery] = asyncio.Queue()
-
-    async def handler(delivery: Delivery) -> None:
-        await got.put(delivery)
-
-    await bus.consume(unique, handler, prefetch=1)
-    await bus.publish(unique, bytes(range(256)), headers=HEADERS)
-    delivery = await asyncio.wait_for(got.get(), 5)
+    delivery = await published(bus, unique, bytes(range(256)), HEADERS, prefetch=1)
     assert delivery.body == bytes(range(256)) and delivery.headers == HEADERS
 
 
