@@ -13,30 +13,30 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from gateway import audit, data_views, events, health, jobs, models, status, thumbnails, ui, v2
+from gateway import events, thumbnails
 from gateway.audit import AUDIT, AuditLog
 from gateway.auth import AUTH_LIMITS, TOKENS, AuthLimits, guard
-from gateway.bulk import upload_bulk
 from gateway.catalog_view import CATALOG_VIEW, CatalogView
 from gateway.errors import error_middleware
+from gateway.exposition import PROMETHEUS
 from gateway.keys import BUS, JOBS, METRICS, REGISTRY, SETTINGS, STARTED, STORE, WORKERS
 from gateway.limits import UPLOAD_BYTES, ByteBudget, encoding_middleware, server_options
 from gateway.metrics import GatewayMetrics
-from gateway.openapi import VERSION_PATTERN, openapi
+from gateway.openapi import ROUTE_TABLE, VERSION_PATTERN
 from gateway.origins import cors_middleware, origin_middleware
-from gateway.predict import IN_FLIGHT, InFlight, predict
+from gateway.predict import IN_FLIGHT, InFlight
 from gateway.protocol_log import protocol_log
 from gateway.queue_watch import QUEUE_WATCH, QueueWatch
 from gateway.ratelimit import RATE_LIMITS, RateLimits
 from gateway.retention import sweep_forever
+from gateway.routes import ROUTES, Route
 from gateway.settings import GatewaySettings
-from gateway.tokens import Role, TokenBook
+from gateway.tokens import TokenBook
 from gateway.workers import WorkerDirectory
 from shared.bus import MessageBus, connect_bus
 from shared.bus.topology import Topology, declare
 from shared.errors import BadRequest
 from shared.jobs import JobStore
-from shared.metrics import metrics_handler
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store_for
 
@@ -114,6 +114,17 @@ def version_checked(handler: Handler) -> Handler:
     return checked
 
 
+def _wired(route: Route) -> Handler:
+    """`route`'s handler behind the checks the table asks for: its `{version}` checked, then
+    its role (and audited action) guarded, the guard first."""
+    handler = route.handler
+    if "{version}" in route.path:
+        handler = version_checked(handler)
+    if route.role is not None:
+        handler = guard(route.role, handler, action=route.action)
+    return handler
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -125,11 +136,8 @@ def create_app(
     (the embedded mode); otherwise it opens its own from `settings`. Raises ValueError or
     OSError when the token file of `settings` is malformed or unreadable.
 
-    Open to anyone (at an allowed host, gateway/origins.py): the UI, health, /classes, /metrics,
-    /openapi.json, the catalog's counts (`GET /data/summary`), `GET /models`, `GET /jobs/{id}` and
-    (by default) /predict. The catalog's images (`GET /data/samples`, `/data/thumbnails/*`) need
-    the `view` role; uploads `contribute`; retraining, promotion, rollback, cancelling a
-    job and the audit log `operator` (gateway/auth.py)."""
+    It serves the routes of gateway/routes.py's table, each behind the role the table gives it
+    (gateway/auth.py), to callers at an allowed host (gateway/origins.py)."""
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry)
     app = web.Application(
@@ -153,43 +161,12 @@ def create_app(
     app.cleanup_ctx.append(_resources(bus, store))
     events.setup(app)
     app[thumbnails.THUMBNAILS] = thumbnails.Thumbnails()
-    app.router.add_get("/", ui.index)
-    app.router.add_get("/static/{name}", ui.asset)
-    app.router.add_get("/model-card", ui.model_card)
-    app.router.add_get("/status", status.status)
-    app.router.add_get("/data/summary", data_views.data_summary)
-    app.router.add_get("/data/samples", guard(Role.VIEW, data_views.data_samples))
-    app.router.add_get("/data/thumbnails/{sha256}", guard(Role.VIEW, thumbnails.thumbnail))
-    app.router.add_post("/predict", guard(Role.PREDICT, predict))
-    app.router.add_get("/health", health.health)
-    app.router.add_get("/livez", health.livez)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/classes", health.classes)
-    app.router.add_post("/upload-bulk", guard(Role.CONTRIBUTE, upload_bulk, action="upload"))
-    app.router.add_get("/jobs/{job_id}", jobs.get_job)
-    app.router.add_delete("/jobs/{job_id}", guard(Role.OPERATOR, jobs.cancel_job, action="cancel"))
-    app.router.add_get("/jobs/{job_id}/events", events.job_events)
-    app.router.add_post("/retrain", guard(Role.OPERATOR, jobs.retrain, action="retrain"))
-    app.router.add_get("/models", models.list_models)
-    app.router.add_post("/models/rollback", guard(Role.OPERATOR, models.rollback, action="rollback"))
-    app.router.add_post("/models/{version}/promote",
-                        guard(Role.OPERATOR, version_checked(models.promote), action="promote"))
-    app.router.add_get("/audit", guard(Role.OPERATOR, audit.list_events))
-    app.router.add_get("/metrics", metrics_handler(registry))
-    app.router.add_get("/openapi.json", openapi)
-    _open_inference_protocol(app)
+    app[PROMETHEUS] = registry
+    app[ROUTE_TABLE] = ROUTES
+    for route in ROUTES:
+        if route.method == "get":  # and HEAD, as aiohttp's add_get does
+            app.router.add_get(route.path, _wired(route))
+        else:
+            app.router.add_route(route.method.upper(), route.path, _wired(route))
     return app
 
-
-def _open_inference_protocol(app: web.Application) -> None:
-    """The Open Inference Protocol's routes (gateway/v2.py), each with and without a version."""
-    app.router.add_get("/v2", v2.server_metadata)
-    app.router.add_get("/v2/health/live", v2.server_live)
-    app.router.add_get("/v2/health/ready", v2.server_ready)
-    model, version = "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"
-    app.router.add_get(model, v2.model_metadata)
-    app.router.add_get(version, version_checked(v2.model_metadata))
-    app.router.add_get(f"{model}/ready", v2.model_ready)
-    app.router.add_get(f"{version}/ready", version_checked(v2.model_ready))
-    app.router.add_post(f"{model}/infer", guard(Role.PREDICT, v2.infer))
-    app.router.add_post(f"{version}/infer", guard(Role.PREDICT, version_checked(v2.infer)))

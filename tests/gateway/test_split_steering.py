@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from gateway.keys import STORE
-from gateway.openapi import ROUTES
+from gateway.routes import ROUTES
 from shared.catalog import EVAL_EVERY, Catalog
 from shared.jobs import FileOutcome, IngestResult, Job
 from shared.split_secret import SECRET_KEY
