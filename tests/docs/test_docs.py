@@ -12,6 +12,8 @@ from types import ModuleType
 import pytest
 
 from gateway.app import create_app
+from gateway.openapi import build
+from gateway.routes import ROUTES
 from gateway.settings import GatewaySettings
 from tests.support.processes import REPO
 
@@ -85,12 +87,17 @@ def test_every_file_and_make_target_a_page_names_exists(page: Path) -> None:
     assert not missing and not unknown, (missing, unknown)
 
 
-def settings_table() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("settings_table", REPO / "scripts" / "settings_table.py")
+def script(name: str) -> ModuleType:
+    """scripts/<name>.py, imported."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def settings_table() -> ModuleType:
+    return script("settings_table")
 
 
 def test_the_configuration_table_is_what_the_settings_classes_print() -> None:
@@ -113,3 +120,35 @@ def test_every_route_is_documented() -> None:
     api = (REPO / "docs" / "api.md").read_text()
     documented = set(re.findall(r"`(?:GET|POST|DELETE|PUT) (/[^` ?]*)", api))
     assert routes - {"/"} <= documented | {"/"}, routes - documented
+
+
+def test_the_routes_table_is_what_the_route_table_prints() -> None:
+    table = script("route_table")
+    assert table.block(table.DOC.read_text()) == table.table(), \
+        "run .venv/bin/python scripts/route_table.py --write"
+
+
+def test_a_stale_routes_table_is_told_apart_and_rewritten_alone(tmp_path: Path) -> None:
+    table = script("route_table")
+    doc = tmp_path / "api.md"
+    current = table.table()
+    stale = current.replace("| `POST /predict` |", "| `POST /classify` |")
+    assert stale != current
+    doc.write_text(f"before\n{table.START}\n{stale}{table.END}\nafter\n")
+    assert table.block(doc.read_text()) != current
+    table.write(doc)
+    assert doc.read_text() == f"before\n{table.START}\n{current}{table.END}\nafter\n"
+    with pytest.raises(ValueError, match="route-table"):
+        table.block("a page without the markers")
+
+
+def test_the_routes_table_names_only_statuses_the_openapi_document_declares() -> None:
+    """A row's success and errors cells name statuses ("409 `job_over`"); each is one that
+    /openapi.json declares for at least one of the row's routes, so the prose cannot promise what
+    the document does not."""
+    document = build(GatewaySettings(open_predict=False), ROUTES)
+    for (row, _), routes in script("route_table").rows().items():
+        declared = {status for route in routes
+                    for status in document["paths"][route.path][route.method]["responses"]}
+        named = set(re.findall(r"(?<![\w-])([2-5]\d\d)\b", f"{row.success} {row.errors}"))
+        assert named <= declared, ([f"{r.method} {r.path}" for r in routes], named - declared)
