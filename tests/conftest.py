@@ -1,29 +1,36 @@
-"""Fixtures shared by every test: real RabbitMQ, a real S3 server (moto), tiny models, images."""
+"""Fixtures shared by every test: real RabbitMQ, a real S3 server (moto), tiny models, images, and
+the two systems tests share: one distributed cluster (`distributed_system`) and one embedded
+process (`embedded_system`) per run, each started on first use. Tests that use a shared system
+run last, grouped by system, so its processes run only while its tests do."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
 from tests.support import reliability
+from tests.support.cluster import AWS_ENV, Cluster, cluster_env, four_services
+from tests.support.embedded import Embedded, start_embedded
 from tests.support.models import make_tiny_model
 from tests.support.processes import free_port, running, wait_http
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RABBIT_URL = os.environ.get("DERMASCAN_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+#: Set to 1 by `make test-fast`: a test that needs RabbitMQ is skipped when none answers. Unset (as
+#: in `make test`), a missing broker fails those tests.
+BROKER_OPTIONAL = os.environ.get("DERMASCAN_TEST_BROKER_OPTIONAL") == "1"
+#: The shared systems' fixtures, in the order their tests run (after every other test).
+SHARED_SYSTEMS = ("embedded_system", "distributed_system")
 #: The split secret test systems draw with (DERMASCAN_SPLIT_SECRET), so which images are held out
 #: is the same run after run, like a seed; tests of the secret a store makes for itself unset it.
 TEST_SPLIT_SECRET = "dermascan-tests-split-secret"
@@ -36,9 +43,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reliability.write_doc(f"python -m pytest {args}".strip())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests on a shared system to the end, those of each system together (in their
+    collected order otherwise): a session fixture stops only when the run ends."""
+    def system(item: pytest.Item) -> int:
+        used = getattr(item, "fixturenames", ())
+        return next((n + 1 for n, name in enumerate(SHARED_SYSTEMS) if name in used), 0)
+
+    items.sort(key=system)
+
+
+def broker_answers(url: str = RABBIT_URL) -> bool:
+    """Whether something accepts a TCP connection at the broker's host and port (within 1 s)."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def rabbit_url() -> str:
-    """The real RabbitMQ that `make test` made sure is running."""
+    """The real RabbitMQ that `make test` made sure is running. Under `make test-fast`
+    (DERMASCAN_TEST_BROKER_OPTIONAL=1) a test asking for it is skipped when no broker answers."""
+    if BROKER_OPTIONAL and not broker_answers():
+        pytest.skip(f"no RabbitMQ answers at {urlparse(RABBIT_URL).netloc.split('@')[-1]} "
+                    "(make test-fast runs without one; make test starts it)")
     return RABBIT_URL
 
 
@@ -74,7 +105,8 @@ def delete_test_queues() -> Iterator[None]:
     """At the end, delete the broker queues and exchanges this session's tests created (by
     their unique prefix), so a shared RabbitMQ does not fill up run after run."""
     yield
-    asyncio.run(_delete_named(TEST_PREFIX))
+    if broker_answers():
+        asyncio.run(_delete_named(TEST_PREFIX))
 
 
 def _rabbitmqctl(listing: str) -> str:
@@ -130,3 +162,37 @@ def fixture_images() -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def melanoma_jpeg(fixture_images: dict[str, list[Path]]) -> bytes:
     return fixture_images["melanoma"][0].read_bytes()
+
+
+@pytest.fixture(scope="session")
+def _distributed(rabbit_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
+                 tiny_model_dir: Path) -> Iterator[Cluster]:
+    tmp, unique = tmp_path_factory.mktemp("distributed"), f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}"
+    env = {**cluster_env(rabbit_url, s3_endpoint, unique, tmp, tiny_model_dir),
+           "DERMASCAN_QUEUE_POLL_S": "1",  # the gateway's queue-depth gauge, for the dashboard test
+           "DERMASCAN_INTRA_OP_THREADS": "1"}
+    with four_services(env, tmp) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def distributed_system(_distributed: Cluster) -> Cluster:
+    """The run's distributed DermaScan: gateway, inference worker, ingest and trainer processes on
+    RabbitMQ and S3 with the tiny model (tests.support.cluster). Shared: a test may upload, retrain,
+    promote, or kill a service and `restart` it, but must not assume what the earlier tests left
+    (the current model, the catalog, the counters). Before each test, a service an earlier test
+    left dead is started again and the workers serve the registry's current model."""
+    _distributed.revive()
+    _distributed.settle()
+    return _distributed
+
+
+@pytest.fixture(scope="session")
+def embedded_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    """The run's `make run`: `python -m embedded` with the bundled model and the seeded sample
+    data, its operator token the one it printed (tests.support.embedded). Shared: a test may
+    predict, upload and train, but leaves the served model as it found it (roll back what it
+    promotes) and assumes no catalog count; a test that kills, stops or measures the process
+    starts its own."""
+    with start_embedded(tmp_path_factory.mktemp("embedded")) as system:
+        yield system

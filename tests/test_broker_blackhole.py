@@ -9,20 +9,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
 from tests.conftest import TEST_PREFIX
+from tests.support.cluster import Cluster, cluster_env
 from tests.support.http import form
-from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.processes import wait_http
 from tests.support.tcp import Proxy
-from tests.test_distributed_jobs import cluster_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 HEARTBEAT_S = 2  # DERMASCAN_BROKER_HEARTBEAT_S: the services' AMQP heartbeat and probe pace
@@ -32,25 +30,22 @@ HOLE_S = 6.0  # longer than the broker's own wait for a silent client, as a real
 @pytest_asyncio.fixture
 async def cluster(rabbit_url: str, s3_endpoint: str, tmp_path: Path,
                   tiny_model_dir: Path) -> AsyncIterator[dict[str, Any]]:
-    """A gateway and one inference worker reaching RabbitMQ through `proxy`."""
-    unique = f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}"
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    """A gateway and one inference worker reaching RabbitMQ through `proxy` (a cluster of this
+    test's own: it cuts the broker)."""
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
-    via_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
-    env = {**cluster_env(via_proxy, s3_endpoint, unique, tmp_path, tiny_model_dir),
+    env = {**cluster_env(proxy.reroute(rabbit_url), s3_endpoint, f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}",
+                         tmp_path, tiny_model_dir),
            "DERMASCAN_BROKER_HEARTBEAT_S": str(HEARTBEAT_S)}
-    base = f"http://127.0.0.1:{env['DERMASCAN_HTTP_PORT']}"
-    stack = ExitStack()
+    cluster = Cluster(env, tmp_path)
     try:
         for module in ("gateway", "inference_worker"):
-            stack.enter_context(running(python_module(module), log=tmp_path / f"{module}.log",
-                                        env={**env, "DERMASCAN_METRICS_PORT": str(free_port())}))
-        await asyncio.to_thread(wait_http, f"{base}/readyz", timeout=90)
+            cluster.start(module)
+        await asyncio.to_thread(wait_http, f"{cluster.base}/readyz", timeout=90)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            yield {"base": base, "proxy": proxy, "session": session}
+            yield {"base": cluster.base, "proxy": proxy, "session": session}
     finally:
-        await asyncio.to_thread(stack.close)
+        await asyncio.to_thread(cluster.close)
         await proxy.close()
 
 

@@ -9,10 +9,8 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -20,12 +18,12 @@ import pytest_asyncio
 
 from shared.store import open_store
 from tests.conftest import FIXTURES, TEST_PREFIX
+from tests.support.cluster import Cluster, cluster_env
 from tests.support.http import files_form, form
-from tests.support.processes import free_port, python_module, running, wait_http
+from tests.support.processes import wait_http
 from tests.support.reliability import Scenario, lost_images, scenario
 from tests.support.tcp import Proxy
 from tests.support.tokens import CONTRIBUTOR
-from tests.test_distributed_jobs import cluster_env
 
 # One cluster for the module (its start is most of the cost); the worker is killed last.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
@@ -40,25 +38,21 @@ async def cluster(rabbit_url: str, s3_endpoint: str, tmp_path_factory: pytest.Te
     """Gateway, two inference workers and the ingest service, all reaching RabbitMQ through
     `proxy`. Process start and stop run in threads: the proxy lives on this module's loop."""
     unique, tmp_path = f"{TEST_PREFIX}{uuid.uuid4().hex[:6]}", tmp_path_factory.mktemp("faults")
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
-    via_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
     # Staleness shorter than the upload's outage (the cut plus aio-pika's 5 s reconnect): the gateway
     # reports the paused upload `worker_lost`, and the redelivered job must resume it.
-    env = {**cluster_env(via_proxy, s3_endpoint, unique, tmp_path, tiny_model_dir),
+    env = {**cluster_env(proxy.reroute(rabbit_url), s3_endpoint, unique, tmp_path, tiny_model_dir),
            "DERMASCAN_JOB_STALE_S": str(STALE_S)}
-    base = f"http://127.0.0.1:{env['DERMASCAN_HTTP_PORT']}"
-    stack = ExitStack()
-
-    def start(name: str, module: str, **extra: str) -> Any:
-        return stack.enter_context(running(python_module(module), log=tmp_path / f"{name}.log",
-                                           env={**env, "DERMASCAN_METRICS_PORT": str(free_port()), **extra}))
-
+    cluster = Cluster(env, tmp_path)
+    base = cluster.base
     try:
-        procs = {"gateway": start("gateway", "gateway"), "ingest": start("ingest", "ingest_service"),
-                 **{f"worker-{n}": start(f"worker-{n}", "inference_worker", DERMASCAN_WORKER_ID=n,
-                                         DERMASCAN_INTRA_OP_THREADS="1") for n in "ab"}}
+        cluster.start("gateway")
+        cluster.start("ingest_service", name="ingest")
+        for n in "ab":
+            cluster.start("inference_worker", name=f"worker-{n}", DERMASCAN_WORKER_ID=n,
+                          DERMASCAN_INTRA_OP_THREADS="1")
+        procs = cluster.procs
         await asyncio.to_thread(wait_http, f"{base}/readyz", timeout=120, proc=procs["worker-b"])
         async with aiohttp.ClientSession() as session:
             for _ in range(600):  # both workers consuming
@@ -70,7 +64,7 @@ async def cluster(rabbit_url: str, s3_endpoint: str, tmp_path_factory: pytest.Te
             yield {"base": base, "procs": procs, "proxy": proxy, "session": session,
                    "store": f"s3://{unique}", "s3": s3_endpoint}
     finally:
-        await asyncio.to_thread(stack.close)
+        await asyncio.to_thread(cluster.close)
         await proxy.close()
 
 

@@ -1,4 +1,5 @@
-"""The README's two ways to run, for real: separate processes on RabbitMQ + S3, and embedded."""
+"""The README's two ways to run, for real: separate processes on RabbitMQ + S3, and embedded (the
+run's shared systems: tests.support.cluster and tests.support.embedded)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AWS_ENV
+from tests.support.cluster import Cluster
+from tests.support.embedded import Embedded
 from tests.support.http import post_image
-from tests.support.processes import free_port, python_module, running, wait_http
-from tests.support.tokens import CONTRIBUTOR_TOKEN
+from tests.support.tokens import CONTRIBUTOR_TOKEN, bearer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 STRANGER = Path(__file__).parent / "fixtures" / "ood" / "circuit-00.png"  # not a skin image
@@ -24,40 +25,29 @@ def get_json(url: str) -> dict[str, object]:
         return body
 
 
+def worker_requests_ok(cluster: Cluster) -> float:
+    """The worker's count of requests answered ok, from its /metrics."""
+    text = urllib.request.urlopen(cluster.metrics("inference_worker"), timeout=10).read().decode()
+    found = re.search(r'^dermascan_inference_worker_requests_total\{status="ok"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_distributed_gateway_and_worker_processes_on_rabbitmq_and_s3(
-    rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path, melanoma_jpeg: bytes
+    distributed_system: Cluster, melanoma_jpeg: bytes
 ) -> None:
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **AWS_ENV,
-        "DERMASCAN_BROKER_URL": rabbit_url,
-        "DERMASCAN_STORE_URL": f"s3://{unique}",
-        "DERMASCAN_S3_ENDPOINT_URL": s3_endpoint,
-        "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
-        "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status",
-        "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
-        "DERMASCAN_HTTP_PORT": str(port),
-        "DERMASCAN_METRICS_PORT": str(metrics_port),
-        "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "DERMASCAN_HEARTBEAT_S": "1",
-    }
-    base = f"http://127.0.0.1:{port}"
-    with running(python_module("gateway"), env=env, log=tmp_path / "gateway.log") as gateway, \
-         running(python_module("inference_worker"), env=env, log=tmp_path / "worker.log") as worker:
-        wait_http(f"{base}/livez", proc=gateway)
-        wait_http(f"{base}/readyz", timeout=120, proc=worker)
-        status, body = post_image(f"{base}/predict", melanoma_jpeg)
-        assert status == 200, body
-        health = get_json(f"{base}/health")
-        assert body["model_version"] in health["model_versions"]  # type: ignore[operator]
-        assert health["store"]["url"].startswith(f"s3://{unique}")  # type: ignore[index]
-        status, body = post_image(f"{base}/predict", b"GIF89a" + b"\x00" * 100)
-        assert status == 415
-        status, body = post_image(f"{base}/predict", melanoma_jpeg[:500])
-        assert status == 400 and body["error"]["code"] == "corrupt_image"  # type: ignore[index]
-        worker_metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-        assert 'dermascan_inference_worker_requests_total{status="ok"} 1.0' in worker_metrics
-        assert worker.poll() is None and gateway.poll() is None
+    base = distributed_system.base
+    answered = worker_requests_ok(distributed_system)
+    status, body = post_image(f"{base}/predict", melanoma_jpeg)
+    assert status == 200, body
+    health = get_json(f"{base}/health")
+    assert body["model_version"] in health["model_versions"]  # type: ignore[operator]
+    assert health["store"]["url"].startswith(distributed_system.store_url)  # type: ignore[index]
+    status, body = post_image(f"{base}/predict", b"GIF89a" + b"\x00" * 100)
+    assert status == 415
+    status, body = post_image(f"{base}/predict", melanoma_jpeg[:500])
+    assert status == 400 and body["error"]["code"] == "corrupt_image"  # type: ignore[index]
+    assert worker_requests_ok(distributed_system) == answered + 1  # the worker answered the good one
+    assert distributed_system.dead() == {}
 
 
 def post_json(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
@@ -69,26 +59,30 @@ def post_json(url: str, token: str | None = None) -> tuple[int, dict[str, object
         return exc.code, json.loads(exc.read())
 
 
-def test_embedded_mode_serves_ui_and_api_in_one_process(tmp_path: Path, melanoma_jpeg: bytes) -> None:
-    port = free_port()
-    env = {"DERMASCAN_HTTP_PORT": str(port), "DERMASCAN_STORE_URL": (tmp_path / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"), "DERMASCAN_OPERATOR_TOKEN": "",
-           "DERMASCAN_CONTRIBUTOR_TOKEN": CONTRIBUTOR_TOKEN}
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "embedded.log"
-    with running(python_module("embedded"), env=env, log=log) as proc:
-        wait_http(f"{base}/readyz", timeout=120, proc=proc)
-        status, body = post_image(f"{base}/predict", melanoma_jpeg)
-        assert status == 200, body
-        assert body["label"] in body["probabilities"]  # type: ignore[operator]
-        assert (tmp_path / "var" / "models" / "current.json").is_file()  # registry bootstrapped
-        # `make run` prints an operator token of its own when none is set; it works, and nothing else does.
-        printed = re.search(r"operator token for this run.*: (dsk_\S+)", log.read_text())
-        assert printed, log.read_text()[-2000:]
-        assert post_json(f"{base}/models/rollback")[0] == 401
-        status, body = post_json(f"{base}/models/rollback", printed.group(1))
-        assert status == 409 and body["error"]["code"] == "nothing_to_roll_back", body  # type: ignore[index]
-        classify_in_the_browser(base, tmp_path / "lesion.jpg", melanoma_jpeg)
+def test_embedded_mode_serves_ui_and_api_in_one_process(embedded_system: Embedded, tmp_path: Path,
+                                                        melanoma_jpeg: bytes) -> None:
+    base = embedded_system.base
+    status, body = post_image(f"{base}/predict", melanoma_jpeg)
+    assert status == 200, body
+    assert body["label"] in body["probabilities"]  # type: ignore[operator]
+    assert (embedded_system.var / "models" / "current.json").is_file()  # registry bootstrapped
+    # `make run` prints an operator token of its own when none is set (tests.support.embedded
+    # started it so): it works, and nothing else does.
+    token = embedded_system.operator_token
+    assert post_json(f"{base}/models/rollback")[0] == 401
+    assert get_status(f"{base}/audit", CONTRIBUTOR_TOKEN) == 403
+    assert get_status(f"{base}/audit", token) == 200  # an operator's read, which changes nothing
+    classify_in_the_browser(base, tmp_path / "lesion.jpg", melanoma_jpeg)
+
+
+def get_status(url: str, token: str) -> int:
+    """The status of GET `url` with `token` as its bearer token."""
+    try:
+        request = urllib.request.Request(url, headers=bearer(token))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def classify_in_the_browser(base: str, image: Path, data: bytes) -> None:

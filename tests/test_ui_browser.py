@@ -1,6 +1,7 @@
-"""The whole product in the browser: Debian's Chromium on the embedded system (`make run`), used as a
-new user would, at 1280 and at 390 px wide. One system and one page for the module; the tests run
-in order and build on each other (upload, then retrain on what was uploaded, then promote).
+"""The whole product in the browser: Debian's Chromium on the embedded system (`make run`, the run's
+shared one: tests.support.embedded), used as a new user would, at 1280 and at 390 px wide. One page
+for the module; the tests run in order and build on each other (upload, then retrain on what was
+uploaded, then promote and roll back, leaving the model served as it was).
 
 `DERMASCAN_UPDATE_SCREENSHOTS=1` also writes each section's screenshot to docs/screenshots/
 (the README shows them); otherwise they go to a temporary folder.
@@ -21,14 +22,13 @@ from PIL import Image
 
 from gateway.events import frame
 from shared.jobs import WORKER_LOST, IngestResult, Job
-from tests.support.processes import REPO, free_port, python_module, running, wait_http
-from tests.support.tokens import OPERATOR_TOKEN, TOKEN_ENV
+from tests.support.embedded import GRAFANA_URL, Embedded
+from tests.support.processes import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 FIXTURES = Path(__file__).parent / "fixtures"
 UPLOADS = FIXTURES / "uploads"
 SECTIONS = ("status", "predict", "upload", "train", "data")
-GRAFANA = "http://127.0.0.1:3000/d/dermascan"
 #: What the page is allowed to see fail: promoting a version the gate rejected is a 409 (shown).
 EXPECTED_FAILURES = ("/promote",)
 #: Uploaded by the bulk-upload test: file -> (outcome, reason).
@@ -74,15 +74,17 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    env = {"DERMASCAN_HTTP_PORT": str(port), "DERMASCAN_STORE_URL": (tmp / "var").as_uri(),
-           "DERMASCAN_MODEL_CACHE_DIR": str(tmp / "cache"), "DERMASCAN_PROGRESS_INTERVAL_S": "0.2",
-           "DERMASCAN_HEARTBEAT_S": "1", "DERMASCAN_GRAFANA_URL": GRAFANA, **TOKEN_ENV}
-    with running(python_module("embedded"), env=env, log=tmp / "embedded.log") as proc:
-        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=150, proc=proc)
-        yield f"http://127.0.0.1:{port}"
+def base(embedded_system: Embedded) -> str:
+    """The run's shared embedded system (tests.support.embedded)."""
+    return embedded_system.base
+
+
+@pytest.fixture(scope="module")
+def catalogued_before(base: str) -> int:
+    """Images in the catalog when this module starts (the seeded sample, and what earlier tests
+    on the shared system stored)."""
+    total: int = get_json(f"{base}/data/summary")["total"]
+    return total
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ui(base: str) -> Iterator[Page]:
+def ui(base: str, catalogued_before: int) -> Iterator[Page]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -125,7 +127,7 @@ def test_every_section_renders_with_no_console_errors_or_failed_requests(ui: Pag
     page.wait_for_selector("#services-table tbody tr:nth-child(2)")  # the ingest and trainer services
     services = page.inner_text("#services-table")
     assert "ingest service" in services and "trainer service" in services
-    assert page.get_attribute("#grafana-link", "href") == GRAFANA
+    assert page.get_attribute("#grafana-link", "href") == GRAFANA_URL
     assert page.inner_text("#classes-predicted") == ", ".join(c.replace("_", " ")
                                                               for c in health["classes"]["predicted"])
     needing = health["classes"]["needs_data"]
@@ -167,12 +169,12 @@ def test_predict_a_fixture_shows_the_label_and_the_image_as_the_model_sees_it(ui
     ui.clean()
 
 
-def test_bulk_upload_shows_each_files_outcome(ui: Page) -> None:
+def test_bulk_upload_shows_each_files_outcome(ui: Page, embedded_system: Embedded) -> None:
     page = ui.page
     page.set_input_files("#upload-files", [str(UPLOADS / name) for name in BULK])
     page.click("#upload-button")
     page.wait_for_selector("#token-dialog[open]")  # asked once, before anything is sent
-    page.fill("#token-input", OPERATOR_TOKEN)
+    page.fill("#token-input", embedded_system.operator_token)  # the one `make run` printed
     page.click("#token-ok")
     summary = page.wait_for_selector("#upload-summary", timeout=60_000)
     assert summary is not None and "2 stored, 0 duplicate, 3 rejected" in summary.inner_text()
@@ -233,12 +235,14 @@ def test_promote_and_roll_back_from_the_history(ui: Page, base: str) -> None:
     ui.clean()
 
 
-def test_the_data_section_charts_the_catalogs_real_counts(ui: Page, base: str) -> None:
+def test_the_data_section_charts_the_catalogs_real_counts(ui: Page, base: str,
+                                                         catalogued_before: int) -> None:
     page = ui.page
-    page.wait_for_function(f"document.getElementById('data-total-count').textContent === '{len(SEEDED) + 2}'")
+    total = catalogued_before + 2  # and the two stored uploads
+    page.wait_for_function(f"document.getElementById('data-total-count').textContent === '{total}'")
     # (redrawn after the upload)
     summary = get_json(f"{base}/data/summary")
-    assert summary["total"] == len(SEEDED) + 2  # the seeded sample and the two stored uploads
+    assert summary["total"] == total and total >= len(SEEDED) + 2
     assert page.inner_text("#data-total-count") == str(summary["total"])
     drawn = page.eval_on_selector_all("#data-counts rect", "bars => bars.map(b => "
                                       "[b.dataset.label, b.dataset.series, Number(b.dataset.value)])")

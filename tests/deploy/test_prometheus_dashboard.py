@@ -1,5 +1,6 @@
 """The Grafana dashboard: its JSON is well formed, and every query in it returns data from a real
-Prometheus scraping a running distributed DermaScan (four service processes on RabbitMQ + S3)."""
+Prometheus scraping a running distributed DermaScan (four service processes on RabbitMQ + S3: the
+run's shared cluster)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from prometheus_client import CollectorRegistry
 from gateway.metrics import GatewayMetrics
 from inference_worker.metrics import WorkerMetrics
 from ingest_service.metrics import IngestMetrics
-from tests.conftest import AWS_ENV
-from tests.support.processes import REPO, free_port, python_module, running, wait_http
-from tests.support.tokens import CONTRIBUTOR, OPERATOR, TOKEN_ENV
+from tests.support.cluster import SERVICES, Cluster
+from tests.support.processes import REPO, free_port, running, wait_http
+from tests.support.tokens import CONTRIBUTOR, OPERATOR
 from trainer_service.metrics import TrainerMetrics
 
 DASHBOARD = REPO / "deploy/grafana/dashboards/dermascan.json"
@@ -35,7 +35,6 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": 
 #: Scrape jobs of prometheus.yml that this test cannot serve: the RabbitMQ the tests share has no
 #: rabbitmq_prometheus plugin enabled (docker-compose enables it through deploy/rabbitmq).
 NOT_SCRAPED_HERE = {"rabbitmq", "rabbitmq_queues"}
-SERVICES = ("gateway", "inference_worker", "ingest_service", "trainer_service")
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -186,55 +185,22 @@ def has_data(result: list[dict[str, Any]]) -> bool:
 
 
 @pytest.fixture
-def system(rabbit_url: str, s3_endpoint: str, unique: str, tmp_path: Path,
-           tiny_model_dir: Path) -> Iterator[tuple[str, Prometheus]]:
-    """Gateway, worker, ingest and trainer processes, and a Prometheus scraping them every second."""
+def system(distributed_system: Cluster, tmp_path: Path) -> Iterator[tuple[str, Prometheus]]:
+    """The run's distributed DermaScan (four service processes on RabbitMQ + S3,
+    tests.support.cluster) and a Prometheus of this test scraping them every second."""
     prometheus_binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(prometheus_binary).is_file():
         pytest.fail("Prometheus is not installed: run `make system-deps`")
-    ports = {name: free_port() for name in SERVICES}
-    env = {
-        **AWS_ENV,
-        "DERMASCAN_BROKER_URL": rabbit_url,
-        "DERMASCAN_STORE_URL": f"s3://{unique}",
-        "DERMASCAN_S3_ENDPOINT_URL": s3_endpoint,
-        "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
-        "DERMASCAN_INGEST_QUEUE": f"{unique}.ingest",
-        "DERMASCAN_TRAIN_QUEUE": f"{unique}.train",
-        "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status",
-        "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
-        "DERMASCAN_BUNDLED_MODEL_DIR": str(tiny_model_dir),
-        "DERMASCAN_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "DERMASCAN_WORK_DIR": str(tmp_path / "trainer"),
-        "DERMASCAN_HTTP_PORT": str(ports["gateway"]),
-        "DERMASCAN_QUEUE_POLL_S": "1",
-        "DERMASCAN_HEARTBEAT_S": "1",
-        "DERMASCAN_INTRA_OP_THREADS": "1",
-        **TOKEN_ENV,
-    }
-    base = f"http://127.0.0.1:{ports['gateway']}"
     prometheus_port = free_port()
-    config = prometheus_config(dict(ports), tmp_path / "prometheus.yml")
-
-    def start(stack: ExitStack, name: str, *args: str) -> Any:
-        service_env = {**env, "DERMASCAN_METRICS_PORT": str(ports[name])}
-        log = tmp_path / f"{name}.log"
-        return stack.enter_context(running(python_module(name, *args), env=service_env, log=log))
-
-    with ExitStack() as stack:
-        prometheus = stack.enter_context(running(
-            [prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prometheus_port}"], log=tmp_path / "prometheus.log"))
-        gateway = start(stack, "gateway")
-        worker = start(stack, "inference_worker")
-        ingest = start(stack, "ingest_service")
-        wait_http(f"{base}/readyz", timeout=120, proc=worker)  # the worker seeded the registry
-        trainer = start(stack, "trainer_service", "serve")  # so the trainer sees a current model
-        wait_http(f"http://127.0.0.1:{ports['trainer_service']}/livez", timeout=60, proc=trainer)
+    config = prometheus_config({name: distributed_system.metrics_ports[name] for name in SERVICES},
+                               tmp_path / "prometheus.yml")
+    with running([prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                  f"--web.listen-address=127.0.0.1:{prometheus_port}"],
+                 log=tmp_path / "prometheus.log") as prometheus:
         wait_http(f"http://127.0.0.1:{prometheus_port}/-/ready", timeout=30, proc=prometheus)
-        yield base, Prometheus(f"http://127.0.0.1:{prometheus_port}")
-        for proc in (gateway, worker, ingest, trainer, prometheus):
-            assert proc.poll() is None, f"{proc.args!r} exited with {proc.returncode}"
+        yield distributed_system.base, Prometheus(f"http://127.0.0.1:{prometheus_port}")
+        assert prometheus.poll() is None, f"Prometheus exited with {prometheus.returncode}"
+        assert distributed_system.dead() == {}, "a service exited"
 
 
 @pytest.mark.slow

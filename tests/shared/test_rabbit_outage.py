@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlparse
 
 import aio_pika
 import aiormq
 import pytest
 
-from shared.bus import BrokerUnavailable, Delivery, connect_bus
+from shared.bus import BrokerUnavailable, Delivery, MessageBus, connect_bus
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_ARGUMENTS, DEAD_QUEUE_MAX_BYTES
 from tests.support.tcp import Proxy
@@ -22,16 +21,26 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 async def proxy(rabbit_url: str) -> AsyncIterator[Proxy]:
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
     yield proxy
     await proxy.close()
 
 
 def through(rabbit_url: str, proxy: Proxy) -> str:
-    broker = urlparse(rabbit_url)
-    return broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
+    return proxy.reroute(rabbit_url)
+
+
+async def assert_delivered_after_the_outage(bus: MessageBus, queue: str) -> None:
+    """A message published to `queue` now reaches a consumer of it within 5 s."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(delivery: Delivery) -> None:
+        await got.put(delivery.body)
+
+    await bus.consume(queue, handler, prefetch=1)
+    await bus.publish(queue, b"after the outage")
+    assert await asyncio.wait_for(got.get(), 5) == b"after the outage"
 
 
 async def until(condition: Callable[[], bool], timeout: float) -> float:
@@ -63,14 +72,7 @@ async def test_a_lost_broker_is_reported_at_once_and_publishing_fails_fast_until
         await proxy.up()
         await bus.wait_connected(timeout=15)  # aio-pika retries every 5 s
         assert bus.connected
-        got: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def handler(delivery: Delivery) -> None:
-            await got.put(delivery.body)
-
-        await bus.consume(unique, handler, prefetch=1)
-        await bus.publish(unique, b"after the outage")
-        assert await asyncio.wait_for(got.get(), 5) == b"after the outage"
+        await assert_delivered_after_the_outage(bus, unique)
     finally:
         await bus.close()
 
@@ -190,14 +192,7 @@ async def test_a_blackholed_broker_is_not_connected_within_a_heartbeat_and_is_ba
         await proxy.up()
         back = await until(lambda: bus.connected, timeout=10)
         assert back < 10
-        got: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def handler(delivery: Delivery) -> None:
-            await got.put(delivery.body)
-
-        await bus.consume(unique, handler, prefetch=1)
-        await bus.publish(unique, b"after the outage")
-        assert await asyncio.wait_for(got.get(), 5) == b"after the outage"
+        await assert_delivered_after_the_outage(bus, unique)
     finally:
         await bus.close()
 

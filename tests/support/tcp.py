@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlparse
 
 
 class Proxy:
@@ -28,6 +29,18 @@ class Proxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._clients: set[asyncio.StreamWriter] = set()  # the client end of each connection
         self._pipes: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def before(cls, url: str) -> Proxy:
+        """A proxy (not up yet) to the server `url` names (`scheme://user:password@host:port/...`)."""
+        parsed = urlparse(url)
+        return cls((parsed.hostname or "127.0.0.1", parsed.port or 5672))
+
+    def reroute(self, url: str) -> str:
+        """`url` with this proxy's loopback port for its host and port: the same server, reached
+        through the proxy (after `up()`, which picks the port)."""
+        parsed = urlparse(url)
+        return parsed._replace(netloc=f"{parsed.username}:{parsed.password}@127.0.0.1:{self.port}").geturl()
 
     async def up(self) -> None:
         self.frozen = self.holed = False
