@@ -6,7 +6,6 @@ succeeded, every image stored once."""
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlparse
 
 import pytest
 
@@ -51,11 +50,9 @@ async def until(jobs: JobStore, job_id: str, state: str, timeout: float = 30) ->
 
 async def test_an_upload_reported_worker_lost_during_a_broker_cut_resumes_on_redelivery(
         make_ingest: MakeIngest, rabbit_url: str, unique: str, tmp_path: object) -> None:
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
-    bus = await connect_bus(broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:"
-                                                   f"{proxy.port}").geturl())
+    bus = await connect_bus(proxy.reroute(rabbit_url))
     store = PausingStore(await open_store(f"file://{tmp_path}/store"), pause_at="/00003")
     try:
         ingest = await make_ingest(store=store, bus=bus, ingest_queue=f"{unique}.ingest", progress_every_s=0)
