@@ -4,14 +4,14 @@
         [--repeats 3] [--seconds 4] [--train-steps 3]
 
 Each variant (backbone:input size) is built with random weights (speed does not depend on the
-values) under the classifier head `trainer_service.classifier.build_classifier` puts on it (8
+values) under the classifier head `trainer_service.ml.network.build_classifier` puts on it (8
 classes, no OOD branch), saved, and loaded by the worker's own `Classifier` on LiteRT. Then, in
 rounds that alternate the variants (the order reversed every other round, so that neither end
 of a round is always the same variant):
 
 - raw limit: `bench/raw_limit.py`'s measurement, decode + preprocess + forward of the bench
   JPEGs in 2 overlapped single-thread streams of batch 8 (the worker's defaults on 2 CPUs);
-- training: img/s of `--train-steps` fine-tune steps of batch 32 as `trainer_service.training`
+- training: img/s of `--train-steps` fine-tune steps of batch 32 as `trainer_service.ml.training`
   runs them (backbone unfrozen from the recipe's first trainable layer, BatchNorm frozen, AdamW,
   the augmented rebalanced stream), after one untimed step that traces the graph.
 
@@ -72,8 +72,8 @@ class Variant:
 
 def served_classifier(name: str, size: int, directory: Path) -> Classifier:
     """The classifier on backbone `name` saved under `directory` and loaded on LiteRT, 1 thread."""
-    from trainer_service.backbones import build_backbone
-    from trainer_service.classifier import build_classifier
+    from trainer_service.ml.backbones import build_backbone
+    from trainer_service.ml.network import build_classifier
 
     model = build_classifier(build_backbone(name, (size, size), pretrained=False), CLASSES)
     directory.mkdir(parents=True)
@@ -92,10 +92,10 @@ def training_model(name: str, size: int) -> object:
     """The classifier on backbone `name`, compiled for fine-tuning as `training.fine_tune` does."""
     import keras
 
-    from trainer_service.backbones import build_backbone
-    from trainer_service.classifier import build_classifier, set_backbone_trainable
-    from trainer_service.pipeline import set_cross_entropy
-    from trainer_service.training import Recipe
+    from trainer_service.ml.backbones import build_backbone
+    from trainer_service.ml.network import build_classifier, set_backbone_trainable
+    from trainer_service.ml.pipeline import set_cross_entropy
+    from trainer_service.ml.training import Recipe
 
     recipe = Recipe()
     model = build_classifier(build_backbone(name, (size, size), pretrained=False), CLASSES)
@@ -108,7 +108,7 @@ def training_model(name: str, size: int) -> object:
 def train_rate(model: object, size: int, *, steps: int, batch: int) -> tuple[float, float]:
     """(images per second, CPU ms per image) of `steps` fit steps on the augmented stream of
     random pixels."""
-    from trainer_service.pipeline import training_stream
+    from trainer_service.ml.pipeline import training_stream
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2 * batch, size, size, 3), dtype=np.uint8)

@@ -53,7 +53,7 @@ def make_standin(directory: Path, input_size: int = 224) -> Path:
 
     import keras
 
-    from trainer_service.artifacts import save_artifact
+    from trainer_service.ml.artifacts import save_artifact
 
     shutil.rmtree(directory, ignore_errors=True)  # one saved before LiteRT files: made again
 

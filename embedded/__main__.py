@@ -36,7 +36,7 @@ from shared.messages import IngestRequest, decode
 from shared.runtime import run, service_parser, setup_logging, wait_for_shutdown
 from shared.settings import REPO_ROOT, CommonSettings
 from shared.store import ObjectStore, open_store_for
-from trainer_service.importer import import_dataset
+from trainer_service.commands.importer import import_dataset
 from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("embedded")

@@ -27,8 +27,8 @@ from ingest_service.settings import IngestSettings
 from shared.bus import MessageBus
 from shared.runtime import Service
 from shared.store import ObjectStore
-from trainer_service.metrics import TrainerMetrics
-from trainer_service.service import TrainerService
+from trainer_service.service.consumer import TrainerService
+from trainer_service.service.metrics import TrainerMetrics
 from trainer_service.settings import TrainerSettings
 
 

@@ -52,7 +52,7 @@ stage v2-lite0-224-s3 "$PY" -m trainer_service soup \
     "$RUNS/v2-lite0-224-r1" "$RUNS/v2-lite0-224-c1" "$RUNS/v2-lite0-224-c4" "$RUNS/v2-lite0-224-c5" \
     --out "$RUNS/v2-lite0-224-s3" --version v2-lite0-224-s3 --work-dir "$RUNS/v2-lite0-224-c4.work" \
     --data "${SOURCES[@]}" "${EVAL[@]}"
-# the embeddings of what it was fitted, validated and is judged on (trainer_service/evidence_build.py)
+# the embeddings of what it was fitted, validated and is judged on (trainer_service/commands/evidence_build.py)
 if [[ -n ${DRY_RUN:-} ]]; then
     echo "$PY -m trainer_service evidence $RUNS/v2-lite0-224-s3 --data ${SOURCES[*]} --reference $DATA/ham10000/eval --out $RUNS/v2-lite0-224-s3/evidence.npz --work-dir $RUNS/v2-lite0-224-c4.work"
 elif [[ -f $RUNS/v2-lite0-224-s3/evidence.npz ]]; then

@@ -2,7 +2,7 @@
 plus its manifest.
 
 A version saved with a LiteRT file of its own (`manifest.litert`: converted and checked against
-Keras by the trainer, `trainer_service.artifacts`) is served from that file with `ai-edge-litert`
+Keras by the trainer, `trainer_service.ml.artifacts`) is served from that file with `ai-edge-litert`
 alone: this module then imports neither TensorFlow nor Keras. A version without one, or the
 `tensorflow` engine, loads the Keras file, which imports TensorFlow: on `litert` that model is
 converted here (cached by the file's digest) and served on LiteRT if it answers what Keras

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT = "model.keras"
 MANIFEST = "manifest.json"
-EVIDENCE = "evidence.npz"  # what its head was trained, validated and judged on (trainer_service.evidence)
+EVIDENCE = "evidence.npz"  # what its head was trained, validated and judged on (trainer_service.ml.evidence)
 CURRENT_KEY = "models/current.json"
 PROMOTIONS = "models/promotions/"
 PUBLISHED = "models/published/"

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 from shared.settings import REPO_ROOT
-from trainer_service import evidence_build, refit, soup
-from trainer_service.cli import train_parser
+from trainer_service.commands import evidence_build, refit, soup
+from trainer_service.commands.cli import train_parser
 
 
 def _stages(tmp_path: Path) -> list[list[str]]:

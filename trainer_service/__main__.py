@@ -1,16 +1,16 @@
-"""`python -m trainer_service [serve|import|train|evaluate|evaluate-ood|refit]`.
+"""`python -m trainer_service [serve|import|train|evaluate|evaluate-ood|refit|soup|evidence]`.
 
 - `serve` (default): consume training jobs from the train queue.
 - `import PATH`: load a labelled dataset into the store (the training set and its held-out part)
   and cache its embeddings under the current model.
-- `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/cli.py).
+- `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/commands/cli.py).
 - `evaluate-ood`: the out-of-distribution detector on in- and out-of-distribution folders.
 - `refit ARTIFACT`: a model's operating points chosen again on its own validation split
-  (trainer_service/refit.py).
+  (trainer_service/commands/refit.py).
 - `soup ARTIFACT ARTIFACT ...`: the greedy mean of the weights of models of one lineage, made a
-  model version (trainer_service/soup.py).
+  model version (trainer_service/commands/soup.py).
 - `evidence ARTIFACT --reference EVAL --out FILE`: the embeddings a model was trained, validated
-  and is judged on, which head retrains append to (trainer_service/evidence_build.py).
+  and is judged on, which head retrains append to (trainer_service/commands/evidence_build.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from trainer_service.settings import TrainerSettings
 
 
 async def import_and_embed(settings: TrainerSettings, root: Path, embed: bool) -> None:
-    from trainer_service.current_model import Progress, ensure_embeddings, load_current
-    from trainer_service.importer import import_dataset
+    from trainer_service.commands.importer import import_dataset
+    from trainer_service.ml.current_model import Progress, ensure_embeddings, load_current
 
     store = await open_store_for(settings)
     try:
@@ -50,23 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv and not argv[0].startswith("-") else "serve"
     if command in ("train", "evaluate"):
-        from trainer_service import cli
+        from trainer_service.commands import cli
 
         return int((cli.train_main if command == "train" else cli.evaluate_main)(argv))
     if command == "evaluate-ood":
-        from trainer_service import ood_report
+        from trainer_service.commands import ood_report
 
         return ood_report.main(argv)
     if command == "refit":
-        from trainer_service import refit
+        from trainer_service.commands import refit
 
         return refit.main(argv)
     if command == "soup":
-        from trainer_service import soup
+        from trainer_service.commands import soup
 
         return soup.main(argv)
     if command == "evidence":
-        from trainer_service import evidence_build
+        from trainer_service.commands import evidence_build
 
         return evidence_build.main(argv)
     if command == "serve":
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         run(lambda: import_and_embed(settings, args.path, not args.no_embed))
         return 0
     if command == "serve":
-        from trainer_service.metrics import TrainerMetrics
-        from trainer_service.service import TrainerService
+        from trainer_service.service.consumer import TrainerService
+        from trainer_service.service.metrics import TrainerMetrics
 
         run(lambda: serve_service(
             settings, lambda bus, store,

@@ -70,8 +70,8 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
                     "(`time_limit_exceeded`), freeing the training claim; the current model is unchanged.")
     train_in_subprocess: bool = Field(
         True, description="Run each training job's computation in a child process at a lower priority "
-        "(`trainer_service/apart.py`): in `make run` the trainer shares its process with /predict, which "
-        "TensorFlow would otherwise stall; a cancelled job's child is killed at once.")
+        "(`trainer_service/service/apart.py`): in `make run` the trainer shares its process with /predict, "
+        "which TensorFlow would otherwise stall; a cancelled job's child is killed at once.")
     embed_batch_size: int = Field(64, ge=1, description="Images per forward pass when computing embeddings.")
     intra_op_threads: int = Field(2, ge=1, description="TensorFlow intra-op threads for training.")
 

@@ -25,7 +25,7 @@ from ingest_service.metrics import IngestMetrics
 from tests.support.cluster import SERVICES, Cluster
 from tests.support.processes import REPO, free_port, running, wait_http
 from tests.support.tokens import CONTRIBUTOR, OPERATOR
-from trainer_service.metrics import TrainerMetrics
+from trainer_service.service.metrics import TrainerMetrics
 
 DASHBOARD = REPO / "deploy/grafana/dashboards/dermascan.json"
 DATASOURCES = REPO / "deploy/grafana/provisioning/datasources/prometheus.yml"

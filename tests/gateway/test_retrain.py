@@ -16,9 +16,9 @@ from tests.gateway.conftest import Client, MakeClient
 from tests.support.http import form, wait_job
 from tests.support.reliability import scenario
 from tests.support.tokens import OPERATOR
-from trainer_service import retrain
-from trainer_service.gate import combine
-from trainer_service.importer import import_dataset
+from trainer_service.commands.importer import import_dataset
+from trainer_service.ml import retrain
+from trainer_service.ml.gate import combine
 
 pytestmark = pytest.mark.timeout(120)
 #: Trainer settings under which any candidate passes the gate (margins are the trainer's policy).

@@ -17,7 +17,7 @@ from tests.gateway.conftest import MakeClient
 from tests.support.http import wait_job
 from tests.support.processes import free_port, running, wait_http
 from tests.support.tokens import OPERATOR
-from trainer_service.importer import import_dataset
+from trainer_service.commands.importer import import_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 #: Any candidate passes (the gate is tested elsewhere); these tests are about what gets logged.

@@ -64,7 +64,7 @@ def tiny_with_litert(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     """The tiny model saved as the trainer saves a version: `model.tflite` beside `model.keras`."""
     import keras
 
-    from trainer_service.artifacts import save_artifact
+    from trainer_service.ml.artifacts import save_artifact
 
     manifest = ModelManifest.model_validate_json((tiny_model_dir / "manifest.json").read_text())
     model = keras.saving.load_model(tiny_model_dir / "model.keras", compile=False)

@@ -14,7 +14,7 @@ def make_tiny_model(directory: Path, *, version: str = "tiny-v1",
     (nested "backbone", "embedding", "logits", "temperature") to `directory`."""
     import keras
 
-    from trainer_service.classifier import build_classifier
+    from trainer_service.ml.network import build_classifier
 
     keras.utils.set_random_seed(seed)
     height, width = input_size

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer_service.dataset import ImageSet, load_image_set
+from trainer_service.ml.dataset import ImageSet, load_image_set
 
 HAM_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ham10000"
 
@@ -28,7 +28,7 @@ def ham_small(ham_root: Path) -> ImageSet:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32x32 model trained for two one-step epochs on both committed fixture sources (the
     full Lite0 gradient graph: 30-90 s on 2 cores, so only slow tests ask for it)."""
-    from trainer_service.cli import train_main
+    from trainer_service.commands.cli import train_main
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     fixtures = HAM_FIXTURES.parent

@@ -1,4 +1,4 @@
-"""A training job computed in a child process (`trainer_service.apart`), as the trainer runs every
+"""A training job computed in a child process (`trainer_service.service.apart`), as the trainer runs every
 job by default: the candidate, its progress and its log lines come back as if computed here; its
 errors come back with their codes; a job stopped mid-way kills the child at once."""
 
@@ -15,9 +15,9 @@ from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import open_store
 from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
-from trainer_service.apart import retrain_apart
-from trainer_service.current_model import Progress
-from trainer_service.importer import import_dataset
+from trainer_service.commands.importer import import_dataset
+from trainer_service.ml.current_model import Progress
+from trainer_service.service.apart import retrain_apart
 from trainer_service.settings import TrainerSettings
 
 pytestmark = pytest.mark.timeout(300)

@@ -14,7 +14,7 @@ from shared.classifier import PARITY_TOLERANCE, Classifier, parity_gap
 from shared.litert import convert, sha256_of
 from shared.manifest import ModelManifest
 from tests.support.models import make_tiny_model
-from trainer_service.artifacts import save_artifact
+from trainer_service.ml.artifacts import save_artifact
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +46,7 @@ def test_a_conversion_that_differs_from_keras_is_not_saved(
     """The converter hands back another network of the same shape (here: other weights)."""
     model, manifest = tiny(tiny_model_dir)
     other, _ = tiny(make_tiny_model(tmp_path / "other", seed=1))
-    monkeypatch.setattr("trainer_service.artifacts.convert",
+    monkeypatch.setattr("trainer_service.ml.artifacts.convert",
                         lambda _model, *args, **kw: convert(other, *args, **kw))
     with caplog.at_level(logging.WARNING):
         directory = save_artifact(model, manifest, tmp_path / "v1")
@@ -63,7 +63,7 @@ def test_a_conversion_that_fails_is_not_saved(tiny_model_dir: Path, tmp_path: Pa
         raise RuntimeError("op not supported")
 
     model, manifest = tiny(tiny_model_dir)
-    monkeypatch.setattr("trainer_service.artifacts.convert", broken)
+    monkeypatch.setattr("trainer_service.ml.artifacts.convert", broken)
     with caplog.at_level(logging.WARNING):
         save_artifact(model, manifest, tmp_path / "v1")
     assert manifest.litert is None and "op not supported" in caplog.text

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer_service.backbones import (
+from trainer_service.ml.backbones import (
     LITE0_WEIGHTS,
     assign_weights,
     build_backbone,
@@ -169,7 +169,7 @@ def test_unknown_backbone_is_refused() -> None:
 
 
 def test_mobilenet_v2_option_builds_offline_without_weights(tmp_path: Path) -> None:
-    from trainer_service.classifier import build_classifier
+    from trainer_service.ml.network import build_classifier
 
     backbone = build_backbone("mobilenet_v2", (32, 32), pretrained=False)  # imagenet=True downloads
     model = build_classifier(backbone, 3)
@@ -211,7 +211,7 @@ def test_lite1_and_lite2_ports_take_every_reference_weight(name: str) -> None:
 
 def test_lite2_weights_are_found_where_the_converter_writes_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainer_service.backbones as backbones
+    import trainer_service.ml.backbones as backbones
 
     monkeypatch.setattr(backbones, "_BACKBONE_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="convert_efficientnet_lite.py --variant lite2"):
@@ -238,7 +238,7 @@ def test_float16_weight_files_upcast_on_load(tmp_path: Path) -> None:
 
 
 def test_the_trainer_accepts_the_lite_backbones() -> None:
-    from trainer_service.cli import train_parser
+    from trainer_service.commands.cli import train_parser
 
     for name in ("efficientnet_lite1", "efficientnet_lite2"):
         args = train_parser().parse_args(["data", "--out", "o", "--backbone", name])

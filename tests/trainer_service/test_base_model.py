@@ -10,10 +10,10 @@ import numpy as np
 from shared.classifier import Classifier
 from shared.imaging import DEFAULT_POLICY, load_for_model
 from shared.taxonomy import CLASSES, MALIGNANT
-from trainer_service.artifacts import load_artifact
-from trainer_service.classifier import temperature_of
-from trainer_service.dataset import load_image_set
-from trainer_service.evaluation import classification_metrics, predict
+from trainer_service.ml.artifacts import load_artifact
+from trainer_service.ml.dataset import load_image_set
+from trainer_service.ml.evaluation import classification_metrics, predict
+from trainer_service.ml.network import temperature_of
 
 BASE = Path(__file__).resolve().parents[2] / "models" / "base"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer_service.calibration import expected_calibration_error, fit_temperature, softmax
+from trainer_service.ml.calibration import expected_calibration_error, fit_temperature, softmax
 
 
 def sample(rng: np.random.Generator, n: int, true_temperature: float) -> tuple[np.ndarray, np.ndarray]:

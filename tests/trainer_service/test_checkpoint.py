@@ -8,10 +8,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainer_service.checkpoint import Checkpoint
-from trainer_service.classifier import build_classifier
-from trainer_service.dataset import ImageSet
-from trainer_service.training import Recipe, fine_tune
+from trainer_service.ml.checkpoint import Checkpoint
+from trainer_service.ml.dataset import ImageSet
+from trainer_service.ml.network import build_classifier
+from trainer_service.ml.training import Recipe, fine_tune
 
 
 def tiny_classifier() -> keras.Model:

@@ -14,10 +14,10 @@ import pytest
 
 from shared.manifest import ModelManifest
 from shared.operating_policy import OperatingPolicy
-from trainer_service.artifacts import load_artifact, save_artifact
-from trainer_service.backbones import efficientnet_lite0
-from trainer_service.classifier import build_classifier
-from trainer_service.cli import evaluate_main, operating_policy_of, train_main, train_parser
+from trainer_service.commands.cli import evaluate_main, operating_policy_of, train_main, train_parser
+from trainer_service.ml.artifacts import load_artifact, save_artifact
+from trainer_service.ml.backbones import efficientnet_lite0
+from trainer_service.ml.network import build_classifier
 
 HAM = ["actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermatofibroma",
        "melanocytic_nevi", "melanoma", "vascular_lesion"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import shared.imaging
-import trainer_service.dataset
-from trainer_service.dataset import ImageSet, data_summary, find_classes, grouped_split, load_image_set
+import trainer_service.ml.dataset
+from trainer_service.ml.dataset import ImageSet, data_summary, find_classes, grouped_split, load_image_set
 
 HAM = ("actinic_keratosis", "basal_cell_carcinoma", "benign_keratosis", "dermatofibroma",
        "melanocytic_nevi", "melanoma", "vascular_lesion")
@@ -28,7 +28,7 @@ def test_trainer_and_worker_preprocess_identically(ham_root: Path, ham_small: Im
     import inference_worker.service
 
     # the very function, as each module imported it (a name neither module re-exports)
-    assert vars(trainer_service.dataset)["load_for_model"] is shared.imaging.load_for_model
+    assert vars(trainer_service.ml.dataset)["load_for_model"] is shared.imaging.load_for_model
     assert vars(inference_worker.service)["load_for_model"] is shared.imaging.load_for_model
     for i in (0, 13, 27):
         data = (ham_root / ham_small.files[i]).read_bytes()

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 
 from tests.support.models import make_tiny_model
-from trainer_service.classifier import embedding_model
-from trainer_service.evaluation import predict
-from trainer_service.retrain import embedder
+from trainer_service.ml.evaluation import predict
+from trainer_service.ml.network import embedding_model
+from trainer_service.ml.retrain import embedder
 
 
 def test_embeddings_come_from_litert_and_match_tensorflow(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 from shared.catalog import ImageRecord
 from shared.imaging import SHADES_OF_GRAY_V2
 from shared.store import open_store
-from trainer_service.embeddings import embed
+from trainer_service.ml.embeddings import embed
 
 pytestmark = pytest.mark.timeout(60)
 MIB = 2**20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer_service.evaluation import classification_metrics, format_report
+from trainer_service.ml.evaluation import classification_metrics, format_report
 
 CLASSES = ("a", "b", "c")
 

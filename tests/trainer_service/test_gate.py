@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer_service.gate import apply_gate
+from trainer_service.ml.gate import apply_gate
 from trainer_service.settings import TrainerSettings
 
 CLASSES = ["benign_keratosis", "melanocytic_nevi", "melanoma"]
@@ -37,7 +37,7 @@ def test_a_malignant_class_too_thin_to_judge_is_not_a_pass() -> None:
 
 
 def test_a_malignant_class_is_judged_on_named_or_flagged_and_each_set_apart() -> None:
-    from trainer_service.gate import Answers, combine, judge_set
+    from trainer_service.ml.gate import Answers, combine, judge_set
 
     labels, correct = answers([0.8, 0.9, 0.6], [60, 300, 150])
     melanoma = labels == 2
@@ -94,8 +94,8 @@ def test_without_a_current_model_it_passes() -> None:
 
 def test_a_head_trained_on_shuffled_labels_is_rejected() -> None:
     from shared.taxonomy import admissible, decide
-    from trainer_service.calibration import softmax
-    from trainer_service.head import fit_head
+    from trainer_service.ml.calibration import softmax
+    from trainer_service.ml.head import fit_head
 
     rng = np.random.default_rng(5)
     centres = rng.normal(0, 1.5, (3, 32))

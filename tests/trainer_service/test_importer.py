@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from shared.catalog import Catalog, lesion_group, split_for
 from shared.split_secret import load_split_secret
 from shared.store import open_store
-from trainer_service.importer import import_dataset
+from trainer_service.commands.importer import import_dataset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

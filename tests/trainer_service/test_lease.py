@@ -31,10 +31,10 @@ from shared.store import ObjectStore, open_store
 from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from tests.support.http import wait_job
 from tests.support.tokens import OPERATOR, OPERATOR_TOKEN
-from trainer_service import service
-from trainer_service.importer import import_dataset
-from trainer_service.lease import JobLease
-from trainer_service.retrain import Outcome, Progress, retrain_head
+from trainer_service.commands.importer import import_dataset
+from trainer_service.ml.retrain import Outcome, Progress, retrain_head
+from trainer_service.service import consumer
+from trainer_service.service.lease import JobLease
 from trainer_service.settings import TrainerSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,7 +138,7 @@ class Hang:
 @pytest.fixture
 def hang(monkeypatch: pytest.MonkeyPatch) -> Hang:
     hung = Hang()
-    monkeypatch.setattr(service, "retrain_head", hung)
+    monkeypatch.setattr(consumer, "retrain_head", hung)
     return hung
 
 
@@ -226,7 +226,7 @@ async def test_a_worker_lost_verdict_racing_a_finishing_trainer_never_ends_promo
         passed = outcome.gate.model_copy(update={"passed": True, "reasons": []})
         return dataclasses.replace(outcome, gate=passed)
 
-    monkeypatch.setattr(service, "retrain_head", passing)
+    monkeypatch.setattr(consumer, "retrain_head", passing)
     real_publish = ModelRegistry.publish
 
     async def publish(self: ModelRegistry, *args: Any, **kwargs: Any) -> None:

@@ -1,12 +1,12 @@
 """How sure an evaluation figure is: the ECE floor of a calibrated model and bootstrap intervals
-(`trainer_service.metric_intervals`)."""
+(`trainer_service.ml.metric_intervals`)."""
 
 import numpy as np
 
 from shared.taxonomy import admissible
-from trainer_service.calibration import expected_calibration_error
-from trainer_service.evaluation import classification_metrics
-from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor
+from trainer_service.ml.calibration import expected_calibration_error
+from trainer_service.ml.evaluation import classification_metrics
+from trainer_service.ml.metric_intervals import bootstrap_intervals, calibrated_ece_floor
 
 CLASSES = ("benign_keratosis", "melanocytic_nevi", "melanoma", "seborrheic_keratosis")
 

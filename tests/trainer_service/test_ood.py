@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.support.models import make_tiny_model
-from trainer_service.classifier import embedding_model
-from trainer_service.evaluation import predict
-from trainer_service.ood import fit_ood, ood_of, threshold_for, with_ood_output
+from trainer_service.ml.evaluation import predict
+from trainer_service.ml.network import embedding_model
+from trainer_service.ml.ood import fit_ood, ood_of, threshold_for, with_ood_output
 
 
 def clusters(n: int, rng: np.random.Generator, dims: int = 16) -> tuple[np.ndarray, np.ndarray]:

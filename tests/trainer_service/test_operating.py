@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from shared.taxonomy import admissible
-from trainer_service.operating import Scored, fit_class_bias, mean_stratum_recall, referral_thresholds
-from trainer_service.proportions import wilson_lower_bound
+from trainer_service.ml.operating import Scored, fit_class_bias, mean_stratum_recall, referral_thresholds
+from trainer_service.ml.proportions import wilson_lower_bound
 
 
 def test_class_bias_recovers_a_rare_class_the_argmax_misses() -> None:
@@ -47,7 +47,7 @@ def test_referral_threshold_reaches_the_recall_on_every_source() -> None:
 
 
 def test_cross_validation_keeps_offsets_only_when_they_generalise() -> None:
-    from trainer_service.operating import cross_validated_bias
+    from trainer_service.ml.operating import cross_validated_bias
 
     rng = np.random.default_rng(2)
     labels = np.array([0] * 300 + [1] * 30)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer_service.pipeline import augment, class_sampling, training_stream
+from trainer_service.ml.pipeline import augment, class_sampling, training_stream
 
 
 def test_sampling_power_interpolates_between_natural_and_uniform() -> None:

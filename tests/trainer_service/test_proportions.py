@@ -1,5 +1,5 @@
 """Proportions, each written once: a class's recall, balanced accuracy and the Wilson interval
-(`trainer_service.proportions`), checked against scipy and sklearn."""
+(`trainer_service.ml.proportions`), checked against scipy and sklearn."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import balanced_accuracy_score
 
-from trainer_service.proportions import balanced_accuracy, class_recalls, wilson_interval, wilson_lower_bound
+from trainer_service.ml.proportions import (
+    balanced_accuracy,
+    class_recalls,
+    wilson_interval,
+    wilson_lower_bound,
+)
 
 
 def test_each_class_present_has_its_recall_and_counts_once_in_balanced_accuracy() -> None:

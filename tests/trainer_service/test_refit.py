@@ -12,11 +12,11 @@ import pytest
 from shared.manifest import ModelManifest
 from shared.operating_policy import OperatingPolicy
 from tests.support.models import make_tiny_model
-from trainer_service.artifacts import load_artifact
-from trainer_service.classifier import LOGITS, logits_model
-from trainer_service.ood import OodFit, ood_of, with_ood_output
-from trainer_service.refit import main
-from trainer_service.sources import load_sources
+from trainer_service.commands.refit import main
+from trainer_service.ml.artifacts import load_artifact
+from trainer_service.ml.network import LOGITS, logits_model
+from trainer_service.ml.ood import OodFit, ood_of, with_ood_output
+from trainer_service.ml.sources import load_sources
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SOURCES = [FIXTURES / "ham10000", FIXTURES / "isic2017"]

@@ -21,9 +21,9 @@ from shared.settings import REPO_ROOT
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore, open_store
 from tests.conftest import FIXTURES
-from trainer_service.evidence import Evidence
-from trainer_service.importer import import_dataset
-from trainer_service.retrain import Outcome, Progress, retrain_head
+from trainer_service.commands.importer import import_dataset
+from trainer_service.ml.evidence import Evidence
+from trainer_service.ml.retrain import Outcome, Progress, retrain_head
 from trainer_service.settings import TrainerSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -17,8 +17,8 @@ from shared.messages import TrainOptions
 from shared.registry import ModelRegistry
 from shared.store import open_store
 from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
-from trainer_service.importer import import_dataset
-from trainer_service.retrain import Progress, retrain_head
+from trainer_service.commands.importer import import_dataset
+from trainer_service.ml.retrain import Progress, retrain_head
 from trainer_service.settings import TrainerSettings
 
 pytestmark = pytest.mark.timeout(300)

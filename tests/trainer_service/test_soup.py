@@ -12,8 +12,8 @@ import pytest
 
 from shared.manifest import ModelManifest
 from trainer_service.__main__ import main
-from trainer_service.artifacts import load_artifact
-from trainer_service.soup import greedy_soup, mean_weights
+from trainer_service.commands.soup import greedy_soup, mean_weights
+from trainer_service.ml.artifacts import load_artifact
 
 
 def test_mean_weights_averages_each_array_and_keeps_its_dtype() -> None:

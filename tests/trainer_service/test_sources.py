@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from shared.taxonomy import admissible
-from trainer_service.pipeline import set_cross_entropy, strata_sampling
-from trainer_service.sources import combined, load_sources, source_name
+from trainer_service.ml.pipeline import set_cross_entropy, strata_sampling
+from trainer_service.ml.sources import combined, load_sources, source_name
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

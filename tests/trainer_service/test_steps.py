@@ -9,9 +9,9 @@ import pytest
 from shared.manifest import ModelManifest
 from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible
-from trainer_service.calibration import fit_temperature
-from trainer_service.operating import Scored
-from trainer_service.steps import calibrate, describe
+from trainer_service.ml.calibration import fit_temperature
+from trainer_service.ml.operating import Scored
+from trainer_service.ml.steps import calibrate, describe
 
 CLASSES = ["benign_keratosis", "melanocytic_nevi", "melanoma", "seborrheic_keratosis"]
 

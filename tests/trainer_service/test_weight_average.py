@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.trainer_service.test_checkpoint import RECIPE, images, tiny_classifier
-from trainer_service.checkpoint import Checkpoint
-from trainer_service.training import Recipe, fine_tune
+from trainer_service.ml.checkpoint import Checkpoint
+from trainer_service.ml.training import Recipe, fine_tune
 
 AVERAGING = Recipe(**{**RECIPE.__dict__, "epochs": 4, "average_last": 3})
 

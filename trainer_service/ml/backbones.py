@@ -23,7 +23,9 @@ import keras
 import numpy as np
 from keras import layers
 
-_BACKBONE_DIR = Path(__file__).resolve().parent.parent / "models/backbones"
+from shared.settings import REPO_ROOT
+
+_BACKBONE_DIR = REPO_ROOT / "models/backbones"
 BN_EPSILON = 1e-3
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280

@@ -30,10 +30,9 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore
 from shared.taxonomy import MALIGNANT, admissible, decide
 from shared.verdict import GatePolicy, GateResult, GateSet
-from trainer_service.artifacts import export_litert_apart, save_artifact
-from trainer_service.calibration import expected_calibration_error, softmax
-from trainer_service.classifier import LOGITS, build_classifier, temperature_of, with_temperature
-from trainer_service.current_model import (
+from trainer_service.ml.artifacts import export_litert_apart, save_artifact
+from trainer_service.ml.calibration import expected_calibration_error, softmax
+from trainer_service.ml.current_model import (
     CurrentModel,
     Log,
     Progress,
@@ -42,14 +41,15 @@ from trainer_service.current_model import (
     load_current,
     load_images,
 )
-from trainer_service.evaluation import classification_metrics
-from trainer_service.gate import Answers, combine, judge_set, label_audit
-from trainer_service.head import fit_head
-from trainer_service.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
-from trainer_service.operating import Scored
-from trainer_service.retrain_data import Rows, TrainingData, gather
+from trainer_service.ml.evaluation import classification_metrics
+from trainer_service.ml.gate import Answers, combine, judge_set, label_audit
+from trainer_service.ml.head import fit_head
+from trainer_service.ml.network import LOGITS, build_classifier, temperature_of, with_temperature
+from trainer_service.ml.ood import OodFit, fit_ood, ood_of, threshold_for, with_ood_output
+from trainer_service.ml.operating import Scored
+from trainer_service.ml.retrain_data import Rows, TrainingData, gather
+from trainer_service.ml.steps import OperatingPoints, describe, operating_points
 from trainer_service.settings import TrainerSettings
-from trainer_service.steps import OperatingPoints, describe, operating_points
 
 __all__ = ["CurrentModel", "Outcome", "Progress", "embedder", "ensure_embeddings", "load_current",
            "load_images", "retrain_head"]
@@ -337,7 +337,7 @@ async def retrain_head(store: ObjectStore, registry: ModelRegistry, options: Tra
     started = time.monotonic()
     current = await load_current(registry, settings.work_dir)
     if options.fine_tune:
-        from trainer_service.fine_tune import fine_tune_candidate
+        from trainer_service.ml.fine_tune import fine_tune_candidate
 
         return await fine_tune_candidate(store, current, options, version=version, settings=settings,
                                          progress=progress, log=log)

@@ -20,13 +20,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from trainer_service.checkpoint import Checkpoint, TrainingState
-from trainer_service.classifier import LOGITS, embedding_model, logits_model, set_backbone_trainable
-from trainer_service.dataset import ImageSet
-from trainer_service.evaluation import predict
-from trainer_service.head import fit_head
-from trainer_service.pipeline import set_cross_entropy, training_stream
-from trainer_service.proportions import balanced_accuracy
+from trainer_service.ml.checkpoint import Checkpoint, TrainingState
+from trainer_service.ml.dataset import ImageSet
+from trainer_service.ml.evaluation import predict
+from trainer_service.ml.head import fit_head
+from trainer_service.ml.network import LOGITS, embedding_model, logits_model, set_backbone_trainable
+from trainer_service.ml.pipeline import set_cross_entropy, training_stream
+from trainer_service.ml.proportions import balanced_accuracy
 
 Log = Callable[[str], None]
 

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from shared.imaging import load_for_model
-from trainer_service.dataset import IMAGE_SUFFIXES
+from trainer_service.ml.dataset import IMAGE_SUFFIXES
 
 
 def _images(root: Path) -> list[Path]:
@@ -32,8 +32,8 @@ def _kind(root: Path, path: Path) -> str:
 
 def ood_report(artifact: Path, inside: list[Path], outside: list[Path]) -> dict[str, Any]:
     """The figures described in the module doc. Raises ValueError if the model has no detector."""
-    from trainer_service.artifacts import load_artifact
-    from trainer_service.evaluation import predict
+    from trainer_service.ml.artifacts import load_artifact
+    from trainer_service.ml.evaluation import predict
 
     model, manifest = load_artifact(artifact)
     if manifest.ood is None or not isinstance(model.output, (list, tuple)):

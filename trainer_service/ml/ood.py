@@ -20,7 +20,7 @@ import numpy as np
 from keras import layers
 
 from shared.operating_policy import OperatingPolicy
-from trainer_service.classifier import EMBEDDING
+from trainer_service.ml.network import EMBEDDING
 
 OOD = "ood"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from trainer_service.pipeline import class_sampling, strata_sampling
+from trainer_service.ml.pipeline import class_sampling, strata_sampling
 
 
 def toward(start: np.ndarray, strength: float, columns: np.ndarray) -> Callable[[object], object]:

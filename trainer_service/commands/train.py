@@ -1,5 +1,6 @@
-"""One training job end to end: sources -> split -> head -> fine-tune -> biases, temperature,
-referral thresholds (all on validation) -> manifest."""
+"""The `train` command's body (`run_job`), end to end: sources -> split -> head -> fine-tune ->
+biases, temperature, referral thresholds (all on validation) -> manifest; and what `refit`, `soup`
+and `evaluate` share with it (lineage, operating points, the OOD detector, evaluation)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
 from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible, decide
-from trainer_service.artifacts import load_artifact
-from trainer_service.backbones import build_backbone
-from trainer_service.calibration import expected_calibration_error, softmax
-from trainer_service.checkpoint import Checkpoint
-from trainer_service.classifier import (
+from trainer_service.ml.artifacts import load_artifact
+from trainer_service.ml.backbones import build_backbone
+from trainer_service.ml.calibration import expected_calibration_error, softmax
+from trainer_service.ml.checkpoint import Checkpoint
+from trainer_service.ml.dataset import ImageSet, data_summary, load_image_set
+from trainer_service.ml.evaluation import classification_metrics, predict
+from trainer_service.ml.metric_intervals import bootstrap_intervals, calibrated_ece_floor
+from trainer_service.ml.network import (
     LOGITS,
     build_classifier,
     embedding_model,
@@ -27,13 +31,10 @@ from trainer_service.classifier import (
     with_temperature,
     without_class_bias,
 )
-from trainer_service.dataset import ImageSet, data_summary, load_image_set
-from trainer_service.evaluation import classification_metrics, predict
-from trainer_service.metric_intervals import bootstrap_intervals, calibrated_ece_floor
-from trainer_service.ood import OodFit, fit_ood, threshold_for, with_ood_output
-from trainer_service.operating import Scored
-from trainer_service.proportions import wilson_interval
-from trainer_service.sources import (
+from trainer_service.ml.ood import OodFit, fit_ood, threshold_for, with_ood_output
+from trainer_service.ml.operating import Scored
+from trainer_service.ml.proportions import wilson_interval
+from trainer_service.ml.sources import (
     Source,
     combined,
     load_sources,
@@ -41,8 +42,8 @@ from trainer_service.sources import (
     recorded_split_seed,
     source_name,
 )
-from trainer_service.steps import describe, operating_points
-from trainer_service.training import Log, Recipe, Scorer, fine_tune, train_head
+from trainer_service.ml.steps import describe, operating_points
+from trainer_service.ml.training import Log, Recipe, Scorer, fine_tune, train_head
 
 
 @dataclass(frozen=True)
@@ -292,8 +293,8 @@ def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], cla
     and accuracy of the answers not marked uncertain.
     """
     data = load_image_set(root, input_size, classes=classes, policy=policy)
-    if part is not None:  # one half of the set by lesion (trainer_service.evidence.reference_part)
-        from trainer_service.evidence import reference_part
+    if part is not None:  # one half of the set by lesion (trainer_service.ml.evidence.reference_part)
+        from trainer_service.ml.evidence import reference_part
 
         data = data.subset(np.flatnonzero([reference_part(g) == part for g in data.groups]))
     probabilities = predict(model, data.images)

@@ -21,10 +21,10 @@ from shared.errors import Unprocessable
 from shared.manifest import ModelManifest
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from trainer_service.classifier import embedding_model
-from trainer_service.dataset import ImageSet
-from trainer_service.embeddings import embed, load_cache, save_shard
-from trainer_service.evaluation import compiled_forward
+from trainer_service.ml.dataset import ImageSet
+from trainer_service.ml.embeddings import embed, load_cache, save_shard
+from trainer_service.ml.evaluation import compiled_forward
+from trainer_service.ml.network import embedding_model
 
 Log = Callable[[str], None]
 

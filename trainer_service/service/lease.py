@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from shared.errors import DermaScanError
 from shared.jobs import Job, JobChanged, JobState, JobStore
 from shared.messages import ErrorInfo
-from trainer_service.retrain import Progress
+from trainer_service.ml.retrain import Progress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,26 +23,26 @@ from shared.messages import TrainOptions
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import MALIGNANT, admissible
-from trainer_service.artifacts import export_litert_apart, save_artifact
-from trainer_service.calibration import softmax
-from trainer_service.classifier import (
+from trainer_service.ml.artifacts import export_litert_apart, save_artifact
+from trainer_service.ml.calibration import softmax
+from trainer_service.ml.current_model import CurrentModel, Log, Progress, ensure_embeddings, load_images
+from trainer_service.ml.evaluation import classification_metrics, predict
+from trainer_service.ml.evidence import Evidence, Role
+from trainer_service.ml.gate import combine, judge_set
+from trainer_service.ml.head import fit_head
+from trainer_service.ml.network import (
     LOGITS,
     build_classifier,
     embedding_model,
     temperature_of,
     with_temperature,
 )
-from trainer_service.current_model import CurrentModel, Log, Progress, ensure_embeddings, load_images
-from trainer_service.evaluation import classification_metrics, predict
-from trainer_service.evidence import Evidence, Role
-from trainer_service.gate import combine, judge_set
-from trainer_service.head import fit_head
-from trainer_service.ood import fit_ood, threshold_for, with_ood_output
-from trainer_service.retrain import Outcome, _expand, _scored, _warm_start, answers
-from trainer_service.retrain_data import Rows
+from trainer_service.ml.ood import fit_ood, threshold_for, with_ood_output
+from trainer_service.ml.retrain import Outcome, _expand, _scored, _warm_start, answers
+from trainer_service.ml.retrain_data import Rows
+from trainer_service.ml.steps import describe, operating_points
+from trainer_service.ml.training import Recipe, fine_tune, held_out_logits
 from trainer_service.settings import TrainerSettings
-from trainer_service.steps import describe, operating_points
-from trainer_service.training import Recipe, fine_tune, held_out_logits
 
 
 def check_catalog(train: list[ImageRecord], held: list[ImageRecord], classes: list[str],

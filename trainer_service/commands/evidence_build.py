@@ -1,5 +1,5 @@
 """`python -m trainer_service evidence ARTIFACT --reference EVAL --out FILE`: a trained model's
-training evidence (`trainer_service.evidence`), written beside it so head retrains can append to it.
+training evidence (`trainer_service.ml.evidence`), written beside it so head retrains can append to it.
 
 The fit and validation rows are the images its recipe trained and validated on, split again as it
 split them (`refit.recipe_sources`); their image hashes are checked against the digests its
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from shared.classifier import configure_threads
-from trainer_service.cli import log_line
-from trainer_service.dataset import ImageSet
-from trainer_service.evidence import Evidence, Role, reference_part
+from trainer_service.commands.cli import log_line
+from trainer_service.ml.dataset import ImageSet
+from trainer_service.ml.evidence import Evidence, Role, reference_part
 
 
 def _check_digest(name: str, part: str, hashes: tuple[str, ...], recorded: dict[str, object]) -> None:
@@ -47,11 +47,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_threads(args.threads, 1)
-    from trainer_service.artifacts import load_artifact
-    from trainer_service.current_model import embedder
-    from trainer_service.dataset import load_image_set
-    from trainer_service.refit import recipe_sources
-    from trainer_service.sources import source_name
+    from trainer_service.commands.refit import recipe_sources
+    from trainer_service.ml.artifacts import load_artifact
+    from trainer_service.ml.current_model import embedder
+    from trainer_service.ml.dataset import load_image_set
+    from trainer_service.ml.sources import source_name
 
     model, manifest = load_artifact(args.artifact)
     classes, sources = recipe_sources(manifest, data=args.data, cache_dir=args.work_dir)

@@ -23,7 +23,7 @@ from shared.sanitize import CleanImage, clean_image
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
 from shared.taxonomy import is_known
-from trainer_service.dataset import IMAGE_SUFFIXES, read_lesion_ids
+from trainer_service.ml.dataset import IMAGE_SUFFIXES, read_lesion_ids
 
 _CHUNK = 64
 #: Folders beside `train/` whose images are held out: HAM10000's `eval/`, ISIC 2017's `val/`.

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from shared.manifest import ModelManifest
-from trainer_service.artifacts import load_artifact, save_artifact
-from trainer_service.backbones import efficientnet_lite0
-from trainer_service.calibration import softmax
-from trainer_service.classifier import (
+from trainer_service.ml.artifacts import load_artifact, save_artifact
+from trainer_service.ml.backbones import efficientnet_lite0
+from trainer_service.ml.calibration import softmax
+from trainer_service.ml.network import (
     build_classifier,
     embedding_model,
     logits_model,

@@ -1,6 +1,6 @@
 """How sure an evaluation figure is: bootstrap intervals, and the ECE that a perfectly calibrated
 model would still show on a set of this size (a recall's Wilson interval is
-`trainer_service.proportions.wilson_interval`).
+`trainer_service.ml.proportions.wilson_interval`).
 
 A held-out set of 149 images (ISIC 2017 `val/`) gives a melanoma AUC, a balanced accuracy and an
 ECE that move by several points from one resample to the next; `evaluate` reports these beside
@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from shared.taxonomy import admissible
-from trainer_service.calibration import expected_calibration_error
-from trainer_service.evaluation import scored_answers
-from trainer_service.proportions import LEVEL, balanced_accuracy
+from trainer_service.ml.calibration import expected_calibration_error
+from trainer_service.ml.evaluation import scored_answers
+from trainer_service.ml.proportions import LEVEL, balanced_accuracy
 
 RESAMPLES = 1000
 DRAWS = 200

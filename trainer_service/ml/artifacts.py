@@ -16,14 +16,14 @@ import keras
 from shared.classifier import PARITY_TOLERANCE, checked_litert
 from shared.litert import convert, sha256_of
 from shared.manifest import LiteRTArtifact, ModelManifest
+from shared.settings import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 LITERT_FILE = "model.tflite"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The name of a training job's own process starts so (`trainer_service.apart`).
+#: The name of a training job's own process starts so (`trainer_service.service.apart`).
 TRAINING_PROCESS = "training "
 
 
@@ -77,7 +77,7 @@ async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
     lower priority), and `manifest.litert` (the caller's object) set to what it wrote. TensorFlow's
     converter holds the GIL for seconds: in `make run` the trainer shares its process with the
     gateway and the worker, and a conversion in a thread stalled /predict by up to 1.3 s. In a
-    training job's own process (`trainer_service.apart`), already apart and niced, it converts
+    training job's own process (`trainer_service.service.apart`), already apart and niced, it converts
     there, in a thread."""
     if multiprocessing.current_process().name.startswith(TRAINING_PROCESS):
         await asyncio.to_thread(_convert_saved, directory, nice=False)
@@ -85,7 +85,7 @@ async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
             await asyncio.to_thread((directory / MANIFEST_FILE).read_text)).litert
         return
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trainer_service.artifacts", str(directory),
+        sys.executable, "-m", "trainer_service.ml.artifacts", str(directory),
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, errors = await process.communicate()
@@ -99,7 +99,7 @@ async def export_litert_apart(directory: Path, manifest: ModelManifest) -> None:
 
 
 def _convert_saved(directory: Path, *, nice: bool = True) -> None:
-    """`python -m trainer_service.artifacts DIR`: convert DIR's model, record it in its manifest."""
+    """`python -m trainer_service.ml.artifacts DIR`: convert DIR's model, record it in its manifest."""
     if nice:
         os.nice(10)  # serving in other processes comes first
     model, manifest = load_artifact(directory)
@@ -123,14 +123,14 @@ def load_artifact(directory: Path) -> tuple[keras.Model, ModelManifest]:
 
 def code_version() -> str | None:
     """The git commit of the working tree (suffix '-dirty' when it has changes), or None."""
-    root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

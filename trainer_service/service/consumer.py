@@ -32,10 +32,10 @@ from shared.manifest import ModelManifest
 from shared.messages import ErrorInfo, ModelPromoted, TrainOptions, TrainRequest, decode, encode
 from shared.registry import ModelRegistry
 from shared.store import ObjectStore
-from trainer_service.apart import retrain_apart
-from trainer_service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExceeded
-from trainer_service.metrics import TrainerMetrics
-from trainer_service.retrain import Outcome, Progress, retrain_head
+from trainer_service.ml.retrain import Outcome, Progress, retrain_head
+from trainer_service.service.apart import retrain_apart
+from trainer_service.service.lease import TIME_LIMIT, JobLease, JobTaken, TimeLimitExceeded
+from trainer_service.service.metrics import TrainerMetrics
 from trainer_service.settings import TrainerSettings
 from trainer_service.tracking import Run, log_manifest, tracker_for
 

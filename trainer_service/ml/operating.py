@@ -15,8 +15,8 @@ import numpy as np
 
 from shared.manifest import ReferralThreshold, Uncertainty
 from shared.taxonomy import decide
-from trainer_service.calibration import softmax
-from trainer_service.proportions import class_recalls, wilson_lower_bound
+from trainer_service.ml.calibration import softmax
+from trainer_service.ml.proportions import class_recalls, wilson_lower_bound
 
 
 @dataclass(frozen=True)

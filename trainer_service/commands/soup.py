@@ -2,13 +2,13 @@
 whose weights are the mean of several trained ones (a greedy model soup: Wortsman et al., "Model
 soups", ICML 2022, arXiv:2203.05482), made a model version as `train` makes one.
 
-The ingredients must share a lineage (`train_job.lineage`: classes, backbone, input size,
+The ingredients must share a lineage (`train.lineage`: classes, backbone, input size,
 preprocessing and validation split), as the versions down one `train --init-from` path do, so no
 ingredient was trained on an image of the others' validation part. Greedy: the ingredients are
 ranked by their validation selection score (the one `train` picks epochs by), the soup starts as
 the best, and each next one goes in only if the mean with it scores at least as well as without.
 The soup's operating points and out-of-distribution detector are then fitted on that validation
-split (`train_job.finish`), to the operating policy the first ingredient's recipe records;
+split (`train.finish`), to the operating policy the first ingredient's recipe records;
 `--eval-data` sets are only measured. Serving it costs what one of the ingredients costs.
 """
 
@@ -27,11 +27,14 @@ import numpy as np
 from shared.manifest import ModelManifest
 from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import admissible
-from trainer_service.artifacts import load_artifact, save_artifact
-from trainer_service.cli import add_derived_artifact_arguments, begin_command, log_line, track_offline
-from trainer_service.refit import recipe_sources
-from trainer_service.sources import combined
-from trainer_service.train_job import (
+from trainer_service.commands.cli import (
+    add_derived_artifact_arguments,
+    begin_command,
+    log_line,
+    track_offline,
+)
+from trainer_service.commands.refit import recipe_sources
+from trainer_service.commands.train import (
     JobSpec,
     bare_network,
     finish,
@@ -39,7 +42,9 @@ from trainer_service.train_job import (
     lineage_mismatches,
     selection_scorer,
 )
-from trainer_service.training import Log
+from trainer_service.ml.artifacts import load_artifact, save_artifact
+from trainer_service.ml.sources import combined
+from trainer_service.ml.training import Log
 
 Weights = list[np.ndarray]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer_service.dataset import ImageSet, find_classes, grouped_split, load_image_set
+from trainer_service.ml.dataset import ImageSet, find_classes, grouped_split, load_image_set
 
 SPLIT_NAMES = frozenset({"train", "eval", "val", "test"})
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from shared.taxonomy import admissible, decide
-from trainer_service.calibration import expected_calibration_error
-from trainer_service.proportions import balanced_accuracy, class_recalls
+from trainer_service.ml.calibration import expected_calibration_error
+from trainer_service.ml.proportions import balanced_accuracy, class_recalls
 
 
 def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:

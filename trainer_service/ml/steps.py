@@ -1,4 +1,4 @@
-"""The steps every training run shares, the base training command (`train_job.run_job`) and the
+"""The steps every training run shares, the base training command (`commands.train.run_job`) and the
 head retrain (`retrain.retrain_head`) alike: calibrate on validation, then describe the result.
 
 Each run has its own data and fit steps (images from class folders and a full fine-tune; the
@@ -19,9 +19,9 @@ import numpy as np
 from shared.manifest import ModelManifest, ReferralThreshold, Uncertainty
 from shared.operating_policy import OperatingPolicy
 from shared.taxonomy import MALIGNANT, PARENTS
-from trainer_service.artifacts import code_version
-from trainer_service.calibration import fit_temperature
-from trainer_service.operating import (
+from trainer_service.ml.artifacts import code_version
+from trainer_service.ml.calibration import fit_temperature
+from trainer_service.ml.operating import (
     Scored,
     calibrated,
     cross_validated_bias,

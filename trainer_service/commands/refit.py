@@ -21,9 +21,7 @@ import keras
 
 from shared.manifest import ModelManifest, utcnow
 from shared.operating_policy import OperatingPolicy
-from trainer_service.artifacts import code_version, load_artifact, save_artifact
-from trainer_service.classifier import without_class_bias
-from trainer_service.cli import (
+from trainer_service.commands.cli import (
     add_derived_artifact_arguments,
     add_operating_policy_arguments,
     begin_command,
@@ -31,10 +29,12 @@ from trainer_service.cli import (
     operating_policy_of,
     track_offline,
 )
-from trainer_service.ood import ood_of, with_ood_output
-from trainer_service.sources import Source, load_sources, recorded_split_seed
-from trainer_service.train_job import detector_on_validation, fit_operating_points
-from trainer_service.training import Log
+from trainer_service.commands.train import detector_on_validation, fit_operating_points
+from trainer_service.ml.artifacts import code_version, load_artifact, save_artifact
+from trainer_service.ml.network import without_class_bias
+from trainer_service.ml.ood import ood_of, with_ood_output
+from trainer_service.ml.sources import Source, load_sources, recorded_split_seed
+from trainer_service.ml.training import Log
 
 
 def recipe_sources(manifest: ModelManifest, *, data: list[Path] | None = None,

@@ -30,8 +30,8 @@ from shared.errors import NotFound, Unprocessable
 from shared.registry import ModelRegistry
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
-from trainer_service.current_model import CurrentModel, Progress, ensure_embeddings
-from trainer_service.evidence import Evidence, Role
+from trainer_service.ml.current_model import CurrentModel, Progress, ensure_embeddings
+from trainer_service.ml.evidence import Evidence, Role
 from trainer_service.settings import TrainerSettings
 
 Log = Callable[[str], None]

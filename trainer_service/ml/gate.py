@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.verdict import ClassVerdict, GatePolicy, GateResult, GateSet, Interval, Judgement
-from trainer_service.proportions import balanced_accuracy, class_recalls, wilson_interval
+from trainer_service.ml.proportions import balanced_accuracy, class_recalls, wilson_interval
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, cast
 
 from shared.messages import ErrorInfo, TrainOptions
-from trainer_service.artifacts import TRAINING_PROCESS
-from trainer_service.current_model import Log, Progress
+from trainer_service.ml.artifacts import TRAINING_PROCESS
+from trainer_service.ml.current_model import Log, Progress
 from trainer_service.settings import TrainerSettings
 
 if TYPE_CHECKING:
-    from trainer_service.retrain import Outcome
+    from trainer_service.ml.retrain import Outcome
 
 #: How much less the child's CPU time counts than serving's (`os.nice`): CFS gives a nice-10
 #: process about a tenth of a core that a nice-0 one also wants.
@@ -123,7 +123,7 @@ async def _run(job: _Job, progress: Progress, log: Log) -> Any:
     from shared.classifier import configure_threads
     from shared.registry import ModelRegistry
     from shared.store import open_store_for
-    from trainer_service.retrain import retrain_head
+    from trainer_service.ml.retrain import retrain_head
 
     configure_threads(job.settings.intra_op_threads, 1)
     store = await open_store_for(job.settings)

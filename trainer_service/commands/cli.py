@@ -1,7 +1,7 @@
 """Command-line entry points: `train` a model artifact, `evaluate` one on a labelled set.
 
 `python -m trainer_service train|evaluate ...` routes here (`train_main`, `evaluate_main`);
-`python -m trainer_service.cli train|evaluate ...` works too.
+`python -m trainer_service.commands.cli train|evaluate ...` works too.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def begin_command(threads: int, out: Path) -> bool:
 def train_parser() -> argparse.ArgumentParser:
     """Arguments of `train`; defaults are the base model's recipe."""
     from shared.imaging import DEFAULT_POLICY, POLICIES
-    from trainer_service.backbones import BACKBONES
-    from trainer_service.training import Recipe
+    from trainer_service.ml.backbones import BACKBONES
+    from trainer_service.ml.training import Recipe
 
     d = Recipe()
     p = argparse.ArgumentParser(prog="trainer_service train",
@@ -134,10 +134,10 @@ def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     if not begin_command(args.threads, args.out):
         return 2
-    from trainer_service.artifacts import save_artifact
-    from trainer_service.evaluation import format_report
-    from trainer_service.train_job import JobSpec, run_job
-    from trainer_service.training import Recipe
+    from trainer_service.commands.train import JobSpec, run_job
+    from trainer_service.ml.artifacts import save_artifact
+    from trainer_service.ml.evaluation import format_report
+    from trainer_service.ml.training import Recipe
 
     try:
         operating = operating_policy_of(args)
@@ -179,13 +179,13 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
     p.add_argument("--part", choices=("gate", "report"), default=None,
                    help="only that half of the set's lesions: HAM10000 eval/'s report half gives the model "
-                        "card's figures, its gate half judges retrains (trainer_service/evidence.py)")
+                        "card's figures, its gate half judges retrains (trainer_service/ml/evidence.py)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     configure_threads(args.threads, max(1, args.threads // 2))
-    from trainer_service.artifacts import load_artifact
-    from trainer_service.evaluation import format_report
-    from trainer_service.train_job import evaluate_on
+    from trainer_service.commands.train import evaluate_on
+    from trainer_service.ml.artifacts import load_artifact
+    from trainer_service.ml.evaluation import format_report
 
     model, manifest = load_artifact(args.artifact)
     metrics = evaluate_on(model, args.data, manifest.input_size, tuple(manifest.classes),
@@ -214,6 +214,6 @@ COMMANDS = {"train": train_main, "evaluate": evaluate_main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(f"usage: python -m trainer_service.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        print(f"usage: python -m trainer_service.commands.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
         sys.exit(2)
     sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
