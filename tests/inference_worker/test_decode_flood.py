@@ -22,10 +22,10 @@ import pytest_asyncio
 from PIL import Image
 
 from tests.conftest import TEST_PREFIX
+from tests.support.cluster import cluster_env
 from tests.support.http import form
 from tests.support.processes import free_port, python_module, running, wait_http
 from tests.support.reliability import scenario
-from tests.test_distributed_jobs import cluster_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 PREDICT_TIMEOUT_S = 5.0  # DERMASCAN_PREDICT_TIMEOUT_S: the deadline of every prediction
