@@ -101,7 +101,7 @@ def deployment(model: Path, workdir: Path, workers: int, worker_env: dict[str, s
             yield Served(f"{base}/predict", {"gateway": [gateway.pid], "workers": [p.pid for p in procs]},
                          [p.pid for p in procs], [ready[f"w{i}"] for i in range(workers)])
         finally:
-            asyncio.run(_delete_queues(tag))
+            asyncio.run(delete_topology(tag))
 
 
 @contextmanager
@@ -144,12 +144,15 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-async def _delete_queues(tag: str) -> None:
+async def delete_topology(tag: str, queues: tuple[str, ...] = ("predict", "ingest", "train"), *,
+                          broker: str = BROKER) -> None:
+    """Delete the queues (and their dead-letter queues) and the exchanges the services of a run
+    tagged `tag` declared: a shared broker must not fill up."""
     import aio_pika
 
-    connection = await aio_pika.connect(BROKER)
+    connection = await aio_pika.connect(broker)
     async with connection:
-        for name in ("predict", "ingest", "train"):
+        for name in queues:
             for queue in (f"{tag}.{name}", f"{tag}.{name}.dead"):
                 with contextlib.suppress(Exception):  # a failed delete closes its channel
                     await (await connection.channel()).queue_delete(queue)

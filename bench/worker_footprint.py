@@ -31,10 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.servers import delete_topology
 from shared.bus import Delivery, MessageBus, connect_bus
-from shared.messages import PredictReply, PredictRequest, WorkerStatus, decode, encode
+from shared.messages import PredictReply, PredictRequest, WorkerStatus, decode
 from shared.registry import ModelRegistry
 from shared.store import open_store
+from shared.wire import to_wire
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "tests" / "fixtures" / "ham10000"
@@ -108,9 +110,10 @@ async def load(bus: MessageBus, tag: str, images: list[bytes], total: int, clien
     async def client() -> None:
         nonlocal served
         for i in left:
-            request = PredictRequest(image=images[i % len(images)], image_format="jpeg",
-                                     deadline=time.time() + 30)
-            reply = decode(PredictReply, await bus.call(f"{tag}.predict", encode(request), timeout=30))
+            wire = to_wire(PredictRequest(image=images[i % len(images)], image_format="jpeg",
+                                          deadline=time.time() + 30))  # as the gateway sends it
+            reply = decode(PredictReply, await bus.call(f"{tag}.predict", wire.body, headers=wire.headers,
+                                                        timeout=30))
             if reply.error is not None:
                 raise RuntimeError(f"the worker answered {reply.error}")
             served += 1
@@ -144,22 +147,8 @@ async def _starts(work: Path, args: argparse.Namespace) -> list[dict[str, object
             results.append(result)
     finally:
         await bus.close()
-        await _delete_topology(tag)
+        await delete_topology(tag, ("predict",), broker=BROKER)
     return results
-
-
-async def _delete_topology(tag: str) -> None:
-    """Delete the queues and exchanges the workers declared (a shared broker must not fill up)."""
-    import aio_pika
-
-    connection = await aio_pika.connect(BROKER)
-    async with connection:
-        for queue in (f"{tag}.predict", f"{tag}.predict.dead"):
-            with contextlib.suppress(Exception):  # a failed delete closes its channel
-                await (await connection.channel()).queue_delete(queue)
-        for exchange in (f"{tag}.status", f"{tag}.models"):
-            with contextlib.suppress(Exception):
-                await (await connection.channel()).exchange_delete(exchange)
 
 
 def table(results: list[dict[str, object]]) -> str:
