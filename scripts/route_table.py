@@ -10,7 +10,6 @@ One row per route, in the table's order; routes that declare the same `Row` and 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.routes import ROUTES, Route, Row
 from gateway.tokens import Role
+from scripts.generated_block import GeneratedBlock
 from shared.settings import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "api.md"
-START, END = "<!-- route-table:start -->", "<!-- route-table:end -->"
 
 
 def role_cell(route: Route) -> str:
@@ -56,31 +55,9 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def block(text: str) -> str:
-    """What lies between the route-table markers of `text`; ValueError when they are missing."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"no {START} ... {END} block")
-    return text[start + len(START):end].lstrip("\n")
-
-
-def write(doc: Path) -> None:
-    """Replace the table between `doc`'s route-table markers with `table()`."""
-    text = doc.read_text()
-    block(text)  # refuses a page without the markers
-    start, end = text.find(START) + len(START), text.find(END)
-    doc.write_text(f"{text[:start]}\n{table()}{text[end:]}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The routes table of docs/api.md.")
-    parser.add_argument("--write", nargs="?", const=DOC, type=Path, metavar="DOC",
-                        help="rewrite the table in DOC (default docs/api.md) instead of printing it")
-    args = parser.parse_args(argv)
-    if args.write:
-        write(args.write)
-    else:
-        print(table(), end="")
+GENERATED = GeneratedBlock("route-table", DOC, table, "The routes table of docs/api.md.")
+block, write, main = GENERATED.block, GENERATED.write, GENERATED.main
+START, END = GENERATED.start, GENERATED.end
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ of truth): printed, or written between the page's settings-table markers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from embedded.__main__ import EmbeddedSettings
 from gateway.settings import GatewaySettings
 from inference_worker.settings import WorkerSettings
 from ingest_service.settings import IngestSettings
+from scripts.generated_block import GeneratedBlock
 from shared.settings import REPO_ROOT, CommonSettings
 from trainer_service.settings import TrainerSettings
 
@@ -73,7 +73,6 @@ def variables() -> dict[str, tuple[str, str, str]]:
 
 
 DOC = REPO_ROOT / "docs" / "operations.md"
-START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 
 
 def table() -> str:
@@ -84,31 +83,9 @@ def table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def block(text: str) -> str:
-    """What lies between the settings-table markers of `text`; ValueError when they are missing."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"no {START} ... {END} block")
-    return text[start + len(START):end].lstrip("\n")
-
-
-def write(doc: Path) -> None:
-    """Replace the table between `doc`'s settings-table markers with `table()`."""
-    text = doc.read_text()
-    block(text)  # refuses a page without the markers
-    start, end = text.find(START) + len(START), text.find(END)
-    doc.write_text(f"{text[:start]}\n{table()}{text[end:]}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The configuration table of docs/operations.md.")
-    parser.add_argument("--write", nargs="?", const=DOC, type=Path, metavar="DOC",
-                        help="rewrite the table in DOC (default docs/operations.md) instead of printing it")
-    args = parser.parse_args(argv)
-    if args.write:
-        write(args.write)
-    else:
-        print(table(), end="")
+GENERATED = GeneratedBlock("settings-table", DOC, table, "The configuration table of docs/operations.md.")
+block, write, main = GENERATED.block, GENERATED.write, GENERATED.main
+START, END = GENERATED.start, GENERATED.end
 
 
 if __name__ == "__main__":
