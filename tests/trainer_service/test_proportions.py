@@ -1,16 +1,21 @@
-"""Proportions, each written once: a class's recall, balanced accuracy and the Wilson interval
+"""Proportions, each written once: a class's recall, balanced accuracy, a flag's recall and
+specificity, the Wilson interval and the bootstrap's percentile interval
 (`trainer_service.ml.proportions`), checked against scipy and sklearn."""
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, recall_score
 
 from trainer_service.ml.proportions import (
     balanced_accuracy,
     class_recalls,
+    flag_rates,
+    percentile_interval,
     wilson_interval,
     wilson_lower_bound,
 )
@@ -55,3 +60,28 @@ def test_the_one_sided_bound_asks_for_more_the_fewer_the_cases() -> None:
     assert wilson_lower_bound(79, 90, 0.5) == pytest.approx(79 / 90)  # 0.5: the recall itself
     assert wilson_lower_bound(78, 90, 0.95) < 0.80 <= wilson_lower_bound(79, 90, 0.95)
     assert wilson_lower_bound(8, 10, 0.95) < wilson_lower_bound(80, 100, 0.95) < 0.8
+
+
+def test_a_flags_recall_and_specificity_are_sklearns_recalls_of_each_side() -> None:
+    rng = np.random.default_rng(1)
+    positive = rng.random(400) < 0.2
+    flagged = np.where(positive, rng.random(400) < 0.8, rng.random(400) < 0.3)
+    recall, specificity = flag_rates(flagged.astype(int), positive)  # 0/1 counts as bool
+    assert recall == pytest.approx(recall_score(positive, flagged))
+    assert specificity == pytest.approx(recall_score(~positive, ~flagged))
+    assert flag_rates(flagged[positive], positive[positive]) == (recall, None)  # no negatives
+    assert flag_rates(flagged[~positive], positive[~positive]) == (None, specificity)  # no positives
+
+
+def test_the_percentile_interval_holds_the_central_share_of_the_samples() -> None:
+    assert percentile_interval(list(range(101)), 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_interval(np.arange(101.0), 0.95) == pytest.approx((2.5, 97.5))
+    assert percentile_interval([3.0, 1.0, 2.0], 0.0) == (2.0, 2.0)  # level 0: the median
+    draws = np.random.default_rng(2).standard_normal(200_000)
+    z = NormalDist().inv_cdf(0.975)
+    assert percentile_interval(draws) == pytest.approx((-z, z), abs=0.03)
+
+
+def test_there_is_no_percentile_interval_of_no_samples() -> None:
+    with pytest.raises(ValueError, match="no samples"):
+        percentile_interval([])

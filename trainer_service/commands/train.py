@@ -33,7 +33,7 @@ from trainer_service.ml.network import (
 )
 from trainer_service.ml.ood import OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.ml.operating import Scored
-from trainer_service.ml.proportions import wilson_interval
+from trainer_service.ml.proportions import flag_rates, wilson_interval
 from trainer_service.ml.sources import (
     Source,
     combined,
@@ -320,12 +320,13 @@ def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSe
         positive = data.labels == c
         hits = int(flagged[positive].sum())
         caught = flagged | allowed[c, top].astype(bool)  # what a clinician gets: named or flagged
+        recall, specificity = flag_rates(flagged, positive)
         out["referral"][name] = {
             "threshold": point.threshold,
-            "recall": float(flagged[positive].mean()) if positive.any() else None,
+            "recall": recall,
             "recall_interval": wilson_interval(hits, int(positive.sum())),
-            "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else None,
-            "caught": float(caught[positive].mean()) if positive.any() else None,
+            "specificity": specificity,
+            "caught": flag_rates(caught, positive)[0],
             "positives": int(positive.sum())}
     if manifest.uncertainty is not None:
         top = decide(probabilities, allowed)

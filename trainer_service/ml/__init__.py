@@ -9,9 +9,9 @@ offline commands alike; it imports neither.
 - fitting: `training` (head, then fine-tune), `checkpoint` (resumable runs);
 - calibration and operating points: `calibration`, `operating`, `steps` (what every training run
   does after fitting);
-- figures: `proportions` (recall, balanced accuracy, Wilson interval), `evaluation`,
-  `metric_intervals` (bootstrap), `ood` (the out-of-distribution detector), `gate` (the
-  promotion gate);
+- figures: `proportions` (recall, balanced accuracy, specificity, the Wilson and percentile
+  intervals), `evaluation`, `metric_intervals` (bootstrap), `ood` (the out-of-distribution
+  detector), `gate` (the promotion gate);
 - models on disk and in the store: `artifacts` (`python -m trainer_service.ml.artifacts DIR`
   converts one to LiteRT), `current_model` (the served model and its embeddings of the catalog);
 - the head retrain a training job runs: `retrain.retrain_head`, its data (`retrain_data`) and its

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.verdict import ClassVerdict, GatePolicy, GateResult, GateSet, Interval, Judgement
-from trainer_service.ml.proportions import balanced_accuracy, class_recalls, wilson_interval
+from trainer_service.ml.proportions import (
+    balanced_accuracy,
+    class_recalls,
+    flag_rates,
+    percentile_interval,
+    wilson_interval,
+)
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,8 @@ class Answers:
 
 
 def _interval(samples: np.ndarray, observed: float, confidence: float) -> Interval:
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(samples, [tail, 100.0 - tail])
-    return Interval(difference=round(observed, 4), low=round(float(low), 4), high=round(float(high), 4))
+    low, high = percentile_interval(samples, confidence)
+    return Interval(difference=round(observed, 4), low=round(low, 4), high=round(high, 4))
 
 
 def _judge(change: Interval, margin: float) -> Judgement:
@@ -60,16 +65,22 @@ def _malignant_figures(label: str, c: int, labels: np.ndarray, candidate: Answer
     """Caught shares, their paired change, and the flag's specificity, for one malignant class."""
     if label not in candidate.caught or label not in current.caught:
         return {}
-    positive, negative = labels == c, labels != c
+    positive = labels == c
     new, old = candidate.caught[label], current.caught[label]
-    observed = float(new[positive].mean() - old[positive].mean())
+    new_caught, new_specificity = flag_rates(new, positive)
+    old_caught, old_specificity = flag_rates(old, positive)
+    assert new_caught is not None and old_caught is not None  # judged only for a class present
     return {
-        "current_caught": round(float(old[positive].mean()), 4),
-        "candidate_caught": round(float(new[positive].mean()), 4),
-        "caught_change": _interval(_paired(rng, new[positive], old[positive], policy.resamples), observed,
-                                   policy.confidence),
-        "current_specificity": round(float(1 - old[negative].mean()), 4) if negative.any() else None,
-        "candidate_specificity": round(float(1 - new[negative].mean()), 4) if negative.any() else None}
+        "current_caught": round(old_caught, 4),
+        "candidate_caught": round(new_caught, 4),
+        "caught_change": _interval(_paired(rng, new[positive], old[positive], policy.resamples),
+                                   new_caught - old_caught, policy.confidence),
+        "current_specificity": _rounded(old_specificity),
+        "candidate_specificity": _rounded(new_specificity)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def judge_set(name: str, description: str, labels: np.ndarray, candidate: Answers, current: Answers,

@@ -1,6 +1,6 @@
 """How sure an evaluation figure is: bootstrap intervals, and the ECE that a perfectly calibrated
-model would still show on a set of this size (a recall's Wilson interval is
-`trainer_service.ml.proportions.wilson_interval`).
+model would still show on a set of this size (a recall's Wilson interval and the percentile
+interval itself are in `trainer_service.ml.proportions`).
 
 A held-out set of 149 images (ISIC 2017 `val/`) gives a melanoma AUC, a balanced accuracy and an
 ECE that move by several points from one resample to the next; `evaluate` reports these beside
@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from shared.taxonomy import admissible
 from trainer_service.ml.calibration import expected_calibration_error
 from trainer_service.ml.evaluation import scored_answers
-from trainer_service.ml.proportions import LEVEL, balanced_accuracy
+from trainer_service.ml.proportions import LEVEL, balanced_accuracy, percentile_interval
 
 RESAMPLES = 1000
 DRAWS = 200
@@ -66,12 +66,9 @@ def bootstrap_intervals(probabilities: np.ndarray, labels: np.ndarray, classes: 
             positive = y == c
             if 0 < positive.sum() < len(y):
                 aucs[int(c)].append(float(roc_auc_score(positive, rolled[idx, c])))
-    tail = 100 * (1 - level) / 2
 
     def interval(values: list[float]) -> list[float] | None:
-        if not values:
-            return None
-        return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+        return list(percentile_interval(values, level)) if values else None
 
     return {"level": level, "resamples": resamples,
             "balanced_accuracy": interval(accuracy),

@@ -16,7 +16,7 @@ import numpy as np
 from shared.manifest import ReferralThreshold, Uncertainty
 from shared.taxonomy import decide
 from trainer_service.ml.calibration import softmax
-from trainer_service.ml.proportions import class_recalls, wilson_lower_bound
+from trainer_service.ml.proportions import class_recalls, flag_rates, wilson_lower_bound
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,11 @@ def referral_thresholds(sets: list[Scored], classes: list[str], referral: tuple[
         threshold = min(candidates)
         recall, specificity = {}, {}
         for s in sets:
-            flagged = per_source[s.source] >= threshold
-            positive = s.labels == c
-            if positive.any():
-                recall[s.source] = float(flagged[positive].mean())
-            if (~positive).any():
-                specificity[s.source] = float((~flagged[~positive]).mean())
+            found, kept = flag_rates(per_source[s.source] >= threshold, s.labels == c)
+            if found is not None:
+                recall[s.source] = found
+            if kept is not None:
+                specificity[s.source] = kept
         out[name] = ReferralThreshold(threshold=threshold, target_recall=target_recall, confidence=confidence,
                                       validation_recall=recall, validation_specificity=specificity)
     return out
