@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from shared.bus import MessageBus
 from shared.errors import DermaScanError
+from shared.fine_tune_policy import FineTunePolicy
 from shared.messages import Message, ServiceStatus, encode
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,14 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def of_service(cls, bus: MessageBus, exchange: str, service: str, interval_s: float) -> Heartbeat:
-        """The heartbeat of a service with no more to say than that it is up (`ServiceStatus`),
-        its uptime counted from now."""
+    def of_service(cls, bus: MessageBus, exchange: str, service: str, interval_s: float, *,
+                   fine_tune: FineTunePolicy | None = None) -> Heartbeat:
+        """The heartbeat of a service that says it is up (`ServiceStatus`), its uptime counted
+        from now; the trainer's also says what a fine-tune needs (`fine_tune`)."""
         started_at, instance = time.time(), instance_id()
         return cls(bus, exchange, lambda: ServiceStatus(
-            service=service, instance_id=instance, started_at=started_at, interval_s=interval_s),
-            interval_s)
+            service=service, instance_id=instance, started_at=started_at, interval_s=interval_s,
+            fine_tune=fine_tune), interval_s)
 
     @property
     def running(self) -> bool:

@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import DermaScanError, error_for_status
+from shared.fine_tune_policy import FineTunePolicy
 from shared.wire import Message as Message  # named here for every service (see above)
 from shared.wire import decode as decode
 from shared.wire import encode as encode
@@ -143,6 +144,10 @@ class ServiceStatus(Message):
     started_at: float = Field(description="Unix time the instance started.")
     sent_at: float = Field(default_factory=time.time, description="Unix time it was sent.")
     interval_s: float = Field(5.0, gt=0, description="How often the instance sends this.")
+    fine_tune: FineTunePolicy | None = Field(
+        None, description="The trainer's: the least catalog it fine-tunes on (its settings), so that a "
+                          "gateway refuses a fine-tune it would refuse; None from the ingest service and "
+                          "from trainers that predate it.")
 
 
 StatusMessage = WorkerStatus | ServiceStatus

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.fine_tune_policy import FineTunePolicy
 from shared.operating_policy import OperatingPolicy, policy_field
 from shared.settings import REPO_ROOT, CommonSettings, SplitSecretSettings
 from shared.taxonomy import MALIGNANT
@@ -85,6 +86,13 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
             unjudged_malignant_blocks=self.gate_unjudged_malignant_blocks,
             accept_benign_for_malignant=self.gate_accept_benign_for_malignant,
             confidence=self.gate_confidence, resamples=self.gate_resamples)
+
+    def fine_tune_policy(self) -> FineTunePolicy:
+        """The least catalog a fine-tune retrain needs, as checked by its job and sent in the
+        trainer's heartbeat (the gateway refuses a thin fine-tune with it)."""
+        return FineTunePolicy(min_training_images=self.fine_tune_min_images,
+                              min_held_out_malignant=self.gate_min_class_support,
+                              unjudged_malignant_blocks=self.gate_unjudged_malignant_blocks)
 
     def operating_policy(self) -> OperatingPolicy:
         """The targets head retrains and fine-tunes fit their operating points to (the share of

@@ -14,6 +14,7 @@ from embedded.system import build_system
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery
 from shared.bus.memory import MemoryBus
+from shared.fine_tune_policy import FineTunePolicy
 from shared.messages import ServiceStatus, WorkerStatus, encode, parse_status
 from shared.store import open_store
 from trainer_service.settings import TrainerSettings
@@ -45,6 +46,11 @@ async def test_the_job_services_beat_while_started_and_not_after_stop(tmp_path: 
         assert {s.service for s in heard} == {"ingest_service", "trainer_service"}
         assert sum(s.service == "ingest_service" for s in heard) >= 3  # it keeps beating
         assert all(s.interval_s == 0.05 and s.started_at <= s.sent_at for s in heard)
+        # the trainer says what a fine-tune needs (its settings), so a gateway can refuse one at once
+        policy = FineTunePolicy(min_training_images=200, min_held_out_malignant=10,
+                                unjudged_malignant_blocks=True)
+        assert all(s.fine_tune == policy for s in heard if s.service == "trainer_service")
+        assert all(s.fine_tune is None for s in heard if s.service == "ingest_service")
     finally:
         await system.stop()
     assert not system.ingest.status_beat.running and not system.trainer.status_beat.running
@@ -65,3 +71,17 @@ def test_a_status_body_is_read_as_the_heartbeat_its_shape_says() -> None:
     assert isinstance(newer, ServiceStatus)  # a field from a newer sender is ignored (shared/wire.py)
     with pytest.raises(pydantic.ValidationError):
         parse_status(b'{"service": "ingest_service", "instance_id": "h-1", "started_at": "at dawn"}')
+
+
+def test_a_trainers_heartbeat_is_read_with_its_fine_tune_policy_or_without_one() -> None:
+    older = parse_status(b'{"schema_version": 1, "message_id": "m", "service": "trainer_service", '
+                         b'"instance_id": "t-1", "started_at": 1, "sent_at": 2, "interval_s": 5}')
+    assert isinstance(older, ServiceStatus) and older.fine_tune is None  # a trainer older than the field
+    newer = parse_status(b'{"service": "trainer_service", "instance_id": "t-1", "started_at": 1, '
+                         b'"fine_tune": {"min_training_images": 50, "min_held_out_malignant": 5, '
+                         b'"unjudged_malignant_blocks": false, "max_training_images": 9}}')
+    assert isinstance(newer, ServiceStatus) and newer.fine_tune == FineTunePolicy(  # unknown fields ignored
+        min_training_images=50, min_held_out_malignant=5, unjudged_malignant_blocks=False)
+    with pytest.raises(pydantic.ValidationError):  # a policy that is none is no heartbeat
+        parse_status(b'{"service": "trainer_service", "instance_id": "t-1", "started_at": 1, '
+                     b'"fine_tune": {"min_training_images": 0}}')

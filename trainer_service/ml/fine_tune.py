@@ -4,8 +4,9 @@ Fine-tuning changes the backbone, so the served model's training evidence (embed
 old backbone) no longer describes the candidate: it trains, calibrates and is judged on images
 only, the catalog's, and is refused (`check_catalog`, 422) unless the catalog holds enough of
 them: `fine_tune_min_images` training images of each class it trains, and
-`gate_min_class_support` held-out images of each malignant class. The evidence it leaves is the
-catalog's images under its new backbone.
+`gate_min_class_support` held-out images of each malignant class (`shared.fine_tune_policy`; a
+gateway that heard this trainer's policy refuses such a retrain at `POST /retrain` already). The
+evidence it leaves is the catalog's images under its new backbone.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from collections import Counter
 
 import numpy as np
 
+from shared import fine_tune_policy
 from shared.catalog import Catalog, ImageRecord, counts, digest, lesion_group, validation_share
 from shared.errors import Unprocessable
 from shared.manifest import OodDetector
 from shared.messages import TrainOptions
 from shared.split_secret import load_split_secret
 from shared.store import ObjectStore
-from shared.taxonomy import MALIGNANT, admissible
+from shared.taxonomy import admissible
 from trainer_service.ml.artifacts import export_litert_apart, save_artifact
 from trainer_service.ml.calibration import softmax
 from trainer_service.ml.current_model import CurrentModel, Log, Progress, ensure_embeddings, load_images
@@ -49,19 +51,10 @@ def check_catalog(train: list[ImageRecord], held: list[ImageRecord], classes: li
                   settings: TrainerSettings) -> None:
     """Raise Unprocessable (422, not_enough_images_to_fine_tune) unless every class the catalog
     trains has `fine_tune_min_images` training images and every malignant class of `classes`
-    `gate_min_class_support` held-out images to judge the candidate on."""
-    trained, judged = Counter(r.label for r in train), Counter(r.label for r in held)
-    thin = [f"{c}: {trained[c]} training images" for c in sorted(trained)
-            if trained[c] < settings.fine_tune_min_images]
-    thin += [f"{c}: {judged[c]} held-out images" for c in classes if settings.gate_unjudged_malignant_blocks
-             and c in MALIGNANT and judged[c] < settings.gate_min_class_support]
-    if thin or not train:
-        raise Unprocessable(
-            "fine-tuning changes the backbone, so it trains and is judged on the catalog's images alone, "
-            f"and the catalog holds too few (need {settings.fine_tune_min_images} training images a class "
-            f"and {settings.gate_min_class_support} held-out images of each malignant class): "
-            + ("; ".join(thin) or "no training images") + ". Retrain the head only, or upload more images.",
-            code="not_enough_images_to_fine_tune")
+    `gate_min_class_support` held-out images to judge the candidate on (`shared.fine_tune_policy`,
+    the check the gateway makes at `POST /retrain` with the policy of this trainer's heartbeat)."""
+    fine_tune_policy.check(Counter(r.label for r in train), Counter(r.label for r in held), classes,
+                           settings.fine_tune_policy())
 
 
 async def fine_tune_candidate(store: ObjectStore, current: CurrentModel, options: TrainOptions, *,

@@ -62,7 +62,7 @@ class TrainerService:
         self._subscription: Subscription | None = None
         self._promotions: Subscription | None = None
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "trainer_service",
-                                                settings.heartbeat_s)
+                                                settings.heartbeat_s, fine_tune=settings.fine_tune_policy())
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
