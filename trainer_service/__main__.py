@@ -3,7 +3,8 @@
 - `serve` (default): consume training jobs from the train queue.
 - `import PATH`: load a labelled dataset into the store (the training set and its held-out part)
   and cache its embeddings under the current model.
-- `train` / `evaluate`: offline commands on class-per-folder datasets (see trainer_service/commands/cli.py).
+- `train` / `evaluate`: offline commands on class-per-folder datasets (their options:
+  trainer_service/commands/cli.py; their work: trainer_service/commands/train.py, evaluate.py).
 - `evaluate-ood`: the out-of-distribution detector on in- and out-of-distribution folders.
 - `refit ARTIFACT`: a model's operating points chosen again on its own validation split
   (trainer_service/commands/refit.py).

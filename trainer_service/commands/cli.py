@@ -1,4 +1,6 @@
-"""Command-line entry points: `train` a model artifact, `evaluate` one on a labelled set.
+"""Command-line entry points: the options of `train` (a model artifact) and `evaluate` (one on a
+labelled set), and the options and helpers the offline commands share. The commands' work is in
+their own modules (`train.train`, `evaluate.evaluate`), imported after the options are read.
 
 `python -m trainer_service train|evaluate ...` routes here (`train_main`, `evaluate_main`);
 `python -m trainer_service.commands.cli train|evaluate ...` works too.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -134,9 +135,7 @@ def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     if not begin_command(args.threads, args.out):
         return 2
-    from trainer_service.commands.train import JobSpec, run_job
-    from trainer_service.ml.artifacts import save_artifact
-    from trainer_service.ml.evaluation import format_report
+    from trainer_service.commands.train import JobSpec, train
     from trainer_service.ml.training import Recipe
 
     try:
@@ -158,21 +157,11 @@ def train_main(argv: list[str] | None = None) -> int:
         work_dir=args.work_dir or args.out.with_name(args.out.name + ".work"), split_seed=args.split_seed,
         init_from=args.init_from,
     )
-    try:
-        model, manifest = run_job(spec, args.version, log_line, parent_version=args.parent_version)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    save_artifact(model, manifest, args.out)
-    track_offline("train", manifest)
-    for name, figures in manifest.metrics["validation"].items():
-        print(f"validation {name}:\n{format_report(figures)}\n")
-    log_line(f"wrote {args.out}")
-    return 0
+    return train(spec, args.version, args.out, parent_version=args.parent_version)
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
-    """`evaluate`: print the metrics of an artifact on a class-per-folder set; `--json` saves them."""
+def evaluate_parser() -> argparse.ArgumentParser:
+    """Arguments of `evaluate`."""
     p = argparse.ArgumentParser(prog="trainer_service evaluate", description="Evaluate a model artifact.")
     p.add_argument("artifact", type=Path, help="directory with model.keras and manifest.json")
     p.add_argument("data", type=Path, help="class-per-folder labelled images")
@@ -181,32 +170,17 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                    help="only that half of the set's lesions: HAM10000 eval/'s report half gives the model "
                         "card's figures, its gate half judges retrains (trainer_service/ml/evidence.py)")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    configure_threads(args.threads, max(1, args.threads // 2))
-    from trainer_service.commands.train import evaluate_on
-    from trainer_service.ml.artifacts import load_artifact
-    from trainer_service.ml.evaluation import format_report
+    return p
 
-    model, manifest = load_artifact(args.artifact)
-    metrics = evaluate_on(model, args.data, manifest.input_size, tuple(manifest.classes),
-                          manifest.preprocessing,
-                          manifest, part=args.part)
-    metrics["model_version"] = manifest.version
-    if args.part is not None:
-        metrics["part"] = args.part
-    print(f"model {manifest.version} on {args.data}" + (f" ({args.part} half)" if args.part else ""))
-    print(format_report(metrics))
-    for name, row in metrics.get("operating_points", {}).get("referral", {}).items():
-        span = row.get("recall_interval")
-        print(f"referral {name} >= {row['threshold']:.3f}: recall {row['recall']}"
-              + (f" (95% Wilson interval {span[0]:.3f}-{span[1]:.3f})" if span else "")
-              + f", specificity {row['specificity']}")
-    for key in ("uncertainty", "ood_flagged"):
-        if key in metrics.get("operating_points", {}):
-            print(f"{key}: {metrics['operating_points'][key]}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """`evaluate`: print the metrics of an artifact on a class-per-folder set; `--json` saves them
+    (`trainer_service.commands.evaluate.evaluate`)."""
+    args = evaluate_parser().parse_args(argv)
+    configure_threads(args.threads, max(1, args.threads // 2))
+    from trainer_service.commands.evaluate import evaluate
+
+    evaluate(args.artifact, args.data, part=args.part, json_path=args.json)
     return 0
 
 

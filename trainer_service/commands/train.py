@@ -1,9 +1,11 @@
-"""The `train` command's body (`run_job`), end to end: sources -> split -> head -> fine-tune ->
-biases, temperature, referral thresholds (all on validation) -> manifest; and what `refit`, `soup`
-and `evaluate` share with it (lineage, operating points, the OOD detector, evaluation)."""
+"""The `train` command's body (`run_job`, and `train` that writes its artifact), end to end:
+sources -> split -> head -> fine-tune -> biases, temperature, referral thresholds (all on
+validation) -> manifest; and what `refit` and `soup` share with it (lineage, operating points, the
+OOD detector). What a model does on a labelled set is `trainer_service.commands.evaluate`'s."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,14 +17,15 @@ import numpy as np
 from shared.imaging import DEFAULT_POLICY
 from shared.manifest import ModelManifest, OodDetector
 from shared.operating_policy import OperatingPolicy
-from shared.taxonomy import admissible, decide
-from trainer_service.ml.artifacts import load_artifact
+from shared.taxonomy import admissible
+from trainer_service.commands.cli import log_line, track_offline
+from trainer_service.commands.evaluate import evaluate_on
+from trainer_service.ml.artifacts import load_artifact, save_artifact
 from trainer_service.ml.backbones import build_backbone
 from trainer_service.ml.calibration import expected_calibration_error, softmax
 from trainer_service.ml.checkpoint import Checkpoint
-from trainer_service.ml.dataset import ImageSet, data_summary, load_image_set
-from trainer_service.ml.evaluation import classification_metrics, predict
-from trainer_service.ml.metric_intervals import bootstrap_intervals, calibrated_ece_floor
+from trainer_service.ml.dataset import ImageSet, data_summary
+from trainer_service.ml.evaluation import classification_metrics, format_report, predict
 from trainer_service.ml.network import (
     LOGITS,
     build_classifier,
@@ -33,7 +36,6 @@ from trainer_service.ml.network import (
 )
 from trainer_service.ml.ood import OodFit, fit_ood, threshold_for, with_ood_output
 from trainer_service.ml.operating import Scored
-from trainer_service.ml.proportions import flag_rates, wilson_interval
 from trainer_service.ml.sources import (
     Source,
     combined,
@@ -136,6 +138,23 @@ def run_job(spec: JobSpec, version: str, log: Log, *,
               **({"init_from": init_version} if spec.init_from is not None else {})}
     return finish(model, spec, version, classes, sources, train, log, recipe=recipe, history=history,
                   parent_version=parent_version, started=started)
+
+
+def train(spec: JobSpec, version: str, out: Path, *, parent_version: str | None = None) -> int:
+    """The `train` command once its options are read: `run_job`, its artifact written to `out`,
+    the run logged to MLflow (`track_offline`) and each source's validation report printed.
+    Returns the exit status: 0, or 2 with the reason on stderr when the job refuses its inputs."""
+    try:
+        model, manifest = run_job(spec, version, log_line, parent_version=parent_version)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    save_artifact(model, manifest, out)
+    track_offline("train", manifest)
+    for name, figures in manifest.metrics["validation"].items():
+        print(f"validation {name}:\n{format_report(figures)}\n")
+    log_line(f"wrote {out}")
+    return 0
 
 
 def finish(network: keras.Model, spec: JobSpec, version: str, classes: tuple[str, ...], sources: list[Source],
@@ -280,68 +299,3 @@ def detector_on_validation(model: keras.Model, fit: OodFit, sources: list[Source
                            validation_flagged={k: float((v > threshold).mean()) for k, v in scores.items()})
     log(f"ood: threshold {threshold:.3f}, validation flagged {detector.validation_flagged}")
     return detector
-
-
-def evaluate_on(model: keras.Model, root: Path, input_size: tuple[int, int], classes: tuple[str, ...],
-                policy: str, manifest: ModelManifest | None = None, *,
-                part: str | None = None) -> dict[str, Any]:
-    """Metrics of a calibrated `model` on the class-per-folder set at `root`, with ECE at T=1.
-
-    With `part` ('gate' or 'report'), only that half of the set's lesions. With the model's
-    `manifest`, also what its operating points do on this set: each referral
-    threshold's recall and specificity, the share flagged out of distribution, and the coverage
-    and accuracy of the answers not marked uncertain.
-    """
-    data = load_image_set(root, input_size, classes=classes, policy=policy)
-    if part is not None:  # one half of the set by lesion (trainer_service.ml.evidence.reference_part)
-        from trainer_service.ml.evidence import reference_part
-
-        data = data.subset(np.flatnonzero([reference_part(g) == part for g in data.groups]))
-    probabilities = predict(model, data.images)
-    metrics = classification_metrics(probabilities, data.labels, classes)
-    metrics["ece_uncalibrated"] = _ece_at_unit_temperature(model, data)
-    metrics["ece_calibrated_floor"] = calibrated_ece_floor(probabilities, admissible(classes))
-    metrics["intervals"] = bootstrap_intervals(probabilities, data.labels, classes)
-    metrics["data"] = data_summary(data)
-    if manifest is not None:
-        metrics["operating_points"] = operating_figures(model, manifest, data, probabilities)
-    return metrics
-
-
-def operating_figures(model: keras.Model, manifest: ModelManifest, data: ImageSet,
-                      probabilities: np.ndarray) -> dict[str, Any]:
-    """Referral recall/specificity, OOD flagged share and uncertain coverage on `data`."""
-    allowed = admissible(data.classes)
-    out: dict[str, Any] = {"referral": {}}
-    top = decide(probabilities, allowed)
-    for name, point in manifest.referral.items():
-        c = data.classes.index(name)
-        flagged = probabilities @ allowed[c] >= point.threshold
-        positive = data.labels == c
-        hits = int(flagged[positive].sum())
-        caught = flagged | allowed[c, top].astype(bool)  # what a clinician gets: named or flagged
-        recall, specificity = flag_rates(flagged, positive)
-        out["referral"][name] = {
-            "threshold": point.threshold,
-            "recall": recall,
-            "recall_interval": wilson_interval(hits, int(positive.sum())),
-            "specificity": specificity,
-            "caught": flag_rates(caught, positive)[0],
-            "positives": int(positive.sum())}
-    if manifest.uncertainty is not None:
-        top = decide(probabilities, allowed)
-        answered = (probabilities @ allowed.T)[np.arange(len(top)), top] >= manifest.uncertainty.threshold
-        correct = allowed[data.labels, top]
-        out["uncertainty"] = {"threshold": manifest.uncertainty.threshold, "coverage": float(answered.mean()),
-                              "accuracy_answered": float(correct[answered].mean())
-                                                   if answered.any() else None,
-                              "accuracy_all": float(correct.mean())}
-    if manifest.ood is not None and isinstance(model.output, (list, tuple)):
-        scores = predict(model, data.images, output=1).reshape(-1)
-        out["ood_flagged"] = float((scores > manifest.ood.threshold).mean())
-    return out
-
-
-def _ece_at_unit_temperature(model: keras.Model, data: ImageSet) -> float:
-    logits = predict(logits_model(model), data.images)
-    return expected_calibration_error(softmax(logits), data.labels, admissible(data.classes))
