@@ -1,5 +1,6 @@
 """`GET /jobs/{id}` (open: a job id is an unguessable capability), `POST /retrain` (operators;
-202 + job id, 409 while one is active) and `DELETE /jobs/{id}` (operators: cancel a training job)."""
+202 + job id, 409 while one is active, 422 a fine-tune the catalog is too small for) and
+`DELETE /jobs/{id}` (operators: cancel a training job)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit import AUDIT_DRAFT
+from gateway.fine_tune_check import refuse_thin_fine_tune
 from gateway.json_body import read_json
 from gateway.keys import BUS, JOBS, SETTINGS
 from shared.errors import DermaScanError
@@ -40,12 +42,17 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def retrain(request: web.Request) -> web.Response:
     """Queue a training job with the body's `TrainOptions` (JSON or no body; gate margins are
-    the trainer's settings, never the caller's: a body naming them is 422). Of concurrent
-    requests exactly one is accepted (`shared.training_claim.claim_training`); the others are 409."""
+    the trainer's settings, never the caller's: a body naming them is 422). A fine-tune the
+    catalog is too small for is 422 `not_enough_images_to_fine_tune` before anything is claimed
+    or queued, when the live trainers' policy is known (`gateway.fine_tune_check`; when it is not,
+    the job is queued and the trainer refuses it). Of concurrent requests exactly one is accepted
+    (`shared.training_claim.claim_training`); the others are 409."""
     app = request.app
     options = await read_json(request, TrainOptions, what="the training options")
     draft = request[AUDIT_DRAFT]
     draft.detail = {"options": options.model_dump()}
+    if options.fine_tune:
+        await refuse_thin_fine_tune(app)
     job = Job(kind="train")
     job.progress = {"phase": "queued"}
     job.note(f"queued with options {options.model_dump_json()}")

@@ -53,7 +53,9 @@ ERRORS = {
          "compressed body (`Content-Encoding`).",
     421: "The `Host` is not one this gateway answers to (`DERMASCAN_ALLOWED_HOSTS`).",
     422: "A field is missing, unknown (`invalid_form` on a bulk upload) or invalid, or a value has another "
-         "JSON type than declared (`invalid_options`); the message names the field and why, never the input.",
+         "JSON type than declared (`invalid_options`); the message names the field and why, never the input. "
+         "`POST /retrain`: also a fine-tune the catalog holds too few images for "
+         "(`not_enough_images_to_fine_tune`, naming each class too thin).",
     429: "Rate limit (per caller, per token, or too many unknown tokens from the address), upload quota, "
          "bytes in flight, or overload (`decoder_busy`: the workers' decode budget is taken by large "
          "images); retry after `Retry-After` seconds.",

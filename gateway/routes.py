@@ -211,7 +211,8 @@ ROUTES: tuple[Route, ...] = (
           {202: schemas.JobAccepted, 409: schemas.TrainingInProgress}, role=Role.OPERATOR,
           action="retrain", errors=(408, 413, 415, 422, 503), body=TrainOptions,
           doc=Row("train a new model version ([options](#training-options))", success="202 + job",
-                  errors="409 a training job is active (its `job_id` included), 422 bad options")),
+                  errors="409 a training job is active (its `job_id` included), 422 bad options, or "
+                         "`not_enough_images_to_fine_tune`: a fine-tune the catalog is too small for")),
     Route("get", "/models", models.list_models,
           "The current version, a page of the versions and one of the promotions, newest pages first "
           "(oldest first within a page); `next` and `history_next` ask for the pages before.",

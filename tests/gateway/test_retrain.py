@@ -1,15 +1,24 @@
-"""Retraining as a client sees it: 202 + job, 409 while busy, gate, promotion, hot reload."""
+"""Retraining as a client sees it: 202 + job, 409 while busy, 422 for a fine-tune the catalog is
+too small for, gate, promotion, hot reload."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from gateway.keys import BUS, SETTINGS, STORE
+from shared.fine_tune_policy import FineTunePolicy
+from shared.heartbeat import Heartbeat
+from shared.messages import ServiceStatus
 from shared.store import open_store
+from shared.training_claim import TRAINING_CLAIMS
 from shared.verdict import GateResult
 from tests.conftest import FIXTURES, TEST_SPLIT_SECRET
 from tests.gateway.conftest import Client, MakeClient
@@ -27,12 +36,18 @@ LENIENT_GATE = {"max_balanced_accuracy_drop": 1.0, "max_class_recall_drop": 1.0,
                 "gate_unjudged_malignant_blocks": False}
 
 
-async def seeded_client(make_client: MakeClient, tmp_path: Path,
-                        gate: dict[str, object] | None = None) -> Client:
+async def seed(tmp_path: Path) -> None:
+    """The store of the clients `make_client` builds, with the 28 fixture images catalogued."""
     store = await open_store(tmp_path.as_uri())
     summary = await import_dataset(store, FIXTURES / "ham10000", split_secret=SecretStr(TEST_SPLIT_SECRET),
                                    log=lambda _: None)
     assert summary["stored:train"] + summary["stored:eval"] == 28
+    await store.close()
+
+
+async def seeded_client(make_client: MakeClient, tmp_path: Path,
+                        gate: dict[str, object] | None = None) -> Client:
+    await seed(tmp_path)
     return await make_client(with_jobs=True, trainer=LENIENT_GATE if gate is None else gate)
 
 
@@ -134,11 +149,38 @@ async def test_the_caller_cannot_set_the_gate_margins(make_client: MakeClient, m
                                     headers=OPERATOR)).json())["events"][0]["outcome"] == "invalid_options"
 
 
+async def trainers_heard(client: Client, count: int = 1) -> None:
+    """Until the gateway lists `count` live trainer instances (`GET /status`); fails after 5 s."""
+    for _ in range(100):
+        services = (await (await client.get("/status")).json())["services"]
+        if sum(s["service"] == "trainer_service" for s in services) == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the gateway lists {services}, not {count} trainers")
+
+
+@asynccontextmanager
+async def another_trainer(client: Client, policy: FineTunePolicy | None) -> AsyncIterator[None]:
+    """The heartbeat of a second trainer instance that consumes nothing: `policy` None is a
+    trainer that predates the field (it says nothing of its fine-tune policy)."""
+    beat = Heartbeat(client.app[BUS], client.app[SETTINGS].status_exchange, lambda: ServiceStatus(
+        service="trainer_service", instance_id="another-trainer", started_at=time.time(), interval_s=0.1,
+        fine_tune=policy), 0.1)
+    beat.start()
+    try:
+        yield
+    finally:
+        await beat.stop()
+
+
 async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeClient, tmp_path: Path) -> None:
-    client = await seeded_client(make_client, tmp_path, {**LENIENT_GATE, "fine_tune_min_images": 1})
+    client = await seeded_client(make_client, tmp_path,
+                                 {**LENIENT_GATE, "fine_tune_min_images": 1, "heartbeat_s": 0.2})
+    await trainers_heard(client)  # the gateway knows its policy, which this catalog meets: accepted
     options = {"epochs": 5, "fine_tune": True, "fine_tune_epochs": 1}
-    accepted = await (await client.post("/retrain", json=options, headers=OPERATOR)).json()
-    job = await wait_job(client, accepted["job_id"], timeout=110)
+    response = await client.post("/retrain", json=options, headers=OPERATOR)
+    assert response.status == 202
+    job = await wait_job(client, (await response.json())["job_id"], timeout=110)
     assert job["state"] == "succeeded", job.get("error")
     assert any("fine-tun" in line for line in job["log"])
     models = await (await client.get("/models")).json()
@@ -146,11 +188,68 @@ async def test_fine_tuning_the_backbone_is_the_slower_option(make_client: MakeCl
     assert newest["version"] == job["result"]["version"] and models["current"] == newest["version"]
 
 
-async def test_fine_tuning_on_a_catalog_too_small_to_train_and_judge_it_is_refused(
+async def test_a_fine_tune_the_catalog_is_too_small_for_is_refused_before_any_job(
         make_client: MakeClient, tmp_path: Path) -> None:
-    client = await seeded_client(make_client, tmp_path, {})  # the default policy: 200 images a class
-    accepted = await (await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)).json()
-    job = await wait_job(client, accepted["job_id"], timeout=60)
+    client = await seeded_client(make_client, tmp_path, {"heartbeat_s": 0.2})  # the default: 200 a class
+    await trainers_heard(client)
+    response = await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["code"] == "not_enough_images_to_fine_tune"
+    assert ("need 200 training images a class and 10 held-out images of each malignant class"
+            in error["message"])
+    summary = (await (await client.get("/data/summary")).json())["counts"]
+    for label, images in summary["train"].items():  # every class is named, with its count
+        assert f"{label}: {images} training images" in error["message"]
+    assert f"melanoma: {summary['eval'].get('melanoma', 0)} held-out images" in error["message"]
+    assert await client.app[STORE].list(TRAINING_CLAIMS) == []  # nothing claimed, so nothing queued
+    event = (await (await client.get("/audit", headers=OPERATOR)).json())["events"][0]
+    assert (event["action"], event["status"], event["outcome"]) == ("retrain", 422,
+                                                                    "not_enough_images_to_fine_tune")
+    head = await client.post("/retrain", json={"epochs": 1, "promote": False}, headers=OPERATOR)
+    assert head.status == 202  # a head retrain needs no such catalog, and the claim was free
+    await client.delete(f"/jobs/{(await head.json())['job_id']}", headers=OPERATOR)
+
+
+async def test_a_fine_tune_is_refused_only_when_every_live_trainer_would_refuse_it(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    await seed(tmp_path)
+    client = await make_client(with_worker=False)  # no trainer consumes: an accepted job stays queued
+    response = await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)
+    assert response.status == 202  # no trainer heard: queued, and the trainer that takes it decides
+    assert (await client.delete(f"/jobs/{(await response.json())['job_id']}", headers=OPERATOR)).status == 200
+    strict = FineTunePolicy(min_training_images=200, min_held_out_malignant=10,
+                            unjudged_malignant_blocks=True)
+    lenient = strict.model_copy(update={"min_training_images": 1, "unjudged_malignant_blocks": False})
+    async with another_trainer(client, strict):
+        await trainers_heard(client)
+        response = await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)
+        assert response.status == 422
+    for second in (lenient, None):  # one would train it, or one says nothing of its policy
+        client = await make_client(with_worker=False)
+        async with another_trainer(client, strict):
+            await trainers_heard(client)
+            beat = Heartbeat.of_service(client.app[BUS], client.app[SETTINGS].status_exchange,
+                                        "trainer_service", 0.1, fine_tune=second)
+            beat.start()
+            try:
+                await trainers_heard(client, 2)
+                response = await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)
+                assert response.status == 202, await response.text()
+                job_id = (await response.json())["job_id"]
+                assert (await client.delete(f"/jobs/{job_id}", headers=OPERATOR)).status == 200
+            finally:
+                await beat.stop()
+
+
+async def test_without_a_trainers_policy_a_thin_fine_tune_is_queued_and_its_job_refuses_it(
+        make_client: MakeClient, tmp_path: Path) -> None:
+    client = await seeded_client(make_client, tmp_path, {"heartbeat_s": 0.2})  # the default: 200 a class
+    async with another_trainer(client, None):  # a trainer older than the policy in the heartbeat
+        await trainers_heard(client, 2)
+        response = await client.post("/retrain", json={"fine_tune": True}, headers=OPERATOR)
+        assert response.status == 202  # the gateway cannot tell what that trainer would refuse
+        job = await wait_job(client, (await response.json())["job_id"], timeout=60)
     assert job["state"] == "failed" and job["error"]["status"] == 422
     assert job["error"]["code"] == "not_enough_images_to_fine_tune"
     assert "need 200 training images a class" in job["error"]["message"]
