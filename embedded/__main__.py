@@ -23,7 +23,6 @@ from urllib.parse import unquote, urlparse
 from aiohttp import web
 from pydantic import Field, SecretStr, field_validator
 
-from embedded.system import build_system
 from gateway.settings import GatewaySettings
 from gateway.tokens import new_token
 from inference_worker.settings import WorkerSettings
@@ -115,6 +114,10 @@ async def recover(store: ObjectStore, bus: MessageBus, ingest_queue: str) -> Non
 
 
 async def serve() -> None:
+    # imported here, after the options are read: the system's trainer brings TensorFlow and Keras
+    # (~10 s), which `--help` does not need
+    from embedded.system import build_system
+
     gateway_settings = with_operator_token(GatewaySettings())
     embedded = EmbeddedSettings()
     bus = await open_bus(gateway_settings, embedded)
