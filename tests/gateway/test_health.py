@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -49,11 +48,9 @@ async def test_metrics_count_requests_by_route_and_status(make_client: MakeClien
 
 async def test_during_a_broker_outage_health_is_degraded_and_not_ready_until_it_is_back(
         rabbit_url: str, tmp_path: Path) -> None:
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
-    through_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}")
-    bus = await connect_bus(through_proxy.geturl())
+    bus = await connect_bus(proxy.reroute(rabbit_url))
     client = TestClient(TestServer(create_app(GatewaySettings(store_url=tmp_path.as_uri()), bus=bus,
                                               store=await open_store(tmp_path.as_uri()))))
     await client.start_server()

@@ -7,7 +7,6 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -69,11 +68,9 @@ async def test_sigterm_with_the_broker_gone_stops_a_worker_within_its_drain_time
     """Nothing the broker does (refuse, or answer nothing at all) may keep a worker told to stop:
     each step of the drain that waits on it is bounded by the drain timeout."""
     drain_s = 2.0
-    broker = urlparse(rabbit_url)
-    proxy = Proxy((broker.hostname or "127.0.0.1", broker.port or 5672))
+    proxy = Proxy.before(rabbit_url)
     await proxy.up()
-    via_proxy = broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
-    env = {"DERMASCAN_BROKER_URL": via_proxy, "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
+    env = {"DERMASCAN_BROKER_URL": proxy.reroute(rabbit_url), "DERMASCAN_PREDICT_QUEUE": f"{unique}.predict",
            "DERMASCAN_STATUS_EXCHANGE": f"{unique}.status", "DERMASCAN_MODELS_EXCHANGE": f"{unique}.models",
            "DERMASCAN_MODEL_PATH": str(tiny_model_dir / "model.keras"), "DERMASCAN_METRICS_PORT": "0",
            "DERMASCAN_STORE_URL": (tmp_path / "store").as_uri(), "DERMASCAN_DRAIN_TIMEOUT_S": str(drain_s)}
