@@ -165,5 +165,6 @@ async def _call_worker(request: web.Request, image: bytes, image_format: str, to
                           queue_ms=round(reply.queue_ms, 2), compute_ms=round(reply.compute_ms, 2)),
         model_input=("data:image/png;base64," + base64.b64encode(reply.input_png).decode())
         if want_input and reply.input_png else None)
-    return web.json_response(answer.model_dump(mode="json", exclude_none=False,
-                                               exclude=None if want_input else {"model_input"}))
+    # serialised by pydantic in one pass (a dict, then json.dumps, took twice as long)
+    return web.Response(text=answer.model_dump_json(exclude=None if want_input else {"model_input"}),
+                        content_type="application/json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -109,26 +110,42 @@ def decide(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """
     k = allowed.shape[0]
     rolled = probabilities @ allowed.T
-    covered_by = [[i for i in range(k) if i != j and allowed[i, j]] for j in range(k)]
-    top = [j for j in range(k) if not covered_by[j]]
-    chosen: np.ndarray = np.asarray(top)[rolled[:, top].argmax(axis=1)]
-    # direct children: every other ancestor of the child is an ancestor of the parent too
-    children = {i: [j for j in range(k)
-                    if i in covered_by[j] and set(covered_by[j]) - {i} <= set(covered_by[i])]
-                for i in range(k)}
+    top, children = _hierarchy(allowed.shape, allowed.astype(bool).tobytes())
+    chosen: np.ndarray = top[rolled[:, top].argmax(axis=1)]
     for _ in range(k):  # descend one level per pass
         changed = False
-        for i, kids in children.items():
+        for i, kids in children:
             rows = np.flatnonzero(chosen == i)
-            if not kids or not len(rows):
+            if not len(rows):
                 continue
-            best = np.asarray(kids)[rolled[np.ix_(rows, np.asarray(kids))].argmax(axis=1)]
+            best = kids[rolled[np.ix_(rows, kids)].argmax(axis=1)]
             finer = rolled[rows, best] > probabilities[rows, i]
             chosen[rows[finer]] = best[finer]
             changed = changed or bool(finer.any())
         if not changed:
             break
     return chosen
+
+
+@functools.lru_cache(maxsize=64)
+def _hierarchy(shape: tuple[int, ...],
+               allowed: bytes) -> tuple[np.ndarray, tuple[tuple[int, np.ndarray], ...]]:
+    """The outputs `decide` starts from (those no other output covers) and, for each output with
+    direct children, the children, of the (k, k) 0/1 matrix `allowed` (as its shape and its bytes
+    as bool). Cached: a worker asks once per image with the same matrix, and building this is most
+    of the cost of `decide` on one row."""
+    links = np.frombuffer(allowed, dtype=bool).reshape(shape)
+    k = shape[0]
+    covered_by = [[i for i in range(k) if i != j and links[i, j]] for j in range(k)]
+    top = np.asarray([j for j in range(k) if not covered_by[j]])
+    # direct children: every other ancestor of the child is an ancestor of the parent too
+    children = tuple((i, np.asarray(kids)) for i in range(k)
+                     if (kids := [j for j in range(k)
+                                  if i in covered_by[j] and set(covered_by[j]) - {i} <= set(covered_by[i])]))
+    top.flags.writeable = False
+    for _, direct in children:
+        direct.flags.writeable = False
+    return top, children
 
 
 def admissible_for(classes: tuple[str, ...] | list[str], parents: dict[str, str]) -> np.ndarray:
