@@ -299,9 +299,12 @@ class RabbitBus:
 
     async def _bounded(self, step: Awaitable[T], what: str) -> T:
         """`step`, or BrokerUnavailable when the broker has not answered within the publish
-        timeout (a broker that is unreachable without closing the connection)."""
+        timeout (a broker that is unreachable without closing the connection). Runs in the caller's
+        task (`asyncio.timeout`, not `wait_for`'s task of its own, which started the step a turn of the
+        loop later: a publish left one turn after the request was in)."""
         try:
-            return await asyncio.wait_for(step, self._publish_timeout_s)
+            async with asyncio.timeout(self._publish_timeout_s):
+                return await step
         except TimeoutError:
             self._suspect()
             raise BrokerUnavailable(

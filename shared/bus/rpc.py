@@ -24,7 +24,8 @@ class PendingReplies:
         self._futures[correlation_id] = future
         try:
             await publish(correlation_id)
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # wakes with the reply, not a turn of the loop later
+                return await future
         except TimeoutError:
             raise DeadlineExceeded(f"no reply from {queue!r} within {timeout:g} s") from None
         finally:

@@ -148,6 +148,20 @@ async def test_a_dropped_reply_is_not_logged_as_an_error(
     assert [r.getMessage() for r in caplog.records] == []  # nothing went wrong: nobody waits for it
 
 
+async def test_an_rpc_call_whose_publish_is_refused_fails_at_once(bus: MessageBus, unique: str) -> None:
+    """The broker's refusal (here: no such queue; a full one, a lost connection alike) is the
+    call's answer as soon as it comes, not a deadline later: nothing accepted may be waited on in
+    vain, and nothing refused may look accepted."""
+    await bus.declare_queue(unique, max_length=1)
+    await bus.publish(unique, b"fills it")
+    loop = asyncio.get_running_loop()
+    for queue, refusal in ((f"{unique}-nowhere", Unroutable), (unique, QueueFull)):
+        began = loop.time()
+        with pytest.raises(refusal):
+            await bus.call(queue, b"refused", timeout=5)
+        assert loop.time() - began < 2.5
+
+
 async def test_rpc_call_times_out_and_the_stale_request_expires(bus: MessageBus, unique: str) -> None:
     await bus.declare_queue(unique)
     with pytest.raises(DeadlineExceeded):
