@@ -42,9 +42,12 @@ class CatalogView:
         async with self._lock:
             return await self._refresh()
 
-    async def derived(self, name: str, make: Callable[[list[ImageRecord]], T]) -> T:
-        """`make(records)`, computed once per state of the catalog and kept under `name`."""
+    async def derived(self, name: str, make: Callable[[list[ImageRecord]], T], *, fresh: bool = False) -> T:
+        """`make(records)`, computed once per state of the catalog and kept under `name`; with
+        `fresh`, on every object read again now (a refusal must not rest on a stale read)."""
         async with self._lock:
+            if fresh:
+                self._read_at = -math.inf
             records = await self._refresh()
             if name not in self._derived:
                 self._derived[name] = make(records)

@@ -6,9 +6,11 @@ The policy is the trainers': each sends its settings' `FineTunePolicy` in its he
 (`shared.fine_tune_policy.shortfall`), made on the catalog the Data views read
 (`gateway/catalog_view.py`) and on the classes the job would train: the current model's and every
 label with training images. The gateway holds no copy of the numbers. It refuses only what every
-live trainer would refuse; when a live trainer sent no policy (none heard yet, or one older than
-the field) the request is queued as before and the trainer's job-level check decides, as it does
-in any case when its job runs (the catalog, the current model or the trainer may differ by then).
+live trainer would refuse, and only on the catalog read afresh (the view re-reads a batch
+rewritten in place only once it is `max_age_s` old); when a live trainer sent no policy (none
+heard yet, or one older than the field) the request is queued as before and the trainer's
+job-level check decides, as it does in any case when its job runs (the catalog, the current
+model or the trainer may differ by then).
 """
 
 from __future__ import annotations
@@ -48,11 +50,16 @@ async def refuse_thin_fine_tune(app: web.Application) -> None:
     policies = trainer_policies(app)
     if policies is None:
         return
-    trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels)
     registry = app[REGISTRY]
     current = await registry.current_version()
     served = (await registry.manifest(current)).classes if current is not None else []
-    classes = sorted(set(served) | set(trained))
-    refusals = [shortfall(trained, judged, classes, policy) for policy in policies]
-    if refusals[0] is not None and all(refusals):
-        raise refusals[0]
+    refusal = None
+    for fresh in (False, True):  # a refusal is made on the catalog read afresh
+        trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels, fresh=fresh)
+        classes = sorted(set(served) | set(trained))
+        refusals = [shortfall(trained, judged, classes, policy) for policy in policies]
+        if not all(refusals):
+            return
+        refusal = refusals[0]
+    assert refusal is not None
+    raise refusal

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from gateway import thumbnails
+from gateway.catalog_view import CatalogView
 from gateway.data_views import summarise
 from gateway.keys import STORE
 from gateway.thumbnails import make_thumbnail
@@ -190,3 +191,20 @@ async def test_a_404_names_no_store_key(make_client: MakeClient,
     response = await client.get(f"/data/thumbnails/{record.sha256}", headers=CONTRIBUTOR)
     assert response.status == 404
     assert record.key not in (await response.json())["error"]["message"]  # was "no object 'images/...'"
+
+
+async def test_a_batch_rewritten_in_place_is_seen_at_once_only_when_asked_fresh(
+        make_client: MakeClient, fixture_images: dict[str, list[Path]]) -> None:
+    client = await make_client(with_worker=False)
+    await catalogue(client, picked(fixture_images))
+    view = CatalogView(client.app[STORE], max_age_s=3600)
+    assert await view.derived("total", len) == 7
+    data = fixture_images["melanocytic_nevi"][3].read_bytes()  # the same batch ends again, one image more
+    sha = hashlib.sha256(data).hexdigest()
+    catalog = Catalog(client.app[STORE])
+    await catalog.add_image(ImageRecord(
+        sha256=sha, label="melanocytic_nevi", key=image_key("melanocytic_nevi", sha, "jpeg"), split="train",
+        source="upload", job_id="batch1"), data)
+    await catalog.write_batch("upload", "batch1")  # same key, its parts gone: the listing is as before
+    assert await view.derived("total", len) == 7  # kept until max_age_s
+    assert await view.derived("total", len, fresh=True) == 8
