@@ -73,6 +73,10 @@ class TrainerSettings(CommonSettings, SplitSecretSettings):
         True, description="Run each training job's computation in a child process at a lower priority "
         "(`trainer_service/service/apart.py`): in `make run` the trainer shares its process with /predict, "
         "which TensorFlow would otherwise stall; a cancelled job's child is killed at once.")
+    train_niceness: int = Field(
+        10, ge=0, le=19, description="How much lower the training child's CPU priority is (`os.nice`): at "
+        "10, Linux gives it about a tenth of a core that a process at 0 (serving) also wants; 0 shares "
+        "alike (a machine that only trains).")
     embed_batch_size: int = Field(64, ge=1, description="Images per forward pass when computing embeddings.")
     intra_op_threads: int = Field(2, ge=1, description="TensorFlow intra-op threads for training.")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,10 @@ async def test_an_error_in_the_child_comes_back_with_its_code(tmp_path: Path, ti
     assert not training_children()
 
 
-async def test_a_stopped_job_kills_its_child_at_once(tmp_path: Path, tiny_model_dir: Path) -> None:
-    settings = await trainer_settings(tmp_path, tiny_model_dir, catalog=True)
+async def test_a_stopped_job_kills_its_child_at_once_and_the_child_ran_niced(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    settings = (await trainer_settings(tmp_path, tiny_model_dir, catalog=True)).model_copy(
+        update={"train_niceness": 7})
     reported = asyncio.Event()
 
     class Watching(Progress):
@@ -84,6 +87,8 @@ async def test_a_stopped_job_kills_its_child_at_once(tmp_path: Path, tiny_model_
                                              progress=Watching(), log=lambda _: None))
     await asyncio.wait_for(reported.wait(), 120)  # the child is computing
     [child] = training_children()
+    assert child.pid is not None
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
     task.cancel()  # what the lease does to a cancelled, lost or timed-out job
     with pytest.raises(asyncio.CancelledError):
         await task

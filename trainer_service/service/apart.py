@@ -29,9 +29,6 @@ from trainer_service.settings import TrainerSettings
 if TYPE_CHECKING:
     from trainer_service.ml.retrain import Outcome
 
-#: How much less the child's CPU time counts than serving's (`os.nice`): CFS gives a nice-10
-#: process about a tenth of a core that a nice-0 one also wants.
-NICENESS = 10
 #: Seconds a stopping child has to end before it is killed.
 GRACE_S = 2.0
 
@@ -96,7 +93,7 @@ def _child(pipe: Connection, job: _Job) -> None:
     """The child's main: run the job, send its progress, log lines and result up `pipe`."""
     import threading
 
-    os.nice(NICENESS)
+    os.nice(job.settings.train_niceness)  # serving's CPU first (see the setting)
     lock = threading.Lock()  # progress comes from training threads too
 
     def send(kind: str, payload: Any) -> None:
