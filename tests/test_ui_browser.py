@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,16 @@ SEEDED = sorted((REPO / "data" / "sample").rglob("*.jpg"))
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
+
+
+def wait_until(page: Any, expression: str, timeout_s: float = 20) -> None:
+    """Wait until the JavaScript `expression` is true in `page`, asking from here every 100 ms.
+    (Playwright's wait_for_function polls inside the page with eval, which the UI's
+    Content-Security-Policy forbids: it fails whenever the first check is false.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s:.0f} s: {expression}"
+        page.wait_for_timeout(100)
 
 
 class Page:
@@ -239,7 +250,7 @@ def test_the_data_section_charts_the_catalogs_real_counts(ui: Page, base: str,
                                                          catalogued_before: int) -> None:
     page = ui.page
     total = catalogued_before + 2  # and the two stored uploads
-    page.wait_for_function(f"document.getElementById('data-total-count').textContent === '{total}'")
+    wait_until(page, f"document.getElementById('data-total-count').textContent === '{total}'")
     # (redrawn after the upload)
     summary = get_json(f"{base}/data/summary")
     assert summary["total"] == total and total >= len(SEEDED) + 2
@@ -253,8 +264,8 @@ def test_the_data_section_charts_the_catalogs_real_counts(ui: Page, base: str,
         bars = page.eval_on_selector_all(f"{chart} rect", "bars => bars.map(b => Number(b.dataset.value))")
         assert bars == [b["count"] for b in summary[key]["bins"]] and sum(bars) == summary["total"]
     page.wait_for_selector("#data-samples figure img")  # the tab has the upload's token now
-    page.wait_for_function("[...document.querySelectorAll('#data-samples img')].every(i => i.complete "
-                           "&& i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('#data-samples img')].every(i => i.complete "
+               "&& i.naturalWidth > 0)")
     assert len(page.query_selector_all("#data-samples figure")) == len(summary["classes"])
     # fetched with the token and shown from blob: URLs (an <img src> cannot send a token)
     assert page.eval_on_selector_all("#data-samples img", "all => all.every(i => i.src.startsWith('blob:'))")
