@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+#: pytest-xdist processes for make test: most tests wait on processes, the broker and the network, so
+#: two share 2 cores well. Each module runs whole in one of them, in the order tests/conftest.py gives.
+TEST_JOBS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test test-fast lint system-deps rabbitmq loadtest reliability-doc clean
 
@@ -23,12 +27,12 @@ rabbitmq: system-deps
 
 test: $(STAMP) rabbitmq  ## every test; then the tree must be as the tests found it
 	@mkdir -p var && (git status --porcelain 2>/dev/null || true) > var/tree-before-tests
-	$(PY) -m pytest
+	$(PYTEST)
 	@(git status --porcelain 2>/dev/null || true) | diff -u var/tree-before-tests - \
 		|| { echo "make test changed the tree (above): tests must not write tracked files" >&2; exit 1; }
 
 test-fast: $(STAMP)  ## the tests not marked slow; those that need RabbitMQ skip when none answers
-	DERMASCAN_TEST_BROKER_OPTIONAL=1 $(PY) -m pytest -m "not slow"
+	DERMASCAN_TEST_BROKER_OPTIONAL=1 $(PYTEST) -m "not slow"
 
 lint: $(STAMP)  ## ruff and mypy --strict over the whole tree, configured in pyproject.toml
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -38,14 +39,38 @@ TEST_SPLIT_SECRET = "dermascan-tests-split-secret"
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write var/reliability.md from what this session's fault tests counted (if any ran);
-    `make reliability-doc` copies it into the tracked docs/reliability.md."""
+    `make reliability-doc` copies it into the tracked docs/reliability.md. A pytest-xdist worker
+    hands its rows to the controller instead (`pytest_testnodedown`), which writes the one doc."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["reliability"] = reliability.session_rows()
+        return
     args = " ".join(session.config.invocation_params.args)
     reliability.write_doc(f"python -m pytest {args}".strip())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the tests on a shared system to the end, those of each system together (in their
-    collected order otherwise): a session fixture stops only when the run ends."""
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep the rows a worker's fault tests counted, for the doc."""
+    part = getattr(node, "workeroutput", {}).get("reliability")
+    if part:
+        reliability.take(part)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order tests run in.
+
+    In one process, the tests on a shared system run last, those of each system together (in
+    their collected order otherwise): a session fixture stops only when the run ends.
+
+    Under pytest-xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`) each module
+    runs whole in one worker, in this order: the modules with a slow test first (in collected
+    order), then the rest, so that no long test starts when the other worker is nearly done."""
+    if hasattr(config, "workerinput"):
+        slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_modules)
+        return
+
     def system(item: pytest.Item) -> int:
         used = getattr(item, "fixturenames", ())
         return next((n + 1 for n, name in enumerate(SHARED_SYSTEMS) if name in used), 0)
@@ -97,6 +122,16 @@ def fixed_split_secret() -> Iterator[None]:
     TEST_SPLIT_SECRET (a random one per store would change the held-out images run to run)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DERMASCAN_SPLIT_SECRET", TEST_SPLIT_SECRET)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def training_at_full_priority() -> Iterator[None]:
+    """Training children at the tests' own priority (DERMASCAN_TRAIN_NICENESS=0): `make test` runs
+    two test processes side by side, and at the default 10 a training job whose neighbour is busy
+    would get a tenth of a core and outlast its test's timeout."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DERMASCAN_TRAIN_NICENESS", "0")
         yield
 
 

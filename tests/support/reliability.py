@@ -166,6 +166,26 @@ class Scenario:
 RECORDED: dict[str, Scenario] = {}
 #: The soak's figures of this session (test_soak.py fills it): section lines.
 SOAK_FIGURES: list[str] = []
+#: Rows that pytest-xdist workers recorded (`take`), by scenario name: the controller writes the doc.
+FROM_WORKERS: dict[str, dict[str, str]] = {}
+
+
+def session_rows() -> dict[str, Any]:
+    """This session's rows and soak lines as plain data: what a pytest-xdist worker hands the
+    controller (`take`), which alone writes the doc."""
+    return {"rows": {name: counts.row() for name, counts in RECORDED.items()}, "soak": list(SOAK_FIGURES)}
+
+
+def take(part: dict[str, Any]) -> None:
+    """Add the rows and soak lines of another process's session (`session_rows`) to this one's."""
+    FROM_WORKERS.update(part["rows"])
+    if part["soak"]:
+        SOAK_FIGURES[:] = part["soak"]
+
+
+def recorded_rows() -> dict[str, dict[str, str]]:
+    """Every row this session recorded, its workers' included, by scenario name."""
+    return {**FROM_WORKERS, **{name: counts.row() for name, counts in RECORDED.items()}}
 
 
 @contextmanager
@@ -236,8 +256,9 @@ def _previous(text: str) -> tuple[dict[str, str], list[str]]:
 def render(command: str, previous: str = "") -> str:
     """The whole doc: this session's rows, and the last doc's for scenarios that did not run."""
     old_rows, old_soak = _previous(previous)
+    recorded = recorded_rows()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    not_run = [name for name in SCENARIOS if name not in RECORDED]
+    not_run = [name for name in SCENARIOS if name not in recorded]
     lines = [
         "# Reliability: what the fault tests counted",
         "",
@@ -262,8 +283,8 @@ def render(command: str, previous: str = "") -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     for name, test in SCENARIOS.items():
-        if name in RECORDED:
-            row = RECORDED[name].row()
+        if name in recorded:
+            row = recorded[name]
             lines.append("| " + " | ".join(row[c].replace("|", "/") for c in COLUMNS) + " |")
         elif name in old_rows:
             lines.append(old_rows[name])
@@ -282,7 +303,7 @@ def render(command: str, previous: str = "") -> str:
 def write_doc(command: str, path: Path = RUN_DOC, *, baseline: Path = DOC) -> bool:
     """Write the doc to `path` if this session recorded anything (a run without fault tests leaves
     it); rows of scenarios that did not run come from `path`, else from `baseline`."""
-    if not RECORDED and not SOAK_FIGURES:
+    if not recorded_rows() and not SOAK_FIGURES:
         return False
     earlier = path if path.exists() else baseline
     previous = earlier.read_text() if earlier.exists() else ""
