@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Under pytest-xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`) each module
     runs whole in one worker, in this order: the modules with a slow test first (in collected
-    order), then the rest, so that no long test starts when the other worker is nearly done."""
+    order), then the rest, so that no long test starts when the others are nearly done."""
     if hasattr(config, "workerinput"):
         slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
         items.sort(key=lambda item: item.path not in slow_modules)
@@ -128,7 +128,7 @@ def fixed_split_secret() -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def training_at_full_priority() -> Iterator[None]:
     """Training children at the tests' own priority (DERMASCAN_TRAIN_NICENESS=0): `make test` runs
-    two test processes side by side, and at the default 10 a training job whose neighbour is busy
+    three test processes side by side, and at the default 10 a training job whose neighbour is busy
     would get a tenth of a core and outlast its test's timeout."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DERMASCAN_TRAIN_NICENESS", "0")

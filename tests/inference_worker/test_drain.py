@@ -92,8 +92,9 @@ async def test_sigterm_with_the_broker_gone_stops_a_worker_within_its_drain_time
             code = await asyncio.to_thread(worker.wait, 60)
             took = time.monotonic() - started
         # the drain; then at most a second for the last heartbeat and the batcher, two for the bus,
-        # and the interpreter's exit with TensorFlow loaded (about two on a busy 2-core host)
-        assert took < drain_s + 5, f"{took:.1f} s after SIGTERM (drain timeout {drain_s:g} s)"
+        # and the interpreter's exit: 4.9-5.5 s in all black-holed on a quiet 2-core host, 7.2 s once
+        # beside two other test processes (`make test`). A worker the broker could hold stayed 60 s.
+        assert took < drain_s + 8, f"{took:.1f} s after SIGTERM (drain timeout {drain_s:g} s)"
         assert code == 0
         print(f"{outage}: exited {took:.1f} s after SIGTERM")
     finally:
