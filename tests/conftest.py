@@ -32,6 +32,13 @@ RABBIT_URL = os.environ.get("DERMASCAN_TEST_BROKER_URL", "amqp://guest:guest@127
 BROKER_OPTIONAL = os.environ.get("DERMASCAN_TEST_BROKER_OPTIONAL") == "1"
 #: The shared systems' fixtures, in the order their tests run (after every other test).
 SHARED_SYSTEMS = ("embedded_system", "distributed_system")
+#: The modules whose tests use a shared system: under pytest-xdist one worker runs them all, so each
+#: system starts once a run (`pytest_xdist_make_scheduler`). A module using one that is missing
+#: here stops the run at collection.
+SHARED_SYSTEM_MODULES = frozenset({
+    "tests/deploy/test_prometheus_dashboard.py", "tests/test_distributed_jobs.py", "tests/test_end_to_end.py",
+    "tests/test_ui_browser.py", "tests/test_v2_distributed.py",
+})
 #: The split secret test systems draw with (DERMASCAN_SPLIT_SECRET), so which images are held out
 #: is the same run after run, like a seed; tests of the secret a store makes for itself unset it.
 TEST_SPLIT_SECRET = "dermascan-tests-split-secret"
@@ -63,19 +70,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     In one process, the tests on a shared system run last, those of each system together (in
     their collected order otherwise): a session fixture stops only when the run ends.
 
-    Under pytest-xdist (`make test`: `-n 2 --dist loadfile --no-loadscope-reorder`) each module
-    runs whole in one worker, in this order: the modules with a slow test first (in collected
-    order), then the rest, so that no long test starts when the others are nearly done."""
-    if hasattr(config, "workerinput"):
-        slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: item.path not in slow_modules)
-        return
-
+    Under pytest-xdist (`make test`: `-n 3 --dist loadfile --no-loadscope-reorder`) the modules
+    with a slow test come first (in collected order), then the rest, so that no long test starts
+    when the others are nearly done; `pytest_xdist_make_scheduler` keeps each module, and all of
+    SHARED_SYSTEM_MODULES, in one worker."""
     def system(item: pytest.Item) -> int:
         used = getattr(item, "fixturenames", ())
         return next((n + 1 for n, name in enumerate(SHARED_SYSTEMS) if name in used), 0)
 
-    items.sort(key=system)
+    unlisted = sorted({item.nodeid.split("::")[0] for item in items if system(item)} - SHARED_SYSTEM_MODULES)
+    if unlisted:
+        raise pytest.UsageError(f"add {unlisted} to SHARED_SYSTEM_MODULES in tests/conftest.py")
+    if hasattr(config, "workerinput"):
+        slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_modules)
+    else:
+        items.sort(key=system)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, but with every module of SHARED_SYSTEM_MODULES in one unit of work (one
+    worker runs them in order), so each shared system starts once a run."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSharedSystems(LoadFileScheduling):  # type: ignore[misc]  # xdist's scheduler is untyped to mypy
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return "the shared systems" if module in SHARED_SYSTEM_MODULES else module
+
+    return FilesAndSharedSystems(config, log)
 
 
 def broker_answers(url: str = RABBIT_URL) -> bool:
