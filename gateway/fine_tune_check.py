@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.catalog_view import CATALOG_VIEW
 from gateway.keys import REGISTRY, WORKERS
 from shared.catalog import ImageRecord
+from shared.errors import Unprocessable
 from shared.fine_tune_policy import FineTunePolicy, shortfall
 
 TRAINER = "trainer_service"
@@ -53,13 +54,17 @@ async def refuse_thin_fine_tune(app: web.Application) -> None:
     registry = app[REGISTRY]
     current = await registry.current_version()
     served = (await registry.manifest(current)).classes if current is not None else []
-    refusal = None
-    for fresh in (False, True):  # a refusal is made on the catalog read afresh
-        trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels, fresh=fresh)
-        classes = sorted(set(served) | set(trained))
-        refusals = [shortfall(trained, judged, classes, policy) for policy in policies]
-        if not all(refusals):
-            return
-        refusal = refusals[0]
-    assert refusal is not None
-    raise refusal
+    if await _refusal(app, served, policies, fresh=False) is None:
+        return
+    refusal = await _refusal(app, served, policies, fresh=True)  # refused only on the catalog read afresh
+    if refusal is not None:
+        raise refusal
+
+
+async def _refusal(app: web.Application, served: list[str], policies: list[FineTunePolicy], *,
+                   fresh: bool) -> Unprocessable | None:
+    """The first trainer's refusal when every trainer's policy refuses the catalog, else None."""
+    trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels, fresh=fresh)
+    classes = sorted(set(served) | set(trained))
+    refusals = [shortfall(trained, judged, classes, policy) for policy in policies]
+    return refusals[0] if all(refusals) else None
