@@ -143,20 +143,14 @@ def shared_litert_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
 
 
 @pytest.fixture(scope="session", autouse=True)
-def fixed_split_secret() -> Iterator[None]:
-    """Every service a test starts, in this process or another, draws splits with
-    TEST_SPLIT_SECRET (a random one per store would change the held-out images run to run)."""
+def test_settings() -> Iterator[None]:
+    """Settings every service a test starts reads, in this process or another: splits drawn with
+    TEST_SPLIT_SECRET (a random one per store would change the held-out images run to run), and
+    training children at the tests' own priority (DERMASCAN_TRAIN_NICENESS=0: `make test` runs
+    three test processes side by side, and at the default 10 a training job whose neighbour is
+    busy would get a tenth of a core and outlast its test's timeout)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DERMASCAN_SPLIT_SECRET", TEST_SPLIT_SECRET)
-        yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def training_at_full_priority() -> Iterator[None]:
-    """Training children at the tests' own priority (DERMASCAN_TRAIN_NICENESS=0): `make test` runs
-    three test processes side by side, and at the default 10 a training job whose neighbour is busy
-    would get a tenth of a core and outlast its test's timeout."""
-    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DERMASCAN_TRAIN_NICENESS", "0")
         yield
 
