@@ -16,7 +16,11 @@ Every CPU is faster only while the CPUs are free: where other processes keep the
 node, a CPU quota) a multi-thread call waits for its slowest thread, and on a loaded 2-core host
 it measured 17-19 ms against 15 ms on one thread. So `ThreadChooser` times the lone calls it
 makes at each count and gives a lone image whichever count has served lone images faster lately,
-trying the other one every `probe_every`-th lone call so that it notices when that changes.
+trying the other one for `probe_calls` calls in a row every `probe_every` lone calls so that it
+notices when that changes. Only warm calls are timed: the first call at a count after calls at the
+other finds that interpreter's packed weights out of the cache and its threads asleep (5.3 ms
+against 2.9 ms warm for the base model on two threads), and timing those made every probe of the
+other count look slower than it is, so a quiet 2-core worker served lone images on one thread.
 """
 
 from __future__ import annotations
@@ -66,15 +70,21 @@ class ThreadPlan:
 
 class ThreadChooser:
     """`ThreadPlan.threads_for`, kept honest by the clock: a lone image gets the count (`lone` or
-    `shared`) whose lone calls took less time per image lately (an exponential moving average of
-    weight `weight`), the other count every `probe_every`-th lone call; until both have been
-    timed, `lone` first. Calls that are not alone always get `shared`. Thread-safe."""
+    `shared`) whose warm lone calls took less time lately (an exponential moving average of weight
+    `weight`), the other count for `probe_calls` lone calls in a row every `probe_every` lone
+    calls; until both have been timed, `lone` first. A lone call is warm when the lone call before
+    it ran at the same count; the others are not timed. Calls that are not alone always get
+    `shared`. Thread-safe."""
 
-    def __init__(self, plan: ThreadPlan, *, probe_every: int = 16, weight: float = 0.2) -> None:
+    def __init__(self, plan: ThreadPlan, *, probe_every: int = 16, probe_calls: int = 2,
+                 weight: float = 0.2) -> None:
+        if not 1 < probe_calls < probe_every:
+            raise ValueError("probe_calls must be at least 2 (the first is cold) and below probe_every")
         self.plan = plan
-        self.probe_every, self.weight = probe_every, weight
-        self._seconds: dict[int, float] = {}  # thread count -> moving average of a lone call
+        self.probe_every, self.probe_calls, self.weight = probe_every, probe_calls, weight
+        self._seconds: dict[int, float] = {}  # thread count -> moving average of a warm lone call
         self._lone_calls = 0
+        self._previous: int | None = None  # the thread count of the last lone call recorded
         self._lock = threading.Lock()
 
     def threads_for(self, images: int, backlog: Backlog) -> int:
@@ -87,14 +97,17 @@ class ThreadChooser:
             if untimed:
                 return untimed[0]
             faster, slower = sorted((self.plan.lone, self.plan.shared), key=self._seconds.__getitem__)
-            return slower if self._lone_calls % self.probe_every == 0 else faster
+            return slower if self._lone_calls % self.probe_every < self.probe_calls else faster
 
     def record(self, images: int, backlog: Backlog, threads: int, seconds: float) -> None:
         """Account a call made as `threads_for(images, backlog)` said, which took `seconds`; only
-        lone calls count."""
+        warm lone calls count."""
         if not (self.plan.adapts and self.plan.alone(images, backlog)):
             return
         with self._lock:
+            warm, self._previous = self._previous == threads, threads
+            if not warm:
+                return
             before = self._seconds.get(threads)
             self._seconds[threads] = seconds if before is None else before + self.weight * (seconds - before)
 
