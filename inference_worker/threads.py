@@ -73,18 +73,22 @@ class ThreadChooser:
     `shared`) whose warm lone calls took less time lately (an exponential moving average of weight
     `weight`), the other count for `probe_calls` lone calls in a row every `probe_every` lone
     calls; until both have been timed, `lone` first. A lone call is warm when the lone call before
-    it ran at the same count; the others are not timed. Calls that are not alone always get
-    `shared`. Thread-safe."""
+    it ran at the same count; the others are not timed. The first warm call at a count after calls
+    at the other weighs at least `fresh_weight`: what was known of that count is as old as the
+    last switch (a start-up spell of 8.5 ms calls on two threads otherwise kept a quiet worker on
+    one thread for five probes). Calls that are not alone always get `shared`. Thread-safe."""
 
     def __init__(self, plan: ThreadPlan, *, probe_every: int = 16, probe_calls: int = 2,
-                 weight: float = 0.2) -> None:
+                 weight: float = 0.2, fresh_weight: float = 0.5) -> None:
         if not 1 < probe_calls < probe_every:
             raise ValueError("probe_calls must be at least 2 (the first is cold) and below probe_every")
         self.plan = plan
-        self.probe_every, self.probe_calls, self.weight = probe_every, probe_calls, weight
+        self.probe_every, self.probe_calls = probe_every, probe_calls
+        self.weight, self.fresh_weight = weight, fresh_weight
         self._seconds: dict[int, float] = {}  # thread count -> moving average of a warm lone call
         self._lone_calls = 0
         self._previous: int | None = None  # the thread count of the last lone call recorded
+        self._run = 0  # lone calls in a row at that count, that one included
         self._lock = threading.Lock()
 
     def threads_for(self, images: int, backlog: Backlog) -> int:
@@ -105,11 +109,13 @@ class ThreadChooser:
         if not (self.plan.adapts and self.plan.alone(images, backlog)):
             return
         with self._lock:
-            warm, self._previous = self._previous == threads, threads
-            if not warm:
+            self._run = self._run + 1 if threads == self._previous else 1
+            self._previous = threads
+            if self._run == 1:  # cold
                 return
+            weight = self.weight if self._run > 2 else max(self.weight, self.fresh_weight)
             before = self._seconds.get(threads)
-            self._seconds[threads] = seconds if before is None else before + self.weight * (seconds - before)
+            self._seconds[threads] = seconds if before is None else before + weight * (seconds - before)
 
     def run_batch(self, classifier: Classifier, images: Sequence[np.ndarray], backlog: Backlog) -> np.ndarray:
         """`classifier.predict_scores` of `images` on the threads chosen for them, timed: the

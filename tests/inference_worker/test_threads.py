@@ -92,6 +92,13 @@ def test_a_cold_first_call_after_the_other_count_does_not_count_against_it() -> 
     assert chosen.count(4) > 0.85 * len(chosen)
 
 
+def test_a_count_slow_at_start_up_gets_the_lone_images_back_within_two_probes() -> None:
+    chooser = ThreadChooser(PLAN, probe_every=16, probe_calls=2)
+    lone_calls(chooser, {4: 0.0085, 2: 0.0047}, 4)  # every CPU timed while the host was busy
+    chosen = lone_calls(chooser, {4: 0.0025, 2: 0.0047}, 3 * 16)  # quiet now
+    assert chosen[2 * 16:].count(4) == 14  # the third 16: every CPU, but for a probe of one thread
+
+
 def test_probes_need_a_warm_call_and_a_cold_one() -> None:
     with pytest.raises(ValueError, match="probe_calls"):
         ThreadChooser(PLAN, probe_calls=1)
