@@ -16,12 +16,13 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import queue
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from shared.atomic_file import write_whole
 
 if TYPE_CHECKING:
     from shared.manifest import LiteRTArtifact
@@ -63,14 +64,10 @@ def convert(model: object, artifact: Path, cache_dir: Path | None, *, part: str 
     with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel it exports on the way
         flatbuffer: bytes = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     if cached is not None:
-        partial = cached.with_suffix(f".{os.getpid()}.part")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(flatbuffer)
-            partial.replace(cached)  # atomic: workers sharing the cache never read half a file
+            write_whole(cached, flatbuffer)  # workers sharing the cache never read half a file
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                partial.unlink()
             log.warning("could not cache the converted model in %s: %s", cache_dir, exc)
     return flatbuffer
 

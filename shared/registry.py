@@ -28,11 +28,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from shared.atomic_file import write_whole
 from shared.errors import Conflict, NotFound, ServiceUnavailable
 from shared.litert import read_published
 from shared.manifest import ModelManifest, utcnow
@@ -248,7 +248,7 @@ class ModelRegistry:
         target = cache_dir / version
         if not (target / ARTIFACT).is_file():
             target.mkdir(parents=True, exist_ok=True)
-            _write_whole(target / MANIFEST, await self.store.get(_key(version, MANIFEST)))
+            write_whole(target / MANIFEST, await self.store.get(_key(version, MANIFEST)))
         manifest = ModelManifest.model_validate_json(await asyncio.to_thread((target / MANIFEST).read_bytes))
         wanted = [ARTIFACT, *([manifest.litert.file] if manifest.litert else [])]
         await asyncio.gather(*(self._download(version, name, target) for name in wanted
@@ -263,7 +263,7 @@ class ModelRegistry:
                 raise
             log.warning("model %s: %s is not in the store; its Keras file will serve", version, name)
             return
-        _write_whole(target / name, data)
+        write_whole(target / name, data)
 
     async def bootstrap(self, bundled_dir: Path) -> str:
         """Seed an empty registry with the bundled model; return the current version. Services
@@ -280,12 +280,3 @@ class ModelRegistry:
         current = await self.current_version()
         assert current is not None  # record 1 exists now, ours or another starter's
         return current
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """Write `path` whole or not at all, through a file of this process's own: workers that share
-    a model cache and fetch the same version together never read half a file, nor rename each
-    other's."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    partial.write_bytes(data)
-    partial.replace(path)

@@ -13,17 +13,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from shared.atomic_file import is_temporary, write_whole
 from shared.bus.base import Delivery
 from shared.wire import new_id
 
 log = logging.getLogger(__name__)
-_TMP = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,7 @@ class Journal:
         record = {"body": base64.b64encode(delivery.body).decode(), "correlation_id": delivery.correlation_id,
                   "reply_to": delivery.reply_to, "headers": delivery.headers, "expires_at": expires_at}
         name = f"{time.time_ns():020d}-{new_id()}.json"  # names sort in publishing order
-        tmp = folder / f"{_TMP}{name}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
+        write_whole(folder / name, json.dumps(record).encode(), durable=True)
         return folder / name
 
     @staticmethod
@@ -67,9 +61,11 @@ class Journal:
         queues: dict[str, list[Entry]] = {}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             entries = queues.setdefault(unquote(folder.name), [])
-            for path in sorted(folder.glob("*.json")):
-                if path.name.startswith(_TMP):
+            for path in sorted(folder.iterdir()):
+                if is_temporary(path.name):
                     path.unlink(missing_ok=True)  # a write that never finished: publish had not returned
+                    continue
+                if path.suffix != ".json":
                     continue
                 try:
                     record = json.loads(path.read_text(encoding="utf-8"))

@@ -6,16 +6,15 @@ import asyncio
 import fcntl
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from shared.atomic_file import is_temporary, write_whole
 from shared.errors import NotFound
 from shared.store.base import AlreadyExists, StoreUnavailable, VersionMismatch, check_key
 
 T = TypeVar("T")
-_TMP = ".tmp-"
 
 
 def version_of(data: bytes) -> str:
@@ -25,8 +24,9 @@ def version_of(data: bytes) -> str:
 
 
 class LocalStore:
-    """Keys map to files under `root`. Writes are atomic: a temp file, then a rename (`put`) or
-    a hard link, which fails when the name exists (`create`: the O_EXCL of whole files).
+    """Keys map to files under `root`. Writes are atomic (`shared.atomic_file`): a temporary
+    file, then a rename (`put`) or a hard link, which fails when the name exists (`create`: the
+    O_EXCL of whole files).
     `put_if` compares and renames while holding an exclusive `flock` of the key's folder, so
     conditional writes of one folder are serialized across threads and processes on this disk."""
 
@@ -47,38 +47,21 @@ class LocalStore:
         except OSError as exc:
             raise StoreUnavailable(f"object store {self.url} failed: {exc}") from exc
 
-    def _staged(self, path: Path, data: bytes) -> str:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return tmp
-
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        tmp = self._staged(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, data)
 
     async def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         await self._run(lambda: self._put(key, data))
 
     def _create(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        tmp = self._staged(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(tmp, path)  # atomic, and refuses an existing name, like open(O_CREAT | O_EXCL)
+            write_whole(path, data, exclusive=True)
         except FileExistsError:
             raise AlreadyExists(f"object {key!r} exists") from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     async def create(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         await self._run(lambda: self._create(key, data))
@@ -135,7 +118,7 @@ class LocalStore:
         keys = []
         for dirpath, _, files in os.walk(base):
             for name in files:
-                if name.startswith(_TMP):
+                if is_temporary(name):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
                 if key.startswith(prefix):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.atomic_file import TEMP_PREFIX
 from shared.bus import BrokerUnavailable, Delivery, topology
 from shared.bus.memory import MemoryBus
 
@@ -127,6 +128,20 @@ async def test_a_journalled_bus_delivers_unhandled_messages_again_after_a_restar
 
     third = MemoryBus(journal=tmp_path / "queues")  # handled messages are gone for good
     assert third.pending("dermascan.ingest") == []
+
+
+async def test_a_message_whose_write_never_finished_is_swept_not_delivered(tmp_path: Path) -> None:
+    before = MemoryBus(journal=tmp_path / "queues")
+    await before.declare_queue("dermascan.ingest")
+    await before.publish("dermascan.ingest", b"whole")
+    folder = next((tmp_path / "queues").iterdir())
+    half = folder / f"{TEMP_PREFIX}99999999999999999999-x.json.0a1b2c"  # killed mid-write
+    half.write_bytes(b'{"body": "aGFs')
+    # the process dies here: publish had not returned for the second message
+
+    after = MemoryBus(journal=tmp_path / "queues")
+    assert [d.body for d in after.pending("dermascan.ingest")] == [b"whole"]
+    assert not half.exists()
 
 
 async def test_a_message_whose_handler_was_running_at_the_crash_comes_back(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.atomic_file import is_temporary
 from shared.errors import Conflict, NotFound
 from shared.manifest import ModelManifest
 from shared.registry import CURRENT_KEY, ModelRegistry
@@ -122,7 +123,7 @@ async def test_fetch_downloads_a_version_once(store: ObjectStore, tmp_path: Path
     assert directory == cache / "v1"
     assert (directory / "model.keras").read_bytes() == weights
     assert ModelManifest.model_validate_json((directory / "manifest.json").read_text()).version == "v1"
-    assert [p.name for p in directory.iterdir() if p.name.endswith(".part")] == []
+    assert [p.name for p in directory.iterdir() if is_temporary(p.name)] == []
     await store.delete("models/v1/model.keras")  # a second fetch must not need the store
     assert await registry.fetch("v1", cache) == directory
     assert (directory / "model.keras").read_bytes() == weights

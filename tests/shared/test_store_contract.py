@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import boto3
 import pytest
 
+from shared.atomic_file import TEMP_PREFIX
 from shared.errors import BadRequest, NotFound
 from shared.store import (
     AlreadyExists,
@@ -67,6 +68,14 @@ async def test_list_is_sorted_and_scoped_by_prefix(store: ObjectStore) -> None:
     assert await store.list() == ["a/1", "b/1", "b/2", "c"]
     await store.delete("b/1")
     assert await store.list("b/") == ["b/2"]
+
+
+async def test_the_local_store_lists_no_file_still_being_written(tmp_path: Path) -> None:
+    store = await open_store(tmp_path.as_uri())
+    await store.put("images/a.jpg", b"a")
+    (tmp_path / "images" / f"{TEMP_PREFIX}b.jpg.0a1b2c").write_bytes(b"half of b")  # a put mid-write
+    assert await store.list("images/") == ["images/a.jpg"]
+    await store.close()
 
 
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs", "a//b", ""])

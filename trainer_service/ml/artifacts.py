@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from shared.atomic_file import write_whole
 from shared.classifier import PARITY_TOLERANCE, checked_litert
 from shared.litert import convert, sha256_of
 from shared.manifest import LiteRTArtifact, ModelManifest
@@ -65,9 +66,7 @@ def export_litert(model: keras.Model, manifest: ModelManifest, directory: Path) 
                     "%s, workers will serve its Keras file", manifest.version, gap, PARITY_TOLERANCE,
                     LITERT_FILE)
         return None
-    partial = directory / f"{LITERT_FILE}.{os.getpid()}.part"
-    partial.write_bytes(flatbuffer)
-    partial.replace(directory / LITERT_FILE)
+    write_whole(directory / LITERT_FILE, flatbuffer)
     return LiteRTArtifact(file=LITERT_FILE, sha256=sha256_of(flatbuffer), parity_gap=gap,
                           tolerance=PARITY_TOLERANCE)
 

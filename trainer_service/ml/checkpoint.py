@@ -12,13 +12,14 @@ Starting the same command again picks up after the last finished epoch.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+
+from shared.atomic_file import replacing, write_whole
 
 
 @dataclass
@@ -33,10 +34,8 @@ class TrainingState:
 
 
 def _write_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        np.savez(fh, *arrays)
-    os.replace(tmp, path)
+    with replacing(path) as handle:
+        np.savez(handle, *arrays)
 
 
 def _read_arrays(path: Path) -> list[np.ndarray]:
@@ -66,9 +65,7 @@ class Checkpoint:
             _write_arrays(self.directory / "best.npz", best_weights)
         if average_weights is not None:
             _write_arrays(self.directory / "average.npz", average_weights)
-        tmp = self.directory / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(state), indent=1) + "\n")
-        os.replace(tmp, self.directory / "state.json")
+        write_whole(self.directory / "state.json", (json.dumps(asdict(state), indent=1) + "\n").encode())
 
     def restore(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> TrainingState:
         """Load the saved weights into `model` and moments into `optimizer` (built here for the
