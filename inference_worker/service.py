@@ -28,6 +28,7 @@ from inference_worker.metrics import WorkerMetrics
 from inference_worker.settings import WorkerSettings
 from inference_worker.threads import ThreadChooser, ThreadPlan
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.joining import join
 from shared.bus.topology import Topology, declare
 from shared.classifier import Classifier, configure_threads
 from shared.decode_budget import DecodeBudget
@@ -163,19 +164,19 @@ class InferenceWorker:
         )
         if not self.bus.connected:
             log.info("waiting for the broker")
-        await self.bus.wait_connected()
-        topology = Topology.of(self.settings)
-        await declare(self.bus, topology.predict)
-        prefetch = 2 * self.settings.max_batch_size * self.settings.streams
-        self._subscriptions.append(
-            await self.bus.consume(topology.predict.name, self._on_request, prefetch=prefetch))
-        self._subscriptions.append(
-            await self.bus.subscribe(topology.models_exchange, self._on_promotion))
+        self._subscriptions = await join(self.bus, self._join)
         self._heartbeat.start()
         if self.settings.model_path is None:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="model-reconcile")
             self._reconciler.add_done_callback(_report_death)
         log.info("worker %s serving %s", self.worker_id, self.classifier and self.classifier.version)
+
+    async def _join(self, made: list[Subscription]) -> None:
+        topology = Topology.of(self.settings)
+        await declare(self.bus, topology.predict)
+        prefetch = 2 * self.settings.max_batch_size * self.settings.streams
+        made.append(await self.bus.consume(topology.predict.name, self._on_request, prefetch=prefetch))
+        made.append(await self.bus.subscribe(topology.models_exchange, self._on_promotion))
 
     async def _load_initial_model(self) -> None:
         if self.settings.model_path is not None:

@@ -35,6 +35,7 @@ from ingest_service.progress import Progress, slot_of
 from ingest_service.retrying import RetryingStore, RetryPolicy, is_transient
 from ingest_service.settings import IngestSettings
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.joining import join
 from shared.bus.topology import Topology, declare
 from shared.catalog import Catalog, ImageRecord, image_key, lesion_group, split_for
 from shared.decode_budget import DecodeBudget
@@ -77,19 +78,21 @@ class IngestService:
         #: Bounds the memory image cleaning decodes to, and hands it back after each large image.
         self.decode_budget = DecodeBudget(settings.clean_budget_bytes)
         self._split_secret: bytes | None = None
-        self._subscription: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "ingest_service",
                                               settings.heartbeat_s)
 
     async def start(self) -> None:
-        await self.bus.wait_connected()
-        await declare(self.bus, self.topology.ingest)
-        self._subscription = await self.bus.consume(self.topology.ingest.name, self._on_job, prefetch=1)
+        self._subscriptions = await join(self.bus, self._join)
         self.status_beat.start()
 
+    async def _join(self, made: list[Subscription]) -> None:
+        await declare(self.bus, self.topology.ingest)
+        made.append(await self.bus.consume(self.topology.ingest.name, self._on_job, prefetch=1))
+
     async def stop(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.cancel()
+        for subscription in self._subscriptions:
+            await subscription.cancel()
         await self.status_beat.stop()  # last: listed as up while a job still finishes
 
     async def _on_job(self, delivery: Delivery) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aio_pika
@@ -39,6 +39,9 @@ T = TypeVar("T")
 _RECONNECT_DELAY_S = 1.0  # between connection attempts, the first and after a loss (aio-pika's: 5 s)
 _CONNECT_TIMEOUT_S = 5.0  # at most, for one attempt: TCP, then the AMQP handshake
 _CLOSE_STEP_S = 1.0  # the longest close() waits on one step of closing (a broker answers in ms)
+#: What aiormq raises for a connection (or its channel) lost under a call.
+_LOST = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
+         ConnectionError)
 
 
 def _delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -85,7 +88,8 @@ class _Consumer:
     sends their acks, then closes the channel. Each step that waits on the broker gives up after
     `step_timeout_s`, and is skipped while `linked()` is false (the connection is lost): a broker
     that is gone or silent answers none of them (and redelivers to another consumer what was not
-    acked), and a worker told to stop must not wait on it."""
+    acked), and a worker told to stop must not wait on it. The close is started even then, so
+    that the channel is not restored with the connection, but not waited for."""
 
     def __init__(self, channel: AbstractChannel, acks: Acks | None = None, *,
                  step_timeout_s: float = 5.0, linked: Callable[[], bool] = lambda: True) -> None:
@@ -112,7 +116,24 @@ class _Consumer:
             await asyncio.wait(set(self._running), timeout=30)
         if self.acks is not None:
             await self._step(self.acks.drain)
-        await self._step(self._channel.close)
+        if self._linked():
+            await self._step(self._channel.close)
+        else:
+            self._close_unlinked()
+
+    def _close_unlinked(self) -> None:
+        """Close the channel without waiting for a broker that is gone: a robust channel marks
+        itself closed as its close starts, so the restored connection does not bring it (and its
+        consumer) back."""
+        task = asyncio.ensure_future(self._channel.close())
+        self._abandoned.add(task)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._abandoned.discard(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: a channel that is gone fails its close
+
+        task.add_done_callback(done)
 
     async def _step(self, step: Callable[[], Awaitable[object]]) -> None:
         """`step()`, given up after the step timeout, and not started at all while the connection
@@ -309,6 +330,8 @@ class RabbitBus:
             self._suspect()
             raise BrokerUnavailable(
                 f"{what}: no answer from the broker within {self._publish_timeout_s:g} s") from None
+        except _LOST as exc:
+            raise BrokerUnavailable(f"{what}: the connection to the broker was lost ({exc})") from exc
         except asyncio.CancelledError:
             # aiormq cancels the RPCs of a connection it closes: a cancel that was not meant for
             # this task is the broker lost, not a reason to end a caller's loop (a heartbeat's)
@@ -400,27 +423,39 @@ class RabbitBus:
             raise BrokerUnavailable(f"publish failed: {exc}") from exc
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> _Consumer:
+        what = f"consuming {queue!r}"
+        async with self._channel_for(what) as channel:
+            await self._bounded(channel.set_qos(prefetch_count=prefetch), what)
+            source = await self._bounded(channel.get_queue(queue, ensure=True), what)
+            acks = Acks(before=self._replies_sent)
+            consumer = _Consumer(channel, acks, step_timeout_s=self._publish_timeout_s, linked=self._linked)
+
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                consumer.track()
+                acks.delivered(message)
+                try:
+                    await handler(_delivery(message))
+                except Exception:
+                    log.exception("handler failed on %s; message dead-lettered", queue)
+                    await acks.rejected(message)
+                else:
+                    acks.handled(message)
+
+            consumer._queue, consumer._tag = source, await self._bounded(source.consume(on_message), what)
+            return consumer
+
+    @contextlib.asynccontextmanager
+    async def _channel_for(self, what: str) -> AsyncIterator[AbstractChannel]:
+        """A channel of its own for a consumer; closed again (best effort, bounded) when setting
+        the consumer up fails, so that a restored connection does not bring back half of it."""
         self._live_channel()
         assert self._connection is not None
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        source = await channel.get_queue(queue, ensure=True)
-        acks = Acks(before=self._replies_sent)
-        consumer = _Consumer(channel, acks, step_timeout_s=self._publish_timeout_s, linked=self._linked)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            consumer.track()
-            acks.delivered(message)
-            try:
-                await handler(_delivery(message))
-            except Exception:
-                log.exception("handler failed on %s; message dead-lettered", queue)
-                await acks.rejected(message)
-            else:
-                acks.handled(message)
-
-        consumer._queue, consumer._tag = source, await source.consume(on_message)
-        return consumer
+        channel = await self._bounded(self._connection.channel(), what)
+        try:
+            yield channel
+        except BaseException:
+            await _Consumer(channel, step_timeout_s=_CLOSE_STEP_S, linked=self._linked).cancel()
+            raise
 
     async def call(
         self, queue: str, body: bytes, *, timeout: float, headers: Mapping[str, object] | None = None
@@ -489,22 +524,22 @@ class RabbitBus:
             raise BrokerUnavailable(f"broadcast failed: {exc}") from exc
 
     async def subscribe(self, exchange: str, handler: Handler) -> _Consumer:
-        self._live_channel()
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        source = await self._fanout(channel, exchange)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(source)
+        what = f"subscribing to {exchange!r}"
+        async with self._channel_for(what) as channel:
+            source = await self._bounded(self._fanout(channel, exchange), what)
+            queue = await self._bounded(channel.declare_queue(exclusive=True, auto_delete=True), what)
+            await self._bounded(queue.bind(source), what)
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            try:
-                await handler(_delivery(message))
-            except Exception:
-                log.exception("broadcast handler failed on %s", exchange)
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                try:
+                    await handler(_delivery(message))
+                except Exception:
+                    log.exception("broadcast handler failed on %s", exchange)
 
-        consumer = _Consumer(channel, step_timeout_s=self._publish_timeout_s, linked=self._linked)
-        consumer._queue, consumer._tag = queue, await queue.consume(on_message, no_ack=True)
-        return consumer
+            consumer = _Consumer(channel, step_timeout_s=self._publish_timeout_s, linked=self._linked)
+            tag = await self._bounded(queue.consume(on_message, no_ack=True), what)
+            consumer._queue, consumer._tag = queue, tag
+            return consumer
 
     async def queue_stats(self, queue: str) -> QueueStats:
         self._live_channel()

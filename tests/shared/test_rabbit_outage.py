@@ -11,7 +11,8 @@ import aio_pika
 import aiormq
 import pytest
 
-from shared.bus import BrokerUnavailable, Delivery, MessageBus, connect_bus
+from shared.bus import BrokerUnavailable, Delivery, MessageBus, Subscription, connect_bus
+from shared.bus.joining import join
 from shared.bus.rabbitmq import RabbitBus
 from shared.bus.topology import DEAD_LETTER_EXCHANGE, DEAD_QUEUE_ARGUMENTS, DEAD_QUEUE_MAX_BYTES
 from tests.support.tcp import Proxy
@@ -209,3 +210,39 @@ async def test_a_publish_the_broker_does_not_confirm_in_time_makes_the_bus_not_c
     finally:
         await proxy.up()
         await bus.close()
+
+
+async def test_a_service_that_loses_the_broker_while_joining_it_joins_again_whole(
+        rabbit_url: str, proxy: Proxy, unique: str) -> None:
+    """The worker's start-up once lost the broker between its consumer and its subscription and
+    exited; `join` sets it all up again, and the consumer made before the loss is not restored
+    beside the new one."""
+    bus, direct = await connect_bus(through(rabbit_url, proxy)), await connect_bus(rabbit_url)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    tries = 0
+
+    async def handler(delivery: Delivery) -> None:
+        await got.put(delivery.body)
+
+    async def setup(made: list[Subscription]) -> None:
+        nonlocal tries
+        tries += 1
+        await bus.declare_queue(unique)
+        made.append(await bus.consume(unique, handler, prefetch=1))
+        if tries == 1:  # the broker goes away now, and comes back a second later
+            await proxy.down()
+            asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(proxy.up()))
+        made.append(await bus.subscribe(f"{unique}.models", handler))
+
+    try:
+        made = await asyncio.wait_for(join(bus, setup, retry_s=0.1), 20)
+        assert tries >= 2 and len(made) == 2
+        await asyncio.sleep(1.0)  # a restored consumer would be back by now
+        assert (await direct.queue_stats(unique)).consumers == 1
+        await direct.publish(unique, b"once")
+        assert await asyncio.wait_for(got.get(), 5) == b"once"
+        await asyncio.sleep(0.5)
+        assert got.empty()
+    finally:
+        await bus.close()
+        await direct.close()

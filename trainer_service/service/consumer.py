@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from shared.bus import Delivery, MessageBus, Subscription
+from shared.bus.joining import join
 from shared.bus.topology import Topology, declare
 from shared.classifier import configure_threads
 from shared.errors import DermaScanError, NotFound
@@ -59,20 +60,22 @@ class TrainerService:
         self.tracking = tracker_for(settings.mlflow_tracking_uri, ui_url=settings.mlflow_ui_url,
                                     on_failure=metrics.tracking_failures.inc)
         self.topology = Topology.of(settings)
-        self._subscription: Subscription | None = None
-        self._promotions: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
         self.status_beat = Heartbeat.of_service(bus, settings.status_exchange, "trainer_service",
                                                 settings.heartbeat_s, fine_tune=settings.fine_tune_policy())
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
         await self.bus.wait_connected()
-        await declare(self.bus, self.topology.train)
         current = await self.registry.bootstrap(self.settings.bundled_model_dir)
         self.metrics.current_model.info({"version": current})
-        self._promotions = await self.bus.subscribe(self.topology.models_exchange, self._on_promotion)
-        self._subscription = await self.bus.consume(self.topology.train.name, self._on_job, prefetch=1)
+        self._subscriptions = await join(self.bus, self._join)
         self.status_beat.start()
+
+    async def _join(self, made: list[Subscription]) -> None:
+        await declare(self.bus, self.topology.train)
+        made.append(await self.bus.subscribe(self.topology.models_exchange, self._on_promotion))
+        made.append(await self.bus.consume(self.topology.train.name, self._on_job, prefetch=1))
 
     async def _on_promotion(self, delivery: Delivery) -> None:
         """A promotion was announced: report the registry's current version (broadcasts may
@@ -86,9 +89,8 @@ class TrainerService:
                                         {"dermascan.promoted_at": dt.datetime.now(dt.UTC).isoformat()})
 
     async def stop(self) -> None:
-        for subscription in (self._subscription, self._promotions):
-            if subscription is not None:
-                await subscription.cancel()
+        for subscription in self._subscriptions:
+            await subscription.cancel()
         await self.status_beat.stop()  # last: listed as up while a training still finishes
 
     async def _on_job(self, delivery: Delivery) -> None:
