@@ -125,15 +125,7 @@ class _Consumer:
         """Close the channel without waiting for a broker that is gone: a robust channel marks
         itself closed as its close starts, so the restored connection does not bring it (and its
         consumer) back."""
-        task = asyncio.ensure_future(self._channel.close())
-        self._abandoned.add(task)
-
-        def done(task: asyncio.Future[Any]) -> None:
-            self._abandoned.discard(task)
-            if not task.cancelled():
-                task.exception()  # retrieved: a channel that is gone fails its close
-
-        task.add_done_callback(done)
+        _hold(asyncio.ensure_future(self._channel.close()), self._abandoned)
 
     async def _step(self, step: Callable[[], Awaitable[object]]) -> None:
         """`step()`, given up after the step timeout, and not started at all while the connection
@@ -607,10 +599,21 @@ async def _cancel_within(task: asyncio.Future[Any], timeout: float, keep: set[as
 def _abandon(task: asyncio.Future[Any], keep: set[asyncio.Future[Any]]) -> None:
     """Cancel `task` without waiting for it. aio-pika and aiormq may await the broker while they
     handle a cancel (a cancelled RPC closes its channel): a task still running is left to end by
-    itself, held in `keep` meanwhile (a task nothing refers to may be collected mid-way)."""
+    itself (`_hold`)."""
     task.cancel()
-    if not task.done():
+    _hold(task, keep)
+
+
+def _hold(task: asyncio.Future[Any], keep: set[asyncio.Future[Any]]) -> None:
+    """Let `task` end by itself, held in `keep` until it does (a task nothing refers to may be
+    collected mid-way); how it ends is no news (its failure is retrieved, not logged)."""
+    def done(task: asyncio.Future[Any]) -> None:
+        keep.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    if task.done():
+        done(task)
+    else:
         keep.add(task)
-        task.add_done_callback(keep.discard)
-    elif not task.cancelled():
-        task.exception()  # retrieved: a failure while being cancelled is no news
+        task.add_done_callback(done)
