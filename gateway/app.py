@@ -33,7 +33,8 @@ from gateway.routes import ROUTES, Route
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenBook
 from gateway.workers import WorkerDirectory
-from shared.bus import MessageBus, connect_bus
+from shared.bus import MessageBus, Subscription, connect_bus
+from shared.bus.joining import join
 from shared.bus.topology import Topology, declare
 from shared.errors import BadRequest
 from shared.jobs import JobStore
@@ -41,22 +42,27 @@ from shared.registry import ModelRegistry
 from shared.store import ObjectStore, open_store_for
 
 log = logging.getLogger(__name__)
+#: Between tries to join the broker after an error that is not the broker going away.
+_REJOIN_S = 5.0
 
 
 async def _join_broker(app: web.Application) -> None:
-    """Declare the queues and listen to worker heartbeats once the broker is reachable, then
-    keep the queue-depth gauges fresh."""
+    """Declare the queues and listen to worker heartbeats once the broker is reachable (`join`:
+    again from the start when it goes away part-way), then keep the queue-depth gauges fresh."""
     bus, settings = app[BUS], app[SETTINGS]
     topology = Topology.of(settings)
+
+    async def setup(made: list[Subscription]) -> None:
+        await declare(bus, *topology.queues)
+        made.append(await bus.subscribe(topology.status_exchange, app[WORKERS].on_status))
+
     while True:
         try:
-            await bus.wait_connected()
-            await declare(bus, *topology.queues)
-            await bus.subscribe(topology.status_exchange, app[WORKERS].on_status)
+            await join(bus, setup)
             break
-        except Exception as exc:  # noqa: BLE001 - the broker went away mid-way: join again
-            log.warning("joining the broker failed (%s); retrying", exc)
-            await asyncio.sleep(0.5)
+        except Exception:  # a queue declared with other arguments, say: fixable while this runs
+            log.exception("joining the broker failed; trying again in %g s", _REJOIN_S)
+            await asyncio.sleep(_REJOIN_S)
     metrics = app[METRICS]
     while True:
         for queue, stats in (await app[QUEUE_WATCH].sample()).items():

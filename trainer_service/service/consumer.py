@@ -66,7 +66,6 @@ class TrainerService:
 
     async def start(self) -> None:
         configure_threads(self.settings.intra_op_threads, 1)
-        await self.bus.wait_connected()
         current = await self.registry.bootstrap(self.settings.bundled_model_dir)
         self.metrics.current_model.info({"version": current})
         self._subscriptions = await join(self.bus, self._join)
