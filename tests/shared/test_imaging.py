@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +86,52 @@ def test_shades_of_gray_removes_a_colour_cast() -> None:
     before = cast.reshape(-1, 3).astype(np.float64).mean(axis=0)
     assert before.max() / before.min() > 1.6
     assert shades_of_gray(cast).dtype == np.uint8
+
+
+def shades_of_gray_formula(pixels: np.ndarray, power: int = 6) -> np.ndarray:
+    """The v2 policy's colour constancy as it was written when models were first trained with it:
+    what `shades_of_gray` must give, byte for byte."""
+    x = pixels.astype(np.float32)
+    illuminant = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1.0 / power)
+    gains = float(illuminant.mean()) / np.maximum(illuminant, 1e-3)
+    return np.asarray(np.clip(np.rint(x * gains), 0, 255).astype(np.uint8))
+
+
+def fixture_photos() -> list[Image.Image]:
+    root = Path(__file__).resolve().parents[1] / "fixtures"
+    images = []
+    for path in sorted([*root.glob("ham10000/**/*.jpg"), *root.glob("isic2017*/**/*.jpg")]):
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def test_shades_of_gray_gives_the_formulas_bytes() -> None:
+    """Models are trained and served on these bytes: the fast path must not move one of them."""
+    from shared.imaging import SHADES_OF_GRAY_POWER, shades_of_gray
+
+    rng = np.random.default_rng(7)
+    shapes = [(224, 224, 3), (97, 131, 3), (1, 1, 3)]
+    cases = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
+    no_green = np.dstack([np.full((8, 8), 90), np.zeros((8, 8)), np.full((8, 8), 250)]).astype(np.uint8)
+    cases += [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8), no_green]
+    photos = fixture_photos()
+    assert len(photos) >= 20
+    cases += [np.asarray(photo.resize((224, 224), Image.Resampling.BILINEAR)) for photo in photos]
+    for pixels in cases:
+        for power in (SHADES_OF_GRAY_POWER, 1, 3):
+            assert np.array_equal(shades_of_gray(pixels, power), shades_of_gray_formula(pixels, power))
+
+
+def test_the_colour_constant_policy_is_the_formula_after_the_resize(melanoma_jpeg: bytes) -> None:
+    from shared.imaging import SHADES_OF_GRAY_V2, resize_to_input
+
+    with Image.open(io.BytesIO(melanoma_jpeg)) as photo:
+        png = encode(photo.convert("RGB"), "PNG")  # a PNG decodes whole: no JPEG draft scale to mirror
+    with Image.open(io.BytesIO(png)) as image:
+        resized = resize_to_input(image.convert("RGB"), (224, 224))
+    assert np.array_equal(load_for_model(png, (224, 224), policy=SHADES_OF_GRAY_V2),
+                          shades_of_gray_formula(resized))
 
 
 def test_each_policy_gives_its_own_pixels(melanoma_jpeg: bytes) -> None:
