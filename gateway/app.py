@@ -85,7 +85,7 @@ def _resources(bus: MessageBus | None, store: ObjectStore | None):  # type: igno
         app[JOBS] = JobStore(own_store, retention_s=settings.job_retention_s)
         app[AUDIT] = AuditLog(own_store, retention_s=settings.audit_retention_s)
         app[AUDIT].start()
-        app[CATALOG_VIEW] = CatalogView(own_store, settings.data_views_max_age_s)
+        app[CATALOG_VIEW] = CatalogView(own_store)
         app[QUEUE_WATCH] = QueueWatch(own_bus, [queue.name for queue in Topology.of(settings).queues])
         joining = asyncio.create_task(_join_broker(app))
         sweeping = asyncio.create_task(sweep_forever(app[JOBS], app[AUDIT]), name="retention-sweep")

@@ -6,8 +6,7 @@ The policy is the trainers': each sends its settings' `FineTunePolicy` in its he
 (`shared.fine_tune_policy.shortfall`), made on the catalog the Data views read
 (`gateway/catalog_view.py`) and on the classes the job would train: the current model's and every
 label with training images. The gateway holds no copy of the numbers. It refuses only what every
-live trainer would refuse, and only on the catalog read afresh (the view re-reads a batch
-rewritten in place only once it is `max_age_s` old); when a live trainer sent no policy (none
+live trainer would refuse, on the catalog as it is listed now; when a live trainer sent no policy (none
 heard yet, or one older than the field) the request is queued as before and the trainer's
 job-level check decides, as it does in any case when its job runs (the catalog, the current
 model or the trainer may differ by then).
@@ -54,17 +53,15 @@ async def refuse_thin_fine_tune(app: web.Application) -> None:
     registry = app[REGISTRY]
     current = await registry.current_version()
     served = (await registry.manifest(current)).classes if current is not None else []
-    if await _refusal(app, served, policies, fresh=False) is None:
-        return
-    refusal = await _refusal(app, served, policies, fresh=True)  # refused only on the catalog read afresh
+    refusal = await _refusal(app, served, policies)
     if refusal is not None:
         raise refusal
 
 
-async def _refusal(app: web.Application, served: list[str], policies: list[FineTunePolicy], *,
-                   fresh: bool) -> Unprocessable | None:
+async def _refusal(app: web.Application, served: list[str],
+                   policies: list[FineTunePolicy]) -> Unprocessable | None:
     """The first trainer's refusal when every trainer's policy refuses the catalog, else None."""
-    trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels, fresh=fresh)
+    trained, judged = await app[CATALOG_VIEW].derived("fine_tune_labels", _labels)
     classes = sorted(set(served) | set(trained))
     refusals = [shortfall(trained, judged, classes, policy) for policy in policies]
     return refusals[0] if all(refusals) else None

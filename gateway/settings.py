@@ -119,9 +119,6 @@ class GatewaySettings(CommonSettings):
     events_max_streams: int = Field(
         256, ge=1, description="Job event streams one gateway keeps open at once (each reads its job record "
         "every `DERMASCAN_EVENTS_POLL_S`); past it: 429, and the page polls `GET /jobs/{id}` instead.")
-    data_views_max_age_s: float = Field(
-        60.0, gt=0, description="The Data views (`GET /data/*`) read only catalog objects they have not "
-        "seen; past this age they read the whole catalog again (a batch rewritten in place).")
     page_size: int = Field(
         50, ge=1, description="Items a page of `GET /models` and `GET /audit` holds when the request names "
         "no `limit`; the answer's `next` asks for the page after it.")

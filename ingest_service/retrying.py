@@ -102,6 +102,9 @@ class RetryingStore:
     async def list(self, prefix: str = "") -> list[str]:
         return await self._call("list", lambda: self.inner.list(prefix))
 
+    async def list_stamped(self, prefix: str = "") -> dict[str, str]:
+        return await self._call("list", lambda: self.inner.list_stamped(prefix))
+
     async def delete(self, key: str) -> None:
         await self._call("delete", lambda: self.inner.delete(key))
 

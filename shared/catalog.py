@@ -161,6 +161,11 @@ class Catalog:
         """The catalog's objects (batches and parts), in key order: what `records` reads."""
         return await self.store.list(CATALOG_PREFIX)
 
+    async def stamped_keys(self) -> dict[str, str]:
+        """`keys`, each with its store stamp (`ObjectStore.list_stamped`): a batch ended again
+        under its key has a new one."""
+        return await self.store.list_stamped(CATALOG_PREFIX)
+
     async def records_in(self, key: str) -> list[ImageRecord]:
         """The records of one catalog object (a batch or a part); [] for one deleted since it was
         listed (a batch that ended deletes its parts, whose records are in the batch then)."""

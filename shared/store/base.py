@@ -6,7 +6,8 @@ of a key succeeds; the others raise AlreadyExists); `put_if` writes only over th
 key its writer read (`get_versioned`: S3's ETag, a content hash on disk), atomically with respect
 to every other `put_if` and `create` of the key, and raises VersionMismatch when somebody wrote
 (or deleted) it since; `get` of a missing key raises NotFound;
-`list` returns keys under a prefix, sorted; `delete` of a missing key is a no-op; keys never
+`list` returns keys under a prefix, sorted, and `list_stamped` the same keys each with a stamp
+that changes whenever its bytes do; `delete` of a missing key is a no-op; keys never
 contain `..` segments or a leading `/`. A store that cannot be reached (refused, silent past
 its timeouts, failing) raises StoreUnavailable: a 503 with Retry-After at the gateway.
 """
@@ -88,6 +89,12 @@ class ObjectStore(Protocol):
     async def exists(self, key: str) -> bool: ...
 
     async def list(self, prefix: str = "") -> list[str]: ...
+
+    async def list_stamped(self, prefix: str = "") -> dict[str, str]:
+        """The keys under `prefix`, sorted, each with a stamp that changes whenever its bytes do
+        (S3: the ETag its listing gives; on disk: the file's inode, size and times, which a write
+        replaces): a reader that keeps what it read by stamp reads again only what was written
+        since, in one listing. Not a `put_if` version: compare stamps only with stamps."""
 
     async def delete(self, key: str) -> None: ...
 

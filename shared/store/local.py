@@ -128,6 +128,21 @@ class LocalStore:
     async def list(self, prefix: str = "") -> list[str]:
         return await self._run(lambda: self._list(prefix))
 
+    def _list_stamped(self, prefix: str) -> dict[str, str]:
+        stamps = {}
+        for key in self._list(prefix):
+            try:
+                stat = self._path(key).stat()
+            except FileNotFoundError:
+                continue  # deleted since the walk
+            # a write renames a new file over the key: another inode (a freed one may come back,
+            # but not with the same change time)
+            stamps[key] = f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
+        return stamps
+
+    async def list_stamped(self, prefix: str = "") -> dict[str, str]:
+        return await self._run(lambda: self._list_stamped(prefix))
+
     async def delete(self, key: str) -> None:
         path = self._path(key)
         await self._run(lambda: path.unlink(missing_ok=True))

@@ -145,17 +145,21 @@ class S3Store:
     async def exists(self, key: str) -> bool:
         return await self._run(lambda: self._exists(key))
 
-    def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def _list_stamped(self, prefix: str) -> dict[str, str]:
+        stamps: dict[str, str] = {}
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix
         )
         for page in pages:
-            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-        return sorted(keys)
+            for item in page.get("Contents", []):
+                stamps[item["Key"][len(self.prefix):]] = str(item["ETag"])
+        return dict(sorted(stamps.items()))
 
     async def list(self, prefix: str = "") -> list[str]:
-        return await self._run(lambda: self._list(prefix))
+        return list(await self.list_stamped(prefix))
+
+    async def list_stamped(self, prefix: str = "") -> dict[str, str]:
+        return await self._run(lambda: self._list_stamped(prefix))
 
     async def delete(self, key: str) -> None:
         name = self._key(key)

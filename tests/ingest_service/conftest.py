@@ -154,6 +154,10 @@ class FlakyStore:
         self._check("list", prefix)
         return await self.inner.list(prefix)
 
+    async def list_stamped(self, prefix: str = "") -> dict[str, str]:
+        self._check("list", prefix)
+        return await self.inner.list_stamped(prefix)
+
     async def delete(self, key: str) -> None:
         self._check("delete", key)
         await self.inner.delete(key)

@@ -70,11 +70,30 @@ async def test_list_is_sorted_and_scoped_by_prefix(store: ObjectStore) -> None:
     assert await store.list("b/") == ["b/2"]
 
 
+async def test_a_stamped_listing_changes_a_stamp_only_where_the_bytes_changed(store: ObjectStore) -> None:
+    for key in ("catalog/b", "catalog/a", "models/x"):
+        await store.put(key, b"first")
+    before = await store.list_stamped("catalog/")
+    assert list(before) == ["catalog/a", "catalog/b"] == await store.list("catalog/")
+    await store.put("catalog/b", b"second, longer")
+    await store.put("catalog/a", b"first")  # rewritten, same bytes: a stamp may change or not
+    await store.create("catalog/c", b"new")
+    after = await store.list_stamped("catalog/")
+    assert list(after) == ["catalog/a", "catalog/b", "catalog/c"]
+    assert after["catalog/b"] != before["catalog/b"]
+    await store.put("catalog/b", b"third, as long")  # the same size as the second
+    assert (await store.list_stamped("catalog/"))["catalog/b"] != after["catalog/b"]
+    assert await store.list_stamped("catalog/") == await store.list_stamped("catalog/")  # nothing written
+    await store.delete("catalog/a")
+    assert list(await store.list_stamped("catalog/")) == ["catalog/b", "catalog/c"]
+
+
 async def test_the_local_store_lists_no_file_still_being_written(tmp_path: Path) -> None:
     store = await open_store(tmp_path.as_uri())
     await store.put("images/a.jpg", b"a")
     (tmp_path / "images" / f"{TEMP_PREFIX}b.jpg.0a1b2c").write_bytes(b"half of b")  # a put mid-write
     assert await store.list("images/") == ["images/a.jpg"]
+    assert list(await store.list_stamped("images/")) == ["images/a.jpg"]
     await store.close()
 
 
