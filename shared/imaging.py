@@ -225,8 +225,8 @@ def shades_of_gray(pixels: np.ndarray, power: int = SHADES_OF_GRAY_POWER) -> np.
 def _balanced(image: Image.Image, pixels: np.ndarray, power: int) -> np.ndarray:
     """`shades_of_gray` of `pixels`, which are `image`'s, as the formula
     `x = pixels as float32; illuminant = mean(x ** p over the pixels) ** (1 / p);
-    out = clip(rint(x * mean(illuminant) / illuminant), 0, 255)` gives it, byte for byte, at about
-    half its cost (tests/shared/test_imaging.py holds the formula and checks this against it):
+    out = clip(rint(x * mean(illuminant) / illuminant), 0, 255)` gives it, byte for byte, in about
+    three quarters of its time (tests/shared/test_imaging.py holds the formula and checks this):
     x ** p and x * gain are looked up per byte value, computed in the same float32 arithmetic;
     each channel's sum runs over the pixels in their order in float32, as NumPy's mean over
     both axes does, but over a contiguous row instead of a stride of three."""
