@@ -166,6 +166,11 @@ class MicroBatcher(Generic[K, T, R]):
         self._arrived.set()
         return await item.future
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, held, being decoded or in the model: a value submitted now runs alone."""
+        return not (self._running or self._incoming or self._held or self._queue.qsize())
+
     def _take(self, claimed: list[_Item[K, T, R]]) -> _Item[K, T, R] | None:
         if self._held:
             item = self._held.pop(0)

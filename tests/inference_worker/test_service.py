@@ -5,11 +5,15 @@ follows the registry's pointer, whatever the broadcasts say."""
 from __future__ import annotations
 
 import asyncio
+import io
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from inference_worker.metrics import WorkerMetrics
@@ -43,9 +47,9 @@ async def served(tmp_path: Path, tiny_model_dir: Path) -> AsyncIterator[tuple[Me
     await store.close()
 
 
-async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0,
-              timeout: float = 10.0) -> PredictReply:
-    wire = to_wire(PredictRequest(image=image, image_format="jpeg", deadline=time.time() + deadline_in))
+async def ask(bus: MessageBus, image: bytes, *, deadline_in: float = 10.0, timeout: float = 10.0,
+              image_format: str = "jpeg") -> PredictReply:
+    wire = to_wire(PredictRequest(image=image, image_format=image_format, deadline=time.time() + deadline_in))
     return decode(PredictReply, await bus.call(QUEUE, wire.body, headers=wire.headers, timeout=timeout))
 
 
@@ -77,6 +81,38 @@ async def test_a_bad_image_fails_only_itself(
     assert good.result is not None and other.result is not None
     assert bad.result is None and bad.error is not None and bad.error.code == "corrupt_image"
     assert bad.error.status == 400
+
+
+async def test_a_lone_small_jpeg_is_decoded_on_the_loop_and_the_rest_in_the_decode_pool(
+    served: tuple[MessageBus, CollectorRegistry], fixture_images: dict[str, list[Path]],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inference_worker.service as service
+    from shared.imaging import load_for_model as load
+
+    bus, _ = served
+    decoded_on: list[str] = []
+
+    def recorded(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        decoded_on.append("loop" if threading.current_thread() is threading.main_thread() else "pool")
+        return load(data, *args, **kwargs)
+
+    monkeypatch.setattr("inference_worker.service.load_for_model", recorded)  # what _decode calls
+    jpegs = [path.read_bytes() for paths in fixture_images.values() for path in paths][:8]
+    with Image.open(io.BytesIO(jpegs[0])) as photo:
+        png = io.BytesIO()
+        photo.save(png, "PNG")
+        large = io.BytesIO()
+        photo.resize((3000, 2250)).save(large, "JPEG", quality=98)
+    assert len(large.getvalue()) > service.INLINE_DECODE_MAX_BYTES
+
+    for image, image_format in [(jpegs[0], "jpeg"), (png.getvalue(), "png"), (large.getvalue(), "jpeg")]:
+        assert (await ask(bus, image, image_format=image_format)).result is not None  # one at a time
+    assert decoded_on == ["loop", "pool", "pool"]
+    decoded_on.clear()
+    replies = await asyncio.gather(*(ask(bus, image) for image in jpegs))  # together: the first alone
+    assert all(reply.result is not None for reply in replies)
+    assert decoded_on[0] == "loop" and decoded_on.count("pool") >= len(jpegs) - 2
 
 
 async def test_an_expired_request_gets_no_reply_and_no_model_call(
