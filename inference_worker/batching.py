@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -219,7 +220,7 @@ class MicroBatcher(Generic[K, T, R]):
                 continue
             backlog = Backlog(waiting=self._queue.qsize() + len(self._held) + self._incoming,
                               running=self._running)
-            started = loop.time()
+            started = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
             self._running += 1
             try:
                 results = await loop.run_in_executor(
@@ -233,7 +234,7 @@ class MicroBatcher(Generic[K, T, R]):
             finally:
                 self._running -= 1
             if self._on_batch is not None:
-                self._on_batch(len(live), loop.time() - started)
+                self._on_batch(len(live), time.perf_counter() - started)
             for item, result in zip(live, results, strict=True):
                 if not item.future.done():
                     item.future.set_result((result, len(live)))

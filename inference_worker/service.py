@@ -292,9 +292,9 @@ class InferenceWorker:
             if image is None or request.deadline < time.time():
                 self.metrics.requests.labels("expired").inc()
                 return None  # expired while it waited for a decode thread: nobody waits for it
-            started = loop.time()
+            started = time.perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
             probabilities, batch_size = await self._batcher.submit(classifier, image)
-            compute_ms = (loop.time() - started) * 1000
+            compute_ms = (time.perf_counter() - started) * 1000
             seen = (await loop.run_in_executor(self._decode_pool, png_of, image)
                     if request.want_input else None)
         except DermaScanError as exc:
