@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from shared.errors import ServiceUnavailable
@@ -55,7 +55,6 @@ class _Item(Generic[K, T, R]):
     key: K
     value: T
     future: asyncio.Future[tuple[R, int]]
-    queued_at: float = field(default=0.0)
 
 
 class MicroBatcher(Generic[K, T, R]):
@@ -162,7 +161,7 @@ class MicroBatcher(Generic[K, T, R]):
         if self._refusal is not None:
             raise self._refusal
         loop = asyncio.get_running_loop()
-        item: _Item[K, T, R] = _Item(key, value, loop.create_future(), loop.time())
+        item: _Item[K, T, R] = _Item(key, value, loop.create_future())
         self._queue.put_nowait(item)
         self._arrived.set()
         return await item.future

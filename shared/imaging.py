@@ -219,17 +219,18 @@ def shades_of_gray(pixels: np.ndarray, power: int = SHADES_OF_GRAY_POWER) -> np.
     illuminant becomes grey at the same overall level. p = 1 is grey-world, p -> inf max-RGB.
     Returns uint8 pixels of the same shape.
     """
-    return _balanced(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)), pixels, power)
+    return _balanced(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)), power)
 
 
-def _balanced(image: Image.Image, pixels: np.ndarray, power: int) -> np.ndarray:
-    """`shades_of_gray` of `pixels`, which are `image`'s, as the formula
+def _balanced(image: Image.Image, power: int) -> np.ndarray:
+    """`shades_of_gray` of an RGB `image`'s pixels, as the formula
     `x = pixels as float32; illuminant = mean(x ** p over the pixels) ** (1 / p);
     out = clip(rint(x * mean(illuminant) / illuminant), 0, 255)` gives it, byte for byte, in about
     three quarters of its time (tests/shared/test_imaging.py holds the formula and checks this):
     x ** p and x * gain are looked up per byte value, computed in the same float32 arithmetic;
     each channel's sum runs over the pixels in their order in float32, as NumPy's mean over
     both axes does, but over a contiguous row instead of a stride of three."""
+    pixels = np.asarray(image, dtype=np.uint8)
     height, width, _ = pixels.shape
     planes = np.ascontiguousarray(pixels.reshape(-1, 3).T)  # (3, pixels)
     sums = np.add.accumulate(_powers(power).take(planes), axis=1)[:, -1]
@@ -253,8 +254,7 @@ def _crop_policy(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 
 def _colour_constant_policy(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    resized = _resized(image, size)
-    return _balanced(resized, np.asarray(resized, dtype=np.uint8), SHADES_OF_GRAY_POWER)
+    return _balanced(_resized(image, size), SHADES_OF_GRAY_POWER)
 
 
 CENTER_CROP_V1 = "center_crop_resize_bilinear/v1"
